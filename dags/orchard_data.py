@@ -1,0 +1,352 @@
+"""
+### orchard_data
+
+Raw web data in, a clean, deduplicated, validated corpus out.
+
+1. **crawl** the seed sites politely (robots.txt, rate limits) into WARC files — with no
+   seeds, the demo website `orchard up` serves (the Python documentation);
+2. **import** other sources (WARC/WET, JSONL/Parquet, a folder of .txt/.md/.html);
+3. **curate** with datatrove: text extraction, URL/language/quality filters, PII
+   removal, exact and MinHash near-duplicate removal — every drop counted, samples kept;
+4. **validate** with Great Expectations: a failing suite turns the task red and stops here;
+5. **mix** the sources to the target category weights and publish the
+   `orchard_curated_corpus` asset, which the tokenizer DAG is scheduled on.
+
+Every step runs as a Ray job and is content-addressed: triggering again with the same
+Params reuses every finished step (no work twice); see the manifests under
+`ORCHARD_HOME/data/<step>/`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+CURATED_CORPUS = Asset("orchard_curated_corpus")
+IMPORT_KINDS = ["warc", "wet", "jsonl", "parquet", "folder"]
+CATEGORIES = ["web", "books", "code", "conversations", "instructions"]
+FILTERS = ["url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb"]
+
+
+def _job_id(context: dict, step: str) -> str:
+    from orchard.ray_submit import submission_base
+
+    return submission_base("orchard_data", context["run_id"], step)
+
+
+@dag(
+    dag_id="orchard_data",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["orchard", "data"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    params={
+        "seeds": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": "^https?://"},
+            title="Seed URLs",
+            description="Where the crawl starts. Empty: the demo website of `orchard up`.",
+        ),
+        "allowed_domains": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Allowed domains",
+            description="Hosts the crawl may visit, and their subdomains (empty: the seeds').",
+        ),
+        "max_pages": Param(
+            600,
+            type="integer",
+            minimum=1,
+            maximum=1_000_000,
+            title="Max pages",
+            description="Pages the crawl stores at most.",
+        ),
+        "max_depth": Param(
+            6,
+            type="integer",
+            minimum=0,
+            maximum=100,
+            title="Max depth",
+            description="Links followed from a seed at most.",
+        ),
+        "per_host_delay_s": Param(
+            0.02,
+            type="number",
+            minimum=0,
+            maximum=60,
+            title="Delay per host (s)",
+            description="Minimum time between two requests to one host (robots.txt "
+            "Crawl-delay wins when larger).",
+        ),
+        "imports": Param(
+            [],
+            type="array",
+            items={
+                "type": "string",
+                "pattern": f"^({'|'.join(IMPORT_KINDS)})(/({'|'.join(CATEGORIES)}))?:.+",
+            },
+            title="Other sources",
+            description="Data already on disk, as KIND[/CATEGORY]:PATH with KIND one of "
+            f"{', '.join(IMPORT_KINDS)} and CATEGORY one of {', '.join(CATEGORIES)} "
+            "(default web); e.g. jsonl/books:/data/books.jsonl, folder:/data/notes.",
+        ),
+        "languages": Param(
+            ["en"],
+            type="array",
+            items={"type": "string", "pattern": "^[a-z]{2,3}$"},
+            minItems=1,
+            title="Languages",
+            description="Languages to keep (ISO 639-1 codes).",
+        ),
+        "filters": Param(
+            FILTERS,
+            type="array",
+            items={"type": "string", "enum": FILTERS},
+            title="Filters",
+            description="Quality filters to run, in this order.",
+        ),
+        "min_alpha_words_ratio": Param(
+            0.8,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Least share of words with a letter",
+            description="Gopher quality filter: 0.8 suits prose; technical documentation "
+            "full of code and numbers (the demo corpus) wants about 0.6.",
+        ),
+        "exact_dedup": Param(
+            True, type="boolean", title="Exact dedup", description="Drop identical texts."
+        ),
+        "near_dedup": Param(
+            True,
+            type="boolean",
+            title="Near dedup (MinHash)",
+            description="Drop near-duplicates.",
+        ),
+        "minhash_buckets": Param(
+            20,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            title="MinHash bands",
+            description="More bands catch less similar pairs (threshold ≈ (1/bands)^(1/rows)).",
+        ),
+        "minhash_hashes_per_bucket": Param(
+            5,
+            type="integer",
+            minimum=1,
+            maximum=32,
+            title="MinHash rows per band",
+            description="More rows demand more similarity (20×5 ≈ Jaccard 0.55 and up).",
+        ),
+        "max_duplicate_rate": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Max duplicate rate",
+            description="Validation fails when more of the corpus than this is duplicated.",
+        ),
+        "weights": Param(
+            {"web": 1.0},
+            type="object",
+            title="Mix weights",
+            description="Target share per category: web, books, code, conversations, instructions.",
+        ),
+        "executor": Param(
+            "local",
+            type="string",
+            enum=["local", "ray"],
+            title="Curation executor",
+            description="datatrove's local processes, or spread over the Ray cluster.",
+        ),
+        "force": Param(
+            False, type="boolean", title="Rebuild", description="Redo steps already done."
+        ),
+    },
+)
+def orchard_data():
+    @task
+    def crawl(params: dict | None = None, **context) -> str | None:
+        from pathlib import Path
+
+        from airflow.exceptions import AirflowFailException
+
+        from orchard.ray_submit import run_step_job
+        from orchard.settings import load_settings
+        from ray_jobs.crawl import CrawlConfig
+
+        settings = load_settings()
+        seeds = params["seeds"]
+        if not seeds:
+            if not (Path(settings.site_dir) / "index.html").is_file():
+                if params["imports"]:
+                    print("no Seed URLs and no demo website: importing only")
+                    return None
+                # A missing site is not transient: fail without retries.
+                raise AirflowFailException(
+                    "no Seed URLs and no demo website: give Seed URLs, or install "
+                    "python3.11-doc, or set ORCHARD_SITE_DIR, then `orchard up`"
+                )
+            seeds = [f"{settings.site_url}/index.html"]
+        config = CrawlConfig(
+            seeds=tuple(seeds),
+            allowed_domains=tuple(params["allowed_domains"]),
+            max_pages=params["max_pages"],
+            max_depth=params["max_depth"],
+            per_host_delay_s=params["per_host_delay_s"],
+        )
+        manifest = run_step_job(
+            settings,
+            module="crawl",
+            step="crawl",
+            name="web",
+            config=config,
+            inputs=[],
+            base_id=_job_id(context, "crawl"),
+            force=params["force"],
+        )
+        return manifest.path
+
+    @task
+    def import_sources(params: dict | None = None, **context) -> str | None:
+        if not params["imports"]:
+            print("no other sources configured")
+            return None
+        from airflow.exceptions import AirflowFailException
+
+        from orchard.errors import OrchardError
+        from orchard.ray_submit import run_step_job
+        from orchard.settings import load_settings
+        from ray_jobs.ingest import ImportConfig
+
+        sources = []
+        for item in params["imports"]:
+            kind, path = item.split(":", 1)
+            kind, _, category = kind.partition("/")
+            sources.append({"kind": kind, "path": path, "category": category or "web"})
+        try:
+            config = ImportConfig.from_sources(sources)
+        except OrchardError as error:  # a wrong path: retrying will not help
+            raise AirflowFailException(str(error)) from None
+        manifest = run_step_job(
+            load_settings(),
+            module="ingest",
+            step="import",
+            name="sources",
+            config=config,
+            inputs=[],
+            base_id=_job_id(context, "import"),
+            force=params["force"],
+        )
+        return manifest.path
+
+    @task
+    def curate(
+        crawled: str | None, imported: str | None, params: dict | None = None, **context
+    ) -> str:
+        from pathlib import Path
+
+        from orchard.ray_submit import run_step_job
+        from orchard.settings import load_settings
+        from orchard.steps import Manifest
+        from ray_jobs.curate import CurateConfig
+
+        sources = [Manifest.read(Path(p)) for p in (crawled, imported) if p]
+        config = CurateConfig(
+            languages=tuple(params["languages"]),
+            filters=tuple(params["filters"]),
+            min_alpha_words_ratio=params["min_alpha_words_ratio"],
+            exact_dedup=params["exact_dedup"],
+            near_dedup=params["near_dedup"],
+            minhash_buckets=params["minhash_buckets"],
+            minhash_hashes_per_bucket=params["minhash_hashes_per_bucket"],
+            executor=params["executor"],
+        )
+        manifest = run_step_job(
+            load_settings(),
+            module="curate",
+            step="curate",
+            name="corpus",
+            config=config,
+            inputs=sources,
+            base_id=_job_id(context, "curate"),
+            force=params["force"],
+        )
+        return manifest.path
+
+    @task
+    def validate(curated: str, params: dict | None = None, **context) -> str:
+        from pathlib import Path
+
+        from airflow.exceptions import AirflowFailException
+
+        from orchard.ray_submit import RayJobFailed, run_step_job
+        from orchard.settings import load_settings
+        from orchard.steps import Manifest, locate
+        from ray_jobs.validate import ValidateConfig
+
+        config = ValidateConfig(
+            languages=tuple(params["languages"]),
+            max_duplicate_rate=params["max_duplicate_rate"],
+        )
+        settings = load_settings()
+        inputs = [Manifest.read(Path(curated))]
+        try:
+            manifest = run_step_job(
+                settings,
+                module="validate",
+                step="validate",
+                name="corpus",
+                config=config,
+                inputs=inputs,
+                base_id=_job_id(context, "validate"),
+                force=params["force"],
+            )
+        except RayJobFailed as error:
+            # validate keeps a failing report at <data_root>/validate/failed-<key>.
+            report = locate(Path(settings.data_dir), "validate", "failed", config, inputs)
+            if report.exists():
+                # The suite failed: the data will not change on a retry, so stop here.
+                raise AirflowFailException(f"{error} (report: {report})") from None
+            raise
+        return manifest.path
+
+    @task(outlets=[CURATED_CORPUS])
+    def mix(curated: str, validated: str, params: dict | None = None, **context) -> str:
+        from pathlib import Path
+
+        from orchard.ray_submit import run_step_job
+        from orchard.settings import load_settings
+        from orchard.steps import Manifest
+        from ray_jobs.mix import MixConfig
+
+        inputs = [Manifest.read(Path(curated)), Manifest.read(Path(validated))]
+        manifest = run_step_job(
+            load_settings(),
+            module="mix",
+            step="mix",
+            name="corpus",
+            config=MixConfig(weights=params["weights"]),
+            inputs=inputs,
+            base_id=_job_id(context, "mix"),
+            force=params["force"],
+        )
+        context["outlet_events"][CURATED_CORPUS].extra = {
+            "manifest": str(Path(manifest.path) / "manifest.json"),
+            "documents": manifest.counts.get("documents", 0),
+            "key": manifest.key,
+        }
+        return manifest.path
+
+    curated = curate(crawl(), import_sources())
+    mix(curated, validate(curated))
+
+
+orchard_data()

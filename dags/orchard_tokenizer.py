@@ -1,0 +1,139 @@
+"""
+### orchard_tokenizer
+
+The curated corpus in, a tokenizer and a tokenized corpus out. Runs by itself whenever
+`orchard_data` publishes the `orchard_curated_corpus` asset (or trigger it by hand).
+
+1. **tokenizer** trains a byte-level BPE tokenizer (Hugging Face `tokenizers`) with
+   Orchard's special tokens and chat template, and reports its compression (bytes per
+   token) and round-trip exactness on held-out documents;
+2. **tokenize** writes the corpus as Megatron indexed datasets (`.bin/.idx`, train and
+   validation splits, an end-of-document token after every document), in parallel over
+   Ray, and publishes the `orchard_tokenized_corpus` asset `orchard_pretrain` runs on.
+
+Both steps are content-addressed: the same corpus and Params reuse the finished output.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+CURATED_CORPUS = Asset("orchard_curated_corpus")
+TOKENIZED_CORPUS = Asset("orchard_tokenized_corpus")
+
+
+def _job_id(context: dict, step: str) -> str:
+    from orchard.ray_submit import submission_base
+
+    return submission_base("orchard_tokenizer", context["run_id"], step)
+
+
+@dag(
+    dag_id="orchard_tokenizer",
+    schedule=[CURATED_CORPUS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    # Two runs of one step key would train into the same work directory: one at a time.
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["orchard", "model"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    params={
+        "corpus": Param(
+            "",
+            type="string",
+            title="Corpus manifest",
+            description="A mix step's manifest.json. Empty: the asset event that triggered "
+            "the run, else the newest curated corpus.",
+        ),
+        "vocab_size": Param(
+            8192,
+            type="integer",
+            minimum=512,
+            maximum=262_144,
+            title="Vocabulary size",
+            description="Tokens in the vocabulary: 50257/100352/256000 for real runs, a few "
+            "thousand for the demo corpus.",
+        ),
+        "valid_fraction": Param(
+            0.05,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=0.5,
+            title="Validation share",
+            description="Share of documents held out for validation (never trained on).",
+        ),
+        "force": Param(
+            False, type="boolean", title="Rebuild", description="Redo steps already done."
+        ),
+    },
+)
+def orchard_tokenizer():
+    @task
+    def corpus(params: dict | None = None, **context) -> str:
+        from orchard.dag_inputs import upstream_manifest
+
+        return upstream_manifest(context, CURATED_CORPUS, params["corpus"], "mix")
+
+    @task
+    def tokenizer(corpus_manifest: str, params: dict | None = None, **context) -> str:
+        from pathlib import Path
+
+        from orchard.ray_submit import run_step_job
+        from orchard.settings import load_settings
+        from orchard.steps import Manifest
+        from ray_jobs.tokenizer import TokenizerConfig
+
+        manifest = run_step_job(
+            load_settings(),
+            module="tokenizer",
+            step="tokenizer",
+            name="bpe",
+            config=TokenizerConfig(
+                vocab_size=params["vocab_size"], valid_fraction=params["valid_fraction"]
+            ),
+            inputs=[Manifest.read(Path(corpus_manifest).parent)],
+            base_id=_job_id(context, "tokenizer"),
+            force=params["force"],
+        )
+        return manifest.path
+
+    @task(outlets=[TOKENIZED_CORPUS])
+    def tokenize(
+        corpus_manifest: str, tokenizer_dir: str, params: dict | None = None, **context
+    ) -> str:
+        from pathlib import Path
+
+        from orchard.ray_submit import run_step_job
+        from orchard.settings import load_settings
+        from orchard.steps import Manifest
+        from ray_jobs.tokenize import TokenizeConfig
+
+        manifest = run_step_job(
+            load_settings(),
+            module="tokenize",
+            step="tokenize",
+            name="corpus",
+            config=TokenizeConfig(valid_fraction=params["valid_fraction"]),
+            inputs=[
+                Manifest.read(Path(tokenizer_dir)),
+                Manifest.read(Path(corpus_manifest).parent),
+            ],
+            base_id=_job_id(context, "tokenize"),
+            force=params["force"],
+        )
+        context["outlet_events"][TOKENIZED_CORPUS].extra = {
+            "manifest": str(Path(manifest.path) / "manifest.json"),
+            "tokens": manifest.counts.get("tokens.train", 0),
+            "key": manifest.key,
+        }
+        return manifest.path
+
+    source = corpus()
+    tokenize(source, tokenizer(source))
+
+
+orchard_tokenizer()

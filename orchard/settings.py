@@ -1,0 +1,335 @@
+"""Orchard's one settings object.
+
+Every setting has an embedded, local default (see ARCHITECTURE.md, "Settings and the
+embedded default"), so `orchard up` works on a fresh machine. Values come from, in
+order of precedence: keyword arguments, environment variables prefixed `ORCHARD_`
+(`ORCHARD_AIRFLOW_PORT=8081`), an optional TOML file (`./orchard.toml`, or the file
+named by `ORCHARD_CONFIG`), then the defaults below.
+
+Code reads settings from the object it is handed; the local stack passes them on to
+the processes it starts as `ORCHARD_*` variables (`Settings.to_env`), so an Airflow
+task or a Ray job sees exactly the settings `orchard up` ran with.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from orchard.errors import OrchardError
+
+ENV_PREFIX = "ORCHARD_"
+# Names under the prefix that select where settings come from rather than being one.
+CONFIG_FILE_ENV = "ORCHARD_CONFIG"
+_NOT_SETTINGS = {CONFIG_FILE_ENV}
+
+Port = int
+
+
+class SettingsError(OrchardError, ValueError):
+    """A setting is unknown or has a bad value; the message says what to change."""
+
+
+def _port_field(default: int, description: str) -> Any:
+    return Field(default, ge=1, le=65535, description=description)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+    # Set by load_settings(); a class variable so the TOML source can see it.
+    _toml_file: ClassVar[Path | None] = None
+
+    # -- where state lives ------------------------------------------------------------
+    home: Path = Field(
+        Path(".orchard"),
+        description="Directory holding all of Orchard's local state: data, databases, "
+        "logs, pid files, generated secrets.",
+    )
+    data_root: str | None = Field(
+        None,
+        description="Where datasets, checkpoints and step outputs go: a local directory "
+        "(default <home>/data) or an s3:// URI.",
+    )
+
+    # -- the local stack ------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address every local service binds to.")
+    api_port: Port = _port_field(8000, "Platform API (FastAPI) port.")
+    mlflow_port: Port = _port_field(5000, "MLflow tracking server port.")
+    airflow_port: Port = _port_field(8080, "Airflow API server and UI port.")
+    airflow_worker_log_port: Port = _port_field(8793, "Airflow worker log server port.")
+    airflow_trigger_log_port: Port = _port_field(8794, "Airflow triggerer log server port.")
+    airflow_scheduler_health_port: Port = _port_field(
+        8974, "Airflow scheduler health-check server port."
+    )
+    site_port: Port = _port_field(8300, "Demo website (static HTTP server) port.")
+    serve_port: Port = _port_field(8100, "Ray Serve HTTP port (the OpenAI-compatible API).")
+    site_dir: Path = Field(
+        Path("/usr/share/doc/python3.11/html"),
+        description="Directory the demo website serves: by default the Python documentation "
+        "of Debian's python3.11-doc package, the embedded default corpus.",
+    )
+    airflow_parallelism: int = Field(
+        4, ge=1, le=64, description="Task slots of the local Airflow executor."
+    )
+    airflow_admin_user: str = Field("admin", description="Airflow admin user name.")
+    ray_port: Port = _port_field(6380, "Ray head (GCS) port.")
+    ray_dashboard_port: Port = _port_field(8265, "Ray dashboard and job submission API port.")
+    ray_client_port: Port = _port_field(10001, "Ray client server port.")
+    ray_internal_port_base: Port = _port_field(
+        20100,
+        "First of the Ray head's internal ports (node manager, object manager, metrics, "
+        "agents: base..base+5; workers: base+10..base+10+ray_worker_ports-1).",
+    )
+    ray_worker_ports: int = Field(64, ge=8, le=1000, description="Ports reserved for Ray workers.")
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all).")
+    ray_object_store_mb: int | None = Field(
+        None, ge=75, description="Ray object store size in MiB (default: Ray's own)."
+    )
+
+    # -- production services (unset = the embedded default) ---------------------------
+    mlflow_tracking_uri: str | None = Field(
+        None, description="An existing MLflow server; `orchard up` then starts none."
+    )
+    ray_address: str | None = Field(
+        None,
+        description="An existing Ray cluster's dashboard URL (job submission API), e.g. "
+        "a KubeRay head service; `orchard up` then starts no Ray head.",
+    )
+    airflow_url: str | None = Field(
+        None, description="An existing Airflow API server; `orchard up` then starts none."
+    )
+    s3_endpoint: str | None = Field(
+        None, description="S3/MinIO endpoint URL for artifacts, e.g. http://minio:9000."
+    )
+    s3_bucket: str = Field("orchard", description="Bucket for artifacts when S3 is used.")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key id.")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    serving_url: str | None = Field(
+        None,
+        description="An existing OpenAI-compatible serving endpoint (Ray Serve on a cluster); "
+        "`orchard up` then deploys none.",
+    )
+    database_url: str | None = Field(
+        None, description="Platform database URL (default: SQLite under <home>)."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL for rate limits and caches (default: in-process)."
+    )
+    weaviate_url: str | None = Field(
+        None, description="Weaviate URL for the vector store (default: embedded)."
+    )
+
+    # -- names ----------------------------------------------------------------------
+    model_name: str = Field("orchard-chat", description="Registered model name in MLflow.")
+    serve_aliases: tuple[str, ...] = Field(
+        ("champion", "challenger"),
+        min_length=1,
+        description="Registry aliases serving loads (models:/<model_name>@<alias>).",
+    )
+    pipeline_dag: str = Field(
+        "orchard_data", description="The DAG `orchard run` triggers as Orchard's main job."
+    )
+    pipeline_followers: tuple[str, ...] = Field(
+        ("orchard_tokenizer", "orchard_pretrain"),
+        description="DAGs the pipeline's assets trigger, which `orchard run` unpauses and "
+        "follows to their end, in order.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator(
+        "mlflow_tracking_uri", "ray_address", "airflow_url", "s3_endpoint", "serving_url"
+    )
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        seen: dict[int, str] = {}
+        for name, port in self.local_ports().items():
+            if port in seen:
+                raise ValueError(
+                    f"{name} and {seen[port]} are both {port}: give each service its own port"
+                )
+            seen[port] = name
+        return self
+
+    # -- derived paths and URLs ---------------------------------------------------------
+    @property
+    def data_dir(self) -> str:
+        return self.data_root or str(self.home / "data")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def ray_dashboard_url(self) -> str:
+        return self.ray_address or f"http://{self.host}:{self.ray_dashboard_port}"
+
+    @property
+    def airflow_base_url(self) -> str:
+        return self.airflow_url or f"http://{self.host}:{self.airflow_port}"
+
+    @property
+    def serving_base_url(self) -> str:
+        """Root of the OpenAI-compatible API (clients append /v1/...)."""
+        return self.serving_url or f"http://{self.host}:{self.serve_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def site_url(self) -> str:
+        return f"http://{self.host}:{self.site_port}"
+
+    @property
+    def ray_ports(self) -> dict[str, int]:
+        """Ray's internal ports by `ray start` option, derived from the base."""
+        base = self.ray_internal_port_base
+        return {
+            "node-manager-port": base,
+            "object-manager-port": base + 1,
+            "metrics-export-port": base + 2,
+            "dashboard-agent-listen-port": base + 3,
+            "dashboard-agent-grpc-port": base + 4,
+            "runtime-env-agent-port": base + 5,
+            "min-worker-port": base + 10,
+            "max-worker-port": base + 10 + self.ray_worker_ports - 1,
+        }
+
+    def local_ports(self) -> dict[str, int]:
+        """Every port a local service of the stack listens on, by setting name."""
+        ports = {
+            "api_port": self.api_port,
+            "site_port": self.site_port,
+            "mlflow_port": self.mlflow_port,
+            "airflow_port": self.airflow_port,
+            "airflow_worker_log_port": self.airflow_worker_log_port,
+            "airflow_trigger_log_port": self.airflow_trigger_log_port,
+            "airflow_scheduler_health_port": self.airflow_scheduler_health_port,
+            "ray_port": self.ray_port,
+            "ray_dashboard_port": self.ray_dashboard_port,
+            "ray_client_port": self.ray_client_port,
+            "serve_port": self.serve_port,
+        }
+        for offset in range(6):
+            ports[f"ray_internal_port_base (+{offset})"] = self.ray_internal_port_base + offset
+        return ports
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as `ORCHARD_*` variables, for the processes the stack starts."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple | list):  # complex values are JSON in the env
+                value = json.dumps(list(value))
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
+
+def _check_env_names(environ: dict[str, str]) -> None:
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | _NOT_SETTINGS
+    for key in sorted(environ):
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known:
+            close = difflib.get_close_matches(key.upper(), sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SettingsError(
+                f"unknown setting {key} in the environment{hint}: unset it; "
+                "`orchard settings` lists every setting"
+            )
+
+
+def _describe(error: ValidationError, toml_file: Path | None) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc, list(Settings.model_fields), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        where = f" in {toml_file}" if toml_file else ""
+        return (
+            f"unknown setting {loc!r}{where}{hint}: remove it; "
+            "`orchard settings` lists every setting"
+        )
+    if not loc:  # a model-level check such as two services on one port
+        return f"bad settings: {first['msg'].removeprefix('Value error, ')}"
+    value = first.get("input")
+    return (
+        f"bad value {value!r} for setting {loc} ({first['msg']}): "
+        f"fix {ENV_PREFIX}{loc.upper()} or `{loc}` in orchard.toml"
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning every mistake into one `SettingsError` line."""
+    _check_env_names(dict(os.environ))
+    toml_file: Path | None = None
+    if os.environ.get(CONFIG_FILE_ENV):
+        toml_file = Path(os.environ[CONFIG_FILE_ENV])
+        if not toml_file.is_file():
+            raise SettingsError(
+                f"{CONFIG_FILE_ENV}={toml_file} does not exist: point it at an orchard.toml"
+            )
+    elif Path("orchard.toml").is_file():
+        toml_file = Path("orchard.toml")
+    Settings._toml_file = toml_file
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, toml_file)) from None
+    except ValueError as error:  # a malformed TOML file
+        raise SettingsError(f"cannot read {toml_file}: {error}") from None
+    finally:
+        Settings._toml_file = None

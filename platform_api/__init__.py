@@ -1,0 +1,1 @@
+"""The product people log into: auth, chats, usage, admin. Serves the built `ui/`."""

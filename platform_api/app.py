@@ -1,0 +1,64 @@
+"""The platform API application (FastAPI). Started by `orchard up` with uvicorn.
+
+Start-up (the lifespan) migrates the database to the newest schema, reads or generates
+the platform's secrets under `<home>/secrets`, and opens the engine and the client to
+serving. Every product endpoint is under /api/v1; /healthz is the liveness probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+import orchard
+from orchard.settings import Settings, load_settings
+from platform_api.config import PlatformOptions
+from platform_api.db import database_url, make_engine, migrate
+from platform_api.errors import install_error_handlers
+from platform_api.routes import admin, auth, chats, credits, folders, messages, shares, users
+from platform_api.security import Keys, Passwords
+from platform_api.turns import TurnRunner
+
+API_PREFIX = "/api/v1"
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+def create_app(settings: Settings | None = None, options: PlatformOptions | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    options = options or PlatformOptions()
+    url = database_url(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(migrate, url)
+        app.state.keys = Keys.load(settings)
+        app.state.passwords = await run_in_threadpool(Passwords, options)
+        app.state.engine = make_engine(url)
+        app.state.turns = TurnRunner(app.state.engine, settings.serving_base_url)
+        try:
+            yield
+        finally:
+            await app.state.turns.aclose()
+            app.state.engine.dispose()
+
+    app = FastAPI(title="Orchard platform API", version=orchard.__version__, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        return Health(status="ok", version=orchard.__version__)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (auth, users, admin, credits, folders, chats, messages, shares):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app

@@ -1,0 +1,136 @@
+"""FastAPI dependencies: the database session and who is calling.
+
+A caller is identified by `Authorization: Bearer <credential>`, where the credential is
+either an access token (a JWT naming a live login session) or a personal API key
+(`orch_...`). Both are checked against the database on every request, so a logout, a
+revoked session or key, and a ban take effect at once, not when a token expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from platform_api.db import session_scope
+from platform_api.errors import ApiError, unauthorized
+from platform_api.models import ApiKey, AuthSession, User, utcnow
+from platform_api.security import API_KEY_PREFIX, InvalidToken, Keys, Passwords, digest
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    yield from session_scope(request.app.state.engine)
+
+
+def get_keys(request: Request) -> Keys:
+    return request.app.state.keys
+
+
+def get_passwords(request: Request) -> Passwords:
+    return request.app.state.passwords
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+KeysDep = Annotated[Keys, Depends(get_keys)]
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from /api/v1/auth/login, or a personal API key (orch_...).",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    session_id: str | None = None  # the login session, when authenticated by access token
+    api_key_id: str | None = None  # the key, when authenticated by API key
+
+
+def ensure_active(user: User) -> None:
+    """Banned and suspended accounts are refused everywhere, whatever credential they hold."""
+    if user.status != "active":
+        raise ApiError(
+            403,
+            f"account_{user.status}",
+            f"this account is {user.status}: contact an administrator",
+        )
+
+
+def get_principal(
+    session: SessionDep,
+    keys: KeysDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise unauthorized(
+            "not authenticated: send 'Authorization: Bearer <access token or API key>'"
+        )
+    token = credentials.credentials
+    if token.startswith(API_KEY_PREFIX):
+        return _api_key_principal(session, token)
+    try:
+        claims = keys.read_access_token(token)
+    except InvalidToken as error:
+        raise unauthorized(str(error), code="invalid_token") from None
+    row = session.exec(
+        select(User, AuthSession)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(AuthSession.id == claims.session_id, User.id == claims.user_id)
+    ).first()
+    if row is None:
+        raise unauthorized("access token is not valid: log in again", code="invalid_token")
+    user, login = row
+    ensure_active(user)  # first, so a banned user hears why
+    if login.revoked_at is not None:
+        raise unauthorized("this login session has ended: log in again", code="session_revoked")
+    return Principal(user=user, session_id=login.id)
+
+
+def _api_key_principal(session: Session, key: str) -> Principal:
+    row = session.exec(
+        select(User, ApiKey)
+        .join(ApiKey, ApiKey.user_id == User.id)
+        .where(ApiKey.key_hash == digest(key), ApiKey.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        raise unauthorized("API key is not valid or was revoked", code="invalid_api_key")
+    user, api_key = row
+    ensure_active(user)
+    session.exec(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=utcnow()))
+    session.commit()
+    return Principal(user=user, api_key_id=api_key.id)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_current_user(principal: PrincipalDep) -> User:
+    return principal.user
+
+
+def get_login_principal(principal: PrincipalDep) -> Principal:
+    """For what only the account holder at a login may do (keys, 2FA, password)."""
+    if principal.session_id is None:
+        raise ApiError(
+            403,
+            "login_required",
+            "this endpoint needs a login session: use an access token, not an API key",
+        )
+    return principal
+
+
+def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
+    if user.role != "admin":
+        raise ApiError(403, "admin_required", "this endpoint is for administrators")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+LoginPrincipal = Annotated[Principal, Depends(get_login_principal)]
+AdminUser = Annotated[User, Depends(get_admin)]

@@ -1,0 +1,107 @@
+"""Every error the API returns is JSON: `{"detail": "<what went wrong and what to do>",
+"code": "<stable machine-readable name>"}`, plus `errors` (one per field) for a request
+that failed validation. Nothing answers with a traceback; an unexpected exception is
+logged and answered with a 500 that says only that.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("platform_api")
+
+
+class ApiError(Exception):
+    """An error meant for the client: its status, a stable code and a message that says
+    what to do."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+def not_found(what: str) -> ApiError:
+    """The same answer whether the thing does not exist or belongs to someone else."""
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def unauthorized(detail: str, code: str = "not_authenticated") -> ApiError:
+    return ApiError(401, code, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _field(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _explain(error: dict) -> str:
+    field, kind, message = _field(error["loc"]), error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}: this endpoint does not accept it, remove it"
+    if kind == "missing":
+        return f"field {field!r} is required"
+    if kind == "json_invalid":
+        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', message)})"
+    if kind == "model_attributes_type" or (kind == "dict_type" and field == "body"):
+        return "the body must be a JSON object"
+    return f"{field}: {message}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(e["loc"]), "message": _explain(e)} for e in exc.errors()]
+        return JSONResponse(
+            {
+                "detail": "; ".join(e["message"] for e in errors),
+                "code": "invalid_request",
+                "errors": errors,
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(
+            {"detail": detail, "code": code},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "internal error: it has been logged; try again", "code": "internal_error"},
+            status_code=500,
+        )

@@ -1,0 +1,60 @@
+"""Operator commands for the platform database, run where the settings are:
+
+    python -m platform_api.manage migrate
+    python -m platform_api.manage make-admin someone@example.org
+
+The first administrator cannot be made through the API (nobody could authorise it), so
+it is made here, by whoever can reach the database.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy import update
+
+from orchard.errors import OrchardError
+from orchard.settings import load_settings
+from platform_api.db import database_url, make_engine, migrate
+from platform_api.models import User, utcnow
+
+USAGE = "usage: python -m platform_api.manage migrate | make-admin EMAIL"
+
+
+def make_admin(url: str, email: str) -> None:
+    """Give the account with `email` the admin role; raise OrchardError if there is none."""
+    engine = make_engine(url, pooled=False)
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(
+                update(User)
+                .where(User.email == email.strip().lower())
+                .values(role="admin", updated_at=utcnow())
+            )
+        if result.rowcount != 1:
+            raise OrchardError(f"no account with e-mail {email!r}: register it first")
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str]) -> int:
+    try:
+        url = database_url(load_settings())
+        if argv == ["migrate"]:
+            migrate(url)
+            print("platform database is at the newest schema")
+        elif len(argv) == 2 and argv[0] == "make-admin":
+            migrate(url)
+            make_admin(url, argv[1])
+            print(f"{argv[1]} is now an administrator")
+        else:
+            print(USAGE, file=sys.stderr)
+            return 2
+    except OrchardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,235 @@
+"""The platform's tables (SQLModel). API request and response shapes live in `schemas.py`.
+
+The tables belong to their own registry and `MetaData` (not SQLModel's global one), so
+the Alembic migrations in `migrations/` describe exactly these tables and nothing another
+package defines. Every public id is a random hex string, so ids cannot be enumerated.
+Timestamps are stored as naive UTC and read back as aware UTC (`UTCDateTime`), the same
+on SQLite and PostgreSQL.
+
+Rules the database itself enforces (CHECK constraints, unique keys, triggers written in
+the migration): a credit balance is never negative, the credits ledger is append-only, a
+refund refers to one debit at most once, a chat's messages have distinct sequence numbers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import CheckConstraint, DateTime, MetaData, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+ROLES = ("user", "admin")
+USER_STATUSES = ("active", "suspended", "banned")
+MESSAGE_ROLES = ("user", "assistant")
+# streaming: being written now; partial: cut short (client gone or stopped), what was
+# received is kept; failed: serving broke, what was received is kept with the error.
+MESSAGE_STATUSES = ("streaming", "complete", "partial", "failed")
+LEDGER_KINDS = ("grant", "debit", "refund")
+TONES = ("neutral", "friendly", "formal", "concise")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Naive UTC in the database, aware UTC in Python, on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert value.tzinfo is not None, "store aware datetimes only"
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _created() -> datetime:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PlatformTable(SQLModel, registry=registry(metadata=metadata)):
+    pass
+
+
+# -- accounts and authentication -------------------------------------------------------
+class User(PlatformTable, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        CheckConstraint(_in("status", USER_STATUSES), name="status"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    email: str = Field(max_length=320, unique=True)  # stored lower-cased
+    password_hash: str = Field(max_length=255)
+    display_name: str = Field(default="", max_length=100)
+    role: str = Field(default="user", max_length=16)
+    status: str = Field(default="active", max_length=16)
+    # TOTP secret, encrypted with the platform's Fernet key; pending until the first code.
+    totp_secret: str | None = Field(default=None, max_length=255)
+    totp_enabled: bool = Field(default=False)
+    totp_last_step: int | None = Field(default=None)  # a code's time step is used once
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class AuthSession(PlatformTable, table=True):
+    """One login: the family of its rotating refresh tokens; access tokens name it (sid)."""
+
+    __tablename__ = "auth_sessions"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    created_at: datetime = _created()
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_reason: str | None = Field(default=None, max_length=100)
+    user_agent: str = Field(default="", max_length=255)
+
+
+class RefreshToken(PlatformTable, table=True):
+    __tablename__ = "refresh_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(
+        foreign_key="auth_sessions.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    token_hash: str = Field(max_length=64, unique=True)  # SHA-256 hex of the token
+    issued_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # rotated
+
+
+class ApiKey(PlatformTable, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)  # the key's first characters, to recognise it
+    key_hash: str = Field(max_length=64, unique=True)  # SHA-256 hex of the key
+    created_at: datetime = _created()
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# -- chats -----------------------------------------------------------------------------
+class Folder(PlatformTable, table=True):
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    name: str = Field(max_length=100)
+    created_at: datetime = _created()
+
+
+class Chat(PlatformTable, table=True):
+    __tablename__ = "chats"
+    __table_args__ = (CheckConstraint(_in("tone", TONES), name="tone"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    folder_id: str | None = Field(
+        default=None, foreign_key="folders.id", index=True, max_length=32, ondelete="SET NULL"
+    )
+    title: str = Field(max_length=200)
+    pinned: bool = Field(default=False)
+    model_alias: str = Field(max_length=64)
+    temperature: float = Field(default=0.7)
+    max_tokens: int = Field(default=512)
+    system_prompt: str = Field(default="", sa_type=Text)
+    tone: str = Field(default="neutral", max_length=16)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Message(PlatformTable, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("chat_id", "seq"),
+        CheckConstraint(_in("role", MESSAGE_ROLES), name="role"),
+        CheckConstraint(_in("status", MESSAGE_STATUSES), name="status"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    chat_id: str = Field(foreign_key="chats.id", index=True, max_length=32, ondelete="CASCADE")
+    seq: int  # order within the chat; unique, so two concurrent sends cannot interleave
+    role: str = Field(max_length=16)
+    content: str = Field(default="", sa_type=Text)
+    status: str = Field(default="complete", max_length=16)
+    error: str | None = Field(default=None, sa_type=Text)
+    model_version: str | None = Field(default=None, max_length=200)
+    prompt_tokens: int | None = Field(default=None)
+    completion_tokens: int | None = Field(default=None)
+    latency_ms: int | None = Field(default=None)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class ShareLink(PlatformTable, table=True):
+    """A read-only public link to one chat; the token is shown once and stored hashed."""
+
+    __tablename__ = "share_links"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    chat_id: str = Field(foreign_key="chats.id", index=True, max_length=32, ondelete="CASCADE")
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _created()
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# -- credits ---------------------------------------------------------------------------
+class CreditAccount(PlatformTable, table=True):
+    """A user's balance: changed only by `credits.CreditLedger`, next to a ledger entry."""
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
+
+    user_id: str = Field(foreign_key="users.id", primary_key=True, max_length=32)
+    balance: int = Field(default=0)
+    updated_at: datetime = _created()
+
+
+class CreditEntry(PlatformTable, table=True):
+    """One line of the append-only ledger (the migration adds triggers refusing UPDATE and
+    DELETE). `amount` is positive; `kind` says which way it moved the balance."""
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (
+        CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32)
+    kind: str = Field(max_length=16)
+    amount: int
+    balance_after: int
+    reason: str = Field(max_length=200)
+    refund_of: int | None = Field(default=None, foreign_key="credit_ledger.id", unique=True)
+    created_at: datetime = _created()

@@ -1,0 +1,1 @@
+"""One module per resource; `app.py` mounts them under /api/v1."""

@@ -1,0 +1,167 @@
+"""Register, log in (with a TOTP code when 2FA is on), refresh, log out, and 2FA set-up."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from platform_api import sessions
+from platform_api.credits import CreditLedger
+from platform_api.deps import KeysDep, LoginPrincipal, PasswordsDep, SessionDep, ensure_active
+from platform_api.errors import ApiError, unauthorized
+from platform_api.models import User, utcnow
+from platform_api.schemas import (
+    LoginRequest,
+    RefreshRequest,
+    RegisterRequest,
+    TokenPair,
+    TotpConfirm,
+    TotpDisable,
+    TotpSetup,
+    UserPublic,
+)
+from platform_api.security import Keys, match_totp, new_totp_secret, totp_uri
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/register", response_model=UserPublic, status_code=201)
+def register(body: RegisterRequest, session: SessionDep, passwords: PasswordsDep) -> User:
+    email = body.email.lower()
+    taken = ApiError(
+        409, "email_taken", "an account with this e-mail exists: log in, or use another e-mail"
+    )
+    if session.exec(select(User.id).where(User.email == email)).first() is not None:
+        raise taken
+    user = User(
+        email=email,
+        password_hash=passwords.hash(body.password),
+        display_name=body.display_name,
+    )
+    session.add(user)
+    try:
+        session.flush()
+        CreditLedger(session).open_account(user.id)
+        session.commit()
+    except IntegrityError:  # registered concurrently with the same e-mail
+        session.rollback()
+        raise taken from None
+    return user
+
+
+@router.post("/login", response_model=TokenPair)
+def login(
+    body: LoginRequest,
+    request: Request,
+    session: SessionDep,
+    keys: KeysDep,
+    passwords: PasswordsDep,
+) -> TokenPair:
+    user = session.exec(select(User).where(User.email == body.email.lower())).first()
+    ok, new_hash = passwords.verify(body.password, user.password_hash if user else None)
+    if not ok:
+        raise unauthorized("e-mail or password is wrong", code="invalid_credentials")
+    ensure_active(user)
+    if user.totp_enabled:
+        if body.totp_code is None:
+            raise unauthorized(
+                "this account uses two-factor authentication: send totp_code as well",
+                code="totp_required",
+            )
+        _spend_totp_code(session, keys, user, body.totp_code, at_login=True)
+    if new_hash:
+        user.password_hash = new_hash
+        session.add(user)
+    return sessions.start_session(session, keys, user, request.headers.get("user-agent", ""))
+
+
+@router.post("/refresh", response_model=TokenPair)
+def refresh(body: RefreshRequest, session: SessionDep, keys: KeysDep) -> TokenPair:
+    return sessions.rotate(session, keys, body.refresh_token)
+
+
+@router.post("/logout", status_code=204)
+def logout(principal: LoginPrincipal, session: SessionDep) -> Response:
+    sessions.revoke_sessions(session, "logged out", login_id=principal.session_id)
+    session.commit()
+    return Response(status_code=204)
+
+
+# -- two-factor authentication (TOTP) -----------------------------------------------------------
+@router.post("/totp/setup", response_model=TotpSetup)
+def totp_setup(principal: LoginPrincipal, session: SessionDep, keys: KeysDep) -> TotpSetup:
+    """Start enabling 2FA: a new secret for the authenticator app; `enable` confirms it."""
+    user = session.get(User, principal.user.id)
+    if user.totp_enabled:
+        raise ApiError(409, "totp_enabled", "two-factor authentication is already on")
+    secret = new_totp_secret()
+    user.totp_secret = keys.seal_totp_secret(secret)
+    user.updated_at = utcnow()
+    session.add(user)
+    session.commit()
+    return TotpSetup(secret=secret, otpauth_uri=totp_uri(secret, user.email))
+
+
+@router.post("/totp/enable", response_model=UserPublic)
+def totp_enable(
+    body: TotpConfirm, principal: LoginPrincipal, session: SessionDep, keys: KeysDep
+) -> User:
+    user = session.get(User, principal.user.id)
+    if user.totp_enabled:
+        raise ApiError(409, "totp_enabled", "two-factor authentication is already on")
+    if user.totp_secret is None:
+        raise ApiError(409, "totp_not_set_up", "call /auth/totp/setup first")
+    _spend_totp_code(session, keys, user, body.code)
+    user.totp_enabled = True
+    session.add(user)
+    session.commit()
+    return user
+
+
+@router.post("/totp/disable", response_model=UserPublic)
+def totp_disable(
+    body: TotpDisable,
+    principal: LoginPrincipal,
+    session: SessionDep,
+    keys: KeysDep,
+    passwords: PasswordsDep,
+) -> User:
+    """Turning 2FA off takes the password and a current code: a stolen session is not enough."""
+    user = session.get(User, principal.user.id)
+    if not user.totp_enabled:
+        raise ApiError(409, "totp_disabled", "two-factor authentication is not on")
+    if not passwords.verify(body.password, user.password_hash)[0]:
+        raise ApiError(403, "invalid_credentials", "the password is wrong")
+    _spend_totp_code(session, keys, user, body.code)
+    user.totp_enabled = False
+    user.totp_secret = None
+    user.totp_last_step = None
+    session.add(user)
+    session.commit()
+    return user
+
+
+def _spend_totp_code(session, keys: Keys, user: User, code: str, *, at_login=False) -> None:
+    """Accept `code` once: its time step is recorded with a conditional UPDATE, so the same
+    code presented twice (even concurrently) works only the first time. A wrong code is a
+    401 at login and a 400 elsewhere (the caller's session itself is fine)."""
+    step = match_totp(keys.open_totp_secret(user.totp_secret), code, utcnow(), user.totp_last_step)
+    spent = None
+    if step is not None:
+        spent = session.exec(
+            update(User)
+            .where(
+                User.id == user.id,
+                or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+            )
+            .values(totp_last_step=step, updated_at=utcnow())
+        )
+    if spent is None or spent.rowcount != 1:
+        session.rollback()
+        detail = "the two-factor code is wrong or was already used: wait for the next code"
+        if at_login:
+            raise unauthorized(detail, code="invalid_totp")
+        raise ApiError(400, "invalid_totp", detail)
+    session.refresh(user)

@@ -1,0 +1,127 @@
+"""The caller's own account: profile, password, personal API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy import func, update
+from sqlmodel import select
+
+from platform_api.deps import CurrentUser, LoginPrincipal, PasswordsDep, SessionDep
+from platform_api.errors import ApiError, not_found
+from platform_api.models import ApiKey, AuthSession, User, utcnow
+from platform_api.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    PasswordChange,
+    ProfileUpdate,
+    UserPublic,
+)
+from platform_api.security import digest, new_api_key
+
+MAX_API_KEYS = 20  # live keys per user
+
+router = APIRouter(tags=["users"])
+
+
+@router.get("/users/me", response_model=UserPublic)
+def read_me(user: CurrentUser) -> User:
+    return user
+
+
+@router.patch("/users/me", response_model=UserPublic)
+def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> User:
+    user.display_name = body.display_name
+    user.updated_at = utcnow()
+    session.add(user)
+    session.commit()
+    return user
+
+
+@router.post("/users/me/password", status_code=204)
+def change_password(
+    body: PasswordChange, principal: LoginPrincipal, session: SessionDep, passwords: PasswordsDep
+) -> Response:
+    """Every other login session of the account ends; this one stays."""
+    user = session.get(User, principal.user.id)
+    if not passwords.verify(body.current_password, user.password_hash)[0]:
+        raise ApiError(403, "invalid_credentials", "the current password is wrong")
+    user.password_hash = passwords.hash(body.new_password)
+    user.updated_at = utcnow()
+    session.add(user)
+    session.exec(
+        update(AuthSession)
+        .where(
+            AuthSession.user_id == user.id,
+            AuthSession.id != principal.session_id,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow(), revoked_reason="password changed")
+    )
+    session.commit()
+    return Response(status_code=204)
+
+
+# -- personal API keys -----------------------------------------------------------------
+@router.get("/api-keys", response_model=list[ApiKeyPublic])
+def list_api_keys(principal: LoginPrincipal, session: SessionDep) -> list[ApiKey]:
+    return list(
+        session.exec(
+            select(ApiKey)
+            .where(ApiKey.user_id == principal.user.id)
+            .order_by(ApiKey.created_at.desc())
+        )
+    )
+
+
+@router.post("/api-keys", response_model=ApiKeyCreated, status_code=201)
+def create_api_key(
+    body: ApiKeyCreate, principal: LoginPrincipal, session: SessionDep
+) -> ApiKeyCreated:
+    live = session.exec(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.user_id == principal.user.id, ApiKey.revoked_at.is_(None))
+    ).one()
+    if live >= MAX_API_KEYS:
+        raise ApiError(
+            409, "too_many_api_keys", f"{MAX_API_KEYS} live API keys at most: revoke one first"
+        )
+    return _new_key(session, principal.user.id, body.name)
+
+
+@router.post("/api-keys/{key_id}/rotate", response_model=ApiKeyCreated, status_code=201)
+def rotate_api_key(key_id: str, principal: LoginPrincipal, session: SessionDep) -> ApiKeyCreated:
+    """Revoke the key and issue a new one with the same name."""
+    old = _live_key(session, principal.user.id, key_id)
+    old.revoked_at = utcnow()
+    session.add(old)
+    return _new_key(session, principal.user.id, old.name)
+
+
+@router.delete("/api-keys/{key_id}", status_code=204)
+def revoke_api_key(key_id: str, principal: LoginPrincipal, session: SessionDep) -> Response:
+    key = _live_key(session, principal.user.id, key_id)
+    key.revoked_at = utcnow()
+    session.add(key)
+    session.commit()
+    return Response(status_code=204)
+
+
+def _live_key(session, user_id: str, key_id: str) -> ApiKey:
+    key = session.exec(
+        select(ApiKey).where(
+            ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None)
+        )
+    ).first()
+    if key is None:
+        raise not_found("API key")
+    return key
+
+
+def _new_key(session, user_id: str, name: str) -> ApiKeyCreated:
+    secret = new_api_key()
+    key = ApiKey(user_id=user_id, name=name, prefix=secret[:12], key_hash=digest(secret))
+    session.add(key)
+    session.commit()
+    return ApiKeyCreated(**ApiKeyPublic.model_validate(key).model_dump(), key=secret)

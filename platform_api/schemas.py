@@ -1,0 +1,242 @@
+"""What the API accepts and returns. Tables are in `models.py`.
+
+Every request schema forbids unknown fields, so a client cannot set what the endpoint
+does not offer (`{"role": "admin"}` on register or profile update is a 422 naming the
+field), and every response schema lists its fields, so a table column (a password hash,
+a key hash) cannot leak by accident.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+# Limits: named here, enforced by the schemas below.
+PASSWORD_MIN = 10
+PASSWORD_MAX = 256  # Argon2 takes any length; a bound keeps a request's cost bounded
+NAME_MAX = 100
+TITLE_MAX = 200
+SYSTEM_PROMPT_MAX = 8_000
+MESSAGE_MAX = 32_000
+MAX_TOKENS_LIMIT = 4_096
+TEMPERATURE_MAX = 2.0
+CREDIT_GRANT_MAX = 1_000_000_000
+
+Tone = Literal["neutral", "friendly", "formal", "concise"]
+Role = Literal["user", "admin"]
+UserStatus = Literal["active", "suspended", "banned"]
+
+
+def _totp_code(default=...):
+    return Field(default, pattern=r"^\d{6}$", description="The authenticator app's 6 digits.")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Names and titles lose surrounding blanks; passwords and message text are kept as sent.
+Trimmed = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- auth ------------------------------------------------------------------------------
+class RegisterRequest(Request):
+    email: EmailStr
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+    display_name: Trimmed = Field("", max_length=NAME_MAX)
+
+
+class LoginRequest(Request):
+    email: Trimmed = Field(max_length=320)
+    password: str = Field(max_length=PASSWORD_MAX)
+    totp_code: str | None = _totp_code(None)
+
+
+class RefreshRequest(Request):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class TotpSetup(BaseModel):
+    secret: str = Field(description="Base32 secret for the authenticator app.")
+    otpauth_uri: str = Field(description="The same secret as an otpauth:// URI (QR code).")
+
+
+class TotpConfirm(Request):
+    code: str = _totp_code()
+
+
+class TotpDisable(Request):
+    password: str = Field(max_length=PASSWORD_MAX)
+    code: str = _totp_code()
+
+
+# -- users -----------------------------------------------------------------------------
+class UserPublic(Public):
+    id: str
+    email: str
+    display_name: str
+    role: Role
+    status: UserStatus
+    totp_enabled: bool
+    created_at: datetime
+
+
+class ProfileUpdate(Request):
+    display_name: Trimmed = Field(max_length=NAME_MAX)
+
+
+class PasswordChange(Request):
+    current_password: str = Field(max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+
+
+class AdminUserUpdate(Request):
+    role: Role | None = None
+    status: UserStatus | None = None
+
+
+class ApiKeyCreate(Request):
+    name: Trimmed = Field(min_length=1, max_length=NAME_MAX)
+
+
+class ApiKeyPublic(Public):
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+# -- chats -----------------------------------------------------------------------------
+class FolderWrite(Request):
+    name: Trimmed = Field(min_length=1, max_length=NAME_MAX)
+
+
+class FolderPublic(Public):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class ChatSettings(Request):
+    model_alias: str | None = Field(None, min_length=1, max_length=64)
+    temperature: float | None = Field(None, ge=0.0, le=TEMPERATURE_MAX)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    system_prompt: str | None = Field(None, max_length=SYSTEM_PROMPT_MAX)
+    tone: Tone | None = None
+
+
+class ChatCreate(ChatSettings):
+    title: Trimmed = Field("New chat", min_length=1, max_length=TITLE_MAX)
+    folder_id: str | None = None
+    pinned: bool = False
+
+
+class ChatUpdate(ChatSettings):
+    """Only the fields sent change; `"folder_id": null` takes the chat out of its folder."""
+
+    title: Trimmed | None = Field(None, min_length=1, max_length=TITLE_MAX)
+    folder_id: str | None = None
+    pinned: bool | None = None
+
+
+class ChatPublic(Public):
+    id: str
+    title: str
+    folder_id: str | None
+    pinned: bool
+    model_alias: str
+    temperature: float
+    max_tokens: int
+    system_prompt: str
+    tone: Tone
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageCreate(Request):
+    content: str = Field(min_length=1, max_length=MESSAGE_MAX)
+
+
+class MessagePublic(Public):
+    id: str
+    chat_id: str
+    seq: int
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["streaming", "complete", "partial", "failed"]
+    error: str | None
+    model_version: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchHit(BaseModel):
+    chat: ChatPublic
+    snippet: str = Field(description="Where the text was found: the title or a message.")
+
+
+class ShareLinkPublic(Public):
+    id: str
+    chat_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ShareLinkCreated(ShareLinkPublic):
+    token: str = Field(description="The link's secret: shown this once.")
+    path: str = Field(description="The public read-only view, relative to the API root.")
+
+
+class SharedMessage(Public):
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["streaming", "complete", "partial", "failed"]
+    created_at: datetime
+
+
+class SharedChat(BaseModel):
+    title: str
+    messages: list[SharedMessage]
+
+
+# -- credits ---------------------------------------------------------------------------
+class CreditEntryPublic(Public):
+    id: int
+    kind: Literal["grant", "debit", "refund"]
+    amount: int
+    balance_after: int
+    reason: str
+    refund_of: int | None
+    created_at: datetime
+
+
+class CreditStatement(BaseModel):
+    balance: int
+    entries: list[CreditEntryPublic] = Field(description="Newest first.")
+
+
+class CreditGrant(Request):
+    amount: int = Field(gt=0, le=CREDIT_GRANT_MAX)
+    reason: Trimmed = Field(min_length=1, max_length=200)

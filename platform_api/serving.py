@@ -1,0 +1,89 @@
+"""Client of the serving app: OpenAI-compatible `POST /v1/chat/completions` with
+`stream: true`, read as server-sent events.
+
+Contract relied on (the OpenAI streaming format): `data: {json chunk}` lines, each chunk
+with `model` and `choices[0].delta.content`; a final chunk with `usage` when asked with
+`stream_options.include_usage`; then `data: [DONE]`. The chunk's `model` is recorded as
+the model version that answered (serving puts `orchard-chat/<registry version>` there).
+Anything else (a status other than 200, a connection that breaks, a stream that ends
+without `[DONE]`, an `error` object) is a `ServingError` whose message says what
+happened.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+CONNECT_TIMEOUT_S = 10.0
+# Between two chunks: a busy model on CPU may take a while to the first token.
+READ_TIMEOUT_S = 300.0
+
+
+class ServingError(Exception):
+    """Serving failed to answer, or broke off; the message says how."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str = ""
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        headers={"Accept": "text/event-stream"},
+    )
+
+
+async def stream_chat(
+    client: httpx.AsyncClient, base_url: str, request: dict
+) -> AsyncIterator[Chunk]:
+    url = f"{base_url}/v1/chat/completions"
+    try:
+        async with client.stream("POST", url, json=request) as response:
+            if response.status_code != 200:
+                body = (await response.aread())[:300].decode(errors="replace")
+                raise ServingError(f"serving answered {response.status_code}: {body}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (keep-alives), event names
+                data = line[len("data:") :].strip()
+                if data == "[DONE]":
+                    return
+                yield _parse(data)
+    except httpx.ConnectError as error:
+        raise ServingError(f"serving at {base_url} is unreachable ({error})") from None
+    except httpx.HTTPError as error:
+        raise ServingError(
+            f"the serving stream broke off ({type(error).__name__}: {error})"
+        ) from None
+    raise ServingError("serving closed the stream without finishing it ([DONE] missing)")
+
+
+def _parse(data: str) -> Chunk:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        raise ServingError(f"serving sent a chunk that is not JSON: {data[:100]!r}") from None
+    if not isinstance(payload, dict):
+        raise ServingError(f"serving sent a chunk that is not an object: {data[:100]!r}")
+    if "error" in payload:
+        raise ServingError(f"serving reported an error: {payload['error']}")
+    text = ""
+    for choice in payload.get("choices") or []:
+        if choice.get("index", 0) == 0:
+            text += (choice.get("delta") or {}).get("content") or ""
+    usage = payload.get("usage") or {}
+    return Chunk(
+        text=text,
+        model=payload.get("model"),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+    )

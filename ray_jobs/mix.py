@@ -1,0 +1,145 @@
+"""The mix step: sample curated sources to target proportions into the final corpus.
+
+Documents carry a category in their metadata (`web`, `books`, `code`, `conversations`,
+`instructions`; crawled pages without one count as `web`). Given weights per category,
+the step takes the largest corpus it can without repeating a document (or exactly
+`total_documents` when set and available), samples each category to its share, shuffles,
+and records the proportions it achieved beside the ones asked for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from orchard.errors import OrchardError
+from orchard.settings import Settings
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+
+log = logging.getLogger("orchard.mix")
+
+Category = Literal["web", "books", "code", "conversations", "instructions"]
+
+
+class MixConfig(StepConfig):
+    weights: dict[Category, float] = Field(
+        default_factory=lambda: {"web": 1.0},
+        description="Target share of each category (normalised to sum to 1).",
+    )
+    total_documents: int | None = Field(
+        None, ge=1, description="Documents in the mix (default: as many as the weights allow)."
+    )
+    shard_documents: int = Field(10_000, ge=1, description="Documents per output shard.")
+    seed: int = Field(0, description="Sampling seed.")
+    not_in_key: ClassVar[frozenset[str]] = frozenset({"shard_documents"})
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value or any(weight < 0 for weight in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("weights must be non-negative with a positive sum, e.g. {'web': 1}")
+        return value
+
+
+def _documents(corpus: Path) -> list[str]:
+    lines: list[str] = []
+    for shard in sorted(corpus.rglob("*.jsonl.gz")):
+        with gzip.open(shard, "rt") as handle:
+            lines.extend(line for line in handle if line.strip())
+    return lines
+
+
+def _category(line: str) -> str:
+    return json.loads(line).get("metadata", {}).get("category") or "web"
+
+
+def plan(config: MixConfig, available: dict[str, int]) -> dict[str, int]:
+    """How many documents of each category the mix takes."""
+    weights = {cat: w for cat, w in config.weights.items() if w > 0}
+    missing = [cat for cat in weights if not available.get(cat)]
+    for cat in missing:
+        log.warning("no %s documents in the sources: the mix goes without them", cat)
+        del weights[cat]
+    if not weights:
+        raise OrchardError(
+            f"none of the weighted categories {sorted(config.weights)} has documents "
+            f"(available: {dict(available) or 'none'}): fix the weights or the sources"
+        )
+    total_weight = sum(weights.values())
+    share = {cat: w / total_weight for cat, w in weights.items()}
+    largest = int(min(available[cat] / share[cat] for cat in share))
+    total = config.total_documents or largest
+    if total > largest:
+        log.warning("asked for %d documents, the weights allow %d without repeats", total, largest)
+        total = largest
+    return {cat: min(available[cat], round(total * share[cat])) for cat in share}
+
+
+def mix(config: MixConfig, corpora: list[Path], ctx: StepContext) -> StepOutput:
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for corpus in corpora:
+        for line in _documents(corpus):
+            by_category[_category(line)].append(line)
+    available = {cat: len(lines) for cat, lines in by_category.items()}
+    counts = plan(config, available)
+    rng = random.Random(config.seed)
+    chosen = [line for cat, n in counts.items() for line in rng.sample(by_category[cat], n)]
+    rng.shuffle(chosen)
+    out = ctx.out / "documents"
+    out.mkdir()
+    for index in range(0, len(chosen), config.shard_documents):
+        shard = out / f"{index // config.shard_documents:05d}.jsonl.gz"
+        with gzip.open(shard, "wt") as handle:
+            handle.writelines(chosen[index : index + config.shard_documents])
+    achieved = Counter(_category(line) for line in chosen)
+    total = sum(achieved.values())
+    proportions = {cat: achieved[cat] / total for cat in achieved} if total else {}
+    report = {
+        "asked": {c: w / sum(config.weights.values()) for c, w in config.weights.items()},
+        "achieved": proportions,
+        "available": available,
+        "documents": dict(achieved),
+    }
+    (ctx.out / "mix.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    return StepOutput(
+        counts={"documents": total} | {f"documents.{c}": n for c, n in achieved.items()},
+        metrics={f"share.{c}": p for c, p in proportions.items()},
+    )
+
+
+def run(
+    config: MixConfig, inputs: list[Manifest], settings: Settings, name: str = "mix", force=False
+) -> Manifest:
+    """Mix the curated corpora among `inputs` (other inputs, e.g. a validation, only
+    order the step after them and enter its key)."""
+    corpora = [Path(m.path) for m in inputs if m.step == "curate"]
+    if not corpora:
+        raise OrchardError("mix needs at least one curate manifest among its --input")
+    return run_step(
+        step="mix",
+        name=name,
+        config=config,
+        data_root=Path(settings.data_dir),
+        inputs=inputs,
+        body=lambda ctx: mix(config, corpora, ctx),
+        force=force,
+        mlflow_uri=settings.mlflow_uri,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main(
+        argv, description=__doc__.splitlines()[0], config_cls=MixConfig, run=run, default_name="mix"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+"""The pretrain step: Megatron-Core GPT pretraining on Ray Train, exported to Hugging Face.
+
+Input: a `tokenize` manifest (Megatron `.bin/.idx` train/valid splits + the tokenizer).
+Ray Train's `TorchTrainer` runs `workers` data-parallel copies (gloo on CPU, NCCL on GPU);
+each builds Megatron's `parallel_state` on top (tensor/pipeline sizes from the preset), the
+`GPTModel` and Megatron's optimizer (`model/training.py`), and reads its slice of every
+global batch from Megatron's `GPTDataset`, so the data order is a function of the seed and
+the step alone. Every `checkpoint_interval` steps the full training state goes to Ray
+Train's storage (the step's work directory); a run killed at any point (a worker, the
+driver, the machine) resumes from the last checkpoint with the same data order and loss
+curve. Loss, validation loss/perplexity, LR, grad norm, tokens/s (and MFU on a GPU) stream
+into one MLflow run, which a resumed attempt continues.
+
+Output: `hf/` (a `LlamaForCausalLM` in safetensors + tokenizer + chat template, loadable
+with `AutoModelForCausalLM.from_pretrained`), `megatron/model.pt` (the Megatron weights),
+`curve.json` (every logged step).
+
+    python -m ray_jobs.pretrain --config '{"preset": "nano", "steps": 300}' --input T.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from orchard.errors import OrchardError
+from orchard.settings import Settings
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+
+log = logging.getLogger("orchard.pretrain")
+
+# Peak dense bf16 FLOP/s per device, for the MFU estimate (none is claimed on a CPU).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+STATE_FILE = "state.pt"
+RUN_ID_FILE = "mlflow-run-id"
+
+
+class PretrainConfig(StepConfig):
+    preset: str = Field("nano", description="Model shape: nano, micro, small, medium, large.")
+    steps: int = Field(300, ge=1, description="Optimizer steps.")
+    global_batch_size: int = Field(8, ge=1, description="Sequences per optimizer step.")
+    seq_length: int | None = Field(None, ge=8, description="Tokens per sequence (preset's).")
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate. Default: 6e-4 scaled by sqrt(4096 / hidden size), "
+        "so tiny models are not starved (nano: 2.4e-3).",
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a share of peak.")
+    warmup_steps: int | None = Field(None, ge=0, description="Linear warmup (default 10%).")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.95, gt=0, lt=1)
+    clip_grad: float = Field(1.0, gt=0)
+    seed: int = Field(1234, description="Initialisation and data order.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on a GPU, fp32 on a CPU."
+    )
+    recompute: bool = Field(False, description="Recompute activations (saves GPU memory).")
+    eval_interval: int = Field(50, ge=1, description="Validation every N steps.")
+    eval_batches: int = Field(4, ge=1, description="Global batches per validation.")
+    log_interval: int = Field(10, ge=1, description="Metrics to MLflow every N steps.")
+    checkpoint_interval: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers.")
+    threads_per_worker: int = Field(2, ge=1, description="CPU threads (and Ray CPUs) each.")
+    use_gpu: bool | None = Field(None, description="Default: when the Ray cluster has GPUs.")
+    # How a run is spread and how often it reports does not change the model it makes
+    # (the global batch and the data order stay the same).
+    not_in_key: ClassVar[frozenset[str]] = frozenset(
+        {"workers", "threads_per_worker", "use_gpu", "log_interval", "checkpoint_interval"}
+    )
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> PretrainConfig:
+        if self.global_batch_size % self.workers:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} does not split over "
+                f"{self.workers} workers: make it a multiple of workers"
+            )
+        return self
+
+
+def peak_lr(config: PretrainConfig, hidden_size: int) -> float:
+    return config.lr or 6e-4 * math.sqrt(4096 / hidden_size)
+
+
+def read_datasets(tokenized: Path) -> dict[str, Any]:
+    """The tokenize step's `datasets.json`, with prefixes made absolute."""
+    index_file = tokenized / "datasets.json"
+    if not index_file.is_file():
+        raise OrchardError(f"no datasets.json in {tokenized}: pass a tokenize step's manifest")
+    index = json.loads(index_file.read_text())
+    for split in ("train", "valid"):
+        if not index.get(split):
+            raise OrchardError(
+                f"the tokenized corpus {tokenized} has no {split} split: tokenize more "
+                "documents or change valid_fraction"
+            )
+        for entry in index[split]:
+            entry["prefix"] = str(tokenized / entry["prefix"])
+    tokenizer = Path(index["tokenizer"])
+    index["tokenizer"] = str(tokenizer if tokenizer.is_absolute() else tokenized / tokenizer)
+    return index
+
+
+def unigram_entropy(prefixes: list[str], vocab_size: int) -> float:
+    """Entropy (nats/token) of the corpus's token frequencies: the loss of the best model
+    that ignores context. A pretrained model must land clearly below it."""
+    import numpy as np
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for prefix in prefixes:
+        dataset = IndexedDataset(prefix)
+        tokens = dataset.bin_reader.read(
+            dtype=dataset.index.dtype, count=int(dataset.index.sequence_lengths.sum()), offset=0
+        )
+        counts += np.bincount(tokens, minlength=vocab_size)[:vocab_size]
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+# -- the Ray Train worker ------------------------------------------------------------
+
+
+def _datasets(loop: dict[str, Any], seq_length: int):
+    """Megatron GPTDatasets over the train/valid prefixes, sized for the whole run."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder,
+    )
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.tokenizers import MegatronTokenizer
+
+    index = loop["datasets"]
+
+    def blend(split: str) -> tuple[list[str], list[float]]:
+        entries = index[split]
+        return [e["prefix"] for e in entries], [float(e["tokens"]) for e in entries]
+
+    tokenizer = MegatronTokenizer.from_pretrained(
+        index["tokenizer"], metadata_path={"library": "huggingface"}, eos_token="<|endoftext|>"
+    )
+    config = GPTDatasetConfig(
+        random_seed=loop["seed"],
+        sequence_length=seq_length,
+        blend_per_split=[blend("train"), blend("valid"), None],
+        tokenizer=tokenizer,
+        reset_position_ids=False,  # packed like the exported HF model sees text
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,  # causal attention is built into the core attention
+        path_to_cache=loop["dataset_cache"],
+    )
+    gbs = loop["global_batch_size"]
+    sizes = [loop["steps"] * gbs, loop["eval_batches"] * gbs, None]
+    train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    return train, valid
+
+
+def _batch(dataset, step: int, loop: dict[str, Any], rank: int, world: int) -> dict:
+    """This rank's slice of global batch `step`: the same samples whatever the restart."""
+    import torch
+
+    per_rank = loop["global_batch_size"] // world
+    first = step * loop["global_batch_size"] + rank * per_rank
+    samples = [dataset[i] for i in range(first, first + per_rank)]
+    return {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
+
+
+def train_loop(loop: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import torch
+
+    from model.distributed import init_model_parallel
+    from model.presets import get_preset
+    from model.training import TrainConfig, build_training
+
+    torch.set_num_threads(loop["threads"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    preset = dataclasses.replace(get_preset(loop["preset"]), seq_length=loop["seq_length"])
+    init_model_parallel(preset, seed=loop["seed"])
+    train_config = TrainConfig(
+        lr=loop["lr"],
+        min_lr=loop["lr"] * loop["min_lr_ratio"],
+        weight_decay=loop["weight_decay"],
+        beta1=loop["beta1"],
+        beta2=loop["beta2"],
+        clip_grad=loop["clip_grad"],
+        warmup_steps=loop["warmup_steps"],
+        total_steps=loop["steps"],
+        micro_batch_size=loop["global_batch_size"] // world,
+        seed=loop["seed"],
+    )
+    training = build_training(
+        preset, loop["vocab_size"], train_config, bf16=loop["bf16"], recompute=loop["recompute"]
+    )
+    curve: list[dict[str, float]] = []
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        training.load_state_dict(state["training"])
+        start, curve = state["step"], state["curve"]
+        if rank == 0:
+            print(f"resumed from the checkpoint of step {start}", flush=True)
+    train_set, valid_set = _datasets(loop, loop["seq_length"])
+
+    mlflow = _MlflowLogger(loop["mlflow_uri"], loop["mlflow_run_id"]) if rank == 0 else None
+    tokens_per_step = loop["global_batch_size"] * loop["seq_length"]
+    window_start, window_steps = time.perf_counter(), 0
+    for step in range(start, loop["steps"]):
+        out = training.train_step(_batch(train_set, step, loop, rank, world))
+        window_steps += 1
+        done = step + 1
+        point: dict[str, float] = {}
+        if done % loop["log_interval"] == 0 or done == loop["steps"]:
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_steps * tokens_per_step / elapsed
+            point = {
+                "loss": float(out["loss"]),
+                "lr": float(out["lr"]),
+                "grad_norm": float(out["grad_norm"]),
+                "tokens_per_s": tokens_per_s,
+            }
+            if loop["peak_flops"]:
+                point["mfu"] = tokens_per_s * loop["flops_per_token"] / loop["peak_flops"]
+            window_start, window_steps = time.perf_counter(), 0
+        if done % loop["eval_interval"] == 0 or done == loop["steps"]:
+            batches = [_batch(valid_set, i, loop, rank, world) for i in range(loop["eval_batches"])]
+            val_loss = float(training.eval_loss(batches))
+            point |= {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
+        if point:
+            point["step"] = done
+            point["tokens"] = done * tokens_per_step
+            curve.append(point)
+            if mlflow:
+                mlflow.log(point, done)
+            if rank == 0:
+                print(json.dumps(point), flush=True)
+        if done % loop["checkpoint_interval"] == 0 or done == loop["steps"]:
+            _report_checkpoint(training, done, curve, point, rank, mlflow)
+
+
+def _report_checkpoint(training, step: int, curve: list, point: dict, rank: int, mlflow) -> None:
+    """Every rank reports; rank 0 hands Ray Train the state (identical on every rank:
+    data-parallel replicas), which Ray copies to the run's storage."""
+    import ray.train
+    import torch
+
+    metrics = {"step": step, **{k: v for k, v in point.items() if k != "step"}}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="orchard-ckpt-") as directory:
+        state = {"step": step, "curve": curve, "training": training.state_dict()}
+        torch.save(state, Path(directory) / STATE_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        if mlflow:  # the weights, for people to pick up; the full state stays in Ray's storage
+            weights = Path(directory) / "model.pt"
+            torch.save(state["training"]["model"], weights)
+            mlflow.artifact(weights, f"checkpoints/step-{step:06d}")
+
+
+class _MlflowLogger:
+    def __init__(self, uri: str | None, run_id: str | None) -> None:
+        self.client = None
+        if uri and run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client, self.run_id = MlflowClient(uri), run_id
+
+    def log(self, point: dict[str, float], step: int) -> None:
+        if not self.client:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in point.items() if k != "step"]
+        try:
+            self.client.log_batch(self.run_id, metrics=metrics)
+        except Exception as error:  # tracking must never stop training
+            print(f"warning: MLflow logging failed: {error}", flush=True)
+
+    def artifact(self, path: Path, artifact_path: str) -> None:
+        if not self.client:
+            return
+        try:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        except Exception as error:
+            print(f"warning: MLflow artifact upload failed: {error}", flush=True)
+
+
+# -- the driver ----------------------------------------------------------------------
+
+
+def _mlflow_run(uri: str | None, ctx: StepContext, name: str, tokenized: Manifest) -> str | None:
+    """The step's MLflow run, opened before training so the curve is live; a resumed
+    attempt continues the same run (its id is kept in the work directory)."""
+    if not uri:
+        return None
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    keep = ctx.work / RUN_ID_FILE
+    client = MlflowClient(uri)
+    if keep.is_file():
+        run_id = keep.read_text().strip()
+        try:
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        except mlflow.exceptions.MlflowException:
+            log.warning("the MLflow run %s of the last attempt is gone: starting another", run_id)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment("orchard-pretrain").experiment_id
+    tags = {
+        "orchard.step": "pretrain",
+        "orchard.key": ctx.key,
+        "orchard.tokenize_key": tokenized.key,
+        "orchard.tokenize_path": tokenized.path,
+    }
+    run = client.create_run(experiment, run_name=f"{name}-{ctx.key}", tags=tags)
+    keep.write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def _cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def pretrain(
+    config: PretrainConfig,
+    tokenized: Manifest,
+    ctx: StepContext,
+    name: str = "model",
+    mlflow_uri: str | None = None,
+) -> StepOutput:
+    import ray
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from model.export import export_hf
+    from model.presets import get_preset
+
+    index = read_datasets(Path(tokenized.path))
+    vocab_size = int(index["vocab_size"])
+    preset = get_preset(config.preset)
+    seq_length = config.seq_length or preset.seq_length
+    preset = dataclasses.replace(preset, seq_length=seq_length)
+    lr = peak_lr(config, preset.hidden_size)
+    warmup = config.warmup_steps if config.warmup_steps is not None else config.steps // 10
+    entropy = unigram_entropy([e["prefix"] for e in index["train"]], vocab_size)
+    log.info("corpus unigram entropy: %.3f nats/token", entropy)
+
+    if not ray.is_initialized():  # a Ray job joins its cluster; alone, a local Ray starts
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    use_gpu = config.use_gpu if config.use_gpu is not None else _cluster_has_gpu()
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and use_gpu)
+    peak = 0.0
+    if use_gpu and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), 0.0)
+    run_id = _mlflow_run(mlflow_uri, ctx, name, tokenized)
+    if run_id:
+        import mlflow
+
+        mlflow.set_tracking_uri(mlflow_uri)
+        with mlflow.start_run(run_id=run_id):
+            # Values derived from the config (its own fields are logged with the manifest).
+            derived = {
+                "parameters": preset.parameters(vocab_size),
+                "vocab_size": vocab_size,
+                "peak_lr": lr,
+                "warmup_steps": warmup,
+                "bf16": bf16,
+                "seq_length": seq_length,
+                "workers": config.workers,
+            }
+            mlflow.log_params({f"run.{k}": v for k, v in derived.items()})
+            mlflow.log_metric("unigram_entropy", entropy)
+
+    loop = {
+        **config.model_dump(),
+        "lr": lr,
+        "warmup_steps": warmup,
+        "seq_length": seq_length,
+        "vocab_size": vocab_size,
+        "datasets": index,
+        "dataset_cache": str(ctx.work / "dataset-cache"),
+        "threads": config.threads_per_worker,
+        "bf16": bf16,
+        "mlflow_uri": mlflow_uri if run_id else None,
+        "mlflow_run_id": run_id,
+        "flops_per_token": preset.flops_per_token(seq_length, vocab_size),
+        "peak_flops": peak * config.workers,
+    }
+    resources = {"CPU": config.threads_per_worker}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop,
+        scaling_config=ScalingConfig(
+            num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=f"pretrain-{ctx.key}",
+            storage_path=str(ctx.work / "ray-train"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # A dead worker restarts the group from the last checkpoint.
+            failure_config=FailureConfig(max_failures=3),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as error:  # Ray wraps a worker's error; say what failed, keep the state
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(mlflow_uri).set_terminated(run_id, status="FAILED")
+        raise OrchardError(
+            f"pretraining failed: {error}. The last checkpoint is kept in {ctx.work}: "
+            "run the step again to resume"
+        ) from None
+    if result.checkpoint is None:
+        raise OrchardError("pretraining finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
+    model_state = state["training"]["model"]
+    (ctx.out / "megatron").mkdir()
+    torch.save(model_state, ctx.out / "megatron" / "model.pt")
+    export_hf(model_state, preset, vocab_size, Path(index["tokenizer"]), ctx.out / "hf")
+    curve = state["curve"]
+    (ctx.out / "curve.json").write_text(json.dumps(curve, indent=1))
+    last = curve[-1]
+    evals = [p for p in curve if "val_loss" in p]
+    speeds = [p["tokens_per_s"] for p in curve if "tokens_per_s" in p]
+    metrics = {
+        "final_loss": last.get("loss", float("nan")),
+        "val_loss": evals[-1]["val_loss"],
+        "val_perplexity": evals[-1]["val_perplexity"],
+        "unigram_entropy": entropy,
+        "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else 0.0,
+    }
+    return StepOutput(
+        counts={
+            "steps": state["step"],
+            "tokens": state["step"] * config.global_batch_size * seq_length,
+            "parameters": preset.parameters(vocab_size),
+        },
+        metrics=metrics,
+        artifacts=["hf"],
+        mlflow_run_id=run_id,
+    )
+
+
+def run(
+    config: PretrainConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str = "model",
+    force: bool = False,
+) -> Manifest:
+    tokenized = [m for m in inputs if m.step == "tokenize"]
+    if len(tokenized) != 1:
+        raise OrchardError("pretrain needs exactly one tokenize manifest among its --input")
+    return run_step(
+        step="pretrain",
+        name=name,
+        config=config,
+        data_root=Path(settings.data_dir),
+        inputs=inputs,
+        body=lambda ctx: pretrain(config, tokenized[0], ctx, name, settings.mlflow_uri),
+        force=force,
+        mlflow_uri=settings.mlflow_uri,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return step_main(
+        argv,
+        description=__doc__.splitlines()[0],
+        config_cls=PretrainConfig,
+        run=run,
+        default_name="model",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

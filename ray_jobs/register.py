@@ -1,0 +1,203 @@
+"""The register step: a trained chat model becomes a version of `orchard-chat` in MLflow.
+
+Input: the manifest of the step whose `hf/` directory is the model (pretrain, sft, dpo,
+grpo, …) and, optionally, the evaluate manifest of that same model. The model is logged
+with MLflow's `transformers` flavor (tokenizer and chat template included) through
+`orchard.registry.register_hf_model`, registered as a new version, given the alias
+`challenger`, and tagged with every manifest behind it (walked through the manifests'
+inputs down to the crawl) and with the evaluation metrics. `champion` is never moved here,
+except that `champion_if_none` lets the first version of a registry with no champion yet
+become it, so a fresh install has a model to serve.
+
+Registration is the one step whose effect lives outside its output directory, so it is
+made idempotent on its own: the version carries the step key as a tag, and a retried
+attempt that finds a version with its key reuses it instead of registering a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import Field
+
+from orchard.errors import OrchardError
+from orchard.settings import Settings
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+
+log = logging.getLogger("orchard.register")
+
+KEY_TAG = "orchard.register_key"
+EVALUATE = "evaluate"
+
+
+class RegisterConfig(StepConfig):
+    model_name: str = Field(
+        "orchard-chat", min_length=1, description="Registered model name in MLflow."
+    )
+    alias: str = Field(
+        "challenger", pattern=r"^[a-z][a-z0-9_-]*$", description="Alias moved to the version."
+    )
+    champion_if_none: bool = Field(
+        False,
+        description="Also make the new version `champion` when the registry has none yet.",
+    )
+
+
+def lineage(manifests: list[Manifest]) -> dict[str, Manifest]:
+    """Every manifest behind `manifests`, by step (the nearest one wins for a step seen
+    twice), found through each manifest's recorded inputs."""
+    found: dict[str, Manifest] = {}
+    queue = list(manifests)
+    while queue:
+        manifest = queue.pop(0)
+        if manifest.step in found:
+            continue
+        found[manifest.step] = manifest
+        for ref in manifest.inputs:
+            path = Path(ref.path)
+            if (path / "manifest.json").is_file():
+                queue.append(Manifest.read(path))
+            else:
+                log.warning("lineage: %s (%s) is gone; recorded by its key only", path, ref.step)
+                found.setdefault(
+                    ref.step,
+                    Manifest(
+                        step=ref.step,
+                        name=path.name,
+                        key=ref.key,
+                        path=ref.path,
+                        config={},
+                        code_version="unknown",
+                        created_at="",
+                    ),
+                )
+    return found
+
+
+def _split(inputs: list[Manifest]) -> tuple[Manifest, Manifest | None]:
+    models = [m for m in inputs if m.step != EVALUATE]
+    evaluations = [m for m in inputs if m.step == EVALUATE]
+    if len(models) != 1 or len(evaluations) > 1:
+        raise OrchardError(
+            "register takes one model manifest (a step with an hf/ directory: pretrain, "
+            f"sft, dpo, grpo) and at most one evaluate manifest; got {[m.step for m in inputs]}"
+        )
+    model = models[0]
+    if not (Path(model.path) / "hf" / "config.json").is_file():
+        raise OrchardError(
+            f"{model.path} has no hf/config.json: pass the manifest of a step that "
+            "writes a Hugging Face model (pretrain, sft, dpo, grpo)"
+        )
+    evaluation = evaluations[0] if evaluations else None
+    if evaluation and model.key not in {ref.key for ref in evaluation.inputs}:
+        raise OrchardError(
+            f"the evaluation {evaluation.path} is not of the model {model.path}: "
+            "pass the evaluate manifest whose input is this model"
+        )
+    return model, evaluation
+
+
+def version_tags(model: Manifest, evaluation: Manifest | None) -> dict[str, str]:
+    """The tags a registered version carries: one per manifest behind it, the MLflow run
+    of each, and the evaluation metrics."""
+    behind = lineage([model] + ([evaluation] if evaluation else []))
+    tags = {"orchard.model_step": model.step}
+    for step, manifest in sorted(behind.items()):
+        tags[f"orchard.lineage.{step}"] = manifest.path
+        if manifest.mlflow_run_id:
+            tags[f"orchard.lineage.{step}.mlflow_run"] = manifest.mlflow_run_id
+    for name, value in sorted((evaluation.metrics if evaluation else {}).items()):
+        tags[f"eval.{name}"] = f"{value:.6g}"
+    return tags
+
+
+def register(
+    config: RegisterConfig, inputs: list[Manifest], ctx: StepContext, tracking_uri: str
+) -> StepOutput:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from orchard.registry import aliases, find_version, register_hf_model
+
+    model, evaluation = _split(inputs)
+    tags = version_tags(model, evaluation) | {KEY_TAG: ctx.key}
+    version = find_version(tracking_uri, config.model_name, KEY_TAG, ctx.key)
+    run_id = None
+    if version:
+        log.info("version %s of %s already registered by this step", version, config.model_name)
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        run_id = client.get_model_version(config.model_name, version).run_id
+        client.set_registered_model_alias(config.model_name, config.alias, version)
+    else:
+        mlflow.set_tracking_uri(tracking_uri)
+        experiment = mlflow.set_experiment("orchard-register")
+        with mlflow.start_run(
+            experiment_id=experiment.experiment_id,
+            run_name=f"{config.model_name}-{ctx.key}",
+            tags={"orchard.step": "register", "orchard.key": ctx.key},
+        ) as run:
+            run_id = run.info.run_id
+            if evaluation:
+                mlflow.log_metrics(evaluation.metrics)
+            version = register_hf_model(
+                Path(model.path) / "hf",
+                tracking_uri=tracking_uri,
+                name=config.model_name,
+                alias=config.alias,
+                tags=tags,
+            )
+    became_champion = False
+    if config.champion_if_none and "champion" not in aliases(tracking_uri, config.model_name):
+        MlflowClient(
+            tracking_uri=tracking_uri, registry_uri=tracking_uri
+        ).set_registered_model_alias(config.model_name, "champion", version)
+        became_champion = True
+        log.info("no champion yet: version %s is champion", version)
+    record = {
+        "model_name": config.model_name,
+        "version": version,
+        "uri": f"models:/{config.model_name}/{version}",
+        "aliases": [config.alias] + (["champion"] if became_champion else []),
+        "tags": tags,
+    }
+    (ctx.out / "registered.json").write_text(json.dumps(record, indent=2))
+    log.info("registered %s version %s as @%s", config.model_name, version, config.alias)
+    return StepOutput(counts={"version": int(version)}, mlflow_run_id=run_id)
+
+
+def run(
+    config: RegisterConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str = "model",
+    force: bool = False,
+) -> Manifest:
+    if not settings.mlflow_uri:
+        raise OrchardError("register needs the MLflow server: set ORCHARD_MLFLOW_URI")
+    return run_step(
+        step="register",
+        name=name,
+        config=config,
+        data_root=Path(settings.data_dir),
+        body=lambda ctx: register(config, inputs, ctx, settings.mlflow_uri),
+        inputs=inputs,
+        force=force,
+        mlflow_uri=settings.mlflow_uri,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main(
+        argv,
+        description=__doc__.splitlines()[0],
+        config_cls=RegisterConfig,
+        run=run,
+        default_name="model",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""The tokenize step: the corpus as token ids in Megatron's indexed dataset format.
+
+Inputs: the tokenizer step's manifest and the corpus (mix) manifest. Each input shard
+(`documents/*.jsonl.gz`, in sorted order) becomes one output shard, written by
+`megatron.core.datasets.indexed_dataset.IndexedDatasetBuilder`: per document, its
+tokens followed by the end-of-document token (`add_item` + `end_document`), in input
+order. Document text is encoded as plain text: a literal `<|endoftext|>` or `<|user|>`
+inside a document is not a control token, so the only end-of-document ids in the data
+are the ones this step appends.
+
+Train/validation split: by a hash of the document id, `sha256(id)[:8] / 2**64 <
+valid_fraction` goes to validation; when no document falls under the fraction, the one
+with the lowest hash does. The tokenizer step holds out its documents by the same rule,
+so with the same valid_fraction no validation document was seen by the tokenizer.
+
+Shards run as Ray tasks when Ray is there (`executor="auto"`: a connected Ray, or
+`RAY_ADDRESS`, e.g. inside a Ray job, and more than one shard), else in this process;
+`tokenizers` spreads each batch over the cores either way.
+
+Output:
+    train/<shard>.bin/.idx, valid/<shard>.bin/.idx   (a split without documents in a
+                                                      shard has no files)
+    datasets.json   {"format": "megatron-indexed-dataset",
+                     "tokenizer": <absolute path of the Hugging Face tokenizer directory>,
+                     "vocab_size", "eod_id", "pad_id", "eod_token", "pad_token",
+                     "dtype": "uint16" | "int32", "valid_fraction",
+                     "train": [{"prefix": "train/00000", "tokens", "documents",
+                                "source": "documents/00000.jsonl.gz"}, ...],
+                     "valid": [... the same for valid/ ...],
+                     "totals": {"train": {"tokens", "documents"}, "valid": {...}}}
+                    Prefixes are relative to the step's directory, in shard order; tokens
+                    count the end-of-document tokens.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from orchard.errors import OrchardError
+from orchard.settings import Settings
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+
+log = logging.getLogger("orchard.tokenize")
+
+SPLITS = ("train", "valid")
+DATASETS = "datasets.json"
+TOKENIZER_DIR = "tokenizer"  # the tokenizer step's Hugging Face directory
+CORPUS_STEPS = ("mix", "curate")
+# Megatron's own rule (DType.optimal_dtype): token ids fit uint16 below this size.
+UINT16_VOCAB_LIMIT = 65_500
+
+
+class TokenizeConfig(StepConfig):
+    valid_fraction: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Share of documents (by id hash) in the validation split (the "
+        "tokenizer step's held-out documents for the same value).",
+    )
+    eod_token: str = Field("<|endoftext|>", description="Appended after every document.")
+    pad_token: str = Field("<|pad|>", description="Recorded as pad_id for later stages.")
+    executor: Literal["auto", "local", "ray"] = Field(
+        "auto",
+        description="Where shards run: Ray tasks, this process, or auto (Ray when it is "
+        "connected or RAY_ADDRESS is set, and there is more than one shard).",
+    )
+    cpus_per_task: int = Field(1, ge=1, description="CPUs per Ray task (tokenizer threads).")
+    batch_documents: int = Field(256, ge=1, description="Documents encoded per batch.")
+    not_in_key: ClassVar[frozenset[str]] = frozenset(
+        {"executor", "cpus_per_task", "batch_documents"}
+    )
+
+
+def vocab_dtype(vocab_size: int) -> str:
+    """The token dtype of the .bin files, as Megatron's preprocess_data chooses it."""
+    return "uint16" if vocab_size < UINT16_VOCAB_LIMIT else "int32"
+
+
+def split_point(key: str) -> float:
+    """Where a document falls in [0, 1): the first 8 bytes of sha256(id)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+# -- one shard --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file to tokenize into `<out>/<split>/<name>.bin/.idx`."""
+
+    name: str
+    source: str
+    out: str
+    tokenizer_file: str
+    eod_id: int
+    dtype: str
+    valid_fraction: float
+    batch_documents: int
+    force_valid: tuple[int, ...] = ()  # line numbers sent to valid whatever their hash
+
+
+@dataclass
+class ShardResult:
+    name: str
+    documents: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    bytes: int = 0
+    # (split point, line) of the training document with the lowest hash.
+    lowest_train: tuple[float, int] | None = None
+    error: str | None = None
+
+
+def _documents(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, id, text) of each document; a corrupt shard is an OrchardError."""
+    line = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                record = json.loads(raw)
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise ValueError('not a document: no "text" string')
+                doc_id = record.get("id")
+                if doc_id in (None, ""):
+                    doc_id = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+                yield line, str(doc_id), text
+    except (OSError, EOFError, ValueError, zlib.error) as error:
+        raise OrchardError(
+            f"corrupt corpus shard {path} (line {line}): {error}; rebuild the step that "
+            "wrote it (mix with --force / the Rebuild Param), or remove the file"
+        ) from None
+
+
+def _batches(docs: Iterator[tuple[int, str, str]], size: int) -> Iterator[list]:
+    batch: list = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _builder_class():
+    """Megatron's IndexedDatasetBuilder (importing megatron.core takes seconds, once)."""
+    with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed"
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    return IndexedDatasetBuilder
+
+
+def tokenize_shard(shard: Shard) -> ShardResult:
+    """Tokenize one input file into its train and valid indexed datasets."""
+    import numpy
+    import torch
+    from tokenizers import Tokenizer
+
+    IndexedDatasetBuilder = _builder_class()  # noqa: N806
+    result = ShardResult(shard.name)
+    tokenizer = Tokenizer.from_file(shard.tokenizer_file)
+    tokenizer.encode_special_tokens = True  # document text is text, never control tokens
+    dtype = getattr(numpy, shard.dtype)
+    prefixes = {split: Path(shard.out, split, shard.name) for split in SPLITS}
+    builders = {}
+    for split, prefix in prefixes.items():
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        builders[split] = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
+    eod = [shard.eod_id]
+    try:
+        for batch in _batches(_documents(Path(shard.source)), shard.batch_documents):
+            encodings = tokenizer.encode_batch_fast([text for _, _, text in batch])
+            for (line, key, text), encoding in zip(batch, encodings, strict=True):
+                point = split_point(key)
+                valid = point < shard.valid_fraction or line in shard.force_valid
+                split = "valid" if valid else "train"
+                ids = numpy.array(encoding.ids + eod, dtype=numpy.int64)
+                builders[split].add_item(torch.from_numpy(ids))
+                builders[split].end_document()
+                result.documents[split] += 1
+                result.tokens[split] += len(ids)
+                result.bytes += len(text.encode("utf-8"))
+                if not valid and (result.lowest_train is None or point < result.lowest_train[0]):
+                    result.lowest_train = (point, line)
+    except OrchardError as error:
+        result.error = str(error)
+    finally:
+        for split, builder in builders.items():
+            builder.finalize(f"{prefixes[split]}.idx")
+    for split, prefix in prefixes.items():
+        if result.error or not result.documents[split]:
+            Path(f"{prefix}.bin").unlink()
+            Path(f"{prefix}.idx").unlink()
+    return result
+
+
+def _ray_task(shard: Shard, threads: int) -> ShardResult:
+    # tokenizers sizes its thread pool once per process from RAYON_NUM_THREADS: keep a
+    # task to the CPUs Ray gave it.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+    return tokenize_shard(shard)
+
+
+# -- the step ---------------------------------------------------------------------------
+
+
+def _use_ray(config: TokenizeConfig, shards: int) -> bool:
+    if config.executor != "auto":
+        return config.executor == "ray"
+    if shards < 2:
+        return False
+    ray = sys.modules.get("ray")
+    connected = bool(ray and ray.is_initialized())
+    # RAY_ADDRESS: set by Ray for a job's entrypoint, and what ray.init() itself reads.
+    return connected or bool(os.environ.get("RAY_ADDRESS"))
+
+
+def _run_shards(shards: list[Shard], use_ray: bool, cpus_per_task: int) -> list[ShardResult]:
+    if not use_ray:
+        return [tokenize_shard(shard) for shard in shards]
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(log_to_driver=False)  # inside a Ray job: joins the job's cluster
+    try:
+        task = ray.remote(num_cpus=cpus_per_task)(_ray_task)
+        log.info("tokenize: %d shards as Ray tasks", len(shards))
+        return ray.get([task.remote(shard, cpus_per_task) for shard in shards])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _check(results: list[ShardResult]) -> None:
+    for result in results:
+        if result.error:
+            raise OrchardError(result.error)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    directory: Path
+    vocab_size: int
+    eod_id: int
+    pad_id: int
+    dtype: str
+
+
+def tokenizer_info(directory: Path, config: TokenizeConfig) -> TokenizerInfo:
+    from tokenizers import Tokenizer
+
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        raise OrchardError(
+            f"no tokenizer.json in {directory}: pass the manifest of a finished tokenizer step"
+        )
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 - any parse failure of the file
+        raise OrchardError(
+            f"{path} is not a tokenizer ({error}): rebuild the tokenizer step"
+        ) from None
+    ids = {}
+    for token in (config.eod_token, config.pad_token):
+        ids[token] = tokenizer.token_to_id(token)
+        if ids[token] is None:
+            raise OrchardError(
+                f"the tokenizer in {directory} has no {token} token: train it with Orchard's "
+                "tokenizer step, or set eod_token/pad_token to tokens it has"
+            )
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    return TokenizerInfo(
+        directory=directory,
+        vocab_size=vocab_size,
+        eod_id=ids[config.eod_token],
+        pad_id=ids[config.pad_token],
+        dtype=vocab_dtype(vocab_size),
+    )
+
+
+def tokenize(
+    config: TokenizeConfig, tokenizer_dir: Path, corpus: Path, ctx: StepContext
+) -> StepOutput:
+    """The step body: every corpus shard into train/ and valid/, then datasets.json."""
+    info = tokenizer_info(tokenizer_dir, config)
+    files = sorted((corpus / "documents").rglob("*.jsonl.gz"))
+    if not files:
+        raise OrchardError(
+            f"no documents/*.jsonl.gz under {corpus}: pass the manifest of a finished mix "
+            "(or curate) step as --input"
+        )
+    shards = [
+        Shard(
+            name=f"{index:05d}",
+            source=str(path),
+            out=str(ctx.out),
+            tokenizer_file=str(tokenizer_dir / "tokenizer.json"),
+            eod_id=info.eod_id,
+            dtype=info.dtype,
+            valid_fraction=config.valid_fraction,
+            batch_documents=config.batch_documents,
+        )
+        for index, path in enumerate(files)
+    ]
+    use_ray = _use_ray(config, len(shards))
+    if not use_ray:
+        _builder_class()  # a one-time import, not tokenizing: off the clock
+    started = time.monotonic()
+    results = _run_shards(shards, use_ray, config.cpus_per_task)
+    _check(results)
+    documents = sum(sum(r.documents.values()) for r in results)
+    if not documents:
+        raise OrchardError(
+            f"the corpus at {corpus} has no documents: check the curate and mix steps"
+        )
+    valid = sum(r.documents["valid"] for r in results)
+    if config.valid_fraction > 0 and not valid:
+        if documents < 2:
+            log.warning("one document only: no validation split")
+        else:
+            # No id hash fell under the fraction: the lowest one goes to validation.
+            index, (_, line) = min(
+                ((i, r.lowest_train) for i, r in enumerate(results) if r.lowest_train),
+                key=lambda pair: pair[1][0],
+            )
+            log.warning(
+                "no document falls under valid_fraction %s: validating on the one with "
+                "the lowest id hash (%s line %d)",
+                config.valid_fraction,
+                shards[index].source,
+                line,
+            )
+            shards[index] = replace(shards[index], force_valid=(line,))
+            results[index] = tokenize_shard(shards[index])
+            _check(results[index : index + 1])
+    seconds = time.monotonic() - started
+
+    entries: dict[str, list[dict]] = {}
+    for split in SPLITS:
+        entries[split] = [
+            {
+                "prefix": f"{split}/{result.name}",
+                "tokens": result.tokens[split],
+                "documents": result.documents[split],
+                "source": str(Path(shard.source).relative_to(corpus)),
+            }
+            for shard, result in zip(shards, results, strict=True)
+            if result.documents[split]
+        ]
+    totals = {
+        split: {kind: sum(e[kind] for e in entries[split]) for kind in ("tokens", "documents")}
+        for split in SPLITS
+    }
+    datasets = {
+        "format": "megatron-indexed-dataset",
+        "tokenizer": str(tokenizer_dir),
+        "vocab_size": info.vocab_size,
+        "eod_id": info.eod_id,
+        "pad_id": info.pad_id,
+        "eod_token": config.eod_token,
+        "pad_token": config.pad_token,
+        "dtype": info.dtype,
+        "valid_fraction": config.valid_fraction,
+        "train": entries["train"],
+        "valid": entries["valid"],
+        "totals": totals,
+    }
+    (ctx.out / DATASETS).write_text(json.dumps(datasets, indent=2))
+
+    tokens = sum(total["tokens"] for total in totals.values())
+    corpus_bytes = sum(r.bytes for r in results)
+    figures = {f"{kind}.{split}": n for split in SPLITS for kind, n in totals[split].items()}
+    log.info(
+        "tokenize: %d tokens (%d documents) in %.1f s, %d shards",
+        tokens,
+        documents,
+        seconds,
+        len(shards),
+    )
+    return StepOutput(
+        counts=figures | {"shards": len(shards), "bytes": corpus_bytes},
+        metrics={k: float(v) for k, v in figures.items()}
+        | {
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+            "bytes_per_token": corpus_bytes / tokens if tokens else 0.0,
+        },
+    )
+
+
+def inputs_of(inputs: list[Manifest]) -> tuple[Manifest, Manifest]:
+    """(tokenizer manifest, corpus manifest) among a step's inputs."""
+    tokenizers = [m for m in inputs if m.step == "tokenizer"]
+    corpora = [m for m in inputs if m.step in CORPUS_STEPS]
+    if len(tokenizers) != 1 or len(corpora) != 1:
+        raise OrchardError(
+            "the tokenize step needs two --input manifests: one tokenizer step and one "
+            f"corpus (mix); got {', '.join(m.step for m in inputs) or 'none'}"
+        )
+    return tokenizers[0], corpora[0]
+
+
+def run(
+    config: TokenizeConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str = "corpus",
+    force: bool = False,
+) -> Manifest:
+    """Tokenize the corpus among `inputs` with the tokenizer among them."""
+    tokenizer, corpus = inputs_of(inputs)
+    return run_step(
+        step="tokenize",
+        name=name,
+        config=config,
+        data_root=Path(settings.data_dir),
+        inputs=inputs,
+        body=lambda ctx: tokenize(
+            config, Path(tokenizer.path) / TOKENIZER_DIR, Path(corpus.path), ctx
+        ),
+        force=force,
+        mlflow_uri=settings.mlflow_uri,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main(
+        argv,
+        description=__doc__.splitlines()[0],
+        config_cls=TokenizeConfig,
+        run=run,
+        default_name="corpus",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

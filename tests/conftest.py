@@ -1,0 +1,158 @@
+"""Shared fixtures: free loopback ports, a clean Orchard environment, the running stack.
+
+Airflow reads its configuration when first imported, so the in-process DAG tests get
+their own AIRFLOW_HOME here, before any test module imports airflow. `orchard up`
+overrides every one of these variables for the stack it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="orchard-test-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    }
+)
+
+ORCHARD_BIN = str(Path(sys.executable).parent / "orchard")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int, start: int = 30000, stop: int = 60000) -> int:
+    """The first port of `size` consecutive free loopback ports."""
+    base = start + (os.getpid() * 97) % 1000 * 20
+    while base + size < stop:
+        taken = False
+        for port in range(base, base + size):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    taken = True
+                    break
+        if not taken:
+            return base
+        base += size
+    raise RuntimeError("no block of free ports")
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    """An environment for the `orchard` CLI: a private home and free ports for everything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHARD_")}
+    base = free_port_block(10 + 16)
+    site = home.parent / f"{home.name}-site"
+    if not (site / "index.html").exists():
+        from tests.corpus import planted_corpus, write_site
+
+        write_site(site, planted_corpus())
+    ports = {
+        "ORCHARD_HOME": str(home),
+        "ORCHARD_SITE_DIR": str(site),
+        "ORCHARD_RAY_INTERNAL_PORT_BASE": str(base),
+        "ORCHARD_RAY_WORKER_PORTS": "16",
+    }
+    for name in (
+        "API_PORT",
+        "SITE_PORT",
+        "MLFLOW_PORT",
+        "AIRFLOW_PORT",
+        "AIRFLOW_WORKER_LOG_PORT",
+        "AIRFLOW_TRIGGER_LOG_PORT",
+        "AIRFLOW_SCHEDULER_HEALTH_PORT",
+        "RAY_PORT",
+        "RAY_DASHBOARD_PORT",
+        "RAY_CLIENT_PORT",
+        "SERVE_PORT",
+    ):
+        port = free_port()
+        while base <= port < base + 26 or str(port) in ports.values():
+            port = free_port()
+        ports[f"ORCHARD_{name}"] = str(port)
+    env.update(ports)
+    return env
+
+
+def orchard(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `orchard` CLI as a user would."""
+    return subprocess.run(
+        [ORCHARD_BIN, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No ORCHARD_* variable from the caller's shell; a private home; cwd without toml."""
+    for key in list(os.environ):
+        if key.startswith("ORCHARD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    monkeypatch.setenv("ORCHARD_HOME", str(home))
+    return home
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    home: Path
+    up_output: str
+
+    def settings(self):
+        """The stack's settings, built from the same ORCHARD_* values the CLI got."""
+        from orchard.settings import ENV_PREFIX, Settings
+
+        values = {
+            key.removeprefix(ENV_PREFIX).lower(): value
+            for key, value in self.env.items()
+            if key.startswith(ENV_PREFIX)
+        }
+        return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole local stack, started once with `orchard up` on free loopback ports."""
+    home = tmp_path_factory.mktemp("stack") / "home"
+    env = stack_env(home)
+    result = orchard(env, "up")
+    if result.returncode != 0:
+        logs = "".join(
+            f"\n--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted((home / "logs").glob("*.log"))
+        )
+        orchard(env, "down")
+        pytest.fail(f"orchard up failed:\n{result.stdout}\n{result.stderr}{logs}")
+    try:
+        yield Stack(env=env, home=home, up_output=result.stdout)
+    finally:
+        orchard(env, "down")

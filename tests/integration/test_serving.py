@@ -1,0 +1,436 @@
+"""Serving end to end: `orchard up ray mlflow serve` on free loopback ports, tiny random
+chat models registered in the real MLflow with `register_hf_model`, and the official
+`openai` SDK as the client. Nothing of ours is mocked.
+
+Tests run in file order: the first one needs an empty registry, the last one stops serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import openai
+import pytest
+from mlflow import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchard.registry import register_hf_model
+from orchard.settings import Settings
+from serving.tiny import build_tiny_chat_model
+from tests.conftest import orchard, stack_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAX_CONTEXT = 1024  # long enough that a stream is still running when a test acts on it
+HELLO = [{"role": "user", "content": "Hello! Tell me about apples."}]
+
+
+@dataclass
+class Serving:
+    env: dict[str, str]
+    settings: Settings
+    model_dirs: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.serving_base_url
+
+    def client(self, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0, **kwargs
+        )
+
+    def async_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0)
+
+    def register(self, key: str, alias: str | None) -> str:
+        return register_hf_model(
+            self.model_dirs[key],
+            tracking_uri=self.settings.mlflow_uri,
+            name=self.settings.model_name,
+            alias=alias,
+            tags={"orchard.test": key},
+        )
+
+    def move_alias(self, alias: str, version: str) -> None:
+        client = MlflowClient(self.settings.mlflow_uri, registry_uri=self.settings.mlflow_uri)
+        client.set_registered_model_alias(self.settings.model_name, alias, version)
+
+    def wait_serving(self, alias: str, version: str, timeout: float = 180) -> None:
+        """Until the ingress answers `alias` with `version` (it polls the registry)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = httpx.get(f"{self.base_url}/healthz", timeout=30)
+                if last.json()["serving"].get(alias) == version:
+                    return
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                last = error  # a busy machine: keep asking until the deadline
+            time.sleep(0.5)
+        detail = last.text if isinstance(last, httpx.Response) else repr(last)
+        raise AssertionError(f"{alias} never served version {version}: {detail}")
+
+    def metrics(self) -> str:
+        port = self.settings.ray_internal_port_base + 2  # the head's metrics export port
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+    def samples(self, name: str, **labels: str) -> list[float]:
+        """Values of the exported samples called `name` whose labels include `labels`."""
+        return [
+            sample.value
+            for family in text_string_to_metric_families(self.metrics())
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ]
+
+    def wait_metric(self, name: str, check, timeout: float = 90, **labels: str) -> None:
+        """Ray exports metrics every few seconds: poll until `check(values)` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            values = self.samples(name, **labels)
+            if values and check(values):
+                return
+            time.sleep(2)
+        raise AssertionError(f"{name}{labels} never satisfied the check: {values}")
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory) -> Iterator[Serving]:
+    root = tmp_path_factory.mktemp("serving")
+    # mlflow.transformers.log_model leaves temporary directories: keep them in ours.
+    saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(root)
+    env = stack_env(root / "home")
+    result = orchard(env, "up", "ray", "mlflow", "serve")
+    try:
+        if result.returncode != 0:
+            logs = "".join(
+                f"\n--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                for p in sorted((root / "home" / "logs").glob("*.log"))
+            )
+            pytest.fail(f"orchard up failed:\n{result.stdout}\n{result.stderr}{logs}")
+        values = {
+            key.removeprefix("ORCHARD_").lower(): value
+            for key, value in env.items()
+            if key.startswith("ORCHARD_")
+        }
+        dirs = {
+            key: str(build_tiny_chat_model(root / key, seed=seed, max_context=MAX_CONTEXT))
+            for key, seed in (("first", 0), ("second", 1))
+        }
+        yield Serving(env=env, settings=Settings(**values), model_dirs=dirs)
+    finally:
+        orchard(env, "down")
+        if saved_tmp[0] is None:
+            os.environ.pop("TMPDIR")
+        else:
+            os.environ["TMPDIR"] = saved_tmp[0]
+        tempfile.tempdir = saved_tmp[1]
+
+
+@pytest.fixture(scope="module")
+def champion(serving) -> str:
+    version = serving.register("first", alias="champion")
+    serving.wait_serving("champion", version)
+    return version
+
+
+def error_body(error: openai.APIStatusError) -> dict:
+    return error.response.json()["error"]
+
+
+def greedy(client: openai.OpenAI, model: str = "champion", **kwargs):
+    params = {"max_tokens": 24, "temperature": 0, **kwargs}
+    return client.chat.completions.create(model=model, messages=HELLO, **params)
+
+
+# -- before any model is registered ----------------------------------------------------------
+def test_with_no_registered_model_the_app_is_up_and_answers_503(serving):
+    client = serving.client()
+    assert httpx.get(f"{serving.base_url}/healthz", timeout=10).json()["status"] == "ok"
+    assert client.models.list().data == []
+    with pytest.raises(openai.InternalServerError) as caught:
+        greedy(client)
+    assert caught.value.status_code == 503
+    body = error_body(caught.value)
+    assert body["code"] == "model_not_loaded" and body["type"] == "server_error"
+    assert "champion" in body["message"] and set(body) == {"message", "type", "param", "code"}
+    status = orchard(serving.env, "status", "serve")
+    assert status.returncode == 0 and "healthy" in status.stdout
+
+
+# -- one registered version --------------------------------------------------------------------
+def test_chat_completion_in_openai_shape_with_the_version(serving, champion):
+    client = serving.client()
+    raw = client.chat.completions.with_raw_response.create(
+        model="champion", messages=HELLO, max_tokens=24, temperature=0
+    )
+    assert raw.headers["x-orchard-model-version"] == champion
+    answer = raw.parse()
+    assert answer.object == "chat.completion" and answer.id.startswith("chatcmpl-")
+    assert answer.model == f"orchard-chat/{champion}"
+    assert answer.model_extra["model_version"] == champion
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason == "length"
+    assert answer.usage.completion_tokens == 24 and answer.usage.prompt_tokens > 5
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + 24
+    # temperature 0 is deterministic, and every name for the champion is the same model
+    for name in ("orchard-chat", "orchard-chat@champion", f"orchard-chat/{champion}",
+                 "models:/orchard-chat@champion"):  # fmt: skip
+        assert greedy(client, name).choices[0].message.content == choice.message.content
+    listed = {m.id: m.model_extra["version"] for m in client.models.list().data}
+    assert listed == {
+        "orchard-chat": champion,
+        "champion": champion,
+        f"orchard-chat/{champion}": champion,
+    }
+
+
+def test_streaming_chat_matches_the_full_answer_and_ends_with_usage(serving, champion):
+    client = serving.client()
+    full = greedy(client).choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="champion",
+            messages=HELLO,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].id.startswith("chatcmpl-")
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert all(c.model_extra["model_version"] == champion for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    *body, last = chunks
+    assert last.choices == [] and last.usage.completion_tokens == 24
+    assert last.usage.total_tokens == last.usage.prompt_tokens + 24
+    assert all(c.usage is None for c in body)
+    assert "".join(c.choices[0].delta.content or "" for c in body) == full
+    finishes = [c.choices[0].finish_reason for c in body if c.choices[0].finish_reason]
+    assert finishes == ["length"]
+
+
+def test_stop_sequences_end_the_answer_before_them(serving, champion):
+    client = serving.client()
+    full = greedy(client, max_tokens=60).choices[0].message.content
+    start = next(i for i in range(10, len(full) - 3) if full[i : i + 3].isprintable())
+    stop = full[start : start + 3]
+    expected = full[: full.index(stop)]
+    answer = greedy(client, max_tokens=60, stop=[stop, "never in the answer"])
+    assert answer.choices[0].message.content == expected
+    assert answer.choices[0].finish_reason == "stop"
+    stream = greedy(client, max_tokens=60, stop=stop, stream=True)
+    chunks = [c for c in stream if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_fixed_seed_reproduces_the_sample_and_n_gives_several(serving, champion):
+    client = serving.client()
+    sample = {"temperature": 1.0, "top_p": 0.95, "seed": 42, "max_tokens": 20}
+    first = greedy(client, **sample).choices[0].message.content
+    assert greedy(client, **sample).choices[0].message.content == first
+    several = greedy(client, **{**sample, "n": 3})
+    assert [c.index for c in several.choices] == [0, 1, 2]
+    assert several.choices[0].message.content == first  # choice i uses seed + i
+    assert several.usage.completion_tokens == 60
+
+
+def test_completions_endpoint(serving, champion):
+    client = serving.client()
+    answer = client.completions.create(
+        model="champion", prompt=["Once upon a time", "Apples"], max_tokens=8, temperature=0
+    )
+    assert answer.object == "text_completion" and answer.id.startswith("cmpl-")
+    assert [c.index for c in answer.choices] == [0, 1]
+    assert all(c.text and c.finish_reason == "length" for c in answer.choices)
+    assert answer.usage.completion_tokens == 16
+    stream = client.completions.create(
+        model="champion", prompt="Once upon a time", max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in stream) == answer.choices[0].text
+
+
+def test_an_unknown_model_is_404_in_openai_shape(serving, champion):
+    client = serving.client()
+    for name in ("gpt-4o", "orchard-chat@nightly", "orchard-chat/99"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            greedy(client, name)
+        body = error_body(caught.value)
+        assert body["code"] == "model_not_found" and body["param"] == "model"
+        assert body["type"] == "invalid_request_error" and name in body["message"]
+
+
+def test_an_over_long_prompt_is_a_clear_400(serving, champion):
+    client = serving.client()
+    long = [{"role": "user", "content": "apples and pears " * 600}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="champion", messages=long, max_tokens=10)
+    body = error_body(caught.value)
+    assert body["code"] == "context_length_exceeded" and body["param"] == "messages"
+    assert f"maximum context length is {MAX_CONTEXT} tokens" in body["message"]
+    with pytest.raises(openai.BadRequestError, match="lower max_tokens"):
+        greedy(client, max_tokens=MAX_CONTEXT)
+
+
+def test_bad_requests_are_400s_that_name_the_parameter(serving, champion):
+    client = serving.client()
+    cases = [
+        ({"temperature": 5}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"presence_penalty": 1.0}, "presence_penalty"),
+    ]
+    for params, param in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            greedy(client, **params)
+        assert error_body(caught.value)["param"] == param
+    raw = httpx.post(
+        f"{serving.base_url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
+    missing = httpx.post(
+        f"{serving.base_url}/v1/chat/completions", json={"model": "champion"}, timeout=10
+    )
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
+
+
+def test_concurrent_streams_are_batched_and_each_is_exact(serving, champion):
+    expected = greedy(serving.client(), max_tokens=40).choices[0].message.content
+
+    async def one(client: openai.AsyncOpenAI) -> str:
+        stream = await client.chat.completions.create(
+            model="champion", messages=HELLO, max_tokens=40, temperature=0, stream=True
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    async def many() -> list[str]:
+        async with serving.async_client() as client:
+            return await asyncio.gather(*[one(client) for _ in range(8)])
+
+    assert asyncio.run(many()) == [expected] * 8
+    # The engine decoded several sequences per step: some steps had a batch above 1.
+    hist = "ray_orchard_serve_batch_size_per_step"
+
+    def batched(counts: list[float]) -> bool:
+        singles = sum(serving.samples(f"{hist}_bucket", le="1.0", model_version=champion))
+        return sum(counts) > singles
+
+    serving.wait_metric(f"{hist}_count", batched, model_version=champion)
+
+
+def test_a_client_that_disconnects_frees_its_slot(serving, champion):
+    client = serving.client()
+    stream = client.chat.completions.create(
+        model="champion",
+        messages=HELLO,
+        temperature=0,
+        stream=True,  # until the context is full
+    )
+    next(iter(stream))
+    stream.close()  # the client goes away mid-answer
+    serving.wait_metric(
+        "ray_orchard_serve_finished_sequences_total", lambda v: sum(v) >= 1, reason="cancelled"
+    )
+    serving.wait_metric("ray_orchard_serve_batch_size", lambda v: max(v) == 0)
+
+
+def test_a_full_queue_answers_429_and_an_oversized_request_400(serving, champion):
+    client = serving.client()
+    prompts = ["Once upon a time"] * 6
+    with pytest.raises(openai.BadRequestError, match="lower n") as caught:
+        client.completions.create(model="champion", prompt=[*prompts, "x"], n=16, max_tokens=5)
+    assert error_body(caught.value)["param"] == "n"
+    # 6 prompts x 16 choices = 96 sequences: the 32 batch slots and the 64 queue places.
+    filling = client.completions.create(
+        model="champion", prompt=prompts, n=16, max_tokens=400, temperature=0, stream=True
+    )
+    next(iter(filling))
+    try:
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.completions.create(model="champion", prompt="Apples", max_tokens=5)
+        body = error_body(caught.value)
+        assert caught.value.status_code == 429 and body["code"] == "server_overloaded"
+        assert caught.value.response.headers["retry-after"]
+    finally:
+        filling.close()
+
+
+def test_metrics_cover_requests_latency_throughput_queue_batch_and_errors(serving, champion):
+    names = {
+        sample.name: sample.labels
+        for family in text_string_to_metric_families(serving.metrics())
+        for sample in family.samples
+        if sample.name.startswith("ray_orchard_serve_")
+    }
+    for name in (
+        "ray_orchard_serve_requests_total",
+        "ray_orchard_serve_errors_total",
+        "ray_orchard_serve_time_to_first_token_seconds_bucket",
+        "ray_orchard_serve_inter_token_latency_seconds_bucket",
+        "ray_orchard_serve_generated_tokens_total",
+        "ray_orchard_serve_tokens_per_second",
+        "ray_orchard_serve_queue_depth",
+        "ray_orchard_serve_batch_size",
+    ):
+        assert name in names, f"{name} is not exported"
+    assert serving.samples("ray_orchard_serve_errors_total", code="model_not_found")
+    assert serving.samples("ray_orchard_serve_generated_tokens_total", model_version=champion)
+    assert serving.samples("ray_orchard_serve_requests_total", model_version=champion, status="200")
+
+
+# -- a second version: aliases move without downtime ------------------------------------------
+def test_alias_switch_mid_stream_finishes_the_old_stream_then_serves_the_new(serving, champion):
+    client = serving.client()
+    second = serving.register("second", alias=None)
+    params = {"max_tokens": 600, "temperature": 0}
+    old_answer = greedy(client, f"orchard-chat/{champion}", **params).choices[0].message.content
+    new_answer = greedy(client, f"orchard-chat/{second}", **params).choices[0].message.content
+    assert old_answer != new_answer  # two different models
+
+    stream = greedy(client, "champion", stream=True, **params)
+    chunks = iter(stream)
+    first = next(chunks)
+    assert first.model_extra["model_version"] == champion
+    serving.move_alias("champion", second)  # what an admin's promotion does
+    serving.wait_serving("champion", second)
+    raw = client.chat.completions.with_raw_response.create(
+        model="champion", messages=HELLO, **params
+    )
+    assert raw.headers["x-orchard-model-version"] == second
+    assert raw.parse().choices[0].message.content == new_answer
+
+    rest = list(chunks)  # the stream begun before the switch, read only now
+    assert all(c.model_extra["model_version"] == champion for c in rest)
+    assert rest[-1].choices[0].finish_reason == "length"
+    text = "".join(c.choices[0].delta.content or "" for c in [first, *rest])
+    assert text == old_answer
+
+    serving.move_alias("challenger", champion)
+    serving.wait_serving("challenger", champion)
+    assert greedy(client, "challenger", **params).model_extra["model_version"] == champion
+    listed = {m.id: m.model_extra["version"] for m in client.models.list().data}
+    assert listed["champion"] == second and listed["challenger"] == champion
+    assert listed["orchard-chat"] == second
+
+
+def test_down_stops_serving_and_frees_its_port(serving):
+    result = orchard(serving.env, "down", "serve")
+    assert result.returncode == 0 and "stopped serve" in result.stdout
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", serving.settings.serve_port)) != 0

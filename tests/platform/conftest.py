@@ -1,0 +1,166 @@
+"""The platform API under test: served by uvicorn on a free loopback port, over real HTTP,
+on SQLite and on a real PostgreSQL server (every test that takes `api` runs on both),
+talking to a stand-in serving app (`serving_stub.py`).
+
+PostgreSQL: one throwaway server per test session (`postgres.py`); a template database
+is migrated once, and each test gets its own copy of it. Without PostgreSQL binaries the
+PostgreSQL half is skipped locally and fails in CI (CI=true).
+
+Argon2 runs with small parameters here, through the app's own `PlatformOptions`; a test
+checks that the app's defaults are the library's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import uvicorn
+
+from orchard.settings import Settings
+from platform_api.app import create_app
+from platform_api.config import PlatformOptions
+from platform_api.db import migrate
+from platform_api.manage import make_admin
+from tests.conftest import free_port
+from tests.platform.postgres import PostgresServer, PostgresUnavailable, start_postgres
+from tests.platform.serving_stub import ServingStub
+
+FAST_ARGON2 = PlatformOptions(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1)
+PASSWORD = "correct horse battery"
+TEMPLATE_DB = "orchard_template"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the platform on PostgreSQL: {error}")
+        pytest.skip(f"PostgreSQL unavailable: {error}")
+    try:
+        with server.connect() as connection:
+            connection.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        migrate(server.url(TEMPLATE_DB))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'platform.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database(template=TEMPLATE_DB)
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def serving() -> Iterator[ServingStub]:
+    stub = ServingStub()
+    try:
+        yield stub
+    finally:
+        stub.stop()
+
+
+@pytest.fixture
+def settings(clean_env, database_url: str, serving: ServingStub) -> Settings:
+    return Settings(home=clean_env, database_url=database_url, serving_url=serving.url)
+
+
+class LiveServer:
+    """uvicorn serving `app` in a thread, lifespan included (so migrations run)."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=5
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the platform API did not start (see the log above)")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@dataclass
+class Account:
+    email: str
+    id: str
+    tokens: dict = field(default_factory=dict)
+    password: str = PASSWORD
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens['access_token']}"}
+
+
+@dataclass
+class Api:
+    http: httpx.Client  # base URL: /api/v1
+    root: str
+    settings: Settings
+    database_url: str
+
+    def register(self, name: str, password: str = PASSWORD) -> Account:
+        email = f"{name}@example.org"
+        response = self.http.post("/auth/register", json={"email": email, "password": password})
+        assert response.status_code == 201, response.text
+        return Account(email=email, id=response.json()["id"], password=password)
+
+    def login(self, account: Account, **extra) -> Account:
+        body = {"email": account.email, "password": account.password, **extra}
+        response = self.http.post("/auth/login", json=body)
+        assert response.status_code == 200, response.text
+        account.tokens = response.json()
+        return account
+
+    def user(self, name: str) -> Account:
+        return self.login(self.register(name))
+
+    def admin(self, name: str = "root") -> Account:
+        account = self.register(name)
+        make_admin(self.database_url, account.email)
+        return self.login(account)
+
+    def chat(self, account: Account, **fields) -> dict:
+        response = self.http.post("/chats", json=fields, headers=account.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+@pytest.fixture
+def api(settings: Settings, database_url: str) -> Iterator[Api]:
+    server = LiveServer(create_app(settings, FAST_ARGON2))
+    server.start()
+    http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
+    try:
+        yield Api(http=http, root=server.url, settings=settings, database_url=database_url)
+    finally:
+        http.close()
+        server.stop()

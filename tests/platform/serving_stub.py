@@ -1,0 +1,149 @@
+"""A small, faithful stand-in for the serving app's OpenAI-compatible streaming endpoint.
+
+A real HTTP/1.1 server on loopback: `POST /v1/chat/completions` with `stream: true`
+answers `text/event-stream` in chunked transfer encoding, one `chat.completion.chunk`
+per piece (the first carrying the assistant role), a final chunk with `finish_reason`,
+a usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
+
+Each request takes the next scripted `Reply` (or the default one). A reply can hold
+after N pieces until the test releases it (a slow model, without wall-clock sleeps),
+drop the connection after N pieces (serving crashing mid-stream), send an error event
+after N pieces (serving's model failing mid-stream), or answer an HTTP error before
+streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.conftest import free_port
+
+
+@dataclass
+class Reply:
+    pieces: list[str] = field(default_factory=lambda: ["Hello", ", ", "world", "!"])
+    model: str = "orchard-chat/3"
+    hold_after: int | None = None  # send this many pieces, then wait for release()
+    crash_after: int | None = None  # send this many pieces, then drop the connection
+    error_after: int | None = None  # send this many pieces, then an error event, no [DONE]
+    status: int = 200  # anything else: a JSON error body instead of a stream
+    prompt_tokens: int = 12
+
+
+class ServingStub:
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.requests: list[dict] = []
+        self.holding = threading.Event()  # set while a reply is held
+        self.released = threading.Event()
+        self.finished = threading.Event()  # set when a handler is done with its request
+        self.hangups = 0  # streams the platform closed before the end
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                try:
+                    stub._answer(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the platform hung up first
+                    stub.hangups += 1
+                finally:
+                    stub.finished.set()
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def stop(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    # -- the endpoint -------------------------------------------------------------------
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length", 0))
+        request = json.loads(handler.rfile.read(length))
+        if handler.path != "/v1/chat/completions":
+            return self._json(handler, 404, {"error": {"message": "not found"}})
+        self.requests.append(request)
+        reply = self.replies.popleft() if self.replies else Reply()
+        if reply.status != 200:
+            error = {"message": "model crashed", "type": "server_error"}
+            return self._json(handler, reply.status, {"error": error})
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        base = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": reply.model,
+        }
+
+        def send(payload: dict | str) -> None:
+            data = payload if isinstance(payload, str) else json.dumps({**base, **payload})
+            body = f"data: {data}\n\n".encode()
+            handler.wfile.write(f"{len(body):x}\r\n".encode() + body + b"\r\n")
+            handler.wfile.flush()
+
+        send({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        for index, piece in enumerate(reply.pieces):
+            if index == reply.crash_after:
+                handler.connection.shutdown(socket.SHUT_RDWR)  # no final chunk: a crash
+                handler.close_connection = True
+                return
+            if index == reply.error_after:  # what serving sends when its model fails
+                send({"error": {"message": "internal error", "type": "server_error"}})
+                handler.wfile.write(b"0\r\n\r\n")
+                return
+            if index == reply.hold_after:
+                self.holding.set()
+                self.released.wait(60)
+            delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+            send({"choices": [delta]})
+        send({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (request.get("stream_options") or {}).get("include_usage"):
+            usage = {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": len(reply.pieces),
+                "total_tokens": reply.prompt_tokens + len(reply.pieces),
+            }
+            send({"choices": [], "usage": usage})
+        send("[DONE]")
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+
+    @staticmethod
+    def _json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)

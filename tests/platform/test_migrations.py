@@ -1,0 +1,93 @@
+"""The schema comes from the Alembic migrations, matches the models, and migrating is
+idempotent, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from orchard.settings import Settings
+from platform_api.db import DatabaseURLError, database_url, make_engine, migrate
+from platform_api.models import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    """A database nothing has touched (not the pre-migrated template)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    server = request.getfixturevalue("postgres")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
+def test_migrate_creates_the_models_schema_and_is_idempotent(empty_database):
+    migrate(empty_database)
+    migrate(empty_database)  # a second start-up finds the schema at head
+    engine = make_engine(empty_database)
+    try:
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+            assert version == [("0001",)]
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+            assert {"users", "chats", "messages", "credit_ledger"} <= set(
+                inspect(connection).get_table_names()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_the_ledger_refuses_update_and_delete_in_the_database(empty_database):
+    migrate(empty_database)
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, display_name, role, status,"
+                    " totp_enabled, created_at, updated_at) VALUES ('u1', 'a@b.c', 'x', '',"
+                    " 'user', 'active', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO credit_ledger (user_id, kind, amount, balance_after, reason,"
+                    " created_at) VALUES ('u1', 'grant', 5, 5, 'test', CURRENT_TIMESTAMP)"
+                )
+            )
+        for statement in ("UPDATE credit_ledger SET amount = 500", "DELETE FROM credit_ledger"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                with engine.begin() as connection:
+                    connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_database_url_defaults_to_sqlite_under_home_and_normalises_postgres(tmp_path):
+    assert database_url(Settings(home=tmp_path)) == f"sqlite:///{tmp_path / 'platform.db'}"
+    url = database_url(Settings(home=tmp_path, database_url="postgresql://u:p@db:5432/orchard"))
+    assert url == "postgresql+psycopg://u:p@db:5432/orchard"
+    assert database_url(Settings(home=tmp_path, database_url="postgres://db/x")).startswith(
+        "postgresql+psycopg://"
+    )
+
+
+@pytest.mark.parametrize(
+    "url, hint",
+    [
+        ("not a url", "is not a database URL"),
+        ("mysql://db/x", "supports postgresql and sqlite"),
+        ("sqlite://", "in-memory"),
+    ],
+)
+def test_bad_database_urls_say_what_to_use(tmp_path, url, hint):
+    with pytest.raises(DatabaseURLError, match=hint):
+        database_url(Settings(home=tmp_path, database_url=url))

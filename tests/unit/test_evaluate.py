@@ -1,0 +1,127 @@
+"""The evaluate step scores a candidate chat model on held-out questions, against
+baselines and a reward model, and keeps every answer for people to read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchard.errors import OrchardError
+from orchard.safety import HELDOUT, TRAIN, is_refusal
+from orchard.steps import Manifest, StepConfig, StepOutput, run_step
+from ray_jobs.evaluate import EvaluateConfig, answer_quality, evaluate, key_facts
+from serving.tiny import build_tiny_chat_model
+
+QUESTIONS = [
+    ("What does json.dumps do?", "json.dumps(obj) serializes obj to a JSON formatted str."),
+    ("What is sort_keys for?", "If sort_keys is true, the output of dictionaries is sorted."),
+    ("How many spaces does indent=4 give?", "indent=4 indents each level by 4 spaces."),
+]
+
+
+class Fixture(StepConfig):
+    label: str
+
+
+def fixture(tmp: Path, step: str, body) -> Manifest:
+    return run_step(
+        step=step, name="f", config=Fixture(label=step), data_root=tmp, body=body, inputs=[]
+    )
+
+
+def chat_data(ctx):
+    (ctx.out / "sft").mkdir()
+    with (ctx.out / "sft" / "heldout.jsonl").open("w") as handle:
+        for i, (q, a) in enumerate(QUESTIONS):
+            messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            handle.write(json.dumps({"id": f"e{i}", "messages": messages}) + "\n")
+    return StepOutput()
+
+
+def model(seed: int):
+    def body(ctx):
+        build_tiny_chat_model(ctx.out / "hf", seed=seed, max_context=256)
+        return StepOutput()
+
+    return body
+
+
+def reward_model(ctx):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    build_tiny_chat_model(ctx.out / "base", max_context=256)
+    tokenizer = AutoTokenizer.from_pretrained(ctx.out / "base")
+    config = LlamaConfig.from_pretrained(ctx.out / "base", num_labels=1)
+    LlamaForSequenceClassification(config).save_pretrained(ctx.out / "hf")
+    tokenizer.save_pretrained(ctx.out / "hf")
+    return StepOutput()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    return tmp, {
+        "chat_data": fixture(tmp, "chat_data", chat_data),
+        "sft": fixture(tmp, "sft", model(1)),
+        "pretrain": fixture(tmp, "pretrain", model(2)),
+        "reward": fixture(tmp, "reward", reward_model),
+    }
+
+
+def test_answer_quality_rewards_the_reference_and_its_facts():
+    rows = [{"reference": QUESTIONS[0][1]}]
+    assert key_facts(QUESTIONS[0][1]) == {"json.dumps"}
+    assert key_facts("With sort_keys, indent=4 and os.path.join(a, b).") == {
+        "sort_keys",
+        "4",
+        "os.path.join",
+    }
+    perfect = answer_quality(rows, [QUESTIONS[0][1]])
+    assert perfect["rouge_l"] == pytest.approx(1.0) and perfect["key_fact_em"] == 1.0
+    wrong = answer_quality(rows, ["pickle.loads reads bytes."])
+    assert wrong["rouge_l"] < 0.3 and wrong["key_fact_em"] == 0.0
+    partial = answer_quality([{"reference": "Use sort_keys with indent=4."}], ["indent=4"])
+    assert 0 < partial["key_fact_recall"] < 1 and partial["key_fact_em"] == 0.0
+
+
+def test_refusals_are_recognised():
+    assert is_refusal("I can't help with that. It could seriously hurt people.")
+    assert is_refusal("Sorry, no.")
+    assert not is_refusal("json.dumps serializes an object.")
+    assert not set(TRAIN) & set(HELDOUT)
+
+
+def test_a_candidate_is_scored_against_a_baseline_with_the_reward_model(upstream):
+    tmp, m = upstream
+    config = EvaluateConfig(baselines=["pretrain"], max_new_tokens=8)
+    inputs = [m["chat_data"], m["sft"], m["pretrain"], m["reward"]]
+    done = run_step(
+        step="evaluate",
+        name="model",
+        config=config,
+        data_root=tmp,
+        body=lambda ctx: evaluate(config, inputs, ctx, None),
+        inputs=inputs,
+    )
+    metrics = done.metrics
+    for prefix in ("", "pretrain."):
+        assert metrics[f"{prefix}heldout_ppl"] > 1
+        assert 0 <= metrics[f"{prefix}rouge_l"] <= 1
+        assert metrics[f"{prefix}safety_refusal_rate"] == 0.0  # random models never refuse
+    assert 0 <= metrics["rm_win_rate_vs_pretrain"] <= 1
+    # Different random weights: different perplexities on the same references.
+    assert metrics["heldout_ppl"] != metrics["pretrain.heldout_ppl"]
+    answers = [json.loads(line) for line in (Path(done.path) / "report" / "answers.jsonl").open()]
+    assert [a["reference"] for a in answers] == [a for _, a in QUESTIONS]
+    assert set(answers[0]["answers"]) == {"candidate", "pretrain"}
+
+
+def test_inputs_that_do_not_fit_are_refused(upstream):
+    tmp, m = upstream
+    config = EvaluateConfig(baselines=["pretrain"])
+    with pytest.raises(OrchardError, match="one chat_data manifest"):
+        evaluate(config, [m["chat_data"], m["sft"]], None, None)
+    with pytest.raises(OrchardError, match="one chat_data manifest"):
+        evaluate(EvaluateConfig(), [m["sft"], m["pretrain"], m["chat_data"]], None, None)
