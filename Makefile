@@ -24,7 +24,7 @@ prereqs:
 demo-site:
 	@scripts/install-demo-site
 
-# Servers the tests start on loopback themselves (PostgreSQL for the platform API).
+# Servers the tests start on loopback themselves (PostgreSQL and Redis for the platform API).
 test-services:
 	@scripts/install-test-services
 

@@ -136,6 +136,16 @@ class Settings(BaseSettings):
         None, description="Weaviate URL for the vector store (default: embedded)."
     )
 
+    # -- platform API limits (`limits` notation: "120/minute", "10/second;1000/hour") --
+    rate_limit_user: str = Field(
+        "120/minute", description="Requests per signed-in user (access tokens)."
+    )
+    rate_limit_api_key: str = Field("60/minute", description="Requests per personal API key.")
+    rate_limit_ip: str = Field("600/minute", description="Requests per client IP address.")
+    rate_limit_auth_ip: str = Field(
+        "20/minute", description="Register, login and refresh attempts per client IP address."
+    )
+
     # -- names ----------------------------------------------------------------------
     model_name: str = Field("orchard-chat", description="Registered model name in MLflow.")
     serve_aliases: tuple[str, ...] = Field(
@@ -177,6 +187,18 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("rate_limit_user", "rate_limit_api_key", "rate_limit_ip", "rate_limit_auth_ip")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            if parse_many(value):
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f"{value!r} is not a rate limit: write it like '120/minute'")
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

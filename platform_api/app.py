@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
@@ -19,6 +19,7 @@ from orchard.settings import Settings, load_settings
 from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
+from platform_api.ratelimit import RateLimiter, limit_ip
 from platform_api.routes import admin, auth, chats, credits, folders, messages, shares, users
 from platform_api.security import Keys, Passwords
 from platform_api.turns import TurnRunner
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, url)
+        await run_in_threadpool(app.state.rate_limiter.check_storage)
         app.state.keys = Keys.load(settings)
         app.state.passwords = await run_in_threadpool(Passwords, options)
         app.state.engine = make_engine(url)
@@ -51,13 +53,14 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
 
     app = FastAPI(title="Orchard platform API", version=orchard.__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
     install_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
         return Health(status="ok", version=orchard.__version__)
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(limit_ip)])
     for module in (auth, users, admin, credits, folders, chats, messages, shares):
         api.include_router(module.router)
     app.include_router(api)

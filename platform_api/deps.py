@@ -63,6 +63,7 @@ def ensure_active(user: User) -> None:
 
 
 def get_principal(
+    request: Request,
     session: SessionDep,
     keys: KeysDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -71,7 +72,16 @@ def get_principal(
         raise unauthorized(
             "not authenticated: send 'Authorization: Bearer <access token or API key>'"
         )
-    token = credentials.credentials
+    principal = _authenticate(session, keys, credentials.credentials)
+    limiter = request.app.state.rate_limiter
+    if principal.api_key_id is not None:
+        limiter.hit("api_key", principal.api_key_id)
+    else:
+        limiter.hit("user", principal.user.id)
+    return principal
+
+
+def _authenticate(session: Session, keys: Keys, token: str) -> Principal:
     if token.startswith(API_KEY_PREFIX):
         return _api_key_principal(session, token)
     try:

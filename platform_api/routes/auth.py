@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -12,6 +12,7 @@ from platform_api.credits import CreditLedger
 from platform_api.deps import KeysDep, LoginPrincipal, PasswordsDep, SessionDep, ensure_active
 from platform_api.errors import ApiError, unauthorized
 from platform_api.models import User, utcnow
+from platform_api.ratelimit import limit_auth_ip
 from platform_api.schemas import (
     LoginRequest,
     RefreshRequest,
@@ -27,7 +28,12 @@ from platform_api.security import Keys, match_totp, new_totp_secret, totp_uri
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/register", response_model=UserPublic, status_code=201)
+@router.post(
+    "/register",
+    response_model=UserPublic,
+    status_code=201,
+    dependencies=[Depends(limit_auth_ip)],
+)
 def register(body: RegisterRequest, session: SessionDep, passwords: PasswordsDep) -> User:
     email = body.email.lower()
     taken = ApiError(
@@ -51,7 +57,7 @@ def register(body: RegisterRequest, session: SessionDep, passwords: PasswordsDep
     return user
 
 
-@router.post("/login", response_model=TokenPair)
+@router.post("/login", response_model=TokenPair, dependencies=[Depends(limit_auth_ip)])
 def login(
     body: LoginRequest,
     request: Request,
@@ -77,7 +83,7 @@ def login(
     return sessions.start_session(session, keys, user, request.headers.get("user-agent", ""))
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post("/refresh", response_model=TokenPair, dependencies=[Depends(limit_auth_ip)])
 def refresh(body: RefreshRequest, session: SessionDep, keys: KeysDep) -> TokenPair:
     return sessions.rotate(session, keys, body.refresh_token)
 

@@ -91,3 +91,11 @@ def test_to_env_round_trips_and_keeps_secrets_out_of_repr(clean_env, monkeypatch
     for key, value in env.items():  # what a process the stack starts sees
         monkeypatch.setenv(key, value)
     assert load_settings() == settings
+
+
+def test_a_malformed_rate_limit_names_the_variable_and_the_notation(clean_env, monkeypatch):
+    monkeypatch.setenv("ORCHARD_RATE_LIMIT_USER", "fast please")
+    with pytest.raises(SettingsError, match="'120/minute'.*ORCHARD_RATE_LIMIT_USER"):
+        load_settings()
+    monkeypatch.setenv("ORCHARD_RATE_LIMIT_USER", "10/second;1000/hour")
+    assert load_settings().rate_limit_user == "10/second;1000/hour"
