@@ -145,6 +145,19 @@ class Settings(BaseSettings):
     rate_limit_auth_ip: str = Field(
         "20/minute", description="Register, login and refresh attempts per client IP address."
     )
+    credits_per_1k_prompt_tokens: int = Field(
+        1000, ge=0, description="Credits charged per 1,000 prompt tokens (1 per token)."
+    )
+    credits_per_1k_completion_tokens: int = Field(
+        1000, ge=0, description="Credits charged per 1,000 completion tokens (1 per token)."
+    )
+    gateway_max_tokens: int = Field(
+        512,
+        ge=1,
+        le=4096,
+        description="max_tokens the OpenAI gateway sends when a request names none; "
+        "requests may ask for up to 4096.",
+    )
 
     # -- names ----------------------------------------------------------------------
     model_name: str = Field("orchard-chat", description="Registered model name in MLflow.")

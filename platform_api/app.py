@@ -20,7 +20,17 @@ from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
 from platform_api.ratelimit import RateLimiter, limit_ip
-from platform_api.routes import admin, auth, chats, credits, folders, messages, shares, users
+from platform_api.routes import (
+    admin,
+    auth,
+    chats,
+    credits,
+    folders,
+    gateway,
+    messages,
+    shares,
+    users,
+)
 from platform_api.security import Keys, Passwords
 from platform_api.turns import TurnRunner
 
@@ -64,4 +74,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     for module in (auth, users, admin, credits, folders, chats, messages, shares):
         api.include_router(module.router)
     app.include_router(api)
+    # The OpenAI-compatible gateway at /v1 (SDK base_url http://<host>/v1): counted against
+    # the client IP like the rest, and against the API key through its principal.
+    app.include_router(gateway.router, dependencies=[Depends(limit_ip)])
     return app

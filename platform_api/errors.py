@@ -21,13 +21,19 @@ class ApiError(Exception):
     what to do."""
 
     def __init__(
-        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,  # the request field at fault (OpenAI-shaped errors)
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers
+        self.param = param
 
 
 def not_found(what: str) -> ApiError:
@@ -69,16 +75,48 @@ def _explain(error: dict) -> str:
     return f"{field}: {message}"
 
 
+# The OpenAI gateway (/v1/...) answers errors in OpenAI's shape, so SDKs raise their own
+# exception classes: {"error": {"message", "type", "param", "code"}}.
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _openai(request: Request) -> bool:
+    return request.url.path.startswith(OPENAI_PREFIX)
+
+
+def _openai_error(
+    status: int, message: str, code: str, param: str | None = None, headers=None
+) -> JSONResponse:
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if _openai(request):
+            return _openai_error(exc.status, exc.detail, exc.code, exc.param, exc.headers)
         return JSONResponse(
             {"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": _field(e["loc"]), "message": _explain(e)} for e in exc.errors()]
+        if _openai(request):
+            message = "; ".join(e["message"] for e in errors)
+            return _openai_error(400, message, "invalid_request_error", errors[0]["field"])
         return JSONResponse(
             {
                 "detail": "; ".join(e["message"] for e in errors),
@@ -89,9 +127,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if _openai(request):
+            headers = getattr(exc, "headers", None)
+            return _openai_error(exc.status_code, detail, code, headers=headers)
         return JSONResponse(
             {"detail": detail, "code": code},
             status_code=exc.status_code,
@@ -101,6 +142,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if _openai(request):
+            return _openai_error(
+                500, "internal error: it has been logged; try again", "internal_error"
+            )
         return JSONResponse(
             {"detail": "internal error: it has been logged; try again", "code": "internal_error"},
             status_code=500,

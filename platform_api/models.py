@@ -36,6 +36,9 @@ MESSAGE_ROLES = ("user", "assistant")
 # received is kept; failed: serving broke, what was received is kept with the error.
 MESSAGE_STATUSES = ("streaming", "complete", "partial", "failed")
 LEDGER_KINDS = ("grant", "debit", "refund")
+USAGE_SOURCES = ("chat", "gateway")
+# complete: serving finished; partial: the client left early; failed: serving broke off.
+USAGE_STATUSES = ("complete", "partial", "failed")
 TONES = ("neutral", "friendly", "formal", "concise")
 
 
@@ -233,3 +236,31 @@ class CreditEntry(PlatformTable, table=True):
     reason: str = Field(max_length=200)
     refund_of: int | None = Field(default=None, foreign_key="credit_ledger.id", unique=True)
     created_at: datetime = _created()
+
+
+# -- usage -----------------------------------------------------------------------------
+class UsageRecord(PlatformTable, table=True):
+    """What one request to a model used and cost: tokens from serving's `usage`, credits
+    from the prices in force. Written when the request ends, whichever way it ends."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        CheckConstraint(_in("source", USAGE_SOURCES), name="source"),
+        CheckConstraint(_in("status", USAGE_STATUSES), name="status"),
+        CheckConstraint("credits >= 0", name="credits_not_negative"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    api_key_id: str | None = Field(
+        default=None, foreign_key="api_keys.id", max_length=32, ondelete="SET NULL"
+    )
+    source: str = Field(max_length=16)
+    model: str = Field(max_length=200)  # what the request asked for (alias or version)
+    model_version: str | None = Field(default=None, max_length=200)  # what answered
+    status: str = Field(max_length=16)
+    prompt_tokens: int = Field(default=0)
+    completion_tokens: int = Field(default=0)
+    credits: int = Field(default=0)
+    latency_ms: int = Field(default=0)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

@@ -1,9 +1,11 @@
 """A small, faithful stand-in for the serving app's OpenAI-compatible streaming endpoint.
 
-A real HTTP/1.1 server on loopback: `POST /v1/chat/completions` with `stream: true`
-answers `text/event-stream` in chunked transfer encoding, one `chat.completion.chunk`
-per piece (the first carrying the assistant role), a final chunk with `finish_reason`,
-a usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
+A real HTTP/1.1 server on loopback: `GET /v1/models` lists what it serves;
+`POST /v1/chat/completions` without `stream` answers one `chat.completion` with `usage`;
+with `stream: true` it answers `text/event-stream` in chunked transfer encoding, one
+`chat.completion.chunk` per piece (the first carrying the assistant role), a final
+chunk with `finish_reason`, a usage chunk when `stream_options.include_usage` is set,
+then `data: [DONE]`.
 
 Each request takes the next scripted `Reply` (or the default one). A reply can hold
 after N pieces until the test releases it (a slow model, without wall-clock sleeps),
@@ -44,6 +46,10 @@ class ServingStub:
         self.released = threading.Event()
         self.finished = threading.Event()  # set when a handler is done with its request
         self.hangups = 0  # streams the platform closed before the end
+        self.models = [  # what GET /v1/models lists, like serving's directory
+            {"id": name, "object": "model", "created": 0, "owned_by": "orchard"}
+            for name in ("orchard-chat", "champion", "challenger", "orchard-chat/3")
+        ]
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +57,11 @@ class ServingStub:
 
             def log_message(self, *args) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    return stub._json(self, 200, {"object": "list", "data": stub.models})
+                return stub._json(self, 404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
                 try:
@@ -94,6 +105,8 @@ class ServingStub:
         if reply.status != 200:
             error = {"message": "model crashed", "type": "server_error"}
             return self._json(handler, reply.status, {"error": error})
+        if not request.get("stream"):
+            return self._json(handler, 200, self._completion(request, reply))
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
@@ -138,6 +151,27 @@ class ServingStub:
         send("[DONE]")
         handler.wfile.write(b"0\r\n\r\n")
         handler.wfile.flush()
+
+    @staticmethod
+    def _completion(request: dict, reply: Reply) -> dict:
+        """A non-streaming `chat.completion`, with `n` identical choices."""
+        n = request.get("n") or 1
+        message = {"role": "assistant", "content": "".join(reply.pieces)}
+        completion = len(reply.pieces) * n
+        return {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model,
+            "choices": [
+                {"index": i, "message": message, "finish_reason": "stop"} for i in range(n)
+            ],
+            "usage": {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": reply.prompt_tokens + completion,
+            },
+        }
 
     @staticmethod
     def _json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import openai
 import pytest
 
 from orchard.errors import OrchardError
@@ -154,3 +155,16 @@ def test_an_unreachable_redis_is_a_clear_error_at_start(clean_env):
         limiter.check_storage()
     with pytest.raises(OrchardError, match="not a Redis URL"):
         RateLimiter.from_settings(Settings(home=clean_env, redis_url="http://cache:6379"))
+
+
+def test_the_openai_gateway_answers_429_in_openai_shape(make_api):
+    api = make_api(rate_limit_api_key="2/minute")
+    alice = api.user("alice")
+    key = api.http.post("/api-keys", json={"name": "sdk"}, headers=alice.headers).json()["key"]
+    client = openai.OpenAI(base_url=f"{api.root}/v1", api_key=key, max_retries=0)
+    for _ in range(2):
+        client.models.list()
+    with pytest.raises(openai.RateLimitError) as error:
+        client.models.list()
+    assert error.value.code == "rate_limited"
+    assert 1 <= int(error.value.response.headers["Retry-After"]) <= 60

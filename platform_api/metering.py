@@ -1,0 +1,125 @@
+"""Metering: what a request to a model may cost is reserved before serving is called, and
+settled from serving's `usage` when the request ends.
+
+Why reserve first: a balance must never go negative, also under concurrent requests, and
+the real cost is known only at the end. The reservation is one ledger debit of the most
+the request can cost (an upper bound of its prompt tokens plus `n × max_tokens`), taken
+with the ledger's conditional UPDATE, so concurrent requests cannot overspend; settling
+refunds the unused part (one refund of that debit) and writes a `UsageRecord`.
+
+The prompt bound: Orchard's tokenizers are byte-level BPE, so a text never has more
+tokens than UTF-8 bytes; each message adds at most `TEMPLATE_TOKENS_PER_MESSAGE` for
+the chat template's role markers. A request that does not finish (the client left, or
+serving broke off) is billed for the completion pieces it received and no prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from orchard.settings import Settings
+from platform_api.credits import CreditLedger
+from platform_api.models import UsageRecord
+
+log = logging.getLogger("platform_api.metering")
+
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+TEMPLATE_TOKENS_PER_PROMPT = 8  # the generation prompt after the last message
+
+
+@dataclass(frozen=True)
+class Pricing:
+    prompt_per_1k: int
+    completion_per_1k: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pricing:
+        return cls(settings.credits_per_1k_prompt_tokens, settings.credits_per_1k_completion_tokens)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Credits, rounded up to a whole credit."""
+        milli = prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k
+        return -(-milli // 1000)
+
+
+def prompt_token_bound(texts: list[str]) -> int:
+    return TEMPLATE_TOKENS_PER_PROMPT + sum(
+        len(text.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for text in texts
+    )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    user_id: str
+    api_key_id: str | None
+    debit_id: int | None  # None when the bound costs nothing (free pricing)
+    credits: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    model: str
+    model_version: str | None
+    status: str  # complete | partial | failed
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
+def reserve(
+    session: Session, user_id: str, api_key_id: str | None, credits: int, what: str
+) -> Reservation:
+    """Debit `credits` now (InsufficientCredits when the balance does not cover them)."""
+    if credits <= 0:
+        return Reservation(user_id, api_key_id, None, 0)
+    ledger = CreditLedger(session)
+    try:
+        entry = ledger.debit(user_id, credits, f"reserved for {what}"[:200])
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return Reservation(user_id, api_key_id, entry.id, credits)
+
+
+def settle(
+    engine: Engine, pricing: Pricing, reservation: Reservation, usage: Usage, source: str
+) -> UsageRecord:
+    """Refund what the reservation did not use and record the usage, in one transaction."""
+    cost = pricing.cost(usage.prompt_tokens, usage.completion_tokens)
+    if cost > reservation.credits:
+        # Cannot happen with the byte bound; if it does, the excess is not charged.
+        log.warning(
+            "usage of %s cost %d credits, more than the %d reserved: charging the reservation",
+            reservation.user_id,
+            cost,
+            reservation.credits,
+        )
+        cost = reservation.credits
+    with Session(engine, expire_on_commit=False) as session:
+        if reservation.debit_id is not None and cost < reservation.credits:
+            CreditLedger(session).refund(
+                reservation.user_id,
+                reservation.debit_id,
+                reservation.credits - cost,
+                f"unused part of reservation {reservation.debit_id}",
+            )
+        record = UsageRecord(
+            user_id=reservation.user_id,
+            api_key_id=reservation.api_key_id,
+            source=source,
+            model=usage.model[:200],
+            model_version=usage.model_version,
+            status=usage.status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            credits=cost,
+            latency_ms=usage.latency_ms,
+        )
+        session.add(record)
+        session.commit()
+        return record

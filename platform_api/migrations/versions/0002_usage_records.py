@@ -1,0 +1,58 @@
+"""Usage records: tokens and credits of every request to a model (chat or gateway).
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-02
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "usage_records",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("api_key_id", sa.String(length=32), nullable=True),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("model_version", sa.String(length=200), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("prompt_tokens", sa.Integer(), nullable=False),
+        sa.Column("completion_tokens", sa.Integer(), nullable=False),
+        sa.Column("credits", sa.Integer(), nullable=False),
+        sa.Column("latency_ms", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.CheckConstraint("source IN ('chat', 'gateway')", name=op.f("ck_usage_records_source")),
+        sa.CheckConstraint(
+            "status IN ('complete', 'partial', 'failed')", name=op.f("ck_usage_records_status")
+        ),
+        sa.CheckConstraint("credits >= 0", name=op.f("ck_usage_records_credits_not_negative")),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_usage_records_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_usage_records_api_key_id_api_keys"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_records")),
+    )
+    op.create_index(op.f("ix_usage_records_user_id"), "usage_records", ["user_id"])
+    op.create_index(op.f("ix_usage_records_created_at"), "usage_records", ["created_at"])
+
+
+def downgrade() -> None:
+    op.drop_table("usage_records")

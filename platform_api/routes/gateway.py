@@ -1,0 +1,336 @@
+"""The OpenAI-compatible gateway for API-key holders: `POST /v1/chat/completions` and
+`GET /v1/models`, the same wire format as serving, metered and rate-limited.
+
+Point any OpenAI SDK at `http://<platform>/v1` with a personal API key (`orch_…`). The
+gateway checks the caller may use the model, reserves the most the request can cost
+(`metering.py`), forwards the request to serving unchanged but for an explicit
+`max_tokens` and, when streaming, `stream_options.include_usage`, passes serving's answer
+back byte for byte (the usage chunk only if the client asked for it), then settles the
+cost from serving's `usage` and records it. Errors are OpenAI's error JSON.
+
+Who may use what: everyone the served aliases (`ORCHARD_SERVE_ALIASES`) and the bare
+model name (the first alias); administrators also pin a version (`orchard-chat/7`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from platform_api.credits import InsufficientCredits
+from platform_api.deps import Principal, PrincipalDep, SessionDep
+from platform_api.errors import ApiError
+from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
+
+router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
+
+VERSION_HEADER = "X-Orchard-Model-Version"
+MAX_TOKENS_LIMIT = 4096
+MAX_CHOICES = 16
+MAX_MESSAGES = 1000
+
+
+def gateway_principal(principal: PrincipalDep) -> Principal:
+    if principal.api_key_id is None:
+        raise ApiError(
+            403,
+            "api_key_required",
+            "the OpenAI gateway takes personal API keys: create one at /api/v1/api-keys "
+            "and send it as the SDK's api_key",
+        )
+    return principal
+
+
+GatewayPrincipal = Annotated[Principal, Depends(gateway_principal)]
+
+
+def allowed(request: Request, principal: Principal, model_id: str) -> bool:
+    settings = request.app.state.settings
+    if model_id in settings.serve_aliases or model_id == settings.model_name:
+        return True
+    prefix = f"{settings.model_name}/"
+    return principal.user.role == "admin" and model_id.startswith(prefix)
+
+
+def _bad(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_request_error", message, param=param)
+
+
+def _int_field(body: dict, name: str, low: int, high: int, default: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _bad(f"{name} must be an integer from {low} to {high}", param=name)
+    return value
+
+
+def _texts(messages: Any) -> list[str]:
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list of {role, content}", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _bad(f"at most {MAX_MESSAGES} messages per request", param="messages")
+    texts = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad(f"messages[{index}] must be an object", param="messages")
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):  # content parts: only text parts carry tokens here
+            texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        elif content is not None:
+            raise _bad(f"messages[{index}].content must be a string", param="messages")
+    return texts
+
+
+@router.get("/models")
+async def list_models(request: Request, principal: GatewayPrincipal) -> JSONResponse:
+    """What serving serves now, limited to what the caller may use."""
+    url = f"{request.app.state.settings.serving_base_url}/v1/models"
+    try:
+        response = await request.app.state.turns.client.get(
+            url, headers={"Accept": "application/json"}
+        )
+    except httpx.HTTPError as error:
+        raise _unavailable(error) from None
+    if response.status_code != 200:
+        return _passthrough(response)
+    listing = response.json()
+    data = [m for m in listing.get("data", []) if allowed(request, principal, m.get("id", ""))]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    request: Request, principal: GatewayPrincipal, session: SessionDep
+) -> Response:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise _bad("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model is required: one of GET /v1/models", param="model")
+    if not allowed(request, principal, model):
+        settings = request.app.state.settings
+        usable = ", ".join([settings.model_name, *settings.serve_aliases])
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"The model {model!r} does not exist or you do not have access to it. "
+            f"Use one of: {usable}.",
+            param="model",
+        )
+    texts = _texts(body.get("messages"))
+    settings = request.app.state.settings
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+        body["max_tokens"] = body["max_completion_tokens"]  # the newer name, same meaning
+    max_tokens = _int_field(body, "max_tokens", 1, MAX_TOKENS_LIMIT, settings.gateway_max_tokens)
+    n = _int_field(body, "n", 1, MAX_CHOICES, 1)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream must be true or false", param="stream")
+    body.pop("max_completion_tokens", None)
+    body["max_tokens"] = max_tokens
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if stream:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+
+    pricing = Pricing.from_settings(settings)
+    bound = pricing.cost(prompt_token_bound(texts), n * max_tokens)
+    try:
+        reservation = await run_in_threadpool(
+            reserve, session, principal.user.id, principal.api_key_id, bound, f"{model} request"
+        )
+    except InsufficientCredits as error:
+        raise ApiError(
+            402,
+            "insufficient_quota",
+            f"this request may cost up to {bound} credits and the balance is "
+            f"{error.balance}: lower max_tokens or ask an administrator for credits",
+        ) from None
+    meter = Meter(request, pricing, reservation, model)
+    if stream:
+        return await meter.stream(body, wants_usage)
+    return await meter.complete(body)
+
+
+class Meter:
+    """One metered request to serving; settles exactly once, however it ends."""
+
+    def __init__(self, request: Request, pricing: Pricing, reservation: Reservation, model: str):
+        self.app = request.app
+        self.url = f"{request.app.state.settings.serving_base_url}/v1/chat/completions"
+        self.client: httpx.AsyncClient = request.app.state.turns.client
+        self.pricing = pricing
+        self.reservation = reservation
+        self.model = model
+        self.started = time.monotonic()
+        self.settled = False
+
+    async def settle(
+        self, status: str, version: str | None, prompt: int = 0, completion: int = 0
+    ) -> None:
+        """Refund and record. Runs as a task of its own, so a request cancelled because
+        its client left still settles; awaiting it is optional."""
+        if self.settled:
+            return
+        self.settled = True
+        usage = Usage(
+            model=self.model,
+            model_version=version,
+            status=status,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            latency_ms=int((time.monotonic() - self.started) * 1000),
+        )
+        work = asyncio.to_thread(
+            settle, self.app.state.engine, self.pricing, self.reservation, usage, "gateway"
+        )
+        await asyncio.shield(_detach(work))
+
+    async def complete(self, body: dict) -> Response:
+        try:
+            response = await self.client.post(
+                self.url, json=body, headers={"Accept": "application/json"}
+            )
+        except httpx.HTTPError as error:
+            await self.settle("failed", None)
+            raise _unavailable(error) from None
+        if response.status_code != 200:
+            await self.settle("failed", None)
+            return _passthrough(response)
+        try:
+            answer = response.json()
+            usage = answer.get("usage") or {}
+            prompt, completion = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            await self.settle("failed", None)
+            raise _serving_broke("serving answered without usage") from None
+        await self.settle("complete", answer.get("model"), prompt, completion)
+        return _passthrough(response)
+
+    async def stream(self, body: dict, wants_usage: bool) -> Response:
+        request = self.client.build_request(
+            "POST", self.url, json=body, headers={"Accept": "text/event-stream"}
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as error:
+            await self.settle("failed", None)
+            raise _unavailable(error) from None
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            await self.settle("failed", None)
+            return _passthrough(response)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if VERSION_HEADER in response.headers:
+            headers[VERSION_HEADER] = response.headers[VERSION_HEADER]
+        return StreamingResponse(
+            self._relay(response, wants_usage), media_type="text/event-stream", headers=headers
+        )
+
+    async def _relay(self, response: httpx.Response, wants_usage: bool):
+        version: str | None = None
+        pieces = 0
+        status = "partial"  # unless the loop below ends otherwise: the client left
+        usage: dict = {}
+        broke: str | None = None  # why serving's stream ended early, told to the client
+        try:
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        status = "complete"
+                        yield "data: [DONE]\n\n"
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        status, broke = "failed", "the model server sent a malformed chunk"
+                        break
+                    if "error" in chunk:  # serving's own error event, already OpenAI's shape
+                        status = "failed"
+                        yield f"data: {data}\n\n"
+                        break
+                    version = version or chunk.get("model")
+                    pieces += sum(
+                        1
+                        for c in chunk.get("choices") or []
+                        if (c.get("delta") or {}).get("content")
+                    )
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        if not wants_usage:
+                            if not chunk.get("choices"):
+                                continue  # the usage-only chunk the client did not ask for
+                            data = json.dumps({k: v for k, v in chunk.items() if k != "usage"})
+                    yield f"data: {data}\n\n"
+                else:
+                    status, broke = "failed", "the model server ended the stream unfinished"
+            except httpx.HTTPError as error:
+                status = "failed"
+                broke = f"the model server broke off the stream ({type(error).__name__})"
+            if broke:
+                error = {
+                    "message": f"{broke}; try again",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "serving_failed",
+                }
+                yield f"data: {json.dumps({'error': error})}\n\n"
+        finally:
+            # Detached from this (maybe cancelled) generator: closing serving's stream stops
+            # its generation, and the settlement refunds what was not used.
+            _detach(response.aclose())
+            if status == "complete" and usage:
+                prompt, completion = usage.get("prompt_tokens", 0), usage["completion_tokens"]
+            else:
+                prompt, completion = 0, pieces
+            _detach(self.settle(status, version, prompt, completion))
+
+
+_background: set[asyncio.Task] = set()
+
+
+def _detach(coro) -> asyncio.Task:
+    """Run `coro` as its own task, kept alive until done (the loop holds tasks weakly)."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def _passthrough(response: httpx.Response) -> Response:
+    headers = {k: v for k, v in response.headers.items() if k.lower() == VERSION_HEADER.lower()}
+    return Response(
+        response.content,
+        status_code=response.status_code,
+        media_type=response.headers.get("content-type", "application/json"),
+        headers=headers,
+    )
+
+
+def _unavailable(error: Exception) -> ApiError:
+    return ApiError(
+        503,
+        "serving_unavailable",
+        f"the model server cannot be reached ({type(error).__name__}); try again shortly",
+    )
+
+
+def _serving_broke(detail: str) -> ApiError:
+    return ApiError(502, "serving_failed", f"{detail}; try again")
