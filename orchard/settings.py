@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     credits_per_1k_completion_tokens: int = Field(
         1000, ge=0, description="Credits charged per 1,000 completion tokens (1 per token)."
     )
+    cors_origins: tuple[str, ...] = Field(
+        (),
+        description="Browser origins allowed to call the platform API (CORS), e.g. "
+        "https://chat.example.org (none by default: the UI is served same-origin).",
+    )
     gateway_max_tokens: int = Field(
         512,
         ge=1,

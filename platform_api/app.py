@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import orchard
 from orchard.settings import Settings, load_settings
+from platform_api import observability
 from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
@@ -29,6 +30,7 @@ from platform_api.routes import (
     gateway,
     messages,
     shares,
+    usage,
     users,
 )
 from platform_api.security import Keys, Passwords
@@ -65,13 +67,14 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     install_error_handlers(app)
+    observability.install(app, settings)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
         return Health(status="ok", version=orchard.__version__)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(limit_ip)])
-    for module in (auth, users, admin, credits, folders, chats, messages, shares):
+    for module in (auth, users, admin, credits, usage, folders, chats, messages, shares):
         api.include_router(module.router)
     app.include_router(api)
     # The OpenAI-compatible gateway at /v1 (SDK base_url http://<host>/v1): counted against

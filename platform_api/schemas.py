@@ -240,3 +240,18 @@ class CreditStatement(BaseModel):
 class CreditGrant(Request):
     amount: int = Field(gt=0, le=CREDIT_GRANT_MAX)
     reason: Trimmed = Field(min_length=1, max_length=200)
+
+
+class UsageRow(BaseModel):
+    key: str = Field(description="The UTC day (YYYY-MM-DD) or the model asked for.")
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    credits: int
+
+
+class UsageHistory(BaseModel):
+    by: Literal["day", "model"]
+    since: str = Field(description="First UTC day counted.")
+    rows: list[UsageRow] = Field(description="Oldest day first, or models by name.")
+    total: UsageRow
