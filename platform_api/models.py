@@ -36,6 +36,7 @@ MESSAGE_ROLES = ("user", "assistant")
 # received is kept; failed: serving broke, what was received is kept with the error.
 MESSAGE_STATUSES = ("streaming", "complete", "partial", "failed")
 LEDGER_KINDS = ("grant", "debit", "refund")
+FEEDBACK_RATINGS = ("up", "down")
 USAGE_SOURCES = ("chat", "gateway")
 # complete: serving finished; partial: the client left early; failed: serving broke off.
 USAGE_STATUSES = ("complete", "partial", "failed")
@@ -189,6 +190,23 @@ class Message(PlatformTable, table=True):
     prompt_tokens: int | None = Field(default=None)
     completion_tokens: int | None = Field(default=None)
     latency_ms: int | None = Field(default=None)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class MessageFeedback(PlatformTable, table=True):
+    """A user's thumbs up or down on an assistant answer, with an optional comment: one per
+    answer (set again to change it). Exported as preference data for post-training."""
+
+    __tablename__ = "message_feedback"
+    __table_args__ = (CheckConstraint(_in("rating", FEEDBACK_RATINGS), name="rating"),)
+
+    message_id: str = Field(
+        foreign_key="messages.id", primary_key=True, max_length=32, ondelete="CASCADE"
+    )
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    rating: str = Field(max_length=8)
+    comment: str = Field(default="", sa_type=Text)
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

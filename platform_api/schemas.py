@@ -23,6 +23,7 @@ MESSAGE_MAX = 32_000
 MAX_TOKENS_LIMIT = 4_096
 TEMPERATURE_MAX = 2.0
 CREDIT_GRANT_MAX = 1_000_000_000
+FEEDBACK_COMMENT_MAX = 2_000
 
 Tone = Literal["neutral", "friendly", "formal", "concise"]
 Role = Literal["user", "admin"]
@@ -255,3 +256,16 @@ class UsageHistory(BaseModel):
     since: str = Field(description="First UTC day counted.")
     rows: list[UsageRow] = Field(description="Oldest day first, or models by name.")
     total: UsageRow
+
+
+class FeedbackSet(Request):
+    rating: Literal["up", "down"]
+    comment: Trimmed = Field("", max_length=FEEDBACK_COMMENT_MAX)
+
+
+class FeedbackPublic(Public):
+    message_id: str
+    rating: Literal["up", "down"]
+    comment: str
+    created_at: datetime
+    updated_at: datetime

@@ -68,14 +68,7 @@ def open_turn(session: Session, user: User, chat: Chat, content: str) -> OpenedT
         select(Message.id).where(Message.chat_id == chat.id, Message.status == "streaming")
     ).first():
         raise _busy()
-    history = list(
-        session.exec(
-            select(Message)
-            .where(Message.chat_id == chat.id, Message.seq < seq, Message.content != "")
-            .order_by(Message.seq.desc())
-            .limit(HISTORY_MESSAGES)
-        )
-    )[::-1]
+    context = context_messages(session, chat, seq)
     now = utcnow()
     asked = Message(chat_id=chat.id, seq=seq, role="user", content=content, created_at=now)
     answer = Message(chat_id=chat.id, seq=seq + 1, role="assistant", status="streaming")
@@ -86,10 +79,7 @@ def open_turn(session: Session, user: User, chat: Chat, content: str) -> OpenedT
     except IntegrityError:  # another message took these sequence numbers first
         session.rollback()
         raise _busy() from None
-    system = "\n\n".join(p for p in (chat.system_prompt, TONE_INSTRUCTIONS[chat.tone]) if p)
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": m.role, "content": m.content} for m in history]
-    messages.append({"role": "user", "content": content})
+    messages = [*context, {"role": "user", "content": content}]
     return OpenedTurn(
         user_message=MessagePublic.model_validate(asked),
         assistant_message=MessagePublic.model_validate(answer),
@@ -103,6 +93,22 @@ def open_turn(session: Session, user: User, chat: Chat, content: str) -> OpenedT
             "user": user.id,
         },
     )
+
+
+def context_messages(session: Session, chat: Chat, before_seq: int) -> list[dict]:
+    """What the model sees before message `before_seq`: the chat's system prompt (with its
+    tone) and the last HISTORY_MESSAGES non-empty messages, in OpenAI's message format."""
+    history = list(
+        session.exec(
+            select(Message)
+            .where(Message.chat_id == chat.id, Message.seq < before_seq, Message.content != "")
+            .order_by(Message.seq.desc())
+            .limit(HISTORY_MESSAGES)
+        )
+    )[::-1]
+    system = "\n\n".join(p for p in (chat.system_prompt, TONE_INSTRUCTIONS[chat.tone]) if p)
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": m.role, "content": m.content} for m in history]
 
 
 def _fail_abandoned_answers(session: Session, chat_id: str) -> None:

@@ -1,16 +1,22 @@
-"""Administrators: users (role, ban/suspend) and credit grants. Model promotion comes later."""
+"""Administrators: users (role, ban/suspend), credit grants, and the answers' feedback
+exported as preference data. Model promotion comes later."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
-from sqlmodel import select
+import json
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlmodel import Session, select
 
 from platform_api import sessions
 from platform_api.credits import CreditLedger
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import User, utcnow
+from platform_api.models import Chat, Message, MessageFeedback, User, utcnow
 from platform_api.schemas import AdminUserUpdate, CreditEntryPublic, CreditGrant, UserPublic
+from platform_api.turns import context_messages
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -53,3 +59,50 @@ def grant_credits(
     entry = CreditLedger(session).grant(user_id, body.amount, f"{body.reason} (by {admin.email})")
     session.commit()
     return CreditEntryPublic.model_validate(entry)
+
+
+# -- feedback as preference data ------------------------------------------------------------
+@router.get(
+    "/feedback/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+def export_feedback(
+    request: Request,
+    admin: AdminUser,
+    rating: Literal["up", "down"] | None = Query(None, description="Only this rating."),
+) -> StreamingResponse:
+    """Every rated answer as one JSON line in TRL's unpaired preference format (KTO):
+    `prompt` (what the model saw: system prompt and history), `completion` (the answer),
+    `label` (true for thumbs up), plus the comment, model version and ids."""
+    engine = request.app.state.engine
+
+    def lines():
+        with Session(engine) as session:
+            query = (
+                select(MessageFeedback, Message, Chat)
+                .join(Message, Message.id == MessageFeedback.message_id)
+                .join(Chat, Chat.id == Message.chat_id)
+                .order_by(MessageFeedback.updated_at, MessageFeedback.message_id)
+            )
+            if rating is not None:
+                query = query.where(MessageFeedback.rating == rating)
+            for feedback, message, chat in session.exec(query):
+                record = {
+                    "prompt": context_messages(session, chat, message.seq),
+                    "completion": [{"role": "assistant", "content": message.content}],
+                    "label": feedback.rating == "up",
+                    "rating": feedback.rating,
+                    "comment": feedback.comment,
+                    "model_version": message.model_version,
+                    "message_id": message.id,
+                    "chat_id": chat.id,
+                    "rated_at": feedback.updated_at.isoformat(),
+                }
+                yield json.dumps(record, ensure_ascii=False) + "\n"
+
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="orchard-feedback.jsonl"'},
+    )

@@ -28,11 +28,11 @@ from platform_api.credits import InsufficientCredits
 from platform_api.deps import Principal, PrincipalDep, SessionDep
 from platform_api.errors import ApiError
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
+from platform_api.schemas import MAX_TOKENS_LIMIT
 
 router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 
 VERSION_HEADER = "X-Orchard-Model-Version"
-MAX_TOKENS_LIMIT = 4096
 MAX_CHOICES = 16
 MAX_MESSAGES = 1000
 

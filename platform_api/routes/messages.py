@@ -1,5 +1,5 @@
 """Messages of a chat: list them; send one and receive the answer as server-sent events;
-stop an answer that is streaming.
+stop an answer that is streaming; rate an answer (thumbs up/down with a comment).
 
 `POST /chats/{id}/messages` answers `text/event-stream`:
 - `event: start`  — `{"user_message": {...}, "assistant_message": {...}}` (both saved)
@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import Message
+from platform_api.models import Message, MessageFeedback, utcnow
 from platform_api.routes.chats import chat_messages, owned_chat
-from platform_api.schemas import MessageCreate, MessagePublic
+from platform_api.schemas import FeedbackPublic, FeedbackSet, MessageCreate, MessagePublic
 from platform_api.turns import Turn, TurnRunner, open_turn
 
 router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
@@ -124,3 +125,49 @@ def _owned_message(session, user, chat_id: str, message_id: str) -> Message:
     if message is None:
         raise not_found("message")
     return message
+
+
+# -- feedback ---------------------------------------------------------------------------------
+def _rated_answer(session, user, chat_id: str, message_id: str) -> Message:
+    message = _owned_message(session, user, chat_id, message_id)
+    if message.role != "assistant":
+        raise ApiError(400, "not_an_answer", "only the assistant's answers take feedback")
+    if message.status == "streaming":
+        raise ApiError(409, "still_streaming", "wait until the answer has finished streaming")
+    return message
+
+
+@router.put("/{message_id}/feedback", response_model=FeedbackPublic)
+def set_feedback(
+    chat_id: str, message_id: str, body: FeedbackSet, user: CurrentUser, session: SessionDep
+) -> MessageFeedback:
+    """Thumbs up or down on an answer, with an optional comment; setting it again changes it."""
+    message = _rated_answer(session, user, chat_id, message_id)
+    feedback = session.get(MessageFeedback, message.id)
+    if feedback is None:
+        feedback = MessageFeedback(message_id=message.id, user_id=user.id, rating=body.rating)
+    feedback.rating, feedback.comment, feedback.updated_at = body.rating, body.comment, utcnow()
+    session.add(feedback)
+    try:
+        session.commit()
+    except IntegrityError:  # set concurrently for the first time: the other one won
+        session.rollback()
+        feedback = session.get(MessageFeedback, message.id)
+        feedback.rating, feedback.comment, feedback.updated_at = body.rating, body.comment, utcnow()
+        session.add(feedback)
+        session.commit()
+    session.refresh(feedback)
+    return feedback
+
+
+@router.delete("/{message_id}/feedback", status_code=204)
+def delete_feedback(
+    chat_id: str, message_id: str, user: CurrentUser, session: SessionDep
+) -> Response:
+    message = _owned_message(session, user, chat_id, message_id)
+    feedback = session.get(MessageFeedback, message.id)
+    if feedback is None:
+        raise not_found("feedback")
+    session.delete(feedback)
+    session.commit()
+    return Response(status_code=204)

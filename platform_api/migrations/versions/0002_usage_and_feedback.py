@@ -1,4 +1,4 @@
-"""Usage records: tokens and credits of every request to a model (chat or gateway).
+"""Usage records (tokens and credits of every request to a model) and message feedback.
 
 Revision ID: 0002
 Revises: 0001
@@ -52,7 +52,32 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_usage_records_user_id"), "usage_records", ["user_id"])
     op.create_index(op.f("ix_usage_records_created_at"), "usage_records", ["created_at"])
+    op.create_table(
+        "message_feedback",
+        sa.Column("message_id", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("rating", sa.String(length=8), nullable=False),
+        sa.Column("comment", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.CheckConstraint("rating IN ('up', 'down')", name=op.f("ck_message_feedback_rating")),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name=op.f("fk_message_feedback_message_id_messages"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_message_feedback_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_message_feedback")),
+    )
+    op.create_index(op.f("ix_message_feedback_user_id"), "message_feedback", ["user_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("message_feedback")
     op.drop_table("usage_records")

@@ -1,0 +1,103 @@
+"""Thumbs up/down with a comment on answers, and their export as preference data (TRL's
+unpaired prompt/completion/label format) for post-training."""
+
+from __future__ import annotations
+
+import json
+
+from tests.platform.conftest import Account, Api
+from tests.platform.serving_stub import Reply
+from tests.platform.test_messages import _events, _messages, _send
+
+
+def answered_chat(api: Api, account: Account, question: str, **settings) -> tuple[dict, dict]:
+    chat = api.chat(account, **settings)
+    with _send(api, account, chat, question) as response:
+        assert [kind for kind, _ in _events(response)][-1] == "done"
+    return chat, _messages(api, account, chat)[-1]
+
+
+def feedback_url(chat: dict, message: dict) -> str:
+    return f"/chats/{chat['id']}/messages/{message['id']}/feedback"
+
+
+def test_an_answer_takes_one_rating_that_can_change_and_be_removed(api, serving):
+    alice = api.user("alice")
+    chat, answer = answered_chat(api, alice, "Hi there")
+    url = feedback_url(chat, answer)
+    first = api.http.put(
+        url, json={"rating": "down", "comment": "  too vague "}, headers=alice.headers
+    )
+    assert first.status_code == 200, first.text
+    assert (first.json()["rating"], first.json()["comment"]) == ("down", "too vague")
+    again = api.http.put(url, json={"rating": "up"}, headers=alice.headers)
+    assert (again.json()["rating"], again.json()["comment"]) == ("up", "")
+    assert again.json()["created_at"] == first.json()["created_at"]
+    assert api.http.delete(url, headers=alice.headers).status_code == 204
+    assert api.http.delete(url, headers=alice.headers).status_code == 404
+
+
+def test_feedback_is_refused_on_questions_on_others_chats_and_with_bad_values(api, serving):
+    alice, mallory = api.user("alice"), api.user("mallory")
+    chat, answer = answered_chat(api, alice, "Hi there")
+    question = _messages(api, alice, chat)[0]
+    bad = api.http.put(feedback_url(chat, question), json={"rating": "up"}, headers=alice.headers)
+    assert (bad.status_code, bad.json()["code"]) == (400, "not_an_answer")
+    theirs = api.http.put(
+        feedback_url(chat, answer), json={"rating": "down"}, headers=mallory.headers
+    )
+    assert theirs.status_code == 404  # exactly like a chat that does not exist
+    for body in (
+        {"rating": "meh"},
+        {"rating": "up", "comment": "x" * 2001},
+        {"rating": "up", "user_id": "x"},
+    ):
+        assert (
+            api.http.put(feedback_url(chat, answer), json=body, headers=alice.headers).status_code
+            == 422
+        )
+
+
+def test_admins_export_rated_answers_as_preference_data(api, serving):
+    alice = api.user("alice")
+    serving.script(Reply(pieces=["Paris", "."]), Reply(pieces=["I", " forget"]))
+    chat, good = answered_chat(api, alice, "Capital of France?", system_prompt="Be brief.")
+    with _send(api, alice, chat, "And of Peru?") as response:
+        _events(response)
+    bad = _messages(api, alice, chat)[-1]
+    api.http.put(feedback_url(chat, good), json={"rating": "up"}, headers=alice.headers)
+    api.http.put(
+        feedback_url(chat, bad), json={"rating": "down", "comment": "wrong"}, headers=alice.headers
+    )
+    assert api.http.get("/admin/feedback/export", headers=alice.headers).status_code == 403
+
+    root = api.admin()
+    response = api.http.get("/admin/feedback/export", headers=root.headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    records = [json.loads(line) for line in response.text.splitlines()]
+    assert [(r["label"], r["completion"][0]["content"]) for r in records] == [
+        (True, "Paris."),
+        (False, "I forget"),
+    ]
+    # The prompt is what the model saw: the system prompt and the conversation before.
+    assert records[1]["prompt"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Peru?"},
+    ]
+    assert records[1]["comment"] == "wrong" and records[1]["model_version"] == "orchard-chat/3"
+    only_down = api.http.get(
+        "/admin/feedback/export", params={"rating": "down"}, headers=root.headers
+    )
+    assert len(only_down.text.splitlines()) == 1
+
+
+def test_deleting_a_chat_deletes_its_feedback(api, serving):
+    alice = api.user("alice")
+    chat, answer = answered_chat(api, alice, "Hi there")
+    api.http.put(feedback_url(chat, answer), json={"rating": "up"}, headers=alice.headers)
+    assert api.http.delete(f"/chats/{chat['id']}", headers=alice.headers).status_code == 204
+    root = api.admin()
+    assert api.http.get("/admin/feedback/export", headers=root.headers).text == ""
