@@ -54,6 +54,8 @@ class Principal:
 
 def ensure_active(user: User) -> None:
     """Banned and suspended accounts are refused everywhere, whatever credential they hold."""
+    if user.deleted_at is not None:  # its credentials are gone too; this is a second lock
+        raise unauthorized("this account was deleted", code="account_deleted")
     if user.status != "active":
         raise ApiError(
             403,

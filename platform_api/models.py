@@ -97,6 +97,7 @@ class User(PlatformTable, table=True):
     totp_secret: str | None = Field(default=None, max_length=255)
     totp_enabled: bool = Field(default=False)
     totp_last_step: int | None = Field(default=None)  # a code's time step is used once
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # erased account
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

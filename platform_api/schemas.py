@@ -93,6 +93,7 @@ class UserPublic(Public):
     status: UserStatus
     totp_enabled: bool
     created_at: datetime
+    deleted_at: datetime | None = Field(None, description="Set when the account was erased.")
 
 
 class ProfileUpdate(Request):
@@ -269,3 +270,8 @@ class FeedbackPublic(Public):
     comment: str
     created_at: datetime
     updated_at: datetime
+
+
+class AccountDelete(Request):
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    totp_code: str | None = _totp_code(None)

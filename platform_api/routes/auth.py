@@ -76,7 +76,7 @@ def login(
                 "this account uses two-factor authentication: send totp_code as well",
                 code="totp_required",
             )
-        _spend_totp_code(session, keys, user, body.totp_code, at_login=True)
+        spend_totp_code(session, keys, user, body.totp_code, at_login=True)
     if new_hash:
         user.password_hash = new_hash
         session.add(user)
@@ -119,7 +119,7 @@ def totp_enable(
         raise ApiError(409, "totp_enabled", "two-factor authentication is already on")
     if user.totp_secret is None:
         raise ApiError(409, "totp_not_set_up", "call /auth/totp/setup first")
-    _spend_totp_code(session, keys, user, body.code)
+    spend_totp_code(session, keys, user, body.code)
     user.totp_enabled = True
     session.add(user)
     session.commit()
@@ -140,7 +140,7 @@ def totp_disable(
         raise ApiError(409, "totp_disabled", "two-factor authentication is not on")
     if not passwords.verify(body.password, user.password_hash)[0]:
         raise ApiError(403, "invalid_credentials", "the password is wrong")
-    _spend_totp_code(session, keys, user, body.code)
+    spend_totp_code(session, keys, user, body.code)
     user.totp_enabled = False
     user.totp_secret = None
     user.totp_last_step = None
@@ -149,7 +149,7 @@ def totp_disable(
     return user
 
 
-def _spend_totp_code(session, keys: Keys, user: User, code: str, *, at_login=False) -> None:
+def spend_totp_code(session, keys: Keys, user: User, code: str, *, at_login=False) -> None:
     """Accept `code` once: its time step is recorded with a conditional UPDATE, so the same
     code presented twice (even concurrently) works only the first time. A wrong code is a
     401 at login and a 400 elsewhere (the caller's session itself is fine)."""

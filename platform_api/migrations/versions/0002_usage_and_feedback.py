@@ -1,4 +1,5 @@
-"""Usage records (tokens and credits of every request to a model) and message feedback.
+"""Usage records (tokens and credits of every request to a model), message feedback, and
+the time an account was erased.
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("users", sa.Column("deleted_at", sa.DateTime(), nullable=True))
     op.create_table(
         "usage_records",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -81,3 +83,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("message_feedback")
     op.drop_table("usage_records")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("deleted_at")

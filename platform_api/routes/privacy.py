@@ -1,0 +1,151 @@
+"""Privacy: export all of my data, and delete my account.
+
+Deleting an account erases what is the person's: chats (with their messages, share links
+and feedback), folders, API keys, login sessions, the e-mail address, the display name,
+the password hash and the 2FA secret. It keeps what accounting must keep, the credits
+ledger (append-only) and the usage records (token counts, no text), attached to an
+anonymous account row (`deleted-<id>@deleted.invalid`, no password) that can never log
+in again. The e-mail address is free to register again at once.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete
+from sqlmodel import select
+
+from platform_api.credits import CreditLedger
+from platform_api.deps import CurrentUser, KeysDep, LoginPrincipal, PasswordsDep, SessionDep
+from platform_api.errors import ApiError
+from platform_api.models import (
+    ApiKey,
+    AuthSession,
+    Chat,
+    Folder,
+    Message,
+    MessageFeedback,
+    ShareLink,
+    UsageRecord,
+    User,
+    utcnow,
+)
+from platform_api.routes.auth import spend_totp_code
+from platform_api.schemas import (
+    AccountDelete,
+    ApiKeyPublic,
+    ChatPublic,
+    CreditEntryPublic,
+    FeedbackPublic,
+    FolderPublic,
+    MessagePublic,
+    ShareLinkPublic,
+    UserPublic,
+)
+
+router = APIRouter(tags=["privacy"])
+
+DELETED_DOMAIN = "deleted.invalid"  # RFC 2606: can never be a real address
+UNUSABLE_PASSWORD = "!deleted"  # not a hash any password verifies against
+
+
+def _dump(model, rows) -> list[dict]:
+    return [model.model_validate(row).model_dump(mode="json") for row in rows]
+
+
+@router.get("/users/me/export")
+def export_my_data(user: CurrentUser, session: SessionDep) -> JSONResponse:
+    """Everything the platform holds about the caller, as one JSON document."""
+    chats = list(
+        session.exec(select(Chat).where(Chat.user_id == user.id).order_by(Chat.created_at))
+    )
+    ids = [c.id for c in chats]
+    messages = (
+        list(session.exec(select(Message).where(Message.chat_id.in_(ids)).order_by(Message.seq)))
+        if ids
+        else []
+    )
+    by_chat: dict[str, list] = {}
+    for message in messages:
+        by_chat.setdefault(message.chat_id, []).append(message)
+    feedback = session.exec(select(MessageFeedback).where(MessageFeedback.user_id == user.id))
+    shares = session.exec(select(ShareLink).where(ShareLink.chat_id.in_(ids))) if ids else []
+    ledger = CreditLedger(session)
+    usage = session.exec(
+        select(UsageRecord).where(UsageRecord.user_id == user.id).order_by(UsageRecord.id)
+    )
+    document = {
+        "exported_at": utcnow().isoformat(),
+        "account": UserPublic.model_validate(user).model_dump(mode="json"),
+        "folders": _dump(
+            FolderPublic, session.exec(select(Folder).where(Folder.user_id == user.id))
+        ),
+        "chats": [
+            {
+                **ChatPublic.model_validate(chat).model_dump(mode="json"),
+                "messages": _dump(MessagePublic, by_chat.get(chat.id, [])),
+            }
+            for chat in chats
+        ],
+        "feedback": _dump(FeedbackPublic, feedback),
+        "share_links": _dump(ShareLinkPublic, shares),
+        "api_keys": _dump(
+            ApiKeyPublic, session.exec(select(ApiKey).where(ApiKey.user_id == user.id))
+        ),
+        "credits": {
+            "balance": ledger.balance(user.id),
+            "ledger": _dump(CreditEntryPublic, ledger.entries(user.id, limit=1_000_000)[::-1]),
+        },
+        "usage": [
+            {
+                "model": u.model,
+                "model_version": u.model_version,
+                "source": u.source,
+                "status": u.status,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "credits": u.credits,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in usage
+        ],
+    }
+    stamp = utcnow().strftime("%Y%m%d")
+    return JSONResponse(
+        document,
+        headers={"Content-Disposition": f'attachment; filename="orchard-data-{stamp}.json"'},
+    )
+
+
+@router.delete("/users/me", status_code=204)
+def delete_my_account(
+    body: AccountDelete,
+    principal: LoginPrincipal,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    keys: KeysDep,
+) -> Response:
+    """Erase the account (see the module's text). Needs the password, and a 2FA code when
+    2FA is on; a personal API key cannot do it."""
+    user = session.get(User, principal.user.id)
+    if not passwords.verify(body.password, user.password_hash)[0]:
+        raise ApiError(403, "invalid_credentials", "the password is wrong")
+    if user.totp_enabled:
+        if body.totp_code is None:
+            raise ApiError(400, "totp_required", "two-factor authentication is on: send totp_code")
+        spend_totp_code(session, keys, user, body.totp_code)
+    # Chats take their messages, share links and feedback with them (ON DELETE CASCADE).
+    session.exec(delete(Chat).where(Chat.user_id == user.id))
+    session.exec(delete(Folder).where(Folder.user_id == user.id))
+    session.exec(delete(MessageFeedback).where(MessageFeedback.user_id == user.id))
+    session.exec(delete(ApiKey).where(ApiKey.user_id == user.id))
+    session.exec(delete(AuthSession).where(AuthSession.user_id == user.id))
+    now = utcnow()
+    user.email = f"deleted-{user.id}@{DELETED_DOMAIN}"
+    user.display_name = ""
+    user.password_hash = UNUSABLE_PASSWORD
+    user.totp_secret, user.totp_enabled, user.totp_last_step = None, False, None
+    user.deleted_at, user.updated_at = now, now
+    session.add(user)
+    session.commit()
+    return Response(status_code=204)
