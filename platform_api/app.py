@@ -23,6 +23,7 @@ from platform_api.errors import install_error_handlers
 from platform_api.ratelimit import RateLimiter, limit_ip
 from platform_api.routes import (
     admin,
+    admin_models,
     auth,
     chats,
     credits,
@@ -75,7 +76,19 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         return Health(status="ok", version=orchard.__version__)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(limit_ip)])
-    for module in (auth, users, privacy, admin, credits, usage, folders, chats, messages, shares):
+    for module in (
+        auth,
+        users,
+        privacy,
+        admin,
+        admin_models,
+        credits,
+        usage,
+        folders,
+        chats,
+        messages,
+        shares,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     # The OpenAI-compatible gateway at /v1 (SDK base_url http://<host>/v1): counted against

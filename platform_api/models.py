@@ -283,3 +283,19 @@ class UsageRecord(PlatformTable, table=True):
     credits: int = Field(default=0)
     latency_ms: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+# -- administration ----------------------------------------------------------------------
+class AuditEntry(PlatformTable, table=True):
+    """One administrator action: who, what, on what, with which details (JSON)."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor_id: str | None = Field(
+        default=None, foreign_key="users.id", index=True, max_length=32, ondelete="SET NULL"
+    )
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(default="", max_length=200)
+    detail: str = Field(default="{}", sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

@@ -275,3 +275,39 @@ class FeedbackPublic(Public):
 class AccountDelete(Request):
     password: str = Field(min_length=1, max_length=PASSWORD_MAX)
     totp_code: str | None = _totp_code(None)
+
+
+class ModelVersionPublic(BaseModel):
+    version: str
+    aliases: list[str]
+    created_at: datetime
+    status: str
+    run_id: str | None
+    metrics: dict[str, str] = Field(description="The version's eval.* tags, without the prefix.")
+    lineage: dict[str, str] = Field(description="The orchard.* tags: manifests and runs behind it.")
+    description: str
+
+
+class ModelRegistryPublic(BaseModel):
+    name: str
+    aliases: dict[str, str]
+    champion_history: list[str] = Field(description="Earlier champions, oldest first.")
+    versions: list[ModelVersionPublic] = Field(description="Newest first.")
+
+
+class Promotion(Request):
+    version: str = Field(pattern=r"^[1-9][0-9]{0,9}$", description="A registered version number.")
+
+
+class PromotionResult(BaseModel):
+    champion: str
+    previous: str | None = Field(description="The champion it replaced (none on a first).")
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    actor_id: str | None
+    action: str
+    target: str
+    detail: dict
+    created_at: datetime

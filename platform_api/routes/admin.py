@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from sqlmodel import Session, select
 
 from platform_api import sessions
+from platform_api.audit import audit
 from platform_api.credits import CreditLedger
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
@@ -46,6 +47,7 @@ def update_user(user_id: str, body: AdminUserUpdate, admin: AdminUser, session: 
             sessions.revoke_sessions(session, f"account {body.status}", user_id=user.id)
     user.updated_at = utcnow()
     session.add(user)
+    audit(session, admin, "user.update", user.id, **body.model_dump(exclude_none=True))
     session.commit()
     return user
 
@@ -57,6 +59,7 @@ def grant_credits(
     if session.get(User, user_id) is None:
         raise not_found("user")
     entry = CreditLedger(session).grant(user_id, body.amount, f"{body.reason} (by {admin.email})")
+    audit(session, admin, "credits.grant", user_id, amount=body.amount, reason=body.reason)
     session.commit()
     return CreditEntryPublic.model_validate(entry)
 
@@ -76,6 +79,9 @@ def export_feedback(
     `prompt` (what the model saw: system prompt and history), `completion` (the answer),
     `label` (true for thumbs up), plus the comment, model version and ids."""
     engine = request.app.state.engine
+    with Session(engine) as session:
+        audit(session, admin, "feedback.export", rating=rating)
+        session.commit()
 
     def lines():
         with Session(engine) as session:

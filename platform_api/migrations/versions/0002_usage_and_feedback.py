@@ -1,5 +1,5 @@
-"""Usage records (tokens and credits of every request to a model), message feedback, and
-the time an account was erased.
+"""Usage records (tokens and credits of every request to a model), message feedback, the
+time an account was erased, and the audit log of administrator actions.
 
 Revision ID: 0002
 Revises: 0001
@@ -78,9 +78,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_message_feedback")),
     )
     op.create_index(op.f("ix_message_feedback_user_id"), "message_feedback", ["user_id"])
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("actor_id", sa.String(length=32), nullable=True),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("target", sa.String(length=200), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["actor_id"],
+            ["users.id"],
+            name=op.f("fk_audit_log_actor_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
+    op.create_index(op.f("ix_audit_log_actor_id"), "audit_log", ["actor_id"])
+    op.create_index(op.f("ix_audit_log_action"), "audit_log", ["action"])
+    op.create_index(op.f("ix_audit_log_created_at"), "audit_log", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("audit_log")
     op.drop_table("message_feedback")
     op.drop_table("usage_records")
     with op.batch_alter_table("users") as batch:

@@ -1,0 +1,171 @@
+"""The model registry as administrators see it: versions of the registered chat model in
+MLflow with their eval metrics and lineage, promotion to `champion`, and roll-back.
+
+Only an administrator's promotion (or its roll-back) moves `champion`; the pipeline
+moves `challenger`. Each promotion pushes the champion it replaces onto a history kept
+on the registered model itself (tag `orchard.champion_history`, a JSON list), so a
+roll-back returns to exactly the previous champion, from any API process. Serving
+follows the alias within its polling interval (no restart, no dropped stream).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from orchard.errors import OrchardError
+
+CHAMPION = "champion"
+HISTORY_TAG = "orchard.champion_history"
+HISTORY_KEEP = 50
+
+
+class RegistryError(OrchardError):
+    """The registry cannot do what was asked; the message says why."""
+
+
+class VersionNotFound(RegistryError):
+    pass
+
+
+class RegistryUnavailable(OrchardError):
+    pass
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    created_at_ms: int
+    status: str
+    run_id: str | None
+    metrics: dict[str, str]  # eval.* tags
+    lineage: dict[str, str]  # orchard.* tags
+    description: str
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, name: str) -> None:
+        self.name = name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def _call(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(f"{what}: {error.message}") from None
+            raise RegistryUnavailable(
+                f"the MLflow registry failed ({what}): {error.message}"
+            ) from None
+        except Exception as error:  # noqa: BLE001 - connection errors of the REST client
+            raise RegistryUnavailable(
+                f"the MLflow registry cannot be reached ({type(error).__name__})"
+            ) from None
+
+    def aliases(self) -> dict[str, str]:
+        model = self._registered()
+        return {a: str(v) for a, v in model.aliases.items()} if model else {}
+
+    def _registered(self):
+        try:
+            return self.client.get_registered_model(self.name)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryUnavailable(f"the MLflow registry failed: {error.message}") from None
+        except Exception as error:  # noqa: BLE001
+            raise RegistryUnavailable(
+                f"the MLflow registry cannot be reached ({type(error).__name__})"
+            ) from None
+
+    def versions(self) -> list[VersionInfo]:
+        model = self._registered()
+        if model is None:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        found = self._call(
+            "listing versions", self.client.search_model_versions, f"name = '{self.name}'"
+        )
+        infos = [
+            VersionInfo(
+                version=str(v.version),
+                aliases=sorted(by_version.get(str(v.version), [])),
+                created_at_ms=int(v.creation_timestamp or 0),
+                status=str(v.status),
+                run_id=v.run_id,
+                metrics={
+                    k.removeprefix("eval."): val
+                    for k, val in v.tags.items()
+                    if k.startswith("eval.")
+                },
+                lineage={k: val for k, val in v.tags.items() if k.startswith("orchard.")},
+                description=v.description or "",
+            )
+            for v in found
+        ]
+        return sorted(infos, key=lambda i: int(i.version), reverse=True)
+
+    def history(self) -> list[str]:
+        model = self._registered()
+        try:
+            return json.loads((model.tags or {}).get(HISTORY_TAG, "[]")) if model else []
+        except ValueError:
+            return []
+
+    def promote(self, version: str) -> str | None:
+        """Point `champion` at `version`; returns the champion it replaced."""
+        try:
+            self.client.get_model_version(self.name, version)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise VersionNotFound(f"{self.name} has no version {version}") from None
+            raise RegistryUnavailable(f"the MLflow registry failed: {error.message}") from None
+        previous = self.aliases().get(CHAMPION)
+        if previous == version:
+            raise RegistryError(f"version {version} is already the champion")
+        if previous is not None:
+            history = [*self.history(), previous][-HISTORY_KEEP:]
+            self._call(
+                "recording the history",
+                self.client.set_registered_model_tag,
+                self.name,
+                HISTORY_TAG,
+                json.dumps(history),
+            )
+        self._call(
+            "moving the alias",
+            self.client.set_registered_model_alias,
+            self.name,
+            CHAMPION,
+            version,
+        )
+        return previous
+
+    def rollback(self) -> tuple[str | None, str]:
+        """Back to the previous champion; returns (replaced, restored)."""
+        history = self.history()
+        if not history:
+            raise RegistryError("there is no previous champion to roll back to")
+        restored = history[-1]
+        replaced = self.aliases().get(CHAMPION)
+        self._call(
+            "moving the alias",
+            self.client.set_registered_model_alias,
+            self.name,
+            CHAMPION,
+            restored,
+        )
+        self._call(
+            "recording the history",
+            self.client.set_registered_model_tag,
+            self.name,
+            HISTORY_TAG,
+            json.dumps(history[:-1]),
+        )
+        return replaced, restored
