@@ -1,0 +1,246 @@
+"""Platform API throughput and latency, and the gateway's overhead over serving.
+
+    .venv/bin/python bench/api.py [--requests 300] [--streams 24] [--max-tokens 16]
+
+Starts `orchard up ray mlflow serve api` on free loopback ports in a temporary home (the
+product's own processes: uvicorn for the API, Ray Serve with a tiny random chat model
+registered as `champion`), with the rate limits raised so they do not throttle the
+benchmark. Then, over real HTTP:
+1. listing chats (`GET /api/v1/chats`: token check, session lookup, query) at 1 and 8
+   concurrent clients: requests/s and p50/p99 latency, beside `GET /healthz` (no auth, no
+   database) as the floor;
+2. a streamed chat completion through the gateway (`POST /v1/chat/completions` with an
+   API key: auth, rate limit, credit reservation, relay, settlement) versus the same
+   request sent to serving directly: time to first token and to the end, p50/p99, and
+   the overhead ratio, at 1 and 4 concurrent clients.
+One run; prints figures, never fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import httpx  # noqa: E402
+
+from orchard.settings import Settings  # noqa: E402
+from tests.conftest import orchard, stack_env  # noqa: E402
+
+PASSWORD = "correct horse battery"
+UNTHROTTLED = "1000000/minute"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def hammer(url: str, headers: dict, clients: int, total: int) -> dict:
+    latencies: list[float] = []
+    per_client = max(1, total // clients)
+    async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+
+        async def loop() -> None:
+            for _ in range(per_client):
+                started = time.perf_counter()
+                response = await http.get(url)
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+
+        await http.get(url)  # warm the connection pool
+        started = time.perf_counter()
+        await asyncio.gather(*[loop() for _ in range(clients)])
+        wall = time.perf_counter() - started
+    return {
+        "rps": len(latencies) / wall,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+    }
+
+
+def _has_content(line: str) -> bool:
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return False
+    choices = json.loads(line[len("data: ") :]).get("choices") or []
+    return any((c.get("delta") or {}).get("content") for c in choices)
+
+
+async def streams(base: str, key: str, clients: int, total: int, max_tokens: int) -> dict:
+    body = {
+        "model": "champion",
+        "messages": [{"role": "user", "content": "Hello! Tell me about apples."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    firsts: list[float] = []
+    ends: list[float] = []
+    per_client = max(1, total // clients)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(headers=headers, timeout=300) as http:
+
+        async def one() -> None:
+            started = time.perf_counter()
+            first = None
+            async with http.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200, await r.aread()
+                async for line in r.aiter_lines():
+                    if first is None and _has_content(line):
+                        first = time.perf_counter() - started
+            ends.append(time.perf_counter() - started)
+            firsts.append(first if first is not None else ends[-1])
+
+        async def loop() -> None:
+            for _ in range(per_client):
+                await one()
+
+        await one()  # warm up
+        firsts.clear()
+        ends.clear()
+        await asyncio.gather(*[loop() for _ in range(clients)])
+    return {
+        "ttft_p50": percentile(firsts, 0.5),
+        "ttft_p99": percentile(firsts, 0.99),
+        "end_p50": percentile(ends, 0.5),
+        "end_p99": percentile(ends, 0.99),
+    }
+
+
+def wait_serving(base_url: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            serving = httpx.get(f"{base_url}/healthz", timeout=10).json()["serving"]
+        except httpx.HTTPError:
+            serving = {}
+        if "champion" in serving:
+            return serving["champion"]
+        time.sleep(1)
+    raise SystemExit("the champion never loaded: see the serve log and Ray's serve logs")
+
+
+def accounts(settings: Settings) -> tuple[dict, str]:
+    """A user with credits and an API key; returns (token headers, key)."""
+    from platform_api.db import database_url
+    from platform_api.manage import make_admin
+
+    api = httpx.Client(base_url=f"{settings.api_url}/api/v1", timeout=60)
+    tokens = {}
+    for name in ("bench", "root"):
+        body = {"email": f"{name}@example.org", "password": PASSWORD}
+        assert api.post("/auth/register", json=body).status_code == 201
+        if name == "root":
+            make_admin(database_url(settings), body["email"])
+        tokens[name] = {
+            "Authorization": f"Bearer {api.post('/auth/login', json=body).json()['access_token']}"
+        }
+    me = api.get("/users/me", headers=tokens["bench"]).json()
+    grant = {"amount": 100_000_000, "reason": "benchmark"}
+    assert api.post(
+        f"/admin/users/{me['id']}/credits", json=grant, headers=tokens["root"]
+    ).is_success
+    for i in range(20):  # something to list
+        api.post("/chats", json={"title": f"chat {i}"}, headers=tokens["bench"])
+    key = api.post("/api-keys", json={"name": "bench"}, headers=tokens["bench"]).json()["key"]
+    api.close()
+    return tokens["bench"], key
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--streams", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    args = parser.parse_args()
+
+    from orchard.registry import register_hf_model
+    from serving.tiny import build_tiny_chat_model
+
+    root = Path(tempfile.mkdtemp(prefix="orchard-bench-api-"))
+    os.environ["TMPDIR"] = tempfile.tempdir = str(root)
+    env = stack_env(root / "home")
+    for scope in ("USER", "API_KEY", "IP", "AUTH_IP"):
+        env[f"ORCHARD_RATE_LIMIT_{scope}"] = UNTHROTTLED
+    settings = Settings(
+        **{
+            k.removeprefix("ORCHARD_").lower(): v
+            for k, v in env.items()
+            if k.startswith("ORCHARD_")
+        }
+    )
+    model_dir = build_tiny_chat_model(root / "model", max_context=512)
+    try:
+        result = orchard(env, "up", "ray", "mlflow", "serve", "api")
+        if result.returncode != 0:
+            raise SystemExit(f"orchard up failed:\n{result.stdout}\n{result.stderr}")
+        register_hf_model(
+            model_dir, tracking_uri=settings.mlflow_uri, name=settings.model_name, alias="champion"
+        )
+        wait_serving(settings.serving_base_url)
+        headers, key = accounts(settings)
+        listing = {}
+        for clients in (1, 8):
+            listing[clients] = (
+                asyncio.run(
+                    hammer(f"{settings.api_url}/api/v1/chats", headers, clients, args.requests)
+                ),
+                asyncio.run(hammer(f"{settings.api_url}/healthz", {}, clients, args.requests)),
+            )
+        streaming = {}
+        for clients in (1, 4):
+            streaming[clients] = (
+                asyncio.run(streams(settings.api_url, key, clients, args.streams, args.max_tokens)),
+                asyncio.run(
+                    streams(
+                        settings.serving_base_url, "unused", clients, args.streams, args.max_tokens
+                    )
+                ),
+            )
+    finally:
+        orchard(env, "down")
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(
+        f"platform API (uvicorn, SQLite) and Ray Serve on loopback; {args.requests} listings, "
+        f"{args.streams} streams of {args.max_tokens} tokens per level"
+    )
+    print(
+        f"{'clients':>7} | {'GET /chats req/s':>16} {'p50/p99 ms':>13} | "
+        f"{'GET /healthz req/s':>18} {'p50/p99 ms':>13} | {'ratio':>6}"
+    )
+    for clients, (chats, health) in listing.items():
+        chats_ms = f"{chats['p50'] * 1e3:.1f}/{chats['p99'] * 1e3:.1f}"
+        health_ms = f"{health['p50'] * 1e3:.1f}/{health['p99'] * 1e3:.1f}"
+        print(
+            f"{clients:>7} | {chats['rps']:>16.0f} {chats_ms:>13} | "
+            f"{health['rps']:>18.0f} {health_ms:>13} | {chats['rps'] / health['rps']:>5.2f}x"
+        )
+    print(
+        f"{'clients':>7} | {'gateway TTFT p50/p99 ms':>24} {'end p50/p99 ms':>16} | "
+        f"{'serving TTFT p50/p99 ms':>24} {'end p50/p99 ms':>16} | {'TTFT overhead':>13}"
+    )
+    for clients, (gateway, direct) in streaming.items():
+        print(
+            f"{clients:>7} | {gateway['ttft_p50'] * 1e3:>11.1f}/{gateway['ttft_p99'] * 1e3:<12.1f}"
+            f"{gateway['end_p50'] * 1e3:>8.1f}/{gateway['end_p99'] * 1e3:<7.1f} | "
+            f"{direct['ttft_p50'] * 1e3:>11.1f}/{direct['ttft_p99'] * 1e3:<12.1f}"
+            f"{direct['end_p50'] * 1e3:>8.1f}/{direct['end_p99'] * 1e3:<7.1f} | "
+            f"{gateway['ttft_p50'] / direct['ttft_p50']:>12.2f}x"
+        )
+    print(
+        "gateway: API key check, rate limits, credit reservation, relay, settlement; "
+        "serving: the same request to Ray Serve directly."
+    )
+
+
+if __name__ == "__main__":
+    main()
