@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import httpx
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -47,12 +48,32 @@ class VersionInfo:
     description: str
 
 
+HEALTH_TIMEOUT_S = 3.0
+
+
 class Registry:
     def __init__(self, tracking_uri: str, name: str) -> None:
         self.name = name
+        self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._checked = False
+
+    def _reachable(self) -> None:
+        """MLflow's client retries a dead server with backoff for minutes; an admin page
+        should say at once that the registry is down. One quick probe per request."""
+        if self._checked or not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        try:
+            httpx.get(f"{self.tracking_uri}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
+        except httpx.HTTPError as error:
+            raise RegistryUnavailable(
+                f"the MLflow registry at {self.tracking_uri} does not answer "
+                f"({type(error).__name__}): start it or fix ORCHARD_MLFLOW_TRACKING_URI"
+            ) from None
+        self._checked = True
 
     def _call(self, what: str, fn, *args):
+        self._reachable()
         try:
             return fn(*args)
         except MlflowException as error:
@@ -71,6 +92,7 @@ class Registry:
         return {a: str(v) for a, v in model.aliases.items()} if model else {}
 
     def _registered(self):
+        self._reachable()
         try:
             return self.client.get_registered_model(self.name)
         except MlflowException as error:
@@ -120,6 +142,7 @@ class Registry:
 
     def promote(self, version: str) -> str | None:
         """Point `champion` at `version`; returns the champion it replaced."""
+        self._reachable()
         try:
             self.client.get_model_version(self.name, version)
         except MlflowException as error:

@@ -23,6 +23,7 @@ MESSAGE_MAX = 32_000
 MAX_TOKENS_LIMIT = 4_096
 TEMPERATURE_MAX = 2.0
 CREDIT_GRANT_MAX = 1_000_000_000
+OFFSET_MAX = 1_000_000_000  # list offsets: far past any table, well inside a 64-bit integer
 FEEDBACK_COMMENT_MAX = 2_000
 
 Tone = Literal["neutral", "friendly", "formal", "concise"]

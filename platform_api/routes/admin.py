@@ -16,7 +16,13 @@ from platform_api.credits import CreditLedger
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, Message, MessageFeedback, User, utcnow
-from platform_api.schemas import AdminUserUpdate, CreditEntryPublic, CreditGrant, UserPublic
+from platform_api.schemas import (
+    OFFSET_MAX,
+    AdminUserUpdate,
+    CreditEntryPublic,
+    CreditGrant,
+    UserPublic,
+)
 from platform_api.turns import context_messages
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -27,7 +33,7 @@ def list_users(
     admin: AdminUser,
     session: SessionDep,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=OFFSET_MAX),
 ) -> list[User]:
     return list(session.exec(select(User).order_by(User.created_at).offset(offset).limit(limit)))
 

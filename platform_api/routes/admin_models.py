@@ -15,6 +15,7 @@ from platform_api.errors import ApiError
 from platform_api.models import AuditEntry
 from platform_api.registry import Registry, RegistryError, RegistryUnavailable, VersionNotFound
 from platform_api.schemas import (
+    OFFSET_MAX,
     AuditEntryPublic,
     ModelRegistryPublic,
     ModelVersionPublic,
@@ -93,7 +94,7 @@ def read_audit_log(
     session: SessionDep,
     action: str | None = Query(None, max_length=64, description="Only this action."),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=OFFSET_MAX),
 ) -> list[AuditEntryPublic]:
     """Newest first."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).offset(offset).limit(limit)

@@ -16,7 +16,14 @@ from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, Message, User, utcnow
 from platform_api.routes.folders import owned_folder
-from platform_api.schemas import ChatCreate, ChatPublic, ChatUpdate, MessagePublic, SearchHit
+from platform_api.schemas import (
+    OFFSET_MAX,
+    ChatCreate,
+    ChatPublic,
+    ChatUpdate,
+    MessagePublic,
+    SearchHit,
+)
 
 SEARCH_LIMIT = 50
 SNIPPET_CHARS = 80
@@ -54,7 +61,7 @@ def list_chats(
     folder_id: str | None = Query(None, description="Only the chats in this folder."),
     pinned: bool | None = Query(None, description="Only pinned (true) or unpinned (false)."),
     limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=OFFSET_MAX),
 ) -> list[Chat]:
     """Pinned chats first, then the most recently active."""
     query = select(Chat).where(Chat.user_id == user.id)
