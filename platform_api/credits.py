@@ -64,7 +64,8 @@ class CreditLedger:
             self.session.rollback()
             raise RefundRefused(f"debit {debit_id} was already refunded") from None
 
-    def entries(self, user_id: str, limit: int = 50) -> list[CreditEntry]:
+    def entries(self, user_id: str, limit: int | None = 50) -> list[CreditEntry]:
+        """Newest first; `limit=None` for all of them."""
         return list(
             self.session.exec(
                 select(CreditEntry)

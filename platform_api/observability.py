@@ -40,6 +40,8 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
+    converter = time.gmtime  # the `Z` in the timestamps
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -51,9 +53,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
-
-
-JsonFormatter.converter = time.gmtime
 
 
 def configure_logging() -> None:
@@ -116,7 +115,9 @@ class ObserveMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        token = request_id.set(rid)
+        # Not reset afterwards: each request runs in a task (and context) of its own, and
+        # the 500 handler, which runs outside this middleware, logs with the id too.
+        request_id.set(rid)
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
@@ -126,7 +127,6 @@ class ObserveMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
-            request_id.reset(token)
 
 
 def install(app: FastAPI, settings: Settings) -> None:

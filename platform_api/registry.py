@@ -73,12 +73,14 @@ class Registry:
         self._checked = True
 
     def _call(self, what: str, fn, *args):
+        """One MLflow call: a missing model or version is `VersionNotFound`, any other
+        failure `RegistryUnavailable`, each saying what was being done."""
         self._reachable()
         try:
             return fn(*args)
         except MlflowException as error:
             if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RegistryError(f"{what}: {error.message}") from None
+                raise VersionNotFound(f"{what}: {error.message}") from None
             raise RegistryUnavailable(
                 f"the MLflow registry failed ({what}): {error.message}"
             ) from None
@@ -87,37 +89,37 @@ class Registry:
                 f"the MLflow registry cannot be reached ({type(error).__name__})"
             ) from None
 
-    def aliases(self) -> dict[str, str]:
-        model = self._registered()
+    def _registered(self):
+        """The registered model, or None before its first version."""
+        try:
+            return self._call("reading the model", self.client.get_registered_model, self.name)
+        except VersionNotFound:
+            return None
+
+    @staticmethod
+    def _aliases(model) -> dict[str, str]:
         return {a: str(v) for a, v in model.aliases.items()} if model else {}
 
-    def _registered(self):
-        self._reachable()
+    @staticmethod
+    def _history(model) -> list[str]:
         try:
-            return self.client.get_registered_model(self.name)
-        except MlflowException as error:
-            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise RegistryUnavailable(f"the MLflow registry failed: {error.message}") from None
-        except Exception as error:  # noqa: BLE001
-            raise RegistryUnavailable(
-                f"the MLflow registry cannot be reached ({type(error).__name__})"
-            ) from None
+            return json.loads((model.tags or {}).get(HISTORY_TAG, "[]")) if model else []
+        except ValueError:
+            return []
 
-    def versions(self) -> list[VersionInfo]:
+    def overview(self) -> tuple[dict[str, str], list[str], list[VersionInfo]]:
+        """(alias -> version, earlier champions oldest first, versions newest first)."""
         model = self._registered()
         if model is None:
-            return []
-        by_version: dict[str, list[str]] = {}
-        for alias, version in model.aliases.items():
-            by_version.setdefault(str(version), []).append(alias)
+            return {}, [], []
+        aliases = self._aliases(model)
         found = self._call(
             "listing versions", self.client.search_model_versions, f"name = '{self.name}'"
         )
         infos = [
             VersionInfo(
                 version=str(v.version),
-                aliases=sorted(by_version.get(str(v.version), [])),
+                aliases=sorted(a for a, version in aliases.items() if version == str(v.version)),
                 created_at_ms=int(v.creation_timestamp or 0),
                 status=str(v.status),
                 run_id=v.run_id,
@@ -131,64 +133,37 @@ class Registry:
             )
             for v in found
         ]
-        return sorted(infos, key=lambda i: int(i.version), reverse=True)
+        return aliases, self._history(model), sorted(infos, key=lambda i: -int(i.version))
 
-    def history(self) -> list[str]:
-        model = self._registered()
-        try:
-            return json.loads((model.tags or {}).get(HISTORY_TAG, "[]")) if model else []
-        except ValueError:
-            return []
-
-    def promote(self, version: str) -> str | None:
-        """Point `champion` at `version`; returns the champion it replaced."""
-        self._reachable()
-        try:
-            self.client.get_model_version(self.name, version)
-        except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise VersionNotFound(f"{self.name} has no version {version}") from None
-            raise RegistryUnavailable(f"the MLflow registry failed: {error.message}") from None
-        previous = self.aliases().get(CHAMPION)
-        if previous == version:
-            raise RegistryError(f"version {version} is already the champion")
-        if previous is not None:
-            history = [*self.history(), previous][-HISTORY_KEEP:]
-            self._call(
-                "recording the history",
-                self.client.set_registered_model_tag,
-                self.name,
-                HISTORY_TAG,
-                json.dumps(history),
-            )
-        self._call(
-            "moving the alias",
-            self.client.set_registered_model_alias,
-            self.name,
-            CHAMPION,
-            version,
-        )
-        return previous
-
-    def rollback(self) -> tuple[str | None, str]:
-        """Back to the previous champion; returns (replaced, restored)."""
-        history = self.history()
-        if not history:
-            raise RegistryError("there is no previous champion to roll back to")
-        restored = history[-1]
-        replaced = self.aliases().get(CHAMPION)
-        self._call(
-            "moving the alias",
-            self.client.set_registered_model_alias,
-            self.name,
-            CHAMPION,
-            restored,
-        )
+    def _move_champion(self, version: str, history: list[str]) -> None:
         self._call(
             "recording the history",
             self.client.set_registered_model_tag,
             self.name,
             HISTORY_TAG,
-            json.dumps(history[:-1]),
+            json.dumps(history[-HISTORY_KEEP:]),
         )
-        return replaced, restored
+        self._call(
+            "moving the alias", self.client.set_registered_model_alias, self.name, CHAMPION, version
+        )
+
+    def promote(self, version: str) -> str | None:
+        """Point `champion` at `version`; returns the champion it replaced."""
+        self._call(f"finding version {version}", self.client.get_model_version, self.name, version)
+        model = self._registered()
+        previous = self._aliases(model).get(CHAMPION)
+        if previous == version:
+            raise RegistryError(f"version {version} is already the champion")
+        history = self._history(model)
+        self._move_champion(version, [*history, previous] if previous else history)
+        return previous
+
+    def rollback(self) -> tuple[str | None, str]:
+        """Back to the previous champion; returns (replaced, restored)."""
+        model = self._registered()
+        history = self._history(model)
+        if not history:
+            raise RegistryError("there is no previous champion to roll back to")
+        replaced = self._aliases(model).get(CHAMPION)
+        self._move_champion(history[-1], history[:-1])
+        return replaced, history[-1]

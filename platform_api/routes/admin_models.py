@@ -45,11 +45,11 @@ def _registry_call(fn, *args):
 @router.get("/models", response_model=ModelRegistryPublic)
 def list_model_versions(request: Request, admin: AdminUser) -> ModelRegistryPublic:
     registry = _registry(request)
-    versions = _registry_call(registry.versions)
+    aliases, history, versions = _registry_call(registry.overview)
     return ModelRegistryPublic(
         name=registry.name,
-        aliases=_registry_call(registry.aliases),
-        champion_history=_registry_call(registry.history),
+        aliases=aliases,
+        champion_history=history,
         versions=[
             ModelVersionPublic(
                 version=v.version,

@@ -176,16 +176,13 @@ class Meter:
         self.reservation = reservation
         self.model = model
         self.started = time.monotonic()
-        self.settled = False
 
     async def settle(
         self, status: str, version: str | None, prompt: int = 0, completion: int = 0
     ) -> None:
-        """Refund and record. Runs as a task of its own, so a request cancelled because
-        its client left still settles; awaiting it is optional."""
-        if self.settled:
-            return
-        self.settled = True
+        """Refund and record, once per request (each path below ends in exactly one call).
+        Runs as a task of its own, so a request cancelled because its client left still
+        settles."""
         usage = Usage(
             model=self.model,
             model_version=version,

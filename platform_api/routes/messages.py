@@ -143,19 +143,19 @@ def set_feedback(
 ) -> MessageFeedback:
     """Thumbs up or down on an answer, with an optional comment; setting it again changes it."""
     message = _rated_answer(session, user, chat_id, message_id)
-    feedback = session.get(MessageFeedback, message.id)
-    if feedback is None:
-        feedback = MessageFeedback(message_id=message.id, user_id=user.id, rating=body.rating)
-    feedback.rating, feedback.comment, feedback.updated_at = body.rating, body.comment, utcnow()
-    session.add(feedback)
-    try:
-        session.commit()
-    except IntegrityError:  # set concurrently for the first time: the other one won
-        session.rollback()
-        feedback = session.get(MessageFeedback, message.id)
+    for attempt in range(2):  # a concurrent first rating wins the insert: update it instead
+        feedback = session.get(MessageFeedback, message.id) or MessageFeedback(
+            message_id=message.id, user_id=user.id, rating=body.rating
+        )
         feedback.rating, feedback.comment, feedback.updated_at = body.rating, body.comment, utcnow()
         session.add(feedback)
-        session.commit()
+        try:
+            session.commit()
+            break
+        except IntegrityError:
+            session.rollback()
+            if attempt:
+                raise
     session.refresh(feedback)
     return feedback
 

@@ -94,7 +94,7 @@ def export_my_data(user: CurrentUser, session: SessionDep) -> JSONResponse:
         ),
         "credits": {
             "balance": ledger.balance(user.id),
-            "ledger": _dump(CreditEntryPublic, ledger.entries(user.id, limit=1_000_000)[::-1]),
+            "ledger": _dump(CreditEntryPublic, ledger.entries(user.id, limit=None)[::-1]),
         },
         "usage": [
             {
