@@ -33,9 +33,8 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import httpx  # noqa: E402
 
 from orchard.settings import Settings  # noqa: E402
-from tests.conftest import orchard, stack_env  # noqa: E402
+from tests.conftest import orchard, stack_env, wait_champion  # noqa: E402
 
-PASSWORD = "correct horse battery"
 UNTHROTTLED = "1000000/minute"
 
 
@@ -115,44 +114,23 @@ async def streams(base: str, key: str, clients: int, total: int, max_tokens: int
     }
 
 
-def wait_serving(base_url: str, timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            serving = httpx.get(f"{base_url}/healthz", timeout=10).json()["serving"]
-        except httpx.HTTPError:
-            serving = {}
-        if "champion" in serving:
-            return serving["champion"]
-        time.sleep(1)
-    raise SystemExit("the champion never loaded: see the serve log and Ray's serve logs")
-
-
 def accounts(settings: Settings) -> tuple[dict, str]:
-    """A user with credits and an API key; returns (token headers, key)."""
+    """A user with credits, chats to list and an API key; returns (token headers, key)."""
     from platform_api.db import database_url
-    from platform_api.manage import make_admin
+    from tests.platform.conftest import Api
+    from tests.platform.test_gateway import grant, new_key
 
-    api = httpx.Client(base_url=f"{settings.api_url}/api/v1", timeout=60)
-    tokens = {}
-    for name in ("bench", "root"):
-        body = {"email": f"{name}@example.org", "password": PASSWORD}
-        assert api.post("/auth/register", json=body).status_code == 201
-        if name == "root":
-            make_admin(database_url(settings), body["email"])
-        tokens[name] = {
-            "Authorization": f"Bearer {api.post('/auth/login', json=body).json()['access_token']}"
-        }
-    me = api.get("/users/me", headers=tokens["bench"]).json()
-    grant = {"amount": 100_000_000, "reason": "benchmark"}
-    assert api.post(
-        f"/admin/users/{me['id']}/credits", json=grant, headers=tokens["root"]
-    ).is_success
+    http = httpx.Client(base_url=f"{settings.api_url}/api/v1", timeout=60)
+    api = Api(
+        http=http, root=settings.api_url, settings=settings, database_url=database_url(settings)
+    )
+    user = api.user("bench")
+    grant(api, user, 100_000_000)
     for i in range(20):  # something to list
-        api.post("/chats", json={"title": f"chat {i}"}, headers=tokens["bench"])
-    key = api.post("/api-keys", json={"name": "bench"}, headers=tokens["bench"]).json()["key"]
-    api.close()
-    return tokens["bench"], key
+        api.chat(user, title=f"chat {i}")
+    key = new_key(api, user)
+    http.close()
+    return user.headers, key
 
 
 def main() -> None:
@@ -185,7 +163,7 @@ def main() -> None:
         register_hf_model(
             model_dir, tracking_uri=settings.mlflow_uri, name=settings.model_name, alias="champion"
         )
-        wait_serving(settings.serving_base_url)
+        wait_champion(settings.serving_base_url)
         headers, key = accounts(settings)
         listing = {}
         for clients in (1, 8):

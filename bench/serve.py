@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import httpx  # noqa: E402
 
 from orchard.settings import Settings  # noqa: E402
-from tests.conftest import orchard, stack_env  # noqa: E402
+from tests.conftest import orchard, stack_env, wait_champion  # noqa: E402
 
 PROMPTS = [
     "Hello! Tell me about apples.",
@@ -148,19 +148,6 @@ def sequential_server(measured: dict, clients: int, per_client: int) -> dict:
     }
 
 
-def wait_serving(base_url: str, timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            serving = httpx.get(f"{base_url}/healthz", timeout=10).json()["serving"]
-        except httpx.HTTPError:  # a busy 2-core machine can be slow to answer
-            serving = {}
-        if "champion" in serving:
-            return serving["champion"]
-        time.sleep(1)
-    raise SystemExit("the champion never loaded: see the serve log and Ray's serve logs")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -198,7 +185,7 @@ def main() -> None:
         register_hf_model(
             model_dir, tracking_uri=settings.mlflow_uri, name=settings.model_name, alias="champion"
         )
-        version = wait_serving(settings.serving_base_url)
+        version = wait_champion(settings.serving_base_url)
         asyncio.run(level(settings.serving_base_url, 1, 2, args.max_tokens))  # warm up
         rows = []
         for clients in CONCURRENCY:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,22 @@ def orchard(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def wait_champion(base_url: str, timeout: float = 300) -> str:
+    """Until serving at `base_url` serves a `champion`; returns its version (for benches)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            serving = httpx.get(f"{base_url}/healthz", timeout=10).json()["serving"]
+        except httpx.HTTPError:  # a busy 2-core machine can be slow to answer
+            serving = {}
+        if "champion" in serving:
+            return serving["champion"]
+        time.sleep(1)
+    raise SystemExit("the champion never loaded: see the serve log and Ray's serve logs")
 
 
 @pytest.fixture

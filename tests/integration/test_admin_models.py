@@ -10,13 +10,11 @@ from mlflow import MlflowClient
 
 from orchard.registry import register_hf_model
 from platform_api.app import create_app
-from platform_api.manage import make_admin
 from serving.tiny import build_tiny_chat_model
-from tests.platform.conftest import FAST_ARGON2, LiveServer
+from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "orchard-admin-test"
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +42,9 @@ def platform(stack, registry, tmp_path):
     server = LiveServer(create_app(settings, FAST_ARGON2))
     server.start()
     http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=120)
-    headers = {}
-    for name in ("alice", "root"):
-        body = {"email": f"{name}@example.org", "password": PASSWORD}
-        assert http.post("/auth/register", json=body).status_code == 201
-        if name == "root":
-            make_admin(settings.database_url, body["email"])
-        token = http.post("/auth/login", json=body).json()["access_token"]
-        headers[name] = {"Authorization": f"Bearer {token}"}
+    api = Api(http=http, root=server.url, settings=settings, database_url=settings.database_url)
     try:
-        yield http, headers
+        yield http, {"alice": api.user("alice").headers, "root": api.admin("root").headers}
     finally:
         http.close()
         server.stop()

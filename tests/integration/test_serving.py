@@ -24,10 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchard.registry import register_hf_model
 from orchard.settings import Settings
 from platform_api.app import create_app
-from platform_api.manage import make_admin
 from serving.tiny import build_tiny_chat_model
 from tests.conftest import orchard, stack_env
-from tests.platform.conftest import FAST_ARGON2, LiveServer
+from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
+from tests.platform.test_gateway import balance, new_key
+from tests.platform.test_gateway import grant as grant_credits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -433,17 +434,6 @@ def test_alias_switch_mid_stream_finishes_the_old_stream_then_serves_the_new(ser
 
 
 # -- the platform's metered OpenAI gateway in front of the real app ------------------------------
-def _account(http: httpx.Client, name: str) -> tuple[str, dict[str, str]]:
-    body = {"email": f"{name}@example.org", "password": "correct horse battery"}
-    user_id = http.post("/auth/register", json=body).json()["id"]
-    return user_id, body
-
-
-def _login(http: httpx.Client, body: dict) -> dict[str, str]:
-    token = http.post("/auth/login", json=body).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, tmp_path):
     settings = Settings(
         home=tmp_path / "platform-home",
@@ -453,14 +443,11 @@ def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, t
     platform = LiveServer(create_app(settings, FAST_ARGON2))
     platform.start()
     http = httpx.Client(base_url=f"{platform.url}/api/v1", timeout=60)
+    api = Api(http=http, root=platform.url, settings=settings, database_url=settings.database_url)
     try:
-        alice_id, alice_login = _account(http, "alice")
-        _, root_login = _account(http, "root")
-        make_admin(settings.database_url, root_login["email"])
-        alice, root = _login(http, alice_login), _login(http, root_login)
-        grant = {"amount": 5000, "reason": "test"}
-        assert http.post(f"/admin/users/{alice_id}/credits", json=grant, headers=root).is_success
-        key = http.post("/api-keys", json={"name": "sdk"}, headers=alice).json()["key"]
+        alice = api.user("alice")
+        grant_credits(api, alice, 5000)
+        key = new_key(api, alice)
         gateway = openai.OpenAI(base_url=f"{platform.url}/v1", api_key=key, max_retries=0)
 
         direct = greedy(serving.client())
@@ -476,8 +463,8 @@ def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, t
         # Billed from the real usage, one credit per token; the stream settles just after.
         spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage))
         deadline = time.monotonic() + 30
-        while (statement := http.get("/credits", headers=alice).json())["balance"] != 5000 - spent:
-            assert time.monotonic() < deadline, statement
+        while (left := balance(api, alice)) != 5000 - spent:
+            assert time.monotonic() < deadline, (left, 5000 - spent)
             time.sleep(0.1)
     finally:
         http.close()
