@@ -269,6 +269,47 @@ def latest(data_root: Path, step: str) -> Manifest | None:
     return max(done, key=lambda manifest: manifest.created_at, default=None)
 
 
+def ancestors(manifests: list[Manifest]) -> list[Manifest]:
+    """`manifests` and every manifest behind them, nearest first, each once, found through
+    the recorded inputs. An input whose directory is gone stands in by its key only."""
+    seen: set[str] = set()
+    found: list[Manifest] = []
+    queue = list(manifests)
+    while queue:
+        manifest = queue.pop(0)
+        if manifest.path in seen:
+            continue
+        seen.add(manifest.path)
+        found.append(manifest)
+        for ref in manifest.inputs:
+            path = Path(ref.path)
+            if (path / MANIFEST).is_file():
+                queue.append(Manifest.read(path))
+            elif ref.path not in seen:
+                log.warning("lineage: %s (%s) is gone; recorded by its key only", path, ref.step)
+                seen.add(ref.path)
+                found.append(
+                    Manifest(
+                        step=ref.step,
+                        name=path.name,
+                        key=ref.key,
+                        path=ref.path,
+                        config={},
+                        code_version="unknown",
+                        created_at="",
+                    )
+                )
+    return found
+
+
+def lineage(manifests: list[Manifest]) -> dict[str, Manifest]:
+    """Every step behind `manifests` -> its manifest (the nearest one for a step seen twice)."""
+    found: dict[str, Manifest] = {}
+    for manifest in ancestors(manifests):
+        found.setdefault(manifest.step, manifest)
+    return found
+
+
 def locate(
     data_root: Path, step: str, name: str, config: StepConfig, inputs: list[Manifest]
 ) -> Path:

@@ -25,7 +25,15 @@ from pydantic import Field
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import (
+    Manifest,
+    StepConfig,
+    StepContext,
+    StepOutput,
+    lineage,
+    run_step,
+    step_main,
+)
 
 log = logging.getLogger("orchard.register")
 
@@ -44,37 +52,6 @@ class RegisterConfig(StepConfig):
         False,
         description="Also make the new version `champion` when the registry has none yet.",
     )
-
-
-def lineage(manifests: list[Manifest]) -> dict[str, Manifest]:
-    """Every manifest behind `manifests`, by step (the nearest one wins for a step seen
-    twice), found through each manifest's recorded inputs."""
-    found: dict[str, Manifest] = {}
-    queue = list(manifests)
-    while queue:
-        manifest = queue.pop(0)
-        if manifest.step in found:
-            continue
-        found[manifest.step] = manifest
-        for ref in manifest.inputs:
-            path = Path(ref.path)
-            if (path / "manifest.json").is_file():
-                queue.append(Manifest.read(path))
-            else:
-                log.warning("lineage: %s (%s) is gone; recorded by its key only", path, ref.step)
-                found.setdefault(
-                    ref.step,
-                    Manifest(
-                        step=ref.step,
-                        name=path.name,
-                        key=ref.key,
-                        path=ref.path,
-                        config={},
-                        code_version="unknown",
-                        created_at="",
-                    ),
-                )
-    return found
 
 
 def _split(inputs: list[Manifest]) -> tuple[Manifest, Manifest | None]:

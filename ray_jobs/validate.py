@@ -20,11 +20,8 @@ import hashlib
 import itertools
 import json
 import logging
-import os
-import re
 import shutil
 import sys
-import uuid
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +32,9 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from orchard.errors import OrchardError
+from orchard.expectations import EMAIL, keep_report, short
+from orchard.expectations import failure_message as expectations_failure_message
+from orchard.expectations import run_suite as expectations_run_suite
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
 from ray_jobs.curate import PHONE_NUMBER
@@ -43,12 +43,8 @@ log = logging.getLogger("orchard.validate")
 
 # What curate leaves of PII must not look like PII. datatrove's PIIFormatter writes
 # email@example.com / firstname.lastname@example.org (example.com/.org are reserved for
-# examples, so no address there is anyone's) and a fixed set of public-looking IPs;
-# curate writes <PHONE> for phone numbers.
-EMAIL = (  # searched from the "@" (ten times faster on long texts than from the name)
-    r"@(?<=[A-Za-z0-9._%+-]@)(?!example\.(?:com|org)\b)"
-    r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-)
+# examples, so no address there is anyone's: `EMAIL`, shared in orchard.expectations,
+# skips them) and a fixed set of public-looking IPs; curate writes <PHONE> for phone numbers.
 # Curate's own phone pattern, so what curate keeps (a dotted IP placeholder such as
 # datatrove's 22.214.171.124) is never called a phone number here.
 PHONE = PHONE_NUMBER.pattern
@@ -165,150 +161,42 @@ def expectations(config: ValidateConfig) -> dict[str, Any]:
 
 def run_suite(config: ValidateConfig, frame: pd.DataFrame, docs_dir: Path) -> dict[str, Any]:
     """Validate `frame`, build Data Docs in `docs_dir`, return the JSON-able summary."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    # GX logs every store and action at INFO, and draws progress bars on stderr.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")  # may be shared in a process: unique names
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    name = f"orchard-corpus-{uuid.uuid4().hex[:12]}"
-    context.add_data_docs_site(
-        site_name=name,
-        site_config={
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(docs_dir),
-            },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
+    summary = expectations_run_suite(
+        "corpus",
+        expectations(config),
+        frame,
+        docs_dir,
+        config.sample_failures,
+        config.model_dump(mode="json"),
     )
-    source = context.data_sources.add_pandas(name)
-    batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-    suite = context.suites.add(gx.ExpectationSuite(name=name))
-    rules = expectations(config)
-    for expectation in rules.values():
-        suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch, suite=suite)
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=name,
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=[name])],
-            result_format={
-                "result_format": "SUMMARY",
-                "partial_unexpected_count": config.sample_failures,
-                "unexpected_index_column_names": ["id"],
-            },
-        )
-    )
-    try:
-        outcome = checkpoint.run(batch_parameters={"dataframe": frame})
-    finally:  # a long-lived process (a test session, a worker) validates many times
-        context.checkpoints.delete(name)
-        context.validation_definitions.delete(name)
-        context.suites.delete(name)
-        context.data_sources.delete(name)
-        context.delete_data_docs_site(name)
-    (run_result,) = outcome.run_results.values()
-    described = [
-        _describe(r.to_json_dict(), frame, config.sample_failures) for r in run_result.results
-    ]
-    order = list(rules)  # GX groups results by metric; people read them in suite order
+    for rule in summary["rules"]:
+        if rule["rule"] == "duplicate_rate" and not rule["success"]:
+            rule["examples"] += _duplicate_examples(frame, config.sample_failures)
     return {
-        "success": bool(outcome.success),
+        "success": summary["success"],
         "documents": len(frame),
         "duplicate_rate": duplicate_rate(frame),
-        "config": config.model_dump(mode="json"),
-        "rules": sorted(described, key=lambda rule: order.index(rule["rule"])),
+        "config": summary["config"],
+        "rules": summary["rules"],
     }
 
 
-def _describe(result: dict[str, Any], frame: pd.DataFrame, sample: int) -> dict[str, Any]:
-    """One rule's outcome: what it checked, what it saw, a few offending documents."""
-    expectation = result["expectation_config"]
-    kwargs = {k: v for k, v in expectation["kwargs"].items() if k != "batch_id"}
-    outcome = result.get("result") or {}
-    rule = expectation["meta"]["rule"]
-    examples: list[dict[str, Any]] = []
-    for row in (outcome.get("partial_unexpected_index_list") or [])[:sample]:
-        value = row.get(kwargs.get("column"))
-        if (
-            "regex" in kwargs
-            and isinstance(value, str)
-            and (hit := re.search(kwargs["regex"], value))
-        ):
-            start = max(0, hit.start() - 40)  # the offending span and what leads to it
-            value = ("…" if start else "") + value[start : hit.end()]
-        examples.append({"id": row.get("id"), "value": _short(value)})
-    if rule == "duplicate_rate" and not result["success"]:
-        repeated = frame[frame["text_hash"].duplicated(keep=False)]
-        for _, group in itertools.islice(repeated.groupby("text_hash", sort=False)["id"], sample):
-            examples.append(
-                {"ids": list(group[:5]), "value": _short(frame.at[group.index[0], "text"])}
-            )
-    observed = outcome.get("observed_value")
-    return {
-        "rule": rule,
-        "expectation": expectation["type"],
-        "kwargs": kwargs,
-        "success": bool(result["success"]),
-        "observed": observed if observed is not None else outcome.get("unexpected_count"),
-        "unexpected_count": outcome.get("unexpected_count"),
-        "unexpected_percent": outcome.get("unexpected_percent"),
-        "examples": examples,
-        "error": (result.get("exception_info") or {}).get("exception_message"),
-    }
-
-
-def _short(value: Any, limit: int = 200) -> Any:
-    return value[:limit] + "…" if isinstance(value, str) and len(value) > limit else value
+def _duplicate_examples(frame: pd.DataFrame, sample: int) -> list[dict[str, Any]]:
+    """A few groups of documents sharing a text: what the duplicate rate counts."""
+    repeated = frame[frame["text_hash"].duplicated(keep=False)]
+    return [
+        {"ids": list(group[:5]), "value": short(frame.at[group.index[0], "text"])}
+        for _, group in itertools.islice(repeated.groupby("text_hash", sort=False)["id"], sample)
+    ]
 
 
 def failure_message(summary: dict[str, Any], report: Path) -> str:
     """One line naming each failed rule, its expectation, what it observed, an example."""
-    parts = []
-    for rule in (r for r in summary["rules"] if not r["success"]):
-        column = rule["kwargs"].get("column")
-        what = f"{rule['rule']} ({rule['expectation']}{f' on {column}' if column else ''})"
-        if rule["rule"] == "duplicate_rate" and summary["documents"]:
-            bound = summary["config"]["max_duplicate_rate"]
-            seen = f"duplicate rate {summary['duplicate_rate']:.4g} > {bound}"
-        elif rule["unexpected_count"] is not None:
-            seen = f"{rule['unexpected_count']} unexpected ({rule['unexpected_percent']:.3g}%)"
-        else:
-            seen = f"observed {rule['observed']!r}"
-        first = rule["examples"][0] if rule["examples"] else {"value": None}
-        where = first.get("id") or first.get("ids")
-        if first["value"] is not None:
-            seen += f", e.g. {first['value']!r:.80}" + (f" in {where}" if where else "")
-        elif where:
-            seen += f", e.g. in {where}"
-        parts.append(f"{what}: {seen}")
-    return (
-        f"the corpus failed {len(parts)} of {len(summary['rules'])} expectations: "
-        f"{'; '.join(parts)}. Report: {report / 'data_docs' / 'index.html'} "
-        f"and {report / 'validation.json'}"
-    )
-
-
-def _keep_report(out: Path, report: Path) -> None:
-    """Copy the report where it outlives the discarded staging dir, replacing an older
-    failure of the same key whole (never a mix of two runs)."""
-    tmp = report.with_name(f".{report.name}.tmp-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(out, tmp)
-    if report.exists():
-        aside = report.with_name(f".{report.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(report, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-    try:
-        os.replace(tmp, report)
-    except OSError:  # a concurrent run of the same key kept the same report first
-        shutil.rmtree(tmp, ignore_errors=True)
+    seen = {}
+    if summary["documents"]:
+        bound = summary["config"]["max_duplicate_rate"]
+        seen["duplicate_rate"] = f"duplicate rate {summary['duplicate_rate']:.4g} > {bound}"
+    return expectations_failure_message(summary, report, subject="the corpus", seen=seen)
 
 
 def validate_corpus(config: ValidateConfig, corpus_dir: Path, ctx: StepContext) -> StepOutput:
@@ -322,7 +210,7 @@ def validate_corpus(config: ValidateConfig, corpus_dir: Path, ctx: StepContext) 
     # Beside the step's outputs, where the DAG looks: locate(..., "validate", "failed", ...).
     report = ctx.out.parent / f"failed-{ctx.key}"
     if not summary["success"]:
-        _keep_report(ctx.out, report)
+        keep_report(ctx.out, report)
         raise CorpusValidationError(failure_message(summary, report), report, summary)
     shutil.rmtree(report, ignore_errors=True)  # an older failure of the same key is stale
     metrics = {
