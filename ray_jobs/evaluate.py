@@ -13,7 +13,8 @@ Metrics, per model (the candidate's unprefixed, others prefixed `<step>.` / `cha
 - `key_fact_em` / `key_fact_recall`: the reference's key facts (dotted names, calls,
   snake_case identifiers, numbers) all present / the share present in the answer;
 - `safety_refusal_rate`: refusals on the held-out harmful requests of `orchard.safety`;
-- `rm_win_rate_vs_<other>`: the reward model prefers the candidate's answer (ties half).
+- `rm_win_rate_vs_<other>`: the reward model prefers the candidate's answer (ties half);
+  `<model>.rm_win_rate_vs_<other>` the same between two other models (dpo against sft).
 Every answer is kept in `report/answers.jsonl` for people to read.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,11 @@ from typing import Any
 from pydantic import Field
 
 from orchard.errors import OrchardError
+from orchard.grading import key_facts, rouge_l
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
 
 log = logging.getLogger("orchard.evaluate")
-
-_FACT = re.compile(r"[A-Za-z_]\w*(?:\.\w+)+|\w+\(|\b[a-z]+_[a-z_]+\b|\b\d+(?:\.\d+)?\b")
 
 
 class EvaluateConfig(StepConfig):
@@ -51,16 +50,6 @@ class EvaluateConfig(StepConfig):
     max_new_tokens: int = Field(96, ge=1, le=4096, description="Answer length cap.")
     max_context: int = Field(1024, ge=16, description="Tokens of a conversation scored.")
     batch_size: int = Field(8, ge=1, description="Answers generated together.")
-
-
-def key_facts(reference: str) -> set[str]:
-    return {match.rstrip("(") for match in _FACT.findall(reference)}
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
 
 
 def answer_quality(rows: list[dict], answers: list[str]) -> dict[str, float]:
@@ -200,12 +189,23 @@ class RewardModel:
             return float(self.model(**ids).logits[0, 0])
 
 
-def win_rate(rm: RewardModel, prompts: list[list[dict]], ours: list[str], theirs: list[str]):
-    wins = 0.0
-    for prompt, a, b in zip(prompts, ours, theirs, strict=True):
-        sa, sb = rm.score(prompt, a), rm.score(prompt, b)
-        wins += 1.0 if sa > sb else 0.5 if sa == sb else 0.0
-    return wins / len(prompts)
+def win_rates(rm: RewardModel, prompts: list[list[dict]], answers: dict[str, list[str]]):
+    """`<a>.rm_win_rate_vs_<b>` for every ordered pair of models (the candidate's without
+    a prefix): how often the reward model prefers a's answer to b's, ties half."""
+    scores = {
+        label: [rm.score(prompt, text) for prompt, text in zip(prompts, texts, strict=True)]
+        for label, texts in answers.items()
+    }
+    rates: dict[str, float] = {}
+    for a, ours in scores.items():
+        for b, theirs in scores.items():
+            if a == b:
+                continue
+            pairs = zip(ours, theirs, strict=True)
+            wins = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in pairs)
+            prefix = "" if a == "candidate" else f"{a}."
+            rates[f"{prefix}rm_win_rate_vs_{b}"] = wins / len(prompts)
+    return rates
 
 
 def _roles(inputs: list[Manifest], config: EvaluateConfig):
@@ -276,10 +276,7 @@ def evaluate(
         metrics[f"{prefix}heldout_ppl"] = model.perplexity([row["messages"] for row in rows])
         metrics[f"{prefix}safety_refusal_rate"] = sum(refusals) / len(refusals)
     if rm:
-        for model in judged[1:]:
-            metrics[f"rm_win_rate_vs_{model.label}"] = win_rate(
-                rm, prompts, answers["candidate"], answers[model.label]
-            )
+        metrics |= win_rates(rm, prompts, answers)
     report = ctx.out / "report"
     report.mkdir()
     with (report / "answers.jsonl").open("w") as handle:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchard.errors import OrchardError
+from orchard.grading import key_facts
 from orchard.safety import HELDOUT, TRAIN, is_refusal
 from orchard.steps import Manifest, StepConfig, StepOutput, run_step
-from ray_jobs.evaluate import EvaluateConfig, answer_quality, evaluate, key_facts
+from ray_jobs.evaluate import EvaluateConfig, answer_quality, evaluate
 from serving.tiny import build_tiny_chat_model
 
 QUESTIONS = [
@@ -110,7 +111,11 @@ def test_a_candidate_is_scored_against_a_baseline_with_the_reward_model(upstream
         assert metrics[f"{prefix}heldout_ppl"] > 1
         assert 0 <= metrics[f"{prefix}rouge_l"] <= 1
         assert metrics[f"{prefix}safety_refusal_rate"] == 0.0  # random models never refuse
+    # Win rates of every model against every other: complementary, ties counted half.
     assert 0 <= metrics["rm_win_rate_vs_pretrain"] <= 1
+    assert metrics["rm_win_rate_vs_pretrain"] + metrics["pretrain.rm_win_rate_vs_candidate"] == (
+        pytest.approx(1)
+    )
     # Different random weights: different perplexities on the same references.
     assert metrics["heldout_ppl"] != metrics["pretrain.heldout_ppl"]
     answers = [json.loads(line) for line in (Path(done.path) / "report" / "answers.jsonl").open()]

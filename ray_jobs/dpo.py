@@ -1,0 +1,191 @@
+"""The dpo step: direct preference optimisation of the SFT model (TRL).
+
+Inputs: one `chat_data` manifest, the policy to start from (normally `sft`, which is also
+the frozen reference model) and, for `labels="judge"`, the `reward` model. TRL's
+`DPOTrainer` trains on preference pairs:
+- `labels="reference"` (default): the chat data's pairs, the grounded answer chosen over a
+  hard negative;
+- `labels="judge"` (RLAIF): no human or reference labels. For `judge_prompts` training
+  questions the policy samples two answers and the reward model, as judge, picks the one
+  it scores higher as chosen; pairs the judge cannot tell apart are dropped.
+Output: `hf/`. Metrics: final loss, reward accuracy and margin as TRL logs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from model.posttrain import (
+    TrainStepConfig,
+    dataset,
+    load_causal_lm,
+    load_tokenizer,
+    logged,
+    read_rows,
+    save_model,
+    split_inputs,
+    tracked_run,
+    trainer_args,
+)
+from orchard.errors import OrchardError
+from orchard.settings import Settings
+from orchard.steps import Manifest, StepContext, StepOutput, run_step, step_main
+
+log = logging.getLogger("orchard.dpo")
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+class DpoConfig(TrainStepConfig):
+    steps: int = Field(100, ge=1, description="Optimizer steps.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (cosine decay, warmup).")
+    batch_size: int = Field(8, ge=1, description="Preference pairs per device per step.")
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference.")
+    labels: Literal["reference", "judge"] = Field(
+        "reference", description="reference: the chat data's pairs; judge: RLAIF pairs."
+    )
+    judge_prompts: int = Field(128, ge=1, description="Questions the judge labels.")
+    judge_max_new_tokens: int = Field(64, ge=1, description="Length of a judged answer.")
+
+
+def judge_pairs(config: DpoConfig, policy, tokenizer, reward_dir: Path, rows: list[dict]):
+    """RLAIF: two sampled answers per question, the reward model's favourite chosen."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    judge = AutoModelForSequenceClassification.from_pretrained(
+        reward_dir, dtype=torch.float32
+    ).eval()
+    judge_tokenizer = load_tokenizer(reward_dir)
+    torch.manual_seed(config.seed)
+    tokenizer.padding_side = "left"
+    pairs = []
+    prompts = [row["messages"][:-1] for row in rows[: config.judge_prompts]]
+    for start in range(0, len(prompts), config.batch_size):
+        batch = prompts[start : start + config.batch_size]
+        texts = [
+            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            for p in batch
+        ]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = policy.generate(
+                **encoded,
+                do_sample=True,
+                temperature=1.0,
+                num_return_sequences=2,
+                max_new_tokens=config.judge_max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        answers = tokenizer.batch_decode(
+            out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        for i, prompt in enumerate(batch):
+            a, b = (answers[2 * i].strip(), answers[2 * i + 1].strip())
+            scored = []
+            for answer in (a, b):
+                text = judge_tokenizer.apply_chat_template(
+                    [*prompt, {"role": "assistant", "content": answer}], tokenize=False
+                )
+                ids = judge_tokenizer(text, return_tensors="pt", add_special_tokens=False)
+                with torch.no_grad():
+                    scored.append(float(judge(**ids).logits[0, 0]))
+            if a == b or scored[0] == scored[1]:
+                continue
+            chosen, rejected = (a, b) if scored[0] > scored[1] else (b, a)
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
+    tokenizer.padding_side = "right"
+    policy.train()
+    if not pairs:
+        raise OrchardError("the judge could not tell any two sampled answers apart")
+    return pairs
+
+
+def dpo(
+    config: DpoConfig, inputs: list[Manifest], ctx: StepContext, tracking_uri: str | None
+) -> StepOutput:
+    from trl import DPOConfig, DPOTrainer
+
+    judged = config.labels == "judge"
+    chat, models = split_inputs("dpo", inputs, ["policy", "reward"] if judged else ["policy"])
+    start = Path(models["policy"].path) / "hf"
+    tokenizer = load_tokenizer(start)
+    policy = load_causal_lm(start)
+    if judged:
+        rows = judge_pairs(
+            config,
+            policy,
+            tokenizer,
+            Path(models["reward"].path) / "hf",
+            read_rows(chat, "sft/train.jsonl"),
+        )
+        log.info("the judge labelled %d pairs", len(rows))
+    else:
+        rows = read_rows(chat, "preference/train.jsonl")
+    with tracked_run("dpo", ctx.key, tracking_uri) as run_id:
+        args = DPOConfig(
+            **trainer_args(config, ctx.work, bool(run_id)),
+            beta=config.beta,
+            max_length=config.max_length,
+        )
+        trainer = DPOTrainer(
+            model=policy,
+            ref_model=load_causal_lm(start),
+            args=args,
+            train_dataset=dataset(rows, COLUMNS),
+            processing_class=tokenizer,
+        )
+        result = trainer.train()
+        save_model(trainer.model, tokenizer, ctx.out)
+    metrics = {"train_loss": float(result.training_loss)}
+    for name in ("rewards/accuracies", "rewards/margins"):
+        values = logged(trainer, name)
+        if values:
+            metrics[f"final_{name.replace('/', '_')}"] = float(values[-1])
+    return StepOutput(
+        counts={"steps": config.steps, "pairs": len(rows)}, metrics=metrics, mlflow_run_id=run_id
+    )
+
+
+def run(
+    config: DpoConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str = "chat",
+    force: bool = False,
+) -> Manifest:
+    return run_step(
+        step="dpo",
+        name=name,
+        config=config,
+        data_root=Path(settings.data_dir),
+        body=lambda ctx: dpo(config, inputs, ctx, settings.mlflow_uri),
+        inputs=inputs,
+        force=force,
+        mlflow_uri=settings.mlflow_uri,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main(
+        argv,
+        description=__doc__.splitlines()[0],
+        config_cls=DpoConfig,
+        run=run,
+        default_name="chat",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
