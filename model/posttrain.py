@@ -3,8 +3,8 @@ reading their inputs, the trainer arguments, MLflow tracking and saving the resu
 Hugging Face directory (`hf/`) that evaluation, registration and serving load.
 
 Every trainer runs in fp32 on a CPU host (`use_cpu`, no bf16) and on the accelerator
-elsewhere; losses and rewards go to MLflow experiment `orchard-posttrain`, one run per
-step, which the step's manifest then points at.
+elsewhere; losses and rewards go to MLflow experiment `orchard-<step>`, into the one run
+of the step, which also gets its params and manifest.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pydantic import Field
 from orchard.errors import OrchardError
 from orchard.steps import Manifest, StepConfig
 
-EXPERIMENT = "orchard-posttrain"
 CHAT_DATA = "chat_data"
 
 
@@ -137,9 +136,10 @@ def tracked_run(step: str, key: str, tracking_uri: str | None) -> Iterator[str |
     import mlflow
 
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = EXPERIMENT
+    # The experiment of every step's run (orchard.steps logs the manifest into this run).
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = f"orchard-{step}"
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.set_experiment(EXPERIMENT)
+    experiment = mlflow.set_experiment(f"orchard-{step}")
     with mlflow.start_run(
         experiment_id=experiment.experiment_id,
         run_name=f"{step}-{key}",

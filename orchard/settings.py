@@ -172,12 +172,17 @@ class Settings(BaseSettings):
         description="Registry aliases serving loads (models:/<model_name>@<alias>).",
     )
     pipeline_dag: str = Field(
-        "orchard_data", description="The DAG `orchard run` triggers as Orchard's main job."
+        "orchard_build", description="The DAG `orchard run` triggers as Orchard's main job."
+    )
+    pipeline_head: str = Field(
+        "orchard_data",
+        description="The first DAG of the pipeline chain, which the build "
+        "triggers; the others start from its assets.",
     )
     pipeline_followers: tuple[str, ...] = Field(
-        ("orchard_tokenizer", "orchard_pretrain"),
-        description="DAGs the pipeline's assets trigger, which `orchard run` unpauses and "
-        "follows to their end, in order.",
+        ("orchard_tokenizer", "orchard_pretrain", "orchard_posttrain"),
+        description="DAGs the pipeline's assets trigger, in order, which the build unpauses "
+        "and follows to their end; the last one's `register` task names the new version.",
     )
 
     @classmethod

@@ -95,3 +95,68 @@ def test_dag_test_tokenizes_and_pretrains_a_corpus_on_the_stack(
     assert model is not None and model.inputs[0].key == tokenized.key
     assert (Path(model.path) / "hf" / "model.safetensors").is_file()
     assert model.counts["steps"] == 4
+
+
+def test_the_build_dag_follows_every_stage_of_the_chain_in_order(dagbag):
+    from orchard.settings import Settings
+
+    dag = dagbag.dags["orchard_build"]
+    settings = Settings()
+    stages = [name.removeprefix("orchard_") for name in settings.pipeline_followers]
+    order = ["data", *stages, "registered"]
+    for upstream, downstream in zip(order[:-1], order[1:], strict=True):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    assert settings.pipeline_followers[-1] == "orchard_posttrain"
+    assert "register" in dagbag.dags["orchard_posttrain"].task_ids
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no_work(
+    dagbag, airflow_db, stack, monkeypatch
+):
+    """orchard_posttrain task by task in-process, each step a Ray job on the stack, from a
+    tiny base model over a small documentation corpus: chat data → SFT → reward model →
+    DPO → GRPO → evaluate → register; the version is challenger (and champion, the
+    registry being empty), tagged with its lineage and metrics, and loads and generates."""
+    from pathlib import Path
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tests.chat_corpus import tiny_base
+
+    name = "orchard-chat-dag-test"
+    monkeypatch.setenv("ORCHARD_MODEL_NAME", name)
+    settings = stack.settings()
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    data = Path(settings.data_dir)
+    base = tiny_base(data)
+    conf = {
+        "pretrained": base.path,
+        "sft_steps": 4,
+        "reward_steps": 4,
+        "dpo_steps": 2,
+        "grpo_steps": 2,
+    }
+    dag = dagbag.get_dag("orchard_posttrain")
+    assert dag.test(run_conf=conf).state == "success"
+
+    client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    (version,) = client.search_model_versions(f"name='{name}'")
+    assert set(version.aliases) == {"challenger", "champion"}
+    for step in ("chat_data", "sft", "reward", "dpo", "grpo", "evaluate", "pretrain", "curate"):
+        assert f"orchard.lineage.{step}" in version.tags, step
+    assert version.tags["orchard.model_step"] == "grpo"
+    assert {"eval.rouge_l", "eval.rm_win_rate_vs_sft", "eval.heldout_ppl"} <= set(version.tags)
+
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    generate = mlflow.transformers.load_model(f"models:/{name}@challenger")
+    text = generate([{"role": "user", "content": "What does json.dumps do?"}], max_new_tokens=8)
+    assert text and text[0]["generated_text"]
+
+    outputs = {step: sorted(p.name for p in (data / step).iterdir()) for step in ("sft", "grpo")}
+    assert dag.test(run_conf=conf).state == "success"
+    assert {s: sorted(p.name for p in (data / s).iterdir()) for s in outputs} == outputs
+    assert len(client.search_model_versions(f"name='{name}'")) == 1

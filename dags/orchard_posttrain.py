@@ -1,0 +1,294 @@
+"""
+### orchard_posttrain
+
+A pretrained model in, a registered chat model out. Runs by itself whenever
+`orchard_pretrain` publishes `pretrained_model` (or trigger it by hand with the Params).
+
+1. **chat_data** turns the curated corpus behind the pretrained model into instruction
+   conversations grounded in its own text (each documented function, class and section
+   asks questions answered by its own words), plus refusals and any uploaded JSONL, and
+   preference pairs with hard negatives (another entry's answer, a truncated answer, the
+   base model's own sample). A held-out split of entries never reaches training. Both
+   sets are validated with Great Expectations (Data Docs in the step's MLflow run).
+2. **sft** (TRL `SFTTrainer`, loss on assistant tokens only) from the pretrained model.
+3. **reward** (TRL `RewardTrainer`) on the preference pairs: held-out pairwise accuracy.
+4. **dpo** (TRL `DPOTrainer`) from the SFT model; `labels=judge` relabels the pairs with
+   the reward model (RLAIF) instead of the grounded references.
+5. **grpo** (TRL `GRPOTrainer`): online RL with the reward model plus a verifiable reward
+   (the reference's key facts present in the answer).
+6. **evaluate**: held-out perplexity, ROUGE-L and key facts, safety refusals, reward-model
+   win rates of the candidate against the base, the earlier stages and the `champion`.
+7. **register**: a new version of `orchard-chat` (MLflow `transformers` flavor) with alias
+   `challenger`, tagged with every manifest behind it and the evaluation metrics.
+   `champion` is never moved, except that the first version of an empty registry becomes
+   it when `champion_if_none` is on.
+
+Every step is skipped when its output already exists, so a re-trigger does no work twice.
+Runs, losses and metrics are in MLflow, one experiment per step (`orchard-sft`, …).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+PRETRAINED_MODEL = Asset("pretrained_model")
+CHAT_MODEL = Asset("orchard_chat_model")
+STAGES = ["sft", "reward", "dpo", "grpo"]
+
+
+def _job(context: dict, params: dict, module: str, name: str, config, inputs: list[str]) -> str:
+    """Run `ray_jobs.<module>` as a Ray job on these step outputs; its output directory."""
+    from pathlib import Path
+
+    from orchard.ray_submit import run_step_job, submission_base
+    from orchard.settings import load_settings
+    from orchard.steps import Manifest
+
+    manifest = run_step_job(
+        load_settings(),
+        module=module,
+        step=module,
+        name=name,
+        config=config,
+        inputs=[Manifest.read(Path(path)) for path in inputs],
+        base_id=submission_base("orchard_posttrain", context["run_id"], module),
+        force=params["force"],
+    )
+    return manifest.path
+
+
+@dag(
+    dag_id="orchard_posttrain",
+    schedule=[PRETRAINED_MODEL],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["orchard", "model"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    params={
+        "pretrained": Param(
+            "",
+            type="string",
+            title="Pretrained model manifest",
+            description="A pretrain step's manifest.json. Empty: the asset event that "
+            "triggered the run, else the newest pretrained model.",
+        ),
+        "stages": Param(
+            STAGES,
+            type="array",
+            items={"type": "string", "enum": STAGES},
+            title="Stages",
+            description="Post-training stages to run, in pipeline order; dpo and grpo "
+            "start from the latest stage before them. grpo needs reward.",
+        ),
+        "sft_steps": Param(
+            150, type="integer", minimum=1, title="SFT steps", description="Optimizer steps."
+        ),
+        "sft_lr": Param(
+            5e-4,
+            type="number",
+            exclusiveMinimum=0,
+            title="SFT learning rate",
+            description="Peak learning rate of supervised fine-tuning.",
+        ),
+        "reward_steps": Param(
+            100,
+            type="integer",
+            minimum=1,
+            title="Reward model steps",
+            description="Optimizer steps of the reward model.",
+        ),
+        "reward_lr": Param(
+            3e-4,
+            type="number",
+            exclusiveMinimum=0,
+            title="Reward model learning rate",
+            description="Peak learning rate of the reward model.",
+        ),
+        "dpo_steps": Param(
+            60, type="integer", minimum=1, title="DPO steps", description="Optimizer steps."
+        ),
+        "dpo_lr": Param(
+            5e-5,
+            type="number",
+            exclusiveMinimum=0,
+            title="DPO learning rate",
+            description="Peak learning rate of DPO.",
+        ),
+        "beta": Param(
+            0.1,
+            type="number",
+            exclusiveMinimum=0,
+            title="DPO beta",
+            description="Strength of the KL pull towards the SFT model (DPO).",
+        ),
+        "labels": Param(
+            "reference",
+            type="string",
+            enum=["reference", "judge"],
+            title="Preference labels",
+            description="reference: chosen = the grounded answer; judge: the reward model "
+            "picks between two of the policy's own samples (RLAIF).",
+        ),
+        "grpo_steps": Param(
+            10, type="integer", minimum=1, title="GRPO steps", description="Optimizer steps."
+        ),
+        "grpo_lr": Param(
+            1e-5,
+            type="number",
+            exclusiveMinimum=0,
+            title="GRPO learning rate",
+            description="Peak learning rate of GRPO.",
+        ),
+        "champion_if_none": Param(
+            True,
+            type="boolean",
+            title="First version becomes champion",
+            description="On a registry with no champion yet, make this version champion "
+            "too (so a fresh install serves it). Never moves an existing champion.",
+        ),
+        "force": Param(
+            False, type="boolean", title="Rebuild", description="Redo steps already done."
+        ),
+    },
+)
+def orchard_posttrain():
+    @task
+    def pretrained(params: dict | None = None, **context) -> str:
+        from pathlib import Path
+
+        from orchard.dag_inputs import upstream_manifest
+
+        found = upstream_manifest(context, PRETRAINED_MODEL, params["pretrained"], "pretrain")
+        return str(Path(found).parent)
+
+    @task
+    def chat_data(base: str, params: dict | None = None, **context) -> str:
+        from pathlib import Path
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from orchard.steps import Manifest, ancestors
+        from ray_jobs.chat_data import ChatDataConfig
+
+        behind = ancestors([Manifest.read(Path(base))])
+        corpora = [m.path for m in behind if m.step == "curate" and m.code_version != "unknown"]
+        if not corpora:
+            raise AirflowFailException(
+                f"no curated corpus behind {base}: post-training builds its chat data from "
+                "the corpus the model was pretrained on"
+            )
+        return _job(context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base])
+
+    @task
+    def sft(chat: str, base: str, params: dict | None = None, **context) -> str:
+        from ray_jobs.sft import SftConfig
+
+        if "sft" not in params["stages"]:
+            return base
+        config = SftConfig(steps=params["sft_steps"], lr=params["sft_lr"])
+        return _job(context, params, "sft", "chat", config, [chat, base])
+
+    @task
+    def reward(chat: str, policy: str, params: dict | None = None, **context) -> str | None:
+        from ray_jobs.reward import RewardConfig
+
+        if "reward" not in params["stages"]:
+            return None
+        config = RewardConfig(steps=params["reward_steps"], lr=params["reward_lr"])
+        return _job(context, params, "reward", "rm", config, [chat, policy])
+
+    @task
+    def dpo(chat: str, policy: str, rm: str | None, params: dict | None = None, **context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ray_jobs.dpo import DpoConfig
+
+        if "dpo" not in params["stages"]:
+            return policy
+        if params["labels"] == "judge" and not rm:
+            raise AirflowFailException("labels=judge needs the reward stage: add it to stages")
+        config = DpoConfig(
+            steps=params["dpo_steps"],
+            lr=params["dpo_lr"],
+            beta=params["beta"],
+            labels=params["labels"],
+        )
+        inputs = [chat, policy] + ([rm] if params["labels"] == "judge" else [])
+        return _job(context, params, "dpo", "chat", config, inputs)
+
+    @task
+    def grpo(chat: str, policy: str, rm: str | None, params: dict | None = None, **context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ray_jobs.grpo import GrpoConfig
+
+        if "grpo" not in params["stages"]:
+            return policy
+        if not rm:
+            raise AirflowFailException("grpo needs the reward stage: add it to stages")
+        config = GrpoConfig(steps=params["grpo_steps"], lr=params["grpo_lr"])
+        return _job(context, params, "grpo", "chat", config, [chat, policy, rm])
+
+    @task
+    def evaluate(
+        chat: str,
+        base: str,
+        models: list[str],
+        rm: str | None,
+        params: dict | None = None,
+        **context,
+    ) -> str:
+        from pathlib import Path
+
+        from orchard.registry import aliases
+        from orchard.settings import load_settings
+        from orchard.steps import Manifest
+        from ray_jobs.evaluate import EvaluateConfig
+
+        settings = load_settings()
+        # Each stage's output once, in pipeline order; the last one is the candidate.
+        chain = list(dict.fromkeys([base, *models]))
+        candidate, earlier = chain[-1], chain[:-1]
+        steps = [Manifest.read(Path(path)).step for path in earlier]
+        champion = aliases(settings.mlflow_uri, settings.model_name).get("champion")
+        config = EvaluateConfig(
+            baselines=steps, model_name=settings.model_name, champion_version=champion
+        )
+        inputs = [chat, candidate, *earlier] + ([rm] if rm else [])
+        return _job(context, params, "evaluate", Path(candidate).name, config, inputs)
+
+    @task(outlets=[CHAT_MODEL])
+    def register(candidate: str, evaluation: str, params: dict | None = None, **context):
+        import json
+        from pathlib import Path
+
+        from orchard.settings import load_settings
+        from ray_jobs.register import RegisterConfig
+
+        settings = load_settings()
+        config = RegisterConfig(
+            model_name=settings.model_name, champion_if_none=params["champion_if_none"]
+        )
+        path = _job(context, params, "register", "chat", config, [candidate, evaluation])
+        record = json.loads((Path(path) / "registered.json").read_text())
+        url = f"{settings.mlflow_uri}/#/models/{record['model_name']}/versions/{record['version']}"
+        print(f"registered {record['uri']} as {', '.join(record['aliases'])}: {url}")
+        context["outlet_events"][CHAT_MODEL].extra = {**record, "url": url}
+        return url
+
+    base = pretrained()
+    chat = chat_data(base)
+    tuned = sft(chat, base)
+    rm = reward(chat, tuned)
+    preferred = dpo(chat, tuned, rm)
+    final = grpo(chat, preferred, rm)
+    scores = evaluate(chat, base, [tuned, preferred, final], rm)
+    register(final, scores)
+
+
+orchard_posttrain()
