@@ -60,6 +60,15 @@ def _job(context: dict, params: dict, module: str, name: str, config, inputs: li
     return manifest.path
 
 
+def _registered_from(settings, version: str, model) -> bool:
+    """Whether registry version `version` is the model of step output `model`."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    tags = client.get_model_version(settings.model_name, version).tags
+    return tags.get(f"orchard.lineage.{model.step}") == model.path
+
+
 @dag(
     dag_id="orchard_posttrain",
     schedule=[PRETRAINED_MODEL],
@@ -256,6 +265,8 @@ def orchard_posttrain():
         candidate, earlier = chain[-1], chain[:-1]
         steps = [Manifest.read(Path(path)).step for path in earlier]
         champion = aliases(settings.mlflow_uri, settings.model_name).get("champion")
+        if champion and _registered_from(settings, champion, Manifest.read(Path(candidate))):
+            champion = None  # a re-run whose first run made this very model champion
         config = EvaluateConfig(
             baselines=steps, model_name=settings.model_name, champion_version=champion
         )

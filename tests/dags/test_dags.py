@@ -144,7 +144,8 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
     assert dag.test(run_conf=conf).state == "success"
 
     client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-    (version,) = client.search_model_versions(f"name='{name}'")
+    (found,) = client.search_model_versions(f"name='{name}'")
+    version = client.get_model_version(name, found.version)  # search leaves aliases out
     assert set(version.aliases) == {"challenger", "champion"}
     for step in ("chat_data", "sft", "reward", "dpo", "grpo", "evaluate", "pretrain", "curate"):
         assert f"orchard.lineage.{step}" in version.tags, step
