@@ -51,6 +51,7 @@ class GrpoConfig(TrainStepConfig):
     max_completion_length: int = Field(48, ge=4, description="Tokens of a sampled answer.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     beta: float = Field(0.04, ge=0, description="KL pull towards the starting policy.")
+    logging_steps: int = Field(1, ge=1, description="Steps between logged rewards.")
     reward_weights: tuple[float, float] = Field(
         (1.0, 1.0), description="Weights of the reward model and the verifiable reward."
     )
