@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
+import pyotp
 import pytest
 import uvicorn
 
@@ -164,3 +165,16 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
     finally:
         http.close()
         server.stop()
+
+
+def totp_code(secret: str, step_offset: int) -> str:
+    """The code of the current time step + offset; offsets -1, 0, +1 are all accepted, and
+    using them in increasing order gives codes of strictly increasing steps.
+
+    Near the end of a 30 s step it first waits for the next one, so that the server,
+    which checks a moment later, still sees the same current step (a -1 code would be -2
+    there, and refused)."""
+    left = 30 - time.time() % 30
+    if left < 5:
+        time.sleep(left + 0.1)
+    return pyotp.TOTP(secret).at(time.time() + 30 * step_offset)

@@ -3,19 +3,10 @@ used once, turned off only with the password and a code."""
 
 from __future__ import annotations
 
-import time
-
-import pyotp
 from sqlalchemy import text
 
 from platform_api.db import make_engine
-from tests.platform.conftest import PASSWORD
-
-
-def _code(secret: str, step_offset: int) -> str:
-    """The code of the current time step + offset; offsets -1, 0, +1 are all accepted, and
-    using them in increasing order gives codes of strictly increasing steps."""
-    return pyotp.TOTP(secret).at(time.time() + 30 * step_offset)
+from tests.platform.conftest import PASSWORD, totp_code
 
 
 def _login(api, account, code=None):
@@ -34,12 +25,12 @@ def test_totp_lifecycle(api):
     # not on until confirmed
     assert _login(api, alice).status_code == 200
 
-    valid = {_code(secret, offset) for offset in (-1, 0, 1)}
+    valid = {totp_code(secret, offset) for offset in (-1, 0, 1)}
     wrong = next(f"{n:06d}" for n in range(10**6) if f"{n:06d}" not in valid)
     refused = api.http.post("/auth/totp/enable", json={"code": wrong}, headers=alice.headers)
     assert refused.status_code == 400 and refused.json()["code"] == "invalid_totp"
     enabled = api.http.post(
-        "/auth/totp/enable", json={"code": _code(secret, -1)}, headers=alice.headers
+        "/auth/totp/enable", json={"code": totp_code(secret, -1)}, headers=alice.headers
     )
     assert enabled.status_code == 200 and enabled.json()["totp_enabled"] is True
 
@@ -47,20 +38,20 @@ def test_totp_lifecycle(api):
     assert missing.status_code == 401 and missing.json()["code"] == "totp_required"
     bad = _login(api, alice, "12345")
     assert bad.status_code == 422
-    code = _code(secret, 0)
+    code = totp_code(secret, 0)
     assert _login(api, alice, code).status_code == 200
     replayed = _login(api, alice, code)
     assert replayed.status_code == 401 and replayed.json()["code"] == "invalid_totp"
 
     no_password = api.http.post(
         "/auth/totp/disable",
-        json={"password": "not my password", "code": _code(secret, 1)},
+        json={"password": "not my password", "code": totp_code(secret, 1)},
         headers=alice.headers,
     )
     assert no_password.status_code == 403
     disabled = api.http.post(
         "/auth/totp/disable",
-        json={"password": PASSWORD, "code": _code(secret, 1)},
+        json={"password": PASSWORD, "code": totp_code(secret, 1)},
         headers=alice.headers,
     )
     assert disabled.status_code == 200 and disabled.json()["totp_enabled"] is False
@@ -84,6 +75,6 @@ def test_enable_needs_setup_first_and_cannot_run_twice(api):
     early = api.http.post("/auth/totp/enable", json={"code": "123456"}, headers=alice.headers)
     assert early.status_code == 409 and early.json()["code"] == "totp_not_set_up"
     secret = api.http.post("/auth/totp/setup", headers=alice.headers).json()["secret"]
-    api.http.post("/auth/totp/enable", json={"code": _code(secret, 0)}, headers=alice.headers)
+    api.http.post("/auth/totp/enable", json={"code": totp_code(secret, 0)}, headers=alice.headers)
     again = api.http.post("/auth/totp/setup", headers=alice.headers)
     assert again.status_code == 409 and again.json()["code"] == "totp_enabled"
