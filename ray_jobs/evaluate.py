@@ -46,8 +46,17 @@ class EvaluateConfig(StepConfig):
     champion_version: str | None = Field(
         None, description="Registry version of the current champion to compare with."
     )
-    max_examples: int = Field(32, ge=1, description="Held-out questions answered per model.")
+    max_examples: int = Field(
+        48, ge=1, description="Held-out questions answered per model (spread over the set)."
+    )
     max_new_tokens: int = Field(96, ge=1, le=4096, description="Answer length cap.")
+    repetition_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        description="Greedy decoding's penalty on tokens already in the prompt or answer "
+        "(1 = none, HF `repetition_penalty`); "
+        "the same for every model compared.",
+    )
     max_context: int = Field(1024, ge=16, description="Tokens of a conversation scored.")
     batch_size: int = Field(8, ge=1, description="Answers generated together.")
 
@@ -96,7 +105,11 @@ def heldout_questions(chat_data: Path, limit: int) -> list[dict]:
         )
     if not rows:
         raise OrchardError(f"{chat_data}/sft/heldout.jsonl holds no held-out conversation")
-    return rows[:limit]
+    if len(rows) <= limit:
+        return rows
+    # Evenly spaced over the file, not its head: chat_data writes rows page by page and
+    # kind by kind, so the first `limit` would be one page's section questions.
+    return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
 class Judged:
@@ -160,6 +173,7 @@ class Judged:
                     **encoded,
                     max_new_tokens=self.config.max_new_tokens,
                     do_sample=False,
+                    repetition_penalty=self.config.repetition_penalty,
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
                 )

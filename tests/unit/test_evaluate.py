@@ -12,7 +12,7 @@ from orchard.errors import OrchardError
 from orchard.grading import key_facts
 from orchard.safety import HELDOUT, TRAIN, is_refusal
 from orchard.steps import Manifest, StepConfig, StepOutput, run_step
-from ray_jobs.evaluate import EvaluateConfig, answer_quality, evaluate
+from ray_jobs.evaluate import EvaluateConfig, answer_quality, evaluate, heldout_questions
 from serving.tiny import build_tiny_chat_model
 
 QUESTIONS = [
@@ -85,6 +85,22 @@ def test_answer_quality_rewards_the_reference_and_its_facts():
     assert wrong["rouge_l"] < 0.3 and wrong["key_fact_em"] == 0.0
     partial = answer_quality([{"reference": "Use sort_keys with indent=4."}], ["indent=4"])
     assert 0 < partial["key_fact_recall"] < 1 and partial["key_fact_em"] == 0.0
+
+
+def test_held_out_questions_are_spread_over_the_whole_set(tmp_path):
+    # chat_data writes one kind after another: the first rows alone would be one kind.
+    (tmp_path / "sft").mkdir()
+    with (tmp_path / "sft" / "heldout.jsonl").open("w") as handle:
+        for i in range(100):
+            kind = "section" if i < 20 else "sphinx"
+            messages = [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]
+            handle.write(json.dumps({"id": f"{kind}-{i}", "messages": messages}) + "\n")
+    rows = heldout_questions(tmp_path, 10)
+    ids = [row["id"] for row in rows]
+    assert len(set(ids)) == 10
+    assert sum(i.startswith("section") for i in ids) == 2  # its share of the set
+    assert heldout_questions(tmp_path, 10) == rows
+    assert len(heldout_questions(tmp_path, 500)) == 100
 
 
 def test_refusals_are_recognised():
