@@ -77,6 +77,26 @@ def read_rows(chat: Manifest, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def spread(rows: list[Any], limit: int) -> list[Any]:
+    """At most `limit` rows evenly spaced over `rows` (all of them if they fit): a sample of
+    a held-out file that covers every page and kind, since chat_data writes them in runs."""
+    if len(rows) <= limit:
+        return list(rows)
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
+def train_rows(rows: list[dict[str, Any]], config: TrainStepConfig) -> list[dict[str, Any]]:
+    """The training rows `config.steps` can reach: a seeded random sample of steps × batch ×
+    accumulation rows (all of them when there are fewer). The trainer's sampler shuffles
+    with the same seed either way; this only spares tokenizing rows no step would see."""
+    needed = config.steps * config.batch_size * config.grad_accum
+    if len(rows) <= needed:
+        return rows
+    import random
+
+    return random.Random(config.seed).sample(rows, needed)
+
+
 def dataset(rows: list[dict[str, Any]], columns: tuple[str, ...]):
     import datasets
     from datasets import Dataset

@@ -30,6 +30,7 @@ from model.posttrain import (
     save_model,
     split_inputs,
     tracked_run,
+    train_rows,
     trainer_args,
 )
 from orchard.errors import OrchardError
@@ -132,7 +133,7 @@ def dpo(
         )
         log.info("the judge labelled %d pairs", len(rows))
     else:
-        rows = read_rows(chat, "preference/train.jsonl")
+        rows = train_rows(read_rows(chat, "preference/train.jsonl"), config)
     with tracked_run("dpo", ctx.key, tracking_uri) as run_id:
         args = DPOConfig(
             **trainer_args(config, ctx.work, bool(run_id)),

@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
+from model.posttrain import spread
 from orchard.errors import OrchardError
 from orchard.grading import key_facts, rouge_l
 from orchard.settings import Settings
@@ -105,11 +106,9 @@ def heldout_questions(chat_data: Path, limit: int) -> list[dict]:
         )
     if not rows:
         raise OrchardError(f"{chat_data}/sft/heldout.jsonl holds no held-out conversation")
-    if len(rows) <= limit:
-        return rows
     # Evenly spaced over the file, not its head: chat_data writes rows page by page and
     # kind by kind, so the first `limit` would be one page's section questions.
-    return [rows[i * len(rows) // limit] for i in range(limit)]
+    return spread(rows, limit)
 
 
 class Judged:

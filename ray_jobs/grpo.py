@@ -32,6 +32,7 @@ from model.posttrain import (
     save_model,
     split_inputs,
     tracked_run,
+    train_rows,
     trainer_args,
 )
 from orchard.grading import grounded_reward
@@ -78,7 +79,7 @@ def grpo(
     tokenizer = load_tokenizer(start)
     rows = [
         {"prompt": row["messages"][:-1], "reference": row["messages"][-1]["content"]}
-        for row in read_rows(chat, "sft/train.jsonl")
+        for row in train_rows(read_rows(chat, "sft/train.jsonl"), config)
     ]
     judge = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
     with tracked_run("grpo", ctx.key, tracking_uri) as run_id:

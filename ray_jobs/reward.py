@@ -25,7 +25,9 @@ from model.posttrain import (
     read_rows,
     save_model,
     split_inputs,
+    spread,
     tracked_run,
+    train_rows,
     trainer_args,
 )
 from orchard.settings import Settings
@@ -41,6 +43,9 @@ class RewardConfig(TrainStepConfig):
     batch_size: int = Field(8, ge=1, description="Preference pairs per device per step.")
     accuracy_pairs: int = Field(
         256, ge=1, description="Training pairs scored for the training accuracy."
+    )
+    heldout_pairs: int = Field(
+        512, ge=1, description="Held-out pairs scored for the held-out accuracy (spread)."
     )
 
 
@@ -76,8 +81,8 @@ def reward(
     chat, models = split_inputs("reward", inputs, ["policy"])
     base = Path(models["policy"].path) / "hf"
     tokenizer = load_tokenizer(base)
-    train = read_rows(chat, "preference/train.jsonl")
-    heldout = read_rows(chat, "preference/heldout.jsonl")
+    train = train_rows(read_rows(chat, "preference/train.jsonl"), config)
+    heldout = spread(read_rows(chat, "preference/heldout.jsonl"), config.heldout_pairs)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=1, dtype=torch.float32
     )

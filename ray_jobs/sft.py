@@ -27,19 +27,25 @@ from model.posttrain import (
     read_rows,
     save_model,
     split_inputs,
+    spread,
     tracked_run,
+    train_rows,
     trainer_args,
 )
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepContext, StepOutput, run_step, step_main
 
 log = logging.getLogger("orchard.sft")
+COLUMNS = ("messages",)
 
 
 class SftConfig(TrainStepConfig):
     steps: int = Field(300, ge=1, description="Optimizer steps.")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate (cosine decay, warmup).")
     batch_size: int = Field(16, ge=1, description="Conversations per device per step.")
+    heldout_examples: int = Field(
+        256, ge=1, description="Held-out conversations of the before/after loss (spread)."
+    )
 
 
 def sft_trainer(config: SftConfig, chat: Manifest, base: Path, work: Path, tracking: bool):
@@ -58,8 +64,10 @@ def sft_trainer(config: SftConfig, chat: Manifest, base: Path, work: Path, track
     return SFTTrainer(
         model=load_causal_lm(base),
         args=args,
-        train_dataset=dataset(read_rows(chat, "sft/train.jsonl"), ("messages",)),
-        eval_dataset=dataset(read_rows(chat, "sft/heldout.jsonl"), ("messages",)),
+        train_dataset=dataset(train_rows(read_rows(chat, "sft/train.jsonl"), config), COLUMNS),
+        eval_dataset=dataset(
+            spread(read_rows(chat, "sft/heldout.jsonl"), config.heldout_examples), COLUMNS
+        ),
         processing_class=tokenizer,
     )
 

@@ -295,3 +295,18 @@ def test_inputs_that_do_not_fit_are_refused(env, sft_done):
         dpo.run(dpo.DpoConfig(steps=1, labels="judge"), [m["chat_data"], sft_done[1]], settings)
     with pytest.raises(OrchardError, match="one model per role"):
         grpo.run(grpo.GrpoConfig(steps=1), [m["chat_data"], sft_done[1]], settings)
+
+
+def test_trainers_tokenize_only_the_rows_their_steps_reach():
+    from model.posttrain import TrainStepConfig, spread, train_rows
+
+    rows = [{"id": i} for i in range(1000)]
+    config = TrainStepConfig(steps=10, batch_size=4, grad_accum=2)
+    sample = train_rows(rows, config)
+    assert len(sample) == 80 and len({row["id"] for row in sample}) == 80
+    assert train_rows(rows, config) == sample  # seeded: a retried step trains on the same
+    assert train_rows(rows, config.model_copy(update={"seed": 1})) != sample
+    # not the head of the file, which chat_data writes page by page
+    assert max(row["id"] for row in sample) > 500
+    assert train_rows(rows[:50], config) == rows[:50]
+    assert [row["id"] for row in spread(rows, 4)] == [0, 250, 500, 750]
