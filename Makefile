@@ -5,16 +5,48 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test install lint format lock prereqs demo-site test-services down clean
+.PHONY: run test install ui ui-test lint format lock prereqs demo-site test-services down clean
+
+# The web UI (ui/, Vite + React): `npm ci` when the lock file changes, `npm run build`
+# into ui/dist (served by the platform API at /) when a source of the build changes.
+# Directories are prerequisites too, so adding or deleting a source file rebuilds.
+UI        := ui
+UI_DEPS   := $(UI)/node_modules/.orchard-npm-ci
+UI_BUILT  := $(UI)/dist/index.html
+UI_INPUTS := $(UI)/package.json $(UI)/package-lock.json \
+	$(wildcard $(UI)/index.html $(UI)/.npmrc $(UI)/vite.config.* $(UI)/tsconfig*.json) \
+	$(shell find $(UI)/src $(UI)/public \( -type d -o -type f \) ! -name '*.test.*' \
+	  ! -path '$(UI)/src/test/*' 2>/dev/null)
 
 # `make run SEED=https://example.org/` crawls that site instead of the demo website.
 run: install demo-site
 	$(BIN)/orchard run $(if $(SEED),--seed $(SEED))
 
-test: install test-services
+test: install test-services ui-test
 	$(BIN)/pytest
 
-install: $(STAMP)
+install: $(STAMP) ui
+
+ifneq ($(wildcard $(UI)/package.json),)
+ui: $(UI_BUILT)
+
+# The UI's own unit tests (Vitest, jsdom), before pytest.
+ui-test: $(UI_DEPS)
+	cd $(UI) && npm test
+
+$(UI_DEPS): $(UI)/package.json $(UI)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found: the web UI needs \
+	Node.js >= 20.19 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(UI) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(UI_BUILT): $(UI_DEPS) $(UI_INPUTS)
+	cd $(UI) && npm run build
+	@touch $@
+else
+ui ui-test:
+	@echo "note: ui/ has no package.json: no web UI to build or test"
+endif
 
 prereqs:
 	@PYTHON=$(PYTHON) scripts/check-prereqs
@@ -24,7 +56,8 @@ prereqs:
 demo-site:
 	@scripts/install-demo-site
 
-# Servers the tests start on loopback themselves (PostgreSQL and Redis for the platform API).
+# Servers the tests start on loopback themselves (PostgreSQL and Redis for the platform API)
+# and the browser of the UI's end-to-end tests (Debian's Chromium).
 test-services:
 	@scripts/install-test-services
 
@@ -56,4 +89,4 @@ down:
 	$(BIN)/orchard down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(UI)/node_modules $(UI)/dist test-artifacts

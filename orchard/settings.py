@@ -35,6 +35,8 @@ CONFIG_FILE_ENV = "ORCHARD_CONFIG"
 _NOT_SETTINGS = {CONFIG_FILE_ENV}
 
 Port = int
+# The built web UI (`make install` runs `npm ci && npm run build` in ui/).
+DEFAULT_UI_DIR = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 
 class SettingsError(OrchardError, ValueError):
@@ -83,6 +85,11 @@ class Settings(BaseSettings):
         Path("/usr/share/doc/python3.11/html"),
         description="Directory the demo website serves: by default the Python documentation "
         "of Debian's python3.11-doc package, the embedded default corpus.",
+    )
+    ui_dir: Path = Field(
+        DEFAULT_UI_DIR,
+        description="The built web UI (ui/dist, made by `make install`) that the platform "
+        "API serves at /; without it / answers 503 and the API works as usual.",
     )
     airflow_parallelism: int = Field(
         4, ge=1, le=64, description="Task slots of the local Airflow executor."
@@ -199,9 +206,9 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
 
-    @field_validator("home")
+    @field_validator("home", "ui_dir")
     @classmethod
-    def _absolute_home(cls, value: Path) -> Path:
+    def _absolute_path(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
     @field_validator(

@@ -23,8 +23,12 @@ from platform_api.errors import install_error_handlers
 from platform_api.ratelimit import RateLimiter, limit_ip
 from platform_api.routes import (
     admin,
+    admin_analytics,
+    admin_errors,
+    admin_jobs,
     admin_models,
     auth,
+    chat_socket,
     chats,
     credits,
     folders,
@@ -37,6 +41,7 @@ from platform_api.routes import (
 )
 from platform_api.security import Keys, Passwords
 from platform_api.turns import TurnRunner
+from platform_api.webui import mount_webui
 
 API_PREFIX = "/api/v1"
 
@@ -82,11 +87,15 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         privacy,
         admin,
         admin_models,
+        admin_analytics,
+        admin_jobs,
+        admin_errors,
         credits,
         usage,
         folders,
         chats,
         messages,
+        chat_socket,
         shares,
     ):
         api.include_router(module.router)
@@ -94,4 +103,5 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     # The OpenAI-compatible gateway at /v1 (SDK base_url http://<host>/v1): counted against
     # the client IP like the rest, and against the API key through its principal.
     app.include_router(gateway.router, dependencies=[Depends(limit_ip)])
+    mount_webui(app, settings.ui_dir)  # last: every API route matches before the UI
     return app

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import update
 from sqlmodel import Session, select
+from starlette.requests import HTTPConnection
 
 from platform_api.db import session_scope
 from platform_api.errors import ApiError, unauthorized
@@ -74,8 +75,15 @@ def get_principal(
         raise unauthorized(
             "not authenticated: send 'Authorization: Bearer <access token or API key>'"
         )
-    principal = _authenticate(session, keys, credentials.credentials)
-    limiter = request.app.state.rate_limiter
+    return authenticate(request, session, keys, credentials.credentials)
+
+
+def authenticate(conn: HTTPConnection, session: Session, keys: Keys, token: str) -> Principal:
+    """The caller behind `token` (an access token or an API key), checked against the
+    database now, and counted against its rate limit: once per request, or per action
+    on a WebSocket."""
+    principal = _authenticate(session, keys, token)
+    limiter = conn.app.state.rate_limiter
     if principal.api_key_id is not None:
         limiter.hit("api_key", principal.api_key_id)
     else:

@@ -75,6 +75,13 @@ def _explain(error: dict) -> str:
     return f"{field}: {message}"
 
 
+def invalid_request_body(errors: list[dict]) -> dict:
+    """The 422 body for pydantic's validation errors: what is wrong, field by field."""
+    fields = [{"field": _field(e["loc"]), "message": _explain(e)} for e in errors]
+    detail = "; ".join(e["message"] for e in fields)
+    return {"detail": detail, "code": "invalid_request", "errors": fields}
+
+
 # The OpenAI gateway (/v1/...) answers errors in OpenAI's shape, so SDKs raise their own
 # exception classes: {"error": {"message", "type", "param", "code"}}.
 OPENAI_PREFIX = "/v1/"
@@ -113,18 +120,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(e["loc"]), "message": _explain(e)} for e in exc.errors()]
+        body = invalid_request_body(exc.errors())
         if _openai(request):
-            message = "; ".join(e["message"] for e in errors)
-            return _openai_error(400, message, "invalid_request_error", errors[0]["field"])
-        return JSONResponse(
-            {
-                "detail": "; ".join(e["message"] for e in errors),
-                "code": "invalid_request",
-                "errors": errors,
-            },
-            status_code=422,
-        )
+            field = body["errors"][0]["field"]
+            return _openai_error(400, body["detail"], "invalid_request_error", field)
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

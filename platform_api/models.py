@@ -9,6 +9,8 @@ on SQLite and PostgreSQL.
 Rules the database itself enforces (CHECK constraints, unique keys, triggers written in
 the migration): a credit balance is never negative, the credits ledger is append-only, a
 refund refers to one debit at most once, a chat's messages have distinct sequence numbers.
+A message is never rewritten by regenerate or edit: the new one is added and the old one
+marked `superseded_at`.
 """
 
 from __future__ import annotations
@@ -193,6 +195,9 @@ class Message(PlatformTable, table=True):
     latency_ms: int | None = Field(default=None)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+    # Set when a regenerated answer or an edited question replaced it: the row is kept
+    # (feedback, the user's data export) but the chat, its history and its views skip it.
+    superseded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class MessageFeedback(PlatformTable, table=True):

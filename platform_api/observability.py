@@ -5,6 +5,10 @@
 - Logs of the `platform_api` loggers are one JSON object per line (time, level, logger,
   message, request_id, and the exception when there is one), on stderr, which `orchard up`
   keeps in `<home>/logs/api.log`.
+- The last `RECENT_ERRORS_MAX` ERROR records of those loggers are also kept in memory
+  (`recent_errors`, for `GET /api/v1/admin/errors`): time, logger, message, request id,
+  method and route, and the exception's type only (no traceback, no exception text,
+  which can hold a connection string). Per process: each API worker keeps its own.
 - `GET /metrics` (Prometheus text format): requests by method, route template and status,
   their latency, requests in flight. Each app has its own registry, so several apps in
   one process (tests) do not collide.
@@ -19,7 +23,10 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,6 +44,10 @@ from orchard.settings import Settings
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# The ASGI scope of the request being handled: its method, path and, once routed, route.
+request_scope: ContextVar[dict | None] = ContextVar("request_scope", default=None)
+RECENT_ERRORS_MAX = 200
+RECENT_MESSAGE_MAX = 2_000
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,9 +66,62 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class ErrorRecord:
+    time: datetime
+    logger: str
+    message: str
+    request_id: str | None
+    method: str | None
+    path: str | None
+    exception: str | None
+
+
+def _type_name(kind: type) -> str:
+    name = kind.__qualname__
+    return name if kind.__module__ == "builtins" else f"{kind.__module__}.{name}"
+
+
+class RecentErrors(logging.Handler):
+    """A bounded ring buffer of ERROR (and CRITICAL) records, newest kept."""
+
+    def __init__(self, capacity: int = RECENT_ERRORS_MAX) -> None:
+        super().__init__(level=logging.ERROR)
+        self._records: deque[ErrorRecord] = deque(maxlen=capacity)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            scope = request_scope.get()
+            route = getattr(scope.get("route"), "path", None) if scope else None
+            kind = record.exc_info[0] if record.exc_info else None
+            entry = ErrorRecord(
+                time=datetime.fromtimestamp(record.created, UTC),
+                logger=record.name,
+                message=record.getMessage()[:RECENT_MESSAGE_MAX],
+                request_id=request_id.get(),
+                method=scope.get("method") if scope else None,
+                path=(route or scope.get("path")) if scope else None,
+                exception=_type_name(kind) if kind else None,
+            )
+        except Exception:
+            self.handleError(record)
+            return
+        self._records.append(entry)  # under the handler's lock (Handler.handle takes it)
+
+    def newest(self, limit: int) -> list[ErrorRecord]:
+        with self.lock:
+            records = list(self._records)
+        return records[::-1][:limit]
+
+
+recent_errors = RecentErrors()
+
+
 def configure_logging() -> None:
-    """JSON lines for the platform's own loggers; once per process."""
+    """JSON lines for the platform's own loggers, and the recent errors; once per process."""
     logger = logging.getLogger("platform_api")
+    if recent_errors not in logger.handlers:
+        logger.addHandler(recent_errors)
     if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         return
     handler = logging.StreamHandler()
@@ -118,6 +182,7 @@ class ObserveMiddleware:
         # Not reset afterwards: each request runs in a task (and context) of its own, and
         # the 500 handler, which runs outside this middleware, logs with the id too.
         request_id.set(rid)
+        request_scope.set(scope)
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)

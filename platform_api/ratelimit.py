@@ -24,6 +24,7 @@ from fastapi import Request
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from starlette.requests import HTTPConnection
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
@@ -108,12 +109,13 @@ class RateLimiter:
         )
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def limit_ip(request: Request) -> None:
-    """A router dependency: every request counts against its client address."""
+def limit_ip(request: HTTPConnection) -> None:
+    """A router dependency: every request (and WebSocket handshake) counts against its
+    client address."""
     request.app.state.rate_limiter.hit("ip", client_ip(request))
 
 

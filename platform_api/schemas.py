@@ -8,10 +8,11 @@ a key hash) cannot leak by accident.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 # Limits: named here, enforced by the schemas below.
 PASSWORD_MIN = 10
@@ -193,6 +194,44 @@ class MessagePublic(Public):
     latency_ms: int | None
     created_at: datetime
     updated_at: datetime
+    superseded_at: datetime | None = Field(
+        None,
+        description="When a regenerated answer or an edited question replaced this message "
+        "(only the data export shows such messages).",
+    )
+
+
+# -- a chat over a WebSocket (routes/chat_socket.py): the client's frames ---------------------
+class SocketAuth(Request):
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=4_096, description="Access token or API key.")
+
+
+class SocketSend(MessageCreate):
+    type: Literal["send"]
+
+
+class SocketRegenerate(Request):
+    type: Literal["regenerate"]
+    message_id: str = Field(min_length=1, max_length=64)
+
+
+class SocketEdit(MessageCreate):
+    type: Literal["edit"]
+    message_id: str = Field(min_length=1, max_length=64)
+
+
+class SocketStop(Request):
+    type: Literal["stop"]
+
+
+SOCKET_FRAMES: dict[str, type[Request]] = {
+    "auth": SocketAuth,
+    "send": SocketSend,
+    "regenerate": SocketRegenerate,
+    "edit": SocketEdit,
+    "stop": SocketStop,
+}
 
 
 class SearchHit(BaseModel):
@@ -312,3 +351,94 @@ class AuditEntryPublic(BaseModel):
     target: str
     detail: dict
     created_at: datetime
+
+
+# -- administrators: usage analytics, training jobs, recent errors -------------------------
+ANALYTICS_DAYS_MAX = 366
+POPULAR_MODELS = 10
+JOB_CONF_MAX = 65_536  # characters of a trigger's conf as JSON
+JobDag = Literal["orchard_build", "orchard_posttrain"]  # the DAGs admins may trigger here
+
+
+class AnalyticsRow(UsageRow):
+    key: str = Field(description="The UTC day (YYYY-MM-DD), the user's id or the model asked for.")
+    email: str | None = Field(None, description="The user's e-mail (by=user only).")
+    users: int = Field(description="Distinct users with a request.")
+
+
+class ActiveUsers(BaseModel):
+    day: str = Field(description="A UTC day (YYYY-MM-DD) with at least one request.")
+    users: int = Field(description="Distinct users with a request that day.")
+
+
+class PopularModel(BaseModel):
+    model: str = Field(description="The model asked for (alias or pinned version).")
+    requests: int
+    users: int
+    tokens: int = Field(description="Prompt plus completion tokens.")
+
+
+class UsageAnalytics(BaseModel):
+    by: Literal["day", "user", "model"]
+    days: int
+    since: str = Field(description="First UTC day counted.")
+    rows: list[AnalyticsRow] = Field(
+        description="Oldest day first; users and models by tokens used, most first."
+    )
+    total: AnalyticsRow = Field(
+        description="The whole window: `credits` is the estimated cost, `users` the distinct "
+        "active users."
+    )
+    active_users: list[ActiveUsers] = Field(description="Per UTC day, oldest first.")
+    popular_models: list[PopularModel] = Field(description="Most requested first.")
+
+
+class JobTrigger(Request):
+    dag: JobDag
+    conf: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The run's Params (the DAG's trigger form), validated by Airflow.",
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _bounded(cls, conf: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(conf, separators=(",", ":"), ensure_ascii=False)) > JOB_CONF_MAX:
+            raise ValueError(f"conf is at most {JOB_CONF_MAX} characters of JSON")
+        return conf
+
+
+class JobRun(BaseModel):
+    dag_id: str
+    run_id: str
+    state: str = Field(description="Airflow's: queued, running, success, failed.")
+    run_type: str | None = None
+    queued_at: datetime | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    conf: dict[str, Any] = Field(default_factory=dict)
+    airflow_url: str = Field(description="The run in Airflow's UI.")
+    triggered_by: str | None = Field(
+        None, description="The administrator who triggered it here (from the audit log)."
+    )
+
+
+class JobRuns(BaseModel):
+    runs: list[JobRun] = Field(description="Newest first.")
+    airflow_url: str = Field(description="Airflow's UI.")
+    mlflow_url: str = Field(description="MLflow's UI: the runs' experiments and the registry.")
+
+
+class JobTriggered(JobRun):
+    dag_paused: bool = Field(description="The DAG is paused in Airflow: the run waits queued.")
+    mlflow_url: str
+
+
+class RecentError(BaseModel):
+    time: datetime
+    logger: str
+    message: str
+    request_id: str | None
+    method: str | None
+    path: str | None = Field(description="The route template, or the path when none matched.")
+    exception: str | None = Field(description="The exception's type, when one was logged.")

@@ -13,11 +13,13 @@ happened.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 
+log = logging.getLogger("platform_api.serving")
 CONNECT_TIMEOUT_S = 10.0
 # Between two chunks: a busy model on CPU may take a while to the first token.
 READ_TIMEOUT_S = 300.0
@@ -50,6 +52,8 @@ async def stream_chat(
         async with client.stream("POST", url, json=request) as response:
             if response.status_code != 200:
                 body = (await response.aread())[:300].decode(errors="replace")
+                if response.status_code >= 500:
+                    log.error("serving answered %d: %s", response.status_code, body)
                 raise ServingError(f"serving answered {response.status_code}: {body}")
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -59,8 +63,10 @@ async def stream_chat(
                     return
                 yield _parse(data)
     except httpx.ConnectError as error:
+        log.error("serving at %s is unreachable (%s)", base_url, error)
         raise ServingError(f"serving at {base_url} is unreachable ({error})") from None
     except httpx.HTTPError as error:
+        log.error("the serving stream broke off (%s: %s)", type(error).__name__, error)
         raise ServingError(
             f"the serving stream broke off ({type(error).__name__}: {error})"
         ) from None

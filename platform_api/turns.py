@@ -1,8 +1,11 @@
 """A chat turn: the user's message in, the assistant's answer streamed from serving.
 
 Order of events, and why no answer is ever lost:
-1. `open_turn` commits the user message and an empty assistant message
-   (`status="streaming"`) before serving is called.
+1. `open_turn` (send), `open_regeneration` (answer the last question again) and
+   `open_edit` (ask an edited question instead) commit the question, an empty assistant
+   message (`status="streaming"`) and the superseding of the messages they replace,
+   before serving is called. Superseded messages stay in the database (feedback, the
+   data export) but leave the chat, its history and everything that shows it.
 2. The turn runs as a task owned by the app (`TurnRunner`), not by the HTTP request. It
    reads serving's stream, hands each piece to the client through a queue, and writes
    what it has to the assistant message every few pieces.
@@ -10,9 +13,9 @@ Order of events, and why no answer is ever lost:
    `complete` (serving finished; token counts, model version and latency recorded),
    `failed` (serving broke off or could not be reached; the error is recorded), or
    `partial` (the turn was cancelled: the client disconnected, or the user pressed
-   stop). The response object cancels the turn when the HTTP exchange ends for any
-   reason, so a vanished client cannot leave a turn running, and the final write is
-   shielded from that cancellation.
+   stop). The response object (or the WebSocket) cancels the turn when the exchange
+   ends for any reason, so a vanished client cannot leave a turn running, and the final
+   write is shielded from that cancellation.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from platform_api.errors import ApiError
+from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, Message, User, utcnow
 from platform_api.schemas import MessagePublic
 from platform_api.serving import READ_TIMEOUT_S, ServingError, http_client, stream_chat
@@ -56,32 +60,108 @@ class OpenedTurn:
     serving_request: dict
 
 
+# (the message named, the last visible one) -> (the question, supersede from seq)
+Choose = Callable[[Message | None, Message | None], tuple[Message | str, int | None]]
+
+
 def open_turn(session: Session, user: User, chat: Chat, content: str) -> OpenedTurn:
-    """Commit the user's message and an empty assistant message; build serving's request.
-    One answer streams per chat at a time (409 otherwise)."""
+    """Send: a new user message with `content`, and its answer."""
+    return _open(session, user, chat, None, lambda target, last: (content, None))
+
+
+def open_regeneration(session: Session, user: User, chat: Chat, message_id: str) -> OpenedTurn:
+    """Regenerate: the chat's last answer (`message_id`, any status but streaming) is
+    superseded, and the user message it answered is answered again."""
+
+    def choose(answer: Message, last: Message | None) -> tuple[Message, int]:
+        if answer.role != "assistant" or last is None or last.id != answer.id:
+            raise ApiError(409, "not_last_answer", "only the chat's last answer can be regenerated")
+        question = session.exec(
+            _visible(chat.id)
+            .where(Message.seq < answer.seq, Message.role == "user")
+            .order_by(Message.seq.desc())
+        ).first()
+        if question is None:
+            raise ApiError(409, "no_question", "this answer has no question to answer again")
+        return question, answer.seq
+
+    return _open(session, user, chat, message_id, choose)
+
+
+def open_edit(
+    session: Session, user: User, chat: Chat, message_id: str, content: str
+) -> OpenedTurn:
+    """Edit and resend: the user message `message_id` and every later message are
+    superseded; `content` is asked as a new user message and answered."""
+
+    def choose(question: Message, last: Message | None) -> tuple[str, int]:
+        if question.role != "user":
+            raise ApiError(409, "not_a_question", "only the user's own messages can be edited")
+        return content, question.seq
+
+    return _open(session, user, chat, message_id, choose)
+
+
+def _open(
+    session: Session, user: User, chat: Chat, message_id: str | None, choose: Choose
+) -> OpenedTurn:
+    """Commit the question (a new user message, or the existing one answered again), an
+    empty assistant message and the superseding of what the turn replaces; build serving's
+    request. One answer streams per chat at a time (409 otherwise).
+
+    `choose(target, last)` gets the message named by `message_id` (None for a plain send)
+    and the chat's last visible message, and returns the question (a message, or the text
+    of a new one) and the sequence number from which the visible messages are superseded
+    (None: nothing is)."""
     _fail_abandoned_answers(session, chat.id)
     # The last sequence number is read before the check for a streaming answer: a
     # concurrent send then either shows up in the check or collides on (chat_id, seq).
-    last = session.exec(select(func.max(Message.seq)).where(Message.chat_id == chat.id)).one()
-    seq = (last or 0) + 1
+    last_seq = session.exec(select(func.max(Message.seq)).where(Message.chat_id == chat.id)).one()
+    seq = (last_seq or 0) + 1
+    target = None
+    if message_id is not None:
+        target = session.exec(
+            select(Message).where(Message.id == message_id, Message.chat_id == chat.id)
+        ).first()
+        if target is None:
+            raise not_found("message")
     if session.exec(
         select(Message.id).where(Message.chat_id == chat.id, Message.status == "streaming")
     ).first():
         raise _busy()
-    context = context_messages(session, chat, seq)
+    if target is not None and target.superseded_at is not None:
+        raise ApiError(
+            409, "message_superseded", "this message was replaced: use the chat's current one"
+        )
+    last = session.exec(_visible(chat.id).order_by(Message.seq.desc())).first()
+    question, supersede_from = choose(target, last)
     now = utcnow()
-    asked = Message(chat_id=chat.id, seq=seq, role="user", content=content, created_at=now)
-    answer = Message(chat_id=chat.id, seq=seq + 1, role="assistant", status="streaming")
-    session.add_all([asked, answer])
+    if supersede_from is not None:
+        session.exec(
+            update(Message)
+            .where(
+                Message.chat_id == chat.id,
+                Message.seq >= supersede_from,
+                Message.superseded_at.is_(None),
+            )
+            .values(superseded_at=now)
+        )
+    context = context_messages(session, chat, seq if isinstance(question, str) else question.seq)
     session.exec(update(Chat).where(Chat.id == chat.id).values(updated_at=now))
+    if isinstance(question, str):
+        question = Message(chat_id=chat.id, seq=seq, role="user", content=question, created_at=now)
+        session.add(question)
+        seq += 1
+    answer = Message(chat_id=chat.id, seq=seq, role="assistant", status="streaming", created_at=now)
+    session.add(answer)
     try:
         session.commit()
     except IntegrityError:  # another message took these sequence numbers first
         session.rollback()
         raise _busy() from None
-    messages = [*context, {"role": "user", "content": content}]
+    messages = [*context, {"role": "user", "content": question.content}]
     return OpenedTurn(
-        user_message=MessagePublic.model_validate(asked),
+        user_message=MessagePublic.model_validate(question),
         assistant_message=MessagePublic.model_validate(answer),
         serving_request={
             "model": chat.model_alias,
@@ -95,13 +175,30 @@ def open_turn(session: Session, user: User, chat: Chat, content: str) -> OpenedT
     )
 
 
-def context_messages(session: Session, chat: Chat, before_seq: int) -> list[dict]:
+def _visible(chat_id: str):
+    """The chat's messages that nothing superseded: what the chat shows."""
+    return select(Message).where(Message.chat_id == chat_id, Message.superseded_at.is_(None))
+
+
+def context_messages(
+    session: Session, chat: Chat, before_seq: int, as_of: datetime | None = None
+) -> list[dict]:
     """What the model sees before message `before_seq`: the chat's system prompt (with its
-    tone) and the last HISTORY_MESSAGES non-empty messages, in OpenAI's message format."""
+    tone) and the last HISTORY_MESSAGES non-empty messages, in OpenAI's message format.
+    Superseded messages are left out; with `as_of` (when a past answer was made), only
+    those superseded by then are, which is what that answer's model saw."""
+    shown = Message.superseded_at.is_(None)
+    if as_of is not None:
+        shown = or_(shown, Message.superseded_at > as_of)
     history = list(
         session.exec(
             select(Message)
-            .where(Message.chat_id == chat.id, Message.seq < before_seq, Message.content != "")
+            .where(
+                Message.chat_id == chat.id,
+                Message.seq < before_seq,
+                Message.content != "",
+                shown,
+            )
             .order_by(Message.seq.desc())
             .limit(HISTORY_MESSAGES)
         )
@@ -151,6 +248,27 @@ class Turn:
         if self.task is not None and not self.task.done():
             self.cancel_reason = reason
             self.task.cancel()
+
+    async def frames(self, first: tuple | None = ...) -> AsyncIterator[tuple[str, dict]]:
+        """What a client is sent (over SSE or a WebSocket), as (event, JSON data): `start`
+        with both saved messages, `delta` pieces, then `done` or `failed` with the saved
+        answer. `first` is an event the caller already took from `events`."""
+        opened = self.opened
+        yield (
+            "start",
+            {
+                "user_message": opened.user_message.model_dump(mode="json"),
+                "assistant_message": opened.assistant_message.model_dump(mode="json"),
+            },
+        )
+        event = await self.events.get() if first is ... else first
+        while event is not None:
+            kind, payload = event
+            if kind == "delta":
+                yield kind, {"content": payload}
+            else:
+                yield kind, payload.model_dump(mode="json")
+            event = await self.events.get()
 
 
 class TurnRunner:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,22 +147,24 @@ class Stack:
 
     def settings(self):
         """The stack's settings, built from the same ORCHARD_* values the CLI got."""
-        from orchard.settings import ENV_PREFIX, Settings
-
-        values = {
-            key.removeprefix(ENV_PREFIX).lower(): value
-            for key, value in self.env.items()
-            if key.startswith(ENV_PREFIX)
-        }
-        return Settings(**values)
+        return settings_from_env(self.env)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole local stack, started once with `orchard up` on free loopback ports."""
-    home = tmp_path_factory.mktemp("stack") / "home"
-    env = stack_env(home)
-    result = orchard(env, "up")
+def settings_from_env(env: dict[str, str]):
+    """Settings from the ORCHARD_* values of an `orchard` CLI environment."""
+    from orchard.settings import ENV_PREFIX, Settings
+
+    values = {
+        key.removeprefix(ENV_PREFIX).lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX)
+    }
+    return Settings(**values)
+
+
+def up_or_fail(env: dict[str, str], home: Path, *services: str) -> subprocess.CompletedProcess:
+    """`orchard up [services]`; on failure, stop what started and fail with the logs."""
+    result = orchard(env, "up", *services)
     if result.returncode != 0:
         logs = "".join(
             f"\n--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
@@ -169,6 +172,55 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         orchard(env, "down")
         pytest.fail(f"orchard up failed:\n{result.stdout}\n{result.stderr}{logs}")
+    return result
+
+
+@contextmanager
+def local_services(root: Path, *services: str) -> Iterator[Stack]:
+    """`orchard up SERVICES` on free loopback ports under `root/home`, `orchard down` after.
+
+    TMPDIR points into `root` meanwhile: mlflow.transformers.log_model leaves temporary
+    directories behind."""
+    saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(root)
+    home = root / "home"
+    env = stack_env(home)
+    try:
+        result = up_or_fail(env, home, *services)
+        yield Stack(env=env, home=home, up_output=result.stdout)
+    finally:
+        orchard(env, "down")
+        if saved_tmp[0] is None:
+            os.environ.pop("TMPDIR")
+        else:
+            os.environ["TMPDIR"] = saved_tmp[0]
+        tempfile.tempdir = saved_tmp[1]
+
+
+def wait_serving(base_url: str, alias: str, version: str, timeout: float = 180) -> None:
+    """Until serving at `base_url` answers `alias` with `version` (it polls the registry)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{base_url}/healthz", timeout=30)
+            if last.json()["serving"].get(alias) == version:
+                return
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            last = error  # a busy machine: keep asking until the deadline
+        time.sleep(0.5)
+    detail = last.text if isinstance(last, httpx.Response) else repr(last)
+    raise AssertionError(f"{alias} never served version {version}: {detail}")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole local stack, started once with `orchard up` on free loopback ports."""
+    home = tmp_path_factory.mktemp("stack") / "home"
+    env = stack_env(home)
+    result = up_or_fail(env, home)
     try:
         yield Stack(env=env, home=home, up_output=result.stdout)
     finally:

@@ -101,7 +101,8 @@ def export_feedback(
                 query = query.where(MessageFeedback.rating == rating)
             for feedback, message, chat in session.exec(query):
                 record = {
-                    "prompt": context_messages(session, chat, message.seq),
+                    # what the model saw then, even if the chat has moved on since
+                    "prompt": context_messages(session, chat, message.seq, message.created_at),
                     "completion": [{"role": "assistant", "content": message.content}],
                     "label": feedback.rating == "up",
                     "rating": feedback.rating,

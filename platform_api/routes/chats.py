@@ -39,8 +39,14 @@ def owned_chat(session: Session, user: User, chat_id: str) -> Chat:
 
 
 def chat_messages(session: Session, chat_id: str) -> list[Message]:
+    """What the chat shows, in order: superseded messages (replaced by a regenerated
+    answer or an edited question) are left out."""
     return list(
-        session.exec(select(Message).where(Message.chat_id == chat_id).order_by(Message.seq))
+        session.exec(
+            select(Message)
+            .where(Message.chat_id == chat_id, Message.superseded_at.is_(None))
+            .order_by(Message.seq)
+        )
     )
 
 
@@ -106,7 +112,11 @@ def search_chats(
     for chat, content in session.exec(
         select(Chat, Message.content)
         .join(Message, Message.chat_id == Chat.id)
-        .where(Chat.user_id == user.id, Message.content.ilike(pattern, escape="\\"))
+        .where(
+            Chat.user_id == user.id,
+            Message.superseded_at.is_(None),
+            Message.content.ilike(pattern, escape="\\"),
+        )
         .order_by(Chat.updated_at.desc(), Message.seq)
         .limit(SEARCH_LIMIT * 4)
     ):
@@ -172,7 +182,9 @@ def export_chat(
     session: SessionDep,
     format: Literal["markdown", "json"] = Query("markdown"),
 ) -> Response:
-    """The whole chat as a download: Markdown to read, JSON to process."""
+    """The chat as it shows, as a download: Markdown to read, JSON to process. Messages
+    replaced by a regenerated answer or an edited question are not in it (the account's
+    data export, `GET /users/me/export`, has them)."""
     chat = owned_chat(session, user, chat_id)
     messages = chat_messages(session, chat.id)
     if format == "json":

@@ -1,7 +1,9 @@
 """Messages of a chat: list them; send one and receive the answer as server-sent events;
-stop an answer that is streaming; rate an answer (thumbs up/down with a comment).
+regenerate the last answer; edit a question and resend it; stop an answer that is
+streaming; rate an answer (thumbs up/down with a comment).
 
-`POST /chats/{id}/messages` answers `text/event-stream`:
+`POST /chats/{id}/messages` (and `.../{message_id}/regenerate`, `.../{message_id}/edit`)
+answers `text/event-stream`:
 - `event: start`  — `{"user_message": {...}, "assistant_message": {...}}` (both saved)
 - `event: delta`  — `{"content": "<next piece of the answer>"}`, repeated
 - `event: done`   — the saved assistant message (`status` complete, or partial if stopped)
@@ -25,7 +27,14 @@ from platform_api.errors import ApiError, not_found
 from platform_api.models import Message, MessageFeedback, utcnow
 from platform_api.routes.chats import chat_messages, owned_chat
 from platform_api.schemas import FeedbackPublic, FeedbackSet, MessageCreate, MessagePublic
-from platform_api.turns import Turn, TurnRunner, open_turn
+from platform_api.turns import (
+    OpenedTurn,
+    Turn,
+    TurnRunner,
+    open_edit,
+    open_regeneration,
+    open_turn,
+)
 
 router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
 
@@ -46,22 +55,9 @@ class TurnStream(StreamingResponse):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def _events(self, event):
-        opened = self.turn.opened
-        yield sse(
-            "start",
-            {
-                "user_message": opened.user_message.model_dump(mode="json"),
-                "assistant_message": opened.assistant_message.model_dump(mode="json"),
-            },
-        )
-        while event is not None:
-            kind, payload = event
-            if kind == "delta":
-                yield sse("delta", {"content": payload})
-            else:
-                yield sse(kind, payload.model_dump(mode="json"))
-            event = await self.turn.events.get()
+    async def _events(self, first):
+        async for kind, data in self.turn.frames(first):
+            yield sse(kind, data)
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -75,19 +71,55 @@ def list_messages(chat_id: str, user: CurrentUser, session: SessionDep) -> list[
     return chat_messages(session, owned_chat(session, user, chat_id).id)
 
 
-@router.post(
-    "",
-    response_class=StreamingResponse,
-    responses={
+STREAMED = {
+    "response_class": StreamingResponse,
+    "responses": {
         200: {"content": {"text/event-stream": {}}, "description": "The answer, as SSE."},
         502: {"description": "Serving failed before answering; the failed message is saved."},
     },
-)
+}
+
+
+@router.post("", **STREAMED)
 async def send_message(
     chat_id: str, body: MessageCreate, request: Request, user: CurrentUser, session: SessionDep
 ):
     chat = await run_in_threadpool(owned_chat, session, user, chat_id)
-    opened = await run_in_threadpool(open_turn, session, user, chat, body.content)
+    return await _answer(
+        request, await run_in_threadpool(open_turn, session, user, chat, body.content)
+    )
+
+
+@router.post("/{message_id}/regenerate", **STREAMED)
+async def regenerate_message(
+    chat_id: str, message_id: str, request: Request, user: CurrentUser, session: SessionDep
+):
+    """Answer the last question again: `message_id` is the chat's last answer (not one
+    still streaming, 409 otherwise). The old answer is superseded (kept, with its
+    feedback, but no longer shown); the new one streams like a sent message's."""
+    chat = await run_in_threadpool(owned_chat, session, user, chat_id)
+    opened = await run_in_threadpool(open_regeneration, session, user, chat, message_id)
+    return await _answer(request, opened)
+
+
+@router.post("/{message_id}/edit", **STREAMED)
+async def edit_message(
+    chat_id: str,
+    message_id: str,
+    body: MessageCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+):
+    """Edit and resend: `message_id` is one of the user's messages in the chat; it and
+    every later message are superseded, and `content` is asked and answered instead."""
+    chat = await run_in_threadpool(owned_chat, session, user, chat_id)
+    opened = await run_in_threadpool(open_edit, session, user, chat, message_id, body.content)
+    return await _answer(request, opened)
+
+
+async def _answer(request: Request, opened: OpenedTurn):
+    """Start the turn; its events as SSE, or a 502 if serving failed before answering."""
     runner: TurnRunner = request.app.state.turns
     turn = runner.start(opened)
     first = await turn.events.get()

@@ -3,7 +3,7 @@ usage records metering writes (`metering.py`)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -17,6 +17,36 @@ from platform_api.schemas import UsageHistory, UsageRow
 router = APIRouter(tags=["usage"])
 
 
+def window_start(days: int) -> datetime:
+    """UTC midnight `days - 1` days ago: a window of `days` UTC days, today included."""
+    return (utcnow() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def usage_day():
+    """A usage record's UTC day (records are stored in naive UTC), on SQLite and PostgreSQL."""
+    return func.date(UsageRecord.created_at)
+
+
+def usage_sums() -> tuple:
+    """Requests, prompt tokens, completion tokens and credits of a group of usage records."""
+    return (
+        func.count(UsageRecord.id),
+        func.sum(UsageRecord.prompt_tokens),
+        func.sum(UsageRecord.completion_tokens),
+        func.sum(UsageRecord.credits),
+    )
+
+
+def usage_counts(requests: int, prompt: int | None, completion: int | None, credits: int | None):
+    """`usage_sums()` of one group as `UsageRow` fields (a SUM over no rows is NULL)."""
+    return {
+        "requests": requests,
+        "prompt_tokens": prompt or 0,
+        "completion_tokens": completion or 0,
+        "credits": credits or 0,
+    }
+
+
 @router.get("/usage", response_model=UsageHistory)
 def read_usage(
     user: CurrentUser,
@@ -24,30 +54,15 @@ def read_usage(
     by: Literal["day", "model"] = Query("day", description="Group by UTC day or by model."),
     days: int = Query(30, ge=1, le=366, description="How many days back, today included."),
 ) -> UsageHistory:
-    since = (utcnow() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    key = func.date(UsageRecord.created_at) if by == "day" else UsageRecord.model
+    since = window_start(days)
+    key = usage_day() if by == "day" else UsageRecord.model
     query = (
-        select(
-            key.label("key"),
-            func.count(UsageRecord.id),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.credits),
-        )
+        select(key.label("key"), *usage_sums())
         .where(UsageRecord.user_id == user.id, UsageRecord.created_at >= since)
         .group_by(key)
         .order_by(key)
     )
-    rows = [
-        UsageRow(
-            key=str(k),
-            requests=n,
-            prompt_tokens=p or 0,
-            completion_tokens=c or 0,
-            credits=cr or 0,
-        )
-        for k, n, p, c, cr in session.exec(query)
-    ]
+    rows = [UsageRow(key=str(k), **usage_counts(*sums)) for k, *sums in session.exec(query)]
     return UsageHistory(
         by=by,
         since=since.date().isoformat(),

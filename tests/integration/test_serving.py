@@ -8,9 +8,7 @@ Tests run in file order: the first one needs an empty registry, the last one sto
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from orchard.registry import register_hf_model
 from orchard.settings import Settings
 from platform_api.app import create_app
 from serving.tiny import build_tiny_chat_model
-from tests.conftest import orchard, stack_env
+from tests.conftest import local_services, orchard, wait_serving
 from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
 from tests.platform.test_gateway import balance, new_key
 from tests.platform.test_gateway import grant as grant_credits
@@ -69,18 +67,7 @@ class Serving:
 
     def wait_serving(self, alias: str, version: str, timeout: float = 180) -> None:
         """Until the ingress answers `alias` with `version` (it polls the registry)."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                last = httpx.get(f"{self.base_url}/healthz", timeout=30)
-                if last.json()["serving"].get(alias) == version:
-                    return
-            except (httpx.HTTPError, ValueError, KeyError) as error:
-                last = error  # a busy machine: keep asking until the deadline
-            time.sleep(0.5)
-        detail = last.text if isinstance(last, httpx.Response) else repr(last)
-        raise AssertionError(f"{alias} never served version {version}: {detail}")
+        wait_serving(self.base_url, alias, version, timeout)
 
     def metrics(self) -> str:
         port = self.settings.ray_internal_port_base + 2  # the head's metrics export port
@@ -109,35 +96,12 @@ class Serving:
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory) -> Iterator[Serving]:
     root = tmp_path_factory.mktemp("serving")
-    # mlflow.transformers.log_model leaves temporary directories: keep them in ours.
-    saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
-    os.environ["TMPDIR"] = tempfile.tempdir = str(root)
-    env = stack_env(root / "home")
-    result = orchard(env, "up", "ray", "mlflow", "serve")
-    try:
-        if result.returncode != 0:
-            logs = "".join(
-                f"\n--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                for p in sorted((root / "home" / "logs").glob("*.log"))
-            )
-            pytest.fail(f"orchard up failed:\n{result.stdout}\n{result.stderr}{logs}")
-        values = {
-            key.removeprefix("ORCHARD_").lower(): value
-            for key, value in env.items()
-            if key.startswith("ORCHARD_")
-        }
+    with local_services(root, "ray", "mlflow", "serve") as services:
         dirs = {
             key: str(build_tiny_chat_model(root / key, seed=seed, max_context=MAX_CONTEXT))
             for key, seed in (("first", 0), ("second", 1))
         }
-        yield Serving(env=env, settings=Settings(**values), model_dirs=dirs)
-    finally:
-        orchard(env, "down")
-        if saved_tmp[0] is None:
-            os.environ.pop("TMPDIR")
-        else:
-            os.environ["TMPDIR"] = saved_tmp[0]
-        tempfile.tempdir = saved_tmp[1]
+        yield Serving(env=services.env, settings=services.settings(), model_dirs=dirs)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,174 @@
+"""Fixtures of the web UI's end-to-end tests: the built UI, a headless Chromium, and the
+product behind them — Ray, MLflow and serving started with `orchard up ray mlflow serve`,
+two tiny chat models registered in that MLflow (the first one champion and served), and
+the platform API (LiveServer) pointed at them, serving `ui/dist`.
+
+Without a UI build or without the browser these tests skip with what to run, and fail
+under CI=true. Screenshots, and the page of a failed test, go to test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchard.registry import register_hf_model
+from orchard.settings import Settings
+from platform_api.app import create_app
+from serving.tiny import build_tiny_chat_model
+from tests.conftest import REPO, local_services, wait_serving
+from tests.platform.conftest import FAST_ARGON2, Account, Api, LiveServer
+from tests.ui.browser import chromium, missing_browser
+
+UI_DIST = REPO / "ui" / "dist"
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+# Room for the chats' default 512-token answers (streams that last a while) after a long
+# message: the tiny model's tokenizer spends about a token per character.
+MAX_CONTEXT = 2048
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the web UI's browser tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def ui_dist() -> Path:
+    if not (UI_DIST / "index.html").is_file():
+        unavailable(f"the web UI is not built ({UI_DIST} has no index.html): run `make install`")
+    shutil.rmtree(ARTIFACTS / "failures", ignore_errors=True)  # a previous run's
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return UI_DIST
+
+
+@pytest.fixture(scope="module")
+def browser(ui_dist):
+    if reason := missing_browser():
+        unavailable(reason)
+    with chromium() as browser:
+        yield browser
+
+
+@dataclass
+class Product:
+    url: str  # the platform API, which serves the UI
+    api: Api
+    settings: Settings
+    serving_url: str
+    versions: list[str]  # registered versions, oldest first; the first is champion
+    accounts: dict[str, Account] = field(default_factory=dict)
+
+    def wait_champion(self, version: str) -> None:
+        wait_serving(self.serving_url, "champion", version)
+
+
+@pytest.fixture(scope="module")
+def product(browser, tmp_path_factory) -> Iterator[Product]:
+    root = tmp_path_factory.mktemp("ui-e2e")
+    with local_services(root, "ray", "mlflow", "serve") as services:
+        stack = services.settings()
+        versions = []
+        for seed, alias in ((0, "champion"), (1, None)):
+            model = build_tiny_chat_model(root / f"m{seed}", seed=seed, max_context=MAX_CONTEXT)
+            tags = {"eval.rouge_l": f"0.{seed + 2}", "orchard.test": f"ui-e2e-{seed}"}
+            versions.append(
+                register_hf_model(
+                    model,
+                    tracking_uri=stack.mlflow_uri,
+                    name=stack.model_name,
+                    alias=alias,
+                    tags=tags,
+                )
+            )
+        wait_serving(stack.serving_base_url, "champion", versions[0])
+        settings = stack.model_copy(
+            update={
+                "home": root / "platform-home",
+                "database_url": f"sqlite:///{root / 'platform.db'}",
+                "ui_dir": UI_DIST,
+                # one browser logs in many times a minute; these tests are not about limits
+                "rate_limit_auth_ip": "1000/minute",
+                "rate_limit_user": "1000/minute",
+                "rate_limit_ip": "5000/minute",
+            }
+        )
+        server = LiveServer(create_app(settings, FAST_ARGON2))
+        server.start()
+        http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=120)
+        api = Api(http=http, root=server.url, settings=settings, database_url=settings.database_url)
+        try:
+            yield Product(
+                url=server.url,
+                api=api,
+                settings=settings,
+                serving_url=stack.serving_base_url,
+                versions=versions,
+            )
+        finally:
+            http.close()
+            server.stop()
+
+
+class PageErrors:
+    """What the page reported that a user would not see: uncaught exceptions, console
+    errors (a CSP refusal among them)."""
+
+    def __init__(self, page) -> None:
+        self.messages: list[str] = []
+        page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                message.type == "error" and self.messages.append(f"console: {message.text}")
+            ),
+        )
+
+    def csp(self) -> list[str]:
+        return [m for m in self.messages if "Content Security Policy" in m]
+
+
+def new_page(browser, request, **context_options):
+    """A page in a fresh browser context (its own storage: nobody logged in)."""
+    context = browser.new_context(**context_options)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.errors = PageErrors(page)
+    pages = request.node.__dict__.setdefault("ui_pages", [])
+    pages.append(page)
+    request.addfinalizer(lambda: close_page(request, page, len(pages)))
+    return page
+
+
+def close_page(request, page, number: int) -> None:
+    report = getattr(request.node, "report_call", None)
+    try:
+        if report is not None and report.failed:
+            stem = ARTIFACTS / "failures" / f"{request.node.name}-page{number}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=f"{stem}.png", full_page=True)
+            stem.with_suffix(".html").write_text(page.content())
+            stem.with_suffix(".log").write_text("\n".join(page.errors.messages))
+    finally:
+        page.context.close()
+
+
+@pytest.fixture
+def page(browser, product, request):
+    """A desktop-sized page; the test fails if the CSP refused anything on it."""
+    page = new_page(browser, request, viewport={"width": 1280, "height": 800})
+    yield page
+    assert not page.errors.csp(), page.errors.csp()

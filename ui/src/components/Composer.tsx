@@ -1,0 +1,78 @@
+import { useEffect, useRef, type KeyboardEvent } from "react";
+import { ArrowUp, Square } from "lucide-react";
+import { Button } from "./ui/button";
+
+export function Composer({
+  value,
+  onChange,
+  onSend,
+  onStop,
+  phase,
+  disabled,
+}: {
+  value: string;
+  onChange: (v: string) => void;
+  onSend: () => void;
+  onStop: () => void;
+  phase: "idle" | "sending" | "streaming";
+  disabled?: boolean;
+}) {
+  const ref = useRef<HTMLTextAreaElement>(null);
+  const busy = phase !== "idle";
+
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    el.style.height = "auto";
+    el.style.height = `${Math.min(el.scrollHeight, 240)}px`;
+  }, [value]);
+
+  function onKeyDown(e: KeyboardEvent<HTMLTextAreaElement>) {
+    if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
+      e.preventDefault();
+      if (!busy && value.trim()) onSend();
+    }
+  }
+
+  return (
+    <form
+      className="flex items-end gap-2 rounded-xl border border-input bg-background p-2 focus-within:outline-2 focus-within:outline-ring"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (!busy && value.trim()) onSend();
+      }}
+    >
+      <label htmlFor="composer" className="sr-only">
+        Message
+      </label>
+      <textarea
+        id="composer"
+        ref={ref}
+        data-testid="composer"
+        rows={1}
+        value={value}
+        maxLength={32000}
+        placeholder="Message Orchard (Enter to send, Shift+Enter for a new line)"
+        onChange={(e) => onChange(e.target.value)}
+        onKeyDown={onKeyDown}
+        disabled={disabled}
+        className="max-h-60 min-h-9 flex-1 resize-none bg-transparent px-2 py-1.5 text-sm outline-none placeholder:text-muted-foreground"
+      />
+      {busy ? (
+        <Button data-testid="stop" variant="outline" size="icon" aria-label="Stop" onClick={onStop}>
+          <Square className="size-4 fill-current" aria-hidden />
+        </Button>
+      ) : null}
+      <Button
+        type="submit"
+        data-testid="send"
+        size="icon"
+        aria-label="Send"
+        disabled={busy || !value.trim() || disabled}
+        className={busy ? "hidden" : undefined}
+      >
+        <ArrowUp className="size-4" aria-hidden />
+      </Button>
+    </form>
+  );
+}

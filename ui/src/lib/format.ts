@@ -1,0 +1,12 @@
+/** "orchard-chat/3" → "orchard-chat v3"; other names as they are. */
+export function formatModelVersion(version: string | null | undefined): string | null {
+  if (!version) return null;
+  const m = /^(.*?)[/:@]v?(\d+)$/.exec(version);
+  return m ? `${m[1]} v${m[2]}` : version;
+}
+
+export function chatTitleFrom(text: string): string {
+  const line = text.trim().split(/\r?\n/)[0].replace(/\s+/g, " ").trim();
+  if (!line) return "New chat";
+  return line.length > 60 ? `${line.slice(0, 57)}…` : line;
+}

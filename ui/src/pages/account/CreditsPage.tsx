@@ -1,0 +1,57 @@
+import { useEffect, useState } from "react";
+import { api, describeError } from "../../lib/api";
+import { formatDateTime } from "../../lib/dates";
+import type { CreditStatement } from "../../lib/types";
+import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
+import { useSession } from "../../store/session";
+
+export function CreditsPage() {
+  const [statement, setStatement] = useState<CreditStatement | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    api<CreditStatement>("/credits")
+      .then((s) => {
+        setStatement(s);
+        useSession.setState({ credits: s.balance });
+      })
+      .catch((e) => setError(describeError(e)));
+  }, []);
+  if (error) return <ErrorBanner message={error} />;
+  if (!statement) return <Spinner />;
+  return (
+    <Card title="Credits">
+      <p className="mb-4 text-3xl font-semibold" data-testid="credit-balance">
+        {statement.balance}
+        <span className="ml-2 text-sm font-normal text-muted-foreground">credits left</span>
+      </p>
+      {statement.entries.length === 0 ? (
+        <p className="text-sm text-muted-foreground">No entries yet.</p>
+      ) : (
+        <div className="overflow-x-auto">
+          <table className="w-full text-sm">
+            <thead className="text-left text-muted-foreground">
+              <tr>
+                <th className="py-1 pr-3 font-medium">When</th>
+                <th className="py-1 pr-3 font-medium">Kind</th>
+                <th className="py-1 pr-3 text-right font-medium">Amount</th>
+                <th className="py-1 pr-3 text-right font-medium">Balance</th>
+                <th className="py-1 font-medium">Reason</th>
+              </tr>
+            </thead>
+            <tbody>
+              {statement.entries.map((e) => (
+                <tr key={e.id} className="border-t border-border" data-testid="credit-entry">
+                  <td className="py-1.5 pr-3 whitespace-nowrap">{formatDateTime(e.created_at)}</td>
+                  <td className="py-1.5 pr-3">{e.kind}</td>
+                  <td className="py-1.5 pr-3 text-right font-mono">{e.kind === "debit" ? `−${e.amount}` : `+${e.amount}`}</td>
+                  <td className="py-1.5 pr-3 text-right font-mono">{e.balance_after}</td>
+                  <td className="py-1.5 break-words">{e.reason}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Card>
+  );
+}

@@ -1,0 +1,77 @@
+import { useState, type FormEvent } from "react";
+import { useNavigate } from "react-router";
+import { api, describeError, download } from "../../lib/api";
+import { Button } from "../../components/ui/button";
+import { Field, Input } from "../../components/ui/input";
+import { Card, ErrorBanner } from "../../components/ui/misc";
+import { useSession } from "../../store/session";
+
+export function DataPage() {
+  const user = useSession((s) => s.user)!;
+  const reset = useSession((s) => s.reset);
+  const navigate = useNavigate();
+  const [password, setPassword] = useState("");
+  const [code, setCode] = useState("");
+  const [confirm, setConfirm] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [exportError, setExportError] = useState<string | null>(null);
+
+  async function erase(e: FormEvent) {
+    e.preventDefault();
+    setError(null);
+    if (!password) return setError("Enter your password.");
+    if (user.totp_enabled && !/^\d{6}$/.test(code.trim())) return setError("Enter the 6-digit code from your authenticator app.");
+    if (confirm !== "DELETE") return setError("Type DELETE to confirm.");
+    try {
+      await api("/users/me", {
+        method: "DELETE",
+        json: { password, ...(user.totp_enabled ? { totp_code: code.trim() } : {}) },
+      });
+      reset();
+      navigate("/login", { replace: true });
+    } catch (err) {
+      setError(describeError(err));
+    }
+  }
+
+  return (
+    <div className="space-y-4">
+      <Card title="Export your data">
+        <p className="mb-3 text-sm text-muted-foreground">
+          One JSON file with everything held about you: account, folders, chats and messages, feedback, share links, API
+          keys (no secrets), credits and usage.
+        </p>
+        <ErrorBanner message={exportError} />
+        <Button
+          data-testid="export-data"
+          onClick={() => download("/users/me/export", "orchard-data.json").catch((e) => setExportError(describeError(e)))}
+        >
+          Download my data
+        </Button>
+      </Card>
+      <Card title="Delete account" className="border-destructive/40">
+        <p className="mb-3 text-sm text-muted-foreground">
+          This erases your chats, folders, API keys and profile at once and cannot be undone. The credit ledger and usage
+          counts stay, without personal data.
+        </p>
+        <form onSubmit={erase} className="space-y-3" noValidate>
+          <ErrorBanner message={error} />
+          <Field label="Password">
+            {(p) => <Input {...p} type="password" autoComplete="current-password" data-testid="delete-password" value={password} onChange={(e) => setPassword(e.target.value)} />}
+          </Field>
+          {user.totp_enabled && (
+            <Field label="Authenticator code">
+              {(p) => <Input {...p} inputMode="numeric" maxLength={6} data-testid="delete-totp" value={code} onChange={(e) => setCode(e.target.value)} />}
+            </Field>
+          )}
+          <Field label="Type DELETE to confirm">
+            {(p) => <Input {...p} data-testid="delete-confirm" value={confirm} onChange={(e) => setConfirm(e.target.value)} />}
+          </Field>
+          <Button type="submit" variant="destructive" data-testid="delete-account">
+            Delete my account
+          </Button>
+        </form>
+      </Card>
+    </div>
+  );
+}

@@ -1,0 +1,87 @@
+import { useState, type FormEvent } from "react";
+import { api, ApiError, describeError } from "../../lib/api";
+import { formatDateTime } from "../../lib/dates";
+import type { User } from "../../lib/types";
+import { Button } from "../../components/ui/button";
+import { Field, Input } from "../../components/ui/input";
+import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
+import { useSession } from "../../store/session";
+import { toast } from "../../store/toasts";
+
+export function ProfilePage() {
+  const user = useSession((s) => s.user)!;
+  const setUser = useSession((s) => s.setUser);
+  const [name, setName] = useState(user.display_name);
+  const [nameError, setNameError] = useState<string | null>(null);
+  const [pw, setPw] = useState({ current: "", next: "" });
+  const [pwErrors, setPwErrors] = useState<{ current?: string; next?: string; form?: string }>({});
+
+  async function saveName(e: FormEvent) {
+    e.preventDefault();
+    if (name.trim().length > 100) return setNameError("The display name is at most 100 characters.");
+    setNameError(null);
+    try {
+      setUser(await api<User>("/users/me", { method: "PATCH", json: { display_name: name.trim() } }));
+      toast("Profile saved.", "success");
+    } catch (err) {
+      setNameError(err instanceof ApiError && err.errors.length ? err.errors[0].message : describeError(err));
+    }
+  }
+
+  async function changePassword(e: FormEvent) {
+    e.preventDefault();
+    const errors: typeof pwErrors = {};
+    if (!pw.current) errors.current = "Enter your current password.";
+    if (pw.next.length < 10) errors.next = "The new password needs at least 10 characters.";
+    setPwErrors(errors);
+    if (Object.keys(errors).length) return;
+    try {
+      await api("/users/me/password", { method: "POST", json: { current_password: pw.current, new_password: pw.next } });
+      setPw({ current: "", next: "" });
+      toast("Password changed; your other sessions were logged out.", "success");
+    } catch (err) {
+      setPwErrors({ form: describeError(err) });
+    }
+  }
+
+  return (
+    <div className="space-y-4">
+      <Card title="Profile">
+        <dl className="mb-4 grid grid-cols-[auto_1fr] gap-x-4 gap-y-1 text-sm">
+          <dt className="text-muted-foreground">E-mail</dt>
+          <dd data-testid="profile-email" className="break-all">{user.email}</dd>
+          <dt className="text-muted-foreground">Role</dt>
+          <dd>
+            <Badge>{user.role}</Badge>
+          </dd>
+          <dt className="text-muted-foreground">Member since</dt>
+          <dd>{formatDateTime(user.created_at)}</dd>
+        </dl>
+        <form onSubmit={saveName} className="flex flex-col gap-3 sm:flex-row sm:items-end" noValidate>
+          <Field label="Display name" error={nameError} className="flex-1">
+            {(p) => <Input {...p} data-testid="profile-display-name" value={name} onChange={(e) => setName(e.target.value)} />}
+          </Field>
+          <Button type="submit" data-testid="profile-save">
+            Save
+          </Button>
+        </form>
+      </Card>
+      <Card title="Change password">
+        <form onSubmit={changePassword} className="space-y-3" noValidate>
+          <ErrorBanner message={pwErrors.form} />
+          <Field label="Current password" error={pwErrors.current}>
+            {(p) => (
+              <Input {...p} type="password" autoComplete="current-password" value={pw.current} onChange={(e) => setPw({ ...pw, current: e.target.value })} />
+            )}
+          </Field>
+          <Field label="New password" error={pwErrors.next} hint="10 to 256 characters.">
+            {(p) => (
+              <Input {...p} type="password" autoComplete="new-password" value={pw.next} onChange={(e) => setPw({ ...pw, next: e.target.value })} />
+            )}
+          </Field>
+          <Button type="submit">Change password</Button>
+        </form>
+      </Card>
+    </div>
+  );
+}

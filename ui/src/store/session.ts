@@ -1,0 +1,66 @@
+import { create } from "zustand";
+import { api, describeError, tokens } from "../lib/api";
+import type { CreditStatement, TokenPair, User } from "../lib/types";
+
+interface SessionState {
+  user: User | null;
+  /** loading: tokens exist and /users/me is on its way. */
+  status: "loading" | "ready" | "anonymous" | "error";
+  error: string | null;
+  credits: number | null;
+  loadMe: () => Promise<void>;
+  loadCredits: () => Promise<void>;
+  login: (pair: TokenPair) => Promise<void>;
+  logout: () => Promise<void>;
+  setUser: (user: User) => void;
+  reset: () => void;
+}
+
+export const useSession = create<SessionState>((set, get) => ({
+  user: null,
+  status: tokens.access ? "loading" : "anonymous",
+  credits: null,
+  error: null,
+  async loadMe() {
+    if (!tokens.access && !tokens.refresh) {
+      set({ user: null, status: "anonymous" });
+      return;
+    }
+    try {
+      const user = await api<User>("/users/me");
+      set({ user, status: "ready", error: null });
+      void get().loadCredits();
+    } catch (error) {
+      if (!tokens.access) set({ user: null, status: "anonymous", error: null });
+      else set({ user: null, status: "error", error: describeError(error) });
+    }
+  },
+  async loadCredits() {
+    try {
+      const statement = await api<CreditStatement>("/credits");
+      set({ credits: statement.balance });
+    } catch {
+      /* the balance stays as it was */
+    }
+  },
+  async login(pair) {
+    tokens.set(pair);
+    set({ status: "loading" });
+    await get().loadMe();
+  },
+  async logout() {
+    try {
+      await api("/auth/logout", { method: "POST" });
+    } catch {
+      /* the tokens go anyway */
+    }
+    get().reset();
+  },
+  setUser(user) {
+    set({ user });
+  },
+  reset() {
+    tokens.clear();
+    set({ user: null, status: "anonymous", credits: null });
+  },
+}));
