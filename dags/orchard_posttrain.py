@@ -144,10 +144,10 @@ def _registered_from(settings, version: str, model) -> bool:
             "picks between two of the policy's own samples (RLAIF).",
         ),
         "grpo_steps": Param(
-            10, type="integer", minimum=1, title="GRPO steps", description="Optimizer steps."
+            40, type="integer", minimum=1, title="GRPO steps", description="Optimizer steps."
         ),
         "grpo_lr": Param(
-            1e-5,
+            3e-5,
             type="number",
             exclusiveMinimum=0,
             title="GRPO learning rate",

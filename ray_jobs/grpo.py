@@ -43,8 +43,8 @@ log = logging.getLogger("orchard.grpo")
 
 
 class GrpoConfig(TrainStepConfig):
-    steps: int = Field(20, ge=1, description="Optimizer steps.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate (cosine decay, warmup).")
+    steps: int = Field(40, ge=1, description="Optimizer steps.")
+    lr: float = Field(3e-5, gt=0, description="Peak learning rate (cosine decay, warmup).")
     batch_size: int = Field(
         8, ge=2, description="Completions per device per step (questions x generations)."
     )
