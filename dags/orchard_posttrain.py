@@ -69,6 +69,26 @@ def _registered_from(settings, version: str, model) -> bool:
     return tags.get(f"orchard.lineage.{model.step}") == model.path
 
 
+def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str, Param]:
+    """The trigger form's steps and peak learning rate of one post-training stage."""
+    return {
+        f"{stage}_steps": Param(
+            steps,
+            type="integer",
+            minimum=1,
+            title=f"{title} steps",
+            description=f"Optimizer steps of {title}.",
+        ),
+        f"{stage}_lr": Param(
+            lr,
+            type="number",
+            exclusiveMinimum=0,
+            title=f"{title} learning rate",
+            description=f"Peak learning rate of {title} (warmup, then cosine decay).",
+        ),
+    }
+
+
 @dag(
     dag_id="orchard_posttrain",
     schedule=[PRETRAINED_MODEL],
@@ -94,40 +114,9 @@ def _registered_from(settings, version: str, model) -> bool:
             description="Post-training stages to run, in pipeline order; dpo and grpo "
             "start from the latest stage before them. grpo needs reward.",
         ),
-        "sft_steps": Param(
-            150, type="integer", minimum=1, title="SFT steps", description="Optimizer steps."
-        ),
-        "sft_lr": Param(
-            5e-4,
-            type="number",
-            exclusiveMinimum=0,
-            title="SFT learning rate",
-            description="Peak learning rate of supervised fine-tuning.",
-        ),
-        "reward_steps": Param(
-            100,
-            type="integer",
-            minimum=1,
-            title="Reward model steps",
-            description="Optimizer steps of the reward model.",
-        ),
-        "reward_lr": Param(
-            3e-4,
-            type="number",
-            exclusiveMinimum=0,
-            title="Reward model learning rate",
-            description="Peak learning rate of the reward model.",
-        ),
-        "dpo_steps": Param(
-            60, type="integer", minimum=1, title="DPO steps", description="Optimizer steps."
-        ),
-        "dpo_lr": Param(
-            5e-5,
-            type="number",
-            exclusiveMinimum=0,
-            title="DPO learning rate",
-            description="Peak learning rate of DPO.",
-        ),
+        **_training_params("sft", "SFT", steps=150, lr=5e-4),
+        **_training_params("reward", "Reward model", steps=100, lr=3e-4),
+        **_training_params("dpo", "DPO", steps=60, lr=5e-5),
         "beta": Param(
             0.1,
             type="number",
@@ -143,16 +132,7 @@ def _registered_from(settings, version: str, model) -> bool:
             description="reference: chosen = the grounded answer; judge: the reward model "
             "picks between two of the policy's own samples (RLAIF).",
         ),
-        "grpo_steps": Param(
-            40, type="integer", minimum=1, title="GRPO steps", description="Optimizer steps."
-        ),
-        "grpo_lr": Param(
-            3e-5,
-            type="number",
-            exclusiveMinimum=0,
-            title="GRPO learning rate",
-            description="Peak learning rate of GRPO.",
-        ),
+        **_training_params("grpo", "GRPO", steps=40, lr=3e-5),
         "champion_if_none": Param(
             True,
             type="boolean",
