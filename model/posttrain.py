@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from orchard.errors import OrchardError
-from orchard.steps import Manifest, StepConfig
+from orchard.settings import Settings
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step
 
 CHAT_DATA = "chat_data"
 
@@ -183,3 +184,26 @@ def save_model(model, tokenizer, out: Path) -> None:
 def logged(trainer, name: str) -> list[float]:
     """Every value of metric `name` the trainer logged, in order."""
     return [entry[name] for entry in trainer.state.log_history if name in entry]
+
+
+def run_model_step(
+    step: str,
+    body: Callable[[Any, list[Manifest], StepContext, str | None], StepOutput],
+    config: StepConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str,
+    force: bool,
+) -> Manifest:
+    """`run_step` of a post-training or evaluation step whose body is
+    `body(config, inputs, ctx, mlflow_uri)`, under the settings' data root and MLflow."""
+    return run_step(
+        step=step,
+        name=name,
+        config=config,
+        data_root=Path(settings.data_dir),
+        body=lambda ctx: body(config, inputs, ctx, settings.mlflow_uri),
+        inputs=inputs,
+        force=force,
+        mlflow_uri=settings.mlflow_uri,
+    )

@@ -27,6 +27,7 @@ from model.posttrain import (
     load_tokenizer,
     logged,
     read_rows,
+    run_model_step,
     save_model,
     split_inputs,
     tracked_run,
@@ -35,7 +36,7 @@ from model.posttrain import (
 )
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
 log = logging.getLogger("orchard.dpo")
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -166,16 +167,7 @@ def run(
     name: str = "chat",
     force: bool = False,
 ) -> Manifest:
-    return run_step(
-        step="dpo",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: dpo(config, inputs, ctx, settings.mlflow_uri),
-        inputs=inputs,
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return run_model_step("dpo", dpo, config, inputs, settings, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,11 +29,11 @@ from typing import Any
 
 from pydantic import Field
 
-from model.posttrain import spread
+from model.posttrain import run_model_step, spread
 from orchard.errors import OrchardError
 from orchard.grading import key_facts, rouge_l
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, step_main
 
 log = logging.getLogger("orchard.evaluate")
 
@@ -318,16 +318,7 @@ def run(
     name: str = "model",
     force: bool = False,
 ) -> Manifest:
-    return run_step(
-        step="evaluate",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: evaluate(config, inputs, ctx, settings.mlflow_uri),
-        inputs=inputs,
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return run_model_step("evaluate", evaluate, config, inputs, settings, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:

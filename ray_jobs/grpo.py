@@ -29,6 +29,7 @@ from model.posttrain import (
     load_tokenizer,
     logged,
     read_rows,
+    run_model_step,
     save_model,
     split_inputs,
     tracked_run,
@@ -37,7 +38,7 @@ from model.posttrain import (
 )
 from orchard.grading import grounded_reward
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
 log = logging.getLogger("orchard.grpo")
 
@@ -128,16 +129,7 @@ def run(
     name: str = "chat",
     force: bool = False,
 ) -> Manifest:
-    return run_step(
-        step="grpo",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: grpo(config, inputs, ctx, settings.mlflow_uri),
-        inputs=inputs,
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return run_model_step("grpo", grpo, config, inputs, settings, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:

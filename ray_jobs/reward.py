@@ -23,6 +23,7 @@ from model.posttrain import (
     load_tokenizer,
     logged,
     read_rows,
+    run_model_step,
     save_model,
     split_inputs,
     spread,
@@ -31,7 +32,7 @@ from model.posttrain import (
     trainer_args,
 )
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
 log = logging.getLogger("orchard.reward")
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -130,16 +131,7 @@ def run(
     name: str = "rm",
     force: bool = False,
 ) -> Manifest:
-    return run_step(
-        step="reward",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: reward(config, inputs, ctx, settings.mlflow_uri),
-        inputs=inputs,
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return run_model_step("reward", reward, config, inputs, settings, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from model.posttrain import (
     load_tokenizer,
     logged,
     read_rows,
+    run_model_step,
     save_model,
     split_inputs,
     spread,
@@ -33,7 +34,7 @@ from model.posttrain import (
     trainer_args,
 )
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
 log = logging.getLogger("orchard.sft")
 COLUMNS = ("messages",)
@@ -105,16 +106,7 @@ def run(
     name: str = "chat",
     force: bool = False,
 ) -> Manifest:
-    return run_step(
-        step="sft",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: sft(config, inputs, ctx, settings.mlflow_uri),
-        inputs=inputs,
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return run_model_step("sft", sft, config, inputs, settings, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:
