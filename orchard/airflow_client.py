@@ -20,6 +20,14 @@ class AirflowError(OrchardError):
     pass
 
 
+class AirflowRefused(AirflowError):
+    """Airflow refused a trigger's conf (a Param failing its schema); `reason` says which."""
+
+    def __init__(self, dag_id: str, reason: str):
+        super().__init__(f"Airflow refused the run of {dag_id}: {reason}")
+        self.reason = reason
+
+
 class AirflowClient:
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
@@ -109,7 +117,7 @@ class AirflowClient:
         if response.status_code == 400:
             # The first line names the bad Param; the rest is the JSON schema dump.
             reason = _detail(response).strip().splitlines()[0]
-            raise AirflowError(f"Airflow refused the run of {dag_id}: {reason}")
+            raise AirflowRefused(dag_id, reason)
         if response.status_code >= 400:
             raise AirflowError(f"trigger {dag_id}: {response.status_code} {_detail(response)}")
         return response.json()["dag_run_id"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from orchard.airflow_client import AirflowClient, AirflowError
+from orchard.airflow_client import AirflowClient, AirflowError, AirflowRefused
 from orchard.pipeline import run_url
 from orchard.settings import Settings
 
@@ -32,11 +32,6 @@ class ConfRefused(Exception):
 
 class AirflowFailed(Exception):
     pass
-
-
-# The prefix of AirflowClient.trigger's error for Airflow's 400 (a Param that fails its
-# schema), after which comes the first line of Airflow's reason.
-_REFUSED = "Airflow refused the run of {dag_id}: "
 
 
 @contextmanager
@@ -101,11 +96,10 @@ def trigger(settings: Settings, dag_id: str, conf: dict[str, Any]) -> tuple[dict
             run_id = client.trigger(dag_id, conf)
         except httpx.HTTPError as error:
             raise _unreachable(client, error) from None
+        except AirflowRefused as error:
+            raise ConfRefused(error.reason) from None
         except AirflowError as error:
-            message, refused = str(error), _REFUSED.format(dag_id=dag_id)
-            if message.startswith(refused):
-                raise ConfRefused(message.removeprefix(refused)) from None
-            raise AirflowFailed(message) from None
+            raise AirflowFailed(str(error)) from None
         try:
             run = _call(client, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         except (JobsUnavailable, AirflowFailed):  # it was triggered: say so all the same
