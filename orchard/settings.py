@@ -158,6 +158,22 @@ class Settings(BaseSettings):
     credits_per_1k_completion_tokens: int = Field(
         1000, ge=0, description="Credits charged per 1,000 completion tokens (1 per token)."
     )
+    credit_price_usd: float = Field(
+        0.000002,
+        ge=0,
+        description="What one credit costs in US dollars: cost estimates per message and "
+        "in the admin analytics are credits × this.",
+    )
+    airflow_public_url: str | None = Field(
+        None,
+        description="Airflow UI address as browsers reach it, for links in the admin "
+        "dashboard (default: the Airflow server's own address).",
+    )
+    mlflow_public_url: str | None = Field(
+        None,
+        description="MLflow UI address as browsers reach it, for links in the admin "
+        "dashboard (default: the tracking server's own address).",
+    )
     cors_origins: tuple[str, ...] = Field(
         (),
         description="Browser origins allowed to call the platform API (CORS), e.g. "

@@ -43,6 +43,8 @@ USAGE_SOURCES = ("chat", "gateway")
 # complete: serving finished; partial: the client left early; failed: serving broke off.
 USAGE_STATUSES = ("complete", "partial", "failed")
 TONES = ("neutral", "friendly", "formal", "concise")
+# Which way an A/B split sent a request: the champion, or the challenger under test.
+VARIANTS = ("champion", "challenger")
 
 
 def new_id() -> str:
@@ -100,8 +102,35 @@ class User(PlatformTable, table=True):
     totp_enabled: bool = Field(default=False)
     totp_last_step: int | None = Field(default=None)  # a code's time step is used once
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # erased account
+    # Billing: the plan (monthly credit grant, token limits), per-user overrides of the
+    # plan's limits (None: the plan's), and when an admin last reset the limits (usage
+    # before it does not count toward the current day's or month's limit).
+    # No database foreign key: SQLite can add one to an existing table only by copying it,
+    # and dropping the old `users` with foreign keys on cascades into every chat and key.
+    # Deleting a plan therefore sets its users' plan_id to NULL in the same transaction
+    # (plans.py), and a dangling id reads as "no plan" (the default plan).
+    plan_id: str | None = Field(default=None, index=True, max_length=32)
+    daily_token_limit: int | None = Field(default=None)
+    monthly_token_limit: int | None = Field(default=None)
+    limits_reset_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class OAuthIdentity(PlatformTable, table=True):
+    """An account at an OAuth2/OIDC provider (Google, GitHub, any OIDC issuer) linked to a
+    user: `subject` is the provider's stable id for it (OIDC `sub`, GitHub's user id)."""
+
+    __tablename__ = "oauth_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    provider: str = Field(max_length=64)
+    subject: str = Field(max_length=255)
+    email: str = Field(default="", max_length=320)
+    created_at: datetime = _created()
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class AuthSession(PlatformTable, table=True):
@@ -198,6 +227,30 @@ class Message(PlatformTable, table=True):
     # Set when a regenerated answer or an edited question replaced it: the row is kept
     # (feedback, the user's data export) but the chat, its history and its views skip it.
     superseded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    credits: int | None = Field(default=None)  # what the answer cost (assistant messages)
+    variant: str | None = Field(default=None, max_length=16)  # A/B split: which side answered
+
+
+class ChatFlag(PlatformTable, table=True):
+    """Conversation monitoring: an administrator flagged a chat (optionally one message of
+    it) for review, with a reason; resolving it keeps the row."""
+
+    __tablename__ = "chat_flags"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    chat_id: str = Field(foreign_key="chats.id", index=True, max_length=32, ondelete="CASCADE")
+    message_id: str | None = Field(
+        default=None, foreign_key="messages.id", max_length=32, ondelete="SET NULL"
+    )
+    reason: str = Field(default="", sa_type=Text)
+    flagged_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
+    created_at: datetime = _created()
+    resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resolved_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
 
 
 class MessageFeedback(PlatformTable, table=True):
@@ -262,6 +315,47 @@ class CreditEntry(PlatformTable, table=True):
     created_at: datetime = _created()
 
 
+class Plan(PlatformTable, table=True):
+    """A billing plan: credits granted each calendar month (UTC) and token limits per day
+    and per month (None: unlimited). At most one is the default new accounts get."""
+
+    __tablename__ = "plans"
+    __table_args__ = (
+        CheckConstraint("monthly_credits >= 0", name="monthly_credits_not_negative"),
+        CheckConstraint("daily_token_limit IS NULL OR daily_token_limit >= 0", name="daily_limit"),
+        CheckConstraint(
+            "monthly_token_limit IS NULL OR monthly_token_limit >= 0", name="monthly_limit"
+        ),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=64, unique=True)
+    description: str = Field(default="", max_length=200)
+    monthly_credits: int = Field(default=0)
+    daily_token_limit: int | None = Field(default=None)
+    monthly_token_limit: int | None = Field(default=None)
+    is_default: bool = Field(default=False)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class PlanGrant(PlatformTable, table=True):
+    """A plan's monthly grant to one user: one per user and month (`period` "YYYY-MM"), so
+    a retried or concurrent grant run cannot grant twice."""
+
+    __tablename__ = "plan_grants"
+    __table_args__ = (UniqueConstraint("user_id", "period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32)
+    plan_id: str | None = Field(
+        default=None, foreign_key="plans.id", max_length=32, ondelete="SET NULL"
+    )
+    period: str = Field(max_length=7)
+    ledger_entry_id: int = Field(foreign_key="credit_ledger.id")
+    created_at: datetime = _created()
+
+
 # -- usage -----------------------------------------------------------------------------
 class UsageRecord(PlatformTable, table=True):
     """What one request to a model used and cost: tokens from serving's `usage`, credits
@@ -304,3 +398,59 @@ class AuditEntry(PlatformTable, table=True):
     target: str = Field(default="", max_length=200)
     detail: str = Field(default="{}", sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class ModelAccessRule(PlatformTable, table=True):
+    """Grants a role or one user a model: a serve alias (`champion`), a registered version
+    (`orchard-chat/3`) or `*` for every one. A subject with no rule gets the defaults."""
+
+    __tablename__ = "model_access_rules"
+    __table_args__ = (
+        CheckConstraint("(role IS NULL) <> (user_id IS NULL)", name="one_subject"),
+        CheckConstraint(f"role IS NULL OR {_in('role', ROLES)}", name="role"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    role: str | None = Field(default=None, max_length=16)
+    user_id: str | None = Field(
+        default=None, foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    model: str = Field(max_length=200)
+    created_at: datetime = _created()
+    created_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
+
+
+class FeatureFlag(PlatformTable, table=True):
+    """A feature switch: on for everyone (`enabled`, limited to `roles` when that JSON list
+    is not empty) and always on for the user ids in `users` (JSON list)."""
+
+    __tablename__ = "feature_flags"
+
+    key: str = Field(primary_key=True, max_length=64)
+    description: str = Field(default="", max_length=200)
+    enabled: bool = Field(default=False)
+    roles: str = Field(default="[]", sa_type=Text)
+    users: str = Field(default="[]", sa_type=Text)
+    updated_at: datetime = _created()
+    updated_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
+
+
+class TrafficSplit(PlatformTable, table=True):
+    """A/B test of a registered model: the share (percent) of requests for its champion
+    that the challenger answers instead. No row, or 0: the champion answers all."""
+
+    __tablename__ = "traffic_splits"
+    __table_args__ = (
+        CheckConstraint("challenger_percent >= 0 AND challenger_percent <= 100", name="percent"),
+    )
+
+    model_name: str = Field(primary_key=True, max_length=200)
+    challenger_percent: int = Field(default=0)
+    updated_at: datetime = _created()
+    updated_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
