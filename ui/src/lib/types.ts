@@ -64,6 +64,8 @@ export interface Message {
   updated_at: string;
   /** Set on a message a regenerate or an edit replaced (only the data export shows those). */
   superseded_at?: string | null;
+  /** The caller's own rating of an assistant message (absent from servers before it). */
+  feedback?: { rating: "up" | "down"; comment: string } | null;
 }
 
 export interface SearchHit {

@@ -33,7 +33,7 @@ function sse(events: [string, unknown][]) {
   );
 }
 
-function mockApi(onSend: () => Response) {
+function mockApi(onSend: () => Response, stored: Message[] = []) {
   const calls: string[] = [];
   vi.stubGlobal(
     "fetch",
@@ -41,7 +41,8 @@ function mockApi(onSend: () => Response) {
       const method = init.method ?? "GET";
       calls.push(`${method} ${url}`);
       if (url === "/api/v1/chats/c1/messages" && method === "POST") return onSend();
-      if (url === "/api/v1/chats/c1/messages") return json(200, []);
+      if (url === "/api/v1/chats/c1/messages") return json(200, stored);
+      if (url.endsWith("/feedback") && method === "DELETE") return new Response(null, { status: 204 });
       if (url === "/api/v1/chats/c1") return json(200, chat);
       if (url.startsWith("/api/v1/chats")) return json(200, [chat]);
       if (url === "/api/v1/folders") return json(200, []);
@@ -107,5 +108,24 @@ describe("ChatPage", () => {
     expect(container.querySelector("img")).toBeNull();
     expect(composer).toHaveValue("");
     expect(screen.queryByTestId("stop")).toBeNull();
+  });
+
+  it("shows the thumbs the server remembers after a reload, pressed", async () => {
+    const rated: Message = { ...base, id: "a1", seq: 2, role: "assistant", content: "Yes", feedback: { rating: "up", comment: "" } };
+    const unrated: Message = { ...base, id: "a2", seq: 4, role: "assistant", content: "No", feedback: null };
+    // a stale rating this tab set for a2, since cleared elsewhere: the server wins
+    useConversation.setState({ feedback: { a2: { message_id: "a2", rating: "down", comment: "" } } });
+    const calls = mockApi(() => json(500, {}), [{ ...base, id: "u1" }, rated, { ...base, id: "u2", seq: 3 }, unrated]);
+    renderChat();
+    await waitFor(() => expect(screen.getAllByTestId("message")).toHaveLength(4));
+    const [, a1, , a2] = screen.getAllByTestId("message");
+    expect(within(a1).getByTestId("thumbs-up")).toHaveAttribute("aria-pressed", "true");
+    expect(within(a1).getByTestId("thumbs-down")).toHaveAttribute("aria-pressed", "false");
+    expect(within(a2).getByTestId("thumbs-up")).toHaveAttribute("aria-pressed", "false");
+    expect(within(a2).getByTestId("thumbs-down")).toHaveAttribute("aria-pressed", "false");
+    // pressing the pressed thumb clears it on the server
+    await userEvent.click(within(a1).getByTestId("thumbs-up"));
+    await waitFor(() => expect(within(a1).getByTestId("thumbs-up")).toHaveAttribute("aria-pressed", "false"));
+    expect(calls).toContain("DELETE /api/v1/chats/c1/messages/a1/feedback");
   });
 });

@@ -128,6 +128,7 @@ export const useConversation = create<ConversationStore>((set, get) => {
         const messages = await api<Message[]>(`/chats/${chatId}/messages`);
         if ((turnSeq.get(chatId) ?? 0) !== seq || state(chatId).phase !== "idle") return;
         get().dispatch(chatId, { type: "load", messages });
+        set({ feedback: feedbackFrom(get().feedback, messages) });
       } catch (error) {
         get().dispatch(chatId, { type: "error", error: describeError(error) });
       } finally {
@@ -172,6 +173,19 @@ export const useConversation = create<ConversationStore>((set, get) => {
     },
   };
 });
+
+/** The thumbs state the server remembers, merged over what this tab knows: a message
+ * whose `feedback` is null has none (rated and cleared elsewhere); one without the field
+ * (an older server) keeps what this tab set. */
+export function feedbackFrom(known: Record<string, Feedback>, messages: Message[]): Record<string, Feedback> {
+  const next = { ...known };
+  for (const m of messages) {
+    if (m.feedback === undefined) continue;
+    if (m.feedback === null) delete next[m.id];
+    else next[m.id] = { message_id: m.id, rating: m.feedback.rating, comment: m.feedback.comment ?? "" };
+  }
+  return next;
+}
 
 function describeTurnError(error: unknown, mode: TurnMode): string {
   if (error instanceof ApiError && error.status === 404 && mode !== "send") {

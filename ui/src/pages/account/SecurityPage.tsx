@@ -5,6 +5,7 @@ import type { TotpSetup, User } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
+import { QrCode } from "../../components/QrCode";
 import { useSession } from "../../store/session";
 import { toast } from "../../store/toasts";
 
@@ -75,23 +76,28 @@ export function SecurityPage() {
         )}
         {!user.totp_enabled && setup && (
           <form onSubmit={enable} className="space-y-3" noValidate>
-            <p className="text-sm">Add this account to your authenticator app with the URI or the secret, then enter the code it shows.</p>
-            <div className="space-y-1">
-              <div className="text-sm font-medium">Secret</div>
-              <div className="flex items-center gap-2">
-                <code data-testid="totp-secret" className="rounded bg-muted px-2 py-1 font-mono text-sm break-all">
-                  {setup.secret}
-                </code>
-                <Button size="sm" variant="outline" onClick={() => copyText(setup.secret).then((ok) => ok && toast("Secret copied."))}>
-                  Copy
-                </Button>
+            <p className="text-sm">Scan the QR code with your authenticator app (or enter the secret by hand), then enter the code it shows.</p>
+            <div className="flex flex-col gap-4 sm:flex-row sm:items-start">
+              <QrCode text={setup.otpauth_uri} label="QR code of the otpauth URI for your authenticator app" />
+              <div className="min-w-0 flex-1 space-y-3">
+                <div className="space-y-1">
+                  <div className="text-sm font-medium">Secret</div>
+                  <div className="flex items-center gap-2">
+                    <code data-testid="totp-secret" className="rounded bg-muted px-2 py-1 font-mono text-sm break-all">
+                      {setup.secret}
+                    </code>
+                    <Button size="sm" variant="outline" onClick={() => copyText(setup.secret).then((ok) => ok && toast("Secret copied."))}>
+                      Copy
+                    </Button>
+                  </div>
+                </div>
+                <div className="space-y-1">
+                  <div className="text-sm font-medium">otpauth URI</div>
+                  <code data-testid="totp-uri" className="block rounded bg-muted px-2 py-1 font-mono text-xs break-all">
+                    {setup.otpauth_uri}
+                  </code>
+                </div>
               </div>
-            </div>
-            <div className="space-y-1">
-              <div className="text-sm font-medium">otpauth URI</div>
-              <code data-testid="totp-uri" className="block rounded bg-muted px-2 py-1 font-mono text-xs break-all">
-                {setup.otpauth_uri}
-              </code>
             </div>
             <Field label="Code from the app">
               {(p) => (
