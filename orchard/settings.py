@@ -17,9 +17,17 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +49,54 @@ DEFAULT_UI_DIR = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 class SettingsError(OrchardError, ValueError):
     """A setting is unknown or has a bad value; the message says what to change."""
+
+
+class OAuthProvider(BaseModel):
+    """One sign-in provider of the platform API (`oauth_providers`, keyed by the name in
+    its URLs, /api/v1/auth/oauth/<name>/login). `oidc`: any OpenID Connect issuer (Google,
+    Keycloak, Entra ID, ...), found through its discovery document; `github`: GitHub's
+    OAuth apps, which are not OIDC (the user and e-mails come from its REST API)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["oidc", "github"]
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    label: str = Field("", description="Button text in the UI (default: the name).")
+    issuer: str | None = None  # oidc: discovery at <issuer>/.well-known/openid-configuration
+    server_metadata_url: str | None = None  # oidc: the discovery document itself
+    scope: str | None = None  # default: "openid email profile" / "read:user user:email"
+    # github: GitHub Enterprise Server, or a stand-in (default: github.com's addresses)
+    authorize_url: str = "https://github.com/login/oauth/authorize"
+    token_url: str = "https://github.com/login/oauth/access_token"
+    api_base_url: str = "https://api.github.com"
+
+    @model_validator(mode="after")
+    def _discoverable(self) -> OAuthProvider:
+        if self.kind == "oidc" and not (self.issuer or self.server_metadata_url):
+            raise ValueError(
+                "an oidc provider needs issuer (e.g. https://accounts.google.com) or "
+                "server_metadata_url (its .well-known/openid-configuration address)"
+            )
+        if self.kind == "oidc" and self.scope and "openid" not in self.scope.split():
+            raise ValueError("scope of an oidc provider must include 'openid'")
+        return self
+
+    @property
+    def metadata_url(self) -> str | None:
+        if self.server_metadata_url:
+            return self.server_metadata_url
+        return (
+            f"{self.issuer.rstrip('/')}/.well-known/openid-configuration" if self.issuer else None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The provider as its JSON setting, secret included (for `Settings.to_env`)."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return {**data, "kind": self.kind, "client_secret": self.client_secret.get_secret_value()}
+
+
+_PROVIDER_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 def _port_field(default: int, description: str) -> Any:
@@ -179,6 +235,17 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the platform API (CORS), e.g. "
         "https://chat.example.org (none by default: the UI is served same-origin).",
     )
+    public_url: str | None = Field(
+        None,
+        description="The platform API's address as browsers reach it (default "
+        "http://<host>:<api_port>): OAuth redirect URIs and the UI pages they return to.",
+    )
+    oauth_providers: dict[str, OAuthProvider] = Field(
+        default_factory=dict,
+        description='Sign-in providers, JSON keyed by name: {"google": {"kind": "oidc", '
+        '"issuer": "https://accounts.google.com", "client_id": ..., "client_secret": '
+        '..., "label": "Google"}, "github": {"kind": "github", ...}} (none by default).',
+    )
     gateway_max_tokens: int = Field(
         512,
         ge=1,
@@ -228,7 +295,12 @@ class Settings(BaseSettings):
         return value.expanduser().absolute()
 
     @field_validator(
-        "mlflow_tracking_uri", "ray_address", "airflow_url", "s3_endpoint", "serving_url"
+        "mlflow_tracking_uri",
+        "ray_address",
+        "airflow_url",
+        "s3_endpoint",
+        "serving_url",
+        "public_url",
     )
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -245,6 +317,19 @@ class Settings(BaseSettings):
         except ValueError:
             pass
         raise ValueError(f"{value!r} is not a rate limit: write it like '120/minute'")
+
+    @field_validator("oauth_providers")
+    @classmethod
+    def _provider_names(cls, value: dict[str, OAuthProvider]) -> dict[str, OAuthProvider]:
+        import re
+
+        for name in value:
+            if not re.match(_PROVIDER_NAME, name):
+                raise ValueError(
+                    f"provider name {name!r} must be 1-64 lower-case letters, digits, - or _ "
+                    "(it is part of the redirect URI)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
@@ -296,6 +381,11 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.api_port}"
 
     @property
+    def public_base_url(self) -> str:
+        """Where browsers reach the platform API (and the UI it serves)."""
+        return self.public_url or self.api_url
+
+    @property
     def site_url(self) -> str:
         return f"http://{self.host}:{self.site_port}"
 
@@ -344,6 +434,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             elif isinstance(value, tuple | list):  # complex values are JSON in the env
                 value = json.dumps(list(value))
+            elif name == "oauth_providers":
+                value = json.dumps({key: provider.to_json() for key, provider in value.items()})
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
 
@@ -373,6 +465,16 @@ def _describe(error: ValidationError, toml_file: Path | None) -> str:
         )
     if not loc:  # a model-level check such as two services on one port
         return f"bad settings: {first['msg'].removeprefix('Value error, ')}"
+    setting = str(first["loc"][0])
+    if setting == "oauth_providers":  # its input holds client secrets: never echo it
+        what = f"provider {first['loc'][1]!r}" if len(first["loc"]) > 1 else "the providers"
+        field = ".".join(str(part) for part in first["loc"][2:])
+        return (
+            f"bad setting oauth_providers: {what}"
+            + (f", field {field!r}" if field else "")
+            + f": {first['msg'].removeprefix('Value error, ')}; "
+            f"fix {ENV_PREFIX}OAUTH_PROVIDERS or `oauth_providers` in orchard.toml"
+        )
     value = first.get("input")
     return (
         f"bad value {value!r} for setting {loc} ({first['msg']}): "
@@ -397,7 +499,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise SettingsError(_describe(error, toml_file)) from None
-    except ValueError as error:  # a malformed TOML file
+    except ValueError as error:  # a malformed TOML file, or a variable that is not JSON
+        if toml_file is None or "EnvSettingsSource" in str(error):
+            raise SettingsError(
+                f"cannot read the environment: {error}: the {ENV_PREFIX}* variable of a "
+                "list or table setting must be JSON"
+            ) from None
         raise SettingsError(f"cannot read {toml_file}: {error}") from None
     finally:
         Settings._toml_file = None

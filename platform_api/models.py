@@ -454,3 +454,17 @@ class TrafficSplit(PlatformTable, table=True):
     updated_by: str | None = Field(
         default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
     )
+
+
+class OAuthLoginCode(PlatformTable, table=True):
+    """The one-time code an OAuth sign-in hands the browser (in a URL fragment), which the UI
+    exchanges for tokens: stored as SHA-256, valid 60 s, spent once (`used_at`)."""
+
+    __tablename__ = "oauth_login_codes"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    provider: str = Field(max_length=64)
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
