@@ -57,6 +57,7 @@ def write_dist(root: Path) -> Path:
     (dist / "assets" / "index-Ef56Gh78.css").write_text("body{margin:0}")
     (dist / "icons" / "icon.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
     (dist / "robots.txt").write_text("User-agent: *\n")
+    (dist / "sw.js").write_text('self.addEventListener("fetch", () => {});\n')
     (dist / ".env").write_text(SECRET)
     (root / "secret.txt").write_text(SECRET)
     (dist / "assets" / "leak.js").symlink_to(root / "secret.txt")
@@ -150,6 +151,17 @@ def test_other_files_of_the_build_are_served_and_revalidated(site):
     assert (
         robots.text == "User-agent: *\n" and robots.headers["x-content-type-options"] == "nosniff"
     )
+
+
+def test_the_service_worker_is_a_revalidated_script_at_the_root(site):
+    # what a browser sends when it (re)fetches a worker: a JS type is required, and
+    # no-cache makes a new build's worker (a new cache version) seen on the next visit;
+    # served from "/", its default scope is the whole app (no Service-Worker-Allowed)
+    sw = site.http.get("/sw.js", headers={"Accept": "*/*", "Service-Worker": "script"})
+    assert sw.status_code == 200 and sw.text.startswith("self.addEventListener")
+    assert sw.headers["content-type"].startswith("text/javascript")
+    assert sw.headers["cache-control"] == "no-cache"
+    assert "service-worker-allowed" not in sw.headers
 
 
 def test_api_paths_keep_their_json_answers(site):

@@ -1,4 +1,5 @@
 import { useEffect, useRef } from "react";
+import { useFocusTrap } from "../lib/focusTrap";
 import { Navigate, Outlet, useLocation } from "react-router";
 import { Menu } from "lucide-react";
 import { tokens } from "../lib/api";
@@ -22,13 +23,7 @@ export function AppLayout() {
   const asideRef = useRef<HTMLElement>(null);
 
   useEffect(() => setDrawer(false), [location.pathname, setDrawer]);
-  useEffect(() => {
-    if (!open || desktop) return;
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && setDrawer(false);
-    window.addEventListener("keydown", onKey);
-    asideRef.current?.querySelector<HTMLElement>("a, button, input")?.focus();
-    return () => window.removeEventListener("keydown", onKey);
-  }, [open, desktop, setDrawer]);
+  useFocusTrap(asideRef, open && !desktop, () => setDrawer(false));
 
   if (!tokens.access && !tokens.refresh) return <Navigate to="/login" replace state={{ from: location.pathname }} />;
   if (status === "error")
