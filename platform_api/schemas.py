@@ -180,6 +180,13 @@ class MessageCreate(Request):
     content: str = Field(min_length=1, max_length=MESSAGE_MAX)
 
 
+class MessageRating(Public):
+    """The caller's own rating of an answer, as `GET /chats/{id}/messages` shows it."""
+
+    rating: Literal["up", "down"]
+    comment: str
+
+
 class MessagePublic(Public):
     id: str
     chat_id: str
@@ -198,6 +205,11 @@ class MessagePublic(Public):
         None,
         description="When a regenerated answer or an edited question replaced this message "
         "(only the data export shows such messages).",
+    )
+    feedback: MessageRating | None = Field(
+        None,
+        description="The caller's thumbs up/down on this answer (listing a chat's messages "
+        "fills it; elsewhere null).",
     )
 
 

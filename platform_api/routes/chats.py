@@ -100,7 +100,7 @@ def search_chats(
 ) -> list[SearchHit]:
     """Chats of the caller whose title or any message contains `q`: a case-insensitive
     substring match (SQL LIKE/ILIKE), titles first."""
-    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = like_pattern(q)
     hits: dict[str, SearchHit] = {}
     for chat in session.exec(
         select(Chat)
@@ -122,12 +122,20 @@ def search_chats(
     ):
         if chat.id not in hits and len(hits) < SEARCH_LIMIT:
             hits[chat.id] = SearchHit(
-                chat=ChatPublic.model_validate(chat), snippet=_snippet(content, q)
+                chat=ChatPublic.model_validate(chat), snippet=snippet(content, q)
             )
     return list(hits.values())
 
 
-def _snippet(text: str, q: str) -> str:
+def like_pattern(q: str) -> str:
+    """`q` as an ILIKE pattern matching it anywhere, its wildcards escaped with `\\`
+    (SQLAlchemy's ILIKE is LOWER() LIKE LOWER() on SQLite, ILIKE on PostgreSQL). The
+    admins' conversation search (routes/admin_monitoring.py) uses it too."""
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def snippet(text: str, q: str) -> str:
+    """The part of `text` around the first `q`, with ellipses where it was cut."""
     at = max(text.lower().find(q.lower()), 0)
     start = max(at - SNIPPET_CHARS // 2, 0)
     piece = text[start : start + SNIPPET_CHARS + len(q)]

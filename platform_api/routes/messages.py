@@ -26,7 +26,13 @@ from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Message, MessageFeedback, utcnow
 from platform_api.routes.chats import chat_messages, owned_chat
-from platform_api.schemas import FeedbackPublic, FeedbackSet, MessageCreate, MessagePublic
+from platform_api.schemas import (
+    FeedbackPublic,
+    FeedbackSet,
+    MessageCreate,
+    MessagePublic,
+    MessageRating,
+)
 from platform_api.turns import (
     OpenedTurn,
     Turn,
@@ -67,8 +73,22 @@ class TurnStream(StreamingResponse):
 
 
 @router.get("", response_model=list[MessagePublic])
-def list_messages(chat_id: str, user: CurrentUser, session: SessionDep) -> list[Message]:
-    return chat_messages(session, owned_chat(session, user, chat_id).id)
+def list_messages(chat_id: str, user: CurrentUser, session: SessionDep) -> list[MessagePublic]:
+    """With the caller's own rating on each answer, so a reloaded chat shows its thumbs."""
+    chat = owned_chat(session, user, chat_id)
+    ratings = {
+        f.message_id: f
+        for f in session.exec(
+            select(MessageFeedback)
+            .join(Message, Message.id == MessageFeedback.message_id)
+            .where(Message.chat_id == chat.id, MessageFeedback.user_id == user.id)
+        )
+    }
+    public = [MessagePublic.model_validate(m) for m in chat_messages(session, chat.id)]
+    for message in public:
+        if message.id in ratings:
+            message.feedback = MessageRating.model_validate(ratings[message.id])
+    return public
 
 
 STREAMED = {

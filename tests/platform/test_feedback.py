@@ -37,6 +37,35 @@ def test_an_answer_takes_one_rating_that_can_change_and_be_removed(api, serving)
     assert api.http.delete(url, headers=alice.headers).status_code == 404
 
 
+def test_listing_the_messages_shows_the_callers_rating_on_each_answer(api, serving):
+    alice = api.user("alice")
+    chat, first = answered_chat(api, alice, "Hi there")
+    with _send(api, alice, chat, "And again?") as response:
+        _events(response)
+    second = _messages(api, alice, chat)[-1]
+    api.http.put(
+        feedback_url(chat, first),
+        json={"rating": "down", "comment": "vague"},
+        headers=alice.headers,
+    )
+    listed = _messages(api, alice, chat)
+    assert [m["role"] for m in listed] == ["user", "assistant", "user", "assistant"]
+    assert [m["feedback"] for m in listed] == [
+        None,
+        {"rating": "down", "comment": "vague"},
+        None,
+        None,
+    ]
+    api.http.put(feedback_url(chat, second), json={"rating": "up"}, headers=alice.headers)
+    api.http.put(feedback_url(chat, first), json={"rating": "up"}, headers=alice.headers)
+    assert [m["feedback"] for m in _messages(api, alice, chat)][1::2] == [
+        {"rating": "up", "comment": ""},
+        {"rating": "up", "comment": ""},
+    ]
+    api.http.delete(feedback_url(chat, second), headers=alice.headers)
+    assert _messages(api, alice, chat)[3]["feedback"] is None
+
+
 def test_feedback_is_refused_on_questions_on_others_chats_and_with_bad_values(api, serving):
     alice, mallory = api.user("alice"), api.user("mallory")
     chat, answer = answered_chat(api, alice, "Hi there")
