@@ -10,6 +10,7 @@ import NotFound from "./pages/NotFound";
 import { useSession } from "./store/session";
 import { preloadMarkdown } from "./components/LazyMarkdown";
 
+const OAuthCallbackPage = lazy(() => import("./pages/OAuthCallbackPage"));
 const SharedPage = lazy(() => import("./pages/SharedPage"));
 const SettingsPage = lazy(() => import("./pages/SettingsPage"));
 const AccountRoutes = lazy(() => import("./pages/account/AccountRoutes"));
@@ -49,6 +50,7 @@ export default function App() {
       <Routes>
         <Route path="/login" element={<LoginPage />} />
         <Route path="/register" element={<RegisterPage />} />
+        <Route path="/oauth/callback" element={<Lazy><OAuthCallbackPage /></Lazy>} />
         <Route path="/shared/:token" element={<Lazy><SharedPage /></Lazy>} />
         <Route element={<AppLayout />}>
           <Route index element={<ChatPage />} />

@@ -1,13 +1,14 @@
-import { useState, type FormEvent, type ReactNode } from "react";
+import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
 import { api, ApiError, describeError } from "../lib/api";
 import type { TokenPair } from "../lib/types";
 import { Button } from "../components/ui/button";
 import { Field, Input } from "../components/ui/input";
 import { ErrorBanner } from "../components/ui/misc";
+import { describeOAuthError, fragmentParam, loadProviders, oauthLoginUrl, type OAuthProvider } from "../lib/oauth";
 import { useSession } from "../store/session";
 
-function AuthShell({ title, children, footer }: { title: string; children: ReactNode; footer: ReactNode }) {
+export function AuthShell({ title, children, footer }: { title: string; children: ReactNode; footer: ReactNode }) {
   return (
     <main className="grid min-h-dvh place-items-center p-4">
       <div className="w-full max-w-sm space-y-6">
@@ -22,6 +23,47 @@ function AuthShell({ title, children, footer }: { title: string; children: React
   );
 }
 
+/** "Continue with …" per configured provider: a full-page navigation to the API, which
+ * sends the browser on to the provider. Nothing shows when none is configured. */
+export function OAuthButtons() {
+  const [providers, setProviders] = useState<OAuthProvider[]>([]);
+  useEffect(() => {
+    let live = true;
+    void loadProviders().then((list) => live && setProviders(list));
+    return () => {
+      live = false;
+    };
+  }, []);
+  if (!providers.length) return null;
+  return (
+    <div className="mt-4 space-y-2" data-testid="oauth-providers">
+      <div className="flex items-center gap-2 text-xs text-muted-foreground" aria-hidden>
+        <span className="h-px flex-1 bg-border" />
+        or
+        <span className="h-px flex-1 bg-border" />
+      </div>
+      {providers.map((p) => (
+        <a
+          key={p.name}
+          href={oauthLoginUrl(p.name)}
+          data-testid={`oauth-${p.name}`}
+          className="flex h-9 w-full items-center justify-center rounded-md border border-border bg-background text-sm font-medium hover:bg-accent focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-ring"
+        >
+          Continue with {p.label}
+        </a>
+      ))}
+    </div>
+  );
+}
+
+/** The `#oauth_error=<code>` a failed provider sign-in lands with, read once and dropped
+ * from the address bar. */
+function takeOAuthError(): string | null {
+  const code = fragmentParam(window.location.hash, "oauth_error");
+  if (code) window.history.replaceState(window.history.state, "", window.location.pathname + window.location.search);
+  return code ? describeOAuthError(code) : null;
+}
+
 export function LoginPage() {
   const navigate = useNavigate();
   const login = useSession((s) => s.login);
@@ -29,7 +71,7 @@ export function LoginPage() {
   const [password, setPassword] = useState("");
   const [totp, setTotp] = useState("");
   const [needTotp, setNeedTotp] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(takeOAuthError);
   const [busy, setBusy] = useState(false);
 
   async function submit(e: FormEvent) {
@@ -115,6 +157,7 @@ export function LoginPage() {
           {busy ? "Logging in…" : "Log in"}
         </Button>
       </form>
+      <OAuthButtons />
     </AuthShell>
   );
 }
