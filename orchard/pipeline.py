@@ -22,8 +22,21 @@ class RunFailed(OrchardError):
     """A followed DAG run ended in failure; the message carries its failed tasks' logs."""
 
 
+def airflow_ui_url(settings: Settings) -> str:
+    """Airflow's UI as a browser reaches it: `airflow_public_url` when set (an ingress, a
+    proxy), else the address Orchard itself talks to, which is right on one machine."""
+    return (settings.airflow_public_url or settings.airflow_base_url).rstrip("/")
+
+
+def mlflow_ui_url(settings: Settings) -> str:
+    """MLflow's UI as a browser reaches it: `mlflow_public_url`, else the tracking server."""
+    return (settings.mlflow_public_url or settings.mlflow_uri).rstrip("/")
+
+
 def run_url(settings: Settings, dag_id: str, run_id: str) -> str:
-    return f"{settings.airflow_base_url}/dags/{dag_id}/runs/{run_id}"
+    """The run in Airflow's UI, for people: printed by the CLI and the DAGs, linked by the
+    admin dashboard."""
+    return f"{airflow_ui_url(settings)}/dags/{dag_id}/runs/{run_id}"
 
 
 def failure_report(client: AirflowClient, dag_id: str, run_id: str) -> str:

@@ -1,6 +1,7 @@
 """Administrators: training jobs. Trigger `orchard_build` (the whole pipeline) or
 `orchard_posttrain` with Params, through Airflow's REST API (`jobs.py`), and follow their
-runs with links to Airflow's and MLflow's UIs. Each trigger is in the audit log."""
+runs with links to Airflow's and MLflow's UIs (their public addresses when set: the
+servers' own are not always what a browser reaches). Each trigger is in the audit log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import get_args
 from fastapi import APIRouter, Query, Request
 from sqlmodel import select
 
+from orchard.pipeline import airflow_ui_url, mlflow_ui_url
 from platform_api import jobs
 from platform_api.audit import audit
 from platform_api.deps import AdminUser, SessionDep
@@ -57,7 +59,7 @@ def trigger_job(
     audit(session, admin, TRIGGER_ACTION, f"{body.dag}/{run['run_id']}", conf=body.conf)
     session.commit()
     return JobTriggered(
-        **run, triggered_by=admin.email, dag_paused=paused, mlflow_url=settings.mlflow_uri
+        **run, triggered_by=admin.email, dag_paused=paused, mlflow_url=mlflow_ui_url(settings)
     )
 
 
@@ -77,6 +79,6 @@ def list_jobs(
         runs=[
             JobRun(**run, triggered_by=who.get(f"{run['dag_id']}/{run['run_id']}")) for run in runs
         ],
-        airflow_url=settings.airflow_base_url,
-        mlflow_url=settings.mlflow_uri,
+        airflow_url=airflow_ui_url(settings),
+        mlflow_url=mlflow_ui_url(settings),
     )

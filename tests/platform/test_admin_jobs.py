@@ -4,6 +4,11 @@ real Airflow: tests/integration/test_admin_jobs.py.)"""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from orchard.settings import Settings
@@ -83,3 +88,111 @@ def test_airflow_never_set_up_is_503_naming_orchard_up(api):
     response = api.http.get("/admin/jobs", headers=root.headers)
     assert response.status_code == 503
     assert "orchard up" in response.json()["detail"]
+
+
+class AirflowStub:
+    """Airflow's REST API as admin jobs uses it (login, a DAG, trigger, a run, the list),
+    on loopback, so the links the platform builds can be checked without Airflow."""
+
+    RUN = {"dag_id": "orchard_build", "dag_run_id": "manual__1", "state": "queued", "conf": {}}
+
+    def __init__(self) -> None:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.endswith("/dagRuns/manual__1"):
+                    return stub.reply(self, stub.RUN)
+                return stub.reply(self, {"dag_id": "orchard_build", "is_paused": False})
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/auth/token":
+                    return stub.reply(self, {"access_token": "token"})
+                if self.path == "/api/v2/dags/~/dagRuns/list":
+                    return stub.reply(self, {"dag_runs": [stub.RUN], "total_entries": 1})
+                return stub.reply(self, {"dag_run_id": "manual__1"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def reply(handler: BaseHTTPRequestHandler, body: dict) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TestBrowserLinks:
+    """Links to Airflow's and MLflow's UIs: the public addresses when set (what a browser
+    reaches behind an ingress), else the servers' own."""
+
+    @pytest.fixture(params=[False, True], ids=["server-addresses", "public-addresses"])
+    def public(self, request) -> bool:
+        return request.param
+
+    @pytest.fixture
+    def airflow(self) -> Iterator[AirflowStub]:
+        stub = AirflowStub()
+        try:
+            yield stub
+        finally:
+            stub.stop()
+
+    @pytest.fixture
+    def settings(self, clean_env, database_url, serving, airflow, public) -> Settings:
+        extra = (
+            {
+                "airflow_public_url": "https://airflow.example.org/",
+                "mlflow_public_url": "https://mlflow.example.org",
+            }
+            if public
+            else {}
+        )
+        settings = Settings(
+            home=clean_env,
+            database_url=database_url,
+            serving_url=serving.url,
+            airflow_url=airflow.url,
+            **extra,
+        )
+        secrets.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)
+        return settings
+
+    def expected(self, api, public: bool) -> tuple[str, str]:
+        if public:
+            return "https://airflow.example.org", "https://mlflow.example.org"
+        return api.settings.airflow_base_url, api.settings.mlflow_uri
+
+    def test_listing_links(self, api, airflow, public):
+        airflow_ui, mlflow_ui = self.expected(api, public)
+        assert (airflow_ui == airflow.url) is not public
+        root = api.admin()
+        listing = api.http.get("/admin/jobs", headers=root.headers)
+        assert listing.status_code == 200, listing.text
+        body = listing.json()
+        assert (body["airflow_url"], body["mlflow_url"]) == (airflow_ui, mlflow_ui)
+        assert [run["airflow_url"] for run in body["runs"]] == [
+            f"{airflow_ui}/dags/orchard_build/runs/manual__1"
+        ]
+
+    def test_trigger_links(self, api, public):
+        airflow_ui, mlflow_ui = self.expected(api, public)
+        root = api.admin()
+        body = {"dag": "orchard_build", "conf": {}}
+        triggered = api.http.post("/admin/jobs", json=body, headers=root.headers)
+        assert triggered.status_code == 201, triggered.text
+        run = triggered.json()
+        assert run["airflow_url"] == f"{airflow_ui}/dags/orchard_build/runs/manual__1"
+        assert run["mlflow_url"] == mlflow_ui
