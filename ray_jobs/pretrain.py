@@ -13,7 +13,8 @@ into one MLflow run, which a resumed attempt continues.
 
 Output: `hf/` (a `LlamaForCausalLM` in safetensors + tokenizer + chat template, loadable
 with `AutoModelForCausalLM.from_pretrained`), `megatron/model.pt` (the Megatron weights),
-`curve.json` (every logged step).
+`curve.json` (every logged step), `samples/` (the export continuing held-out documents,
+with ROUGE-1, on-topic ratio and distinct-2: `model/samples.py`).
 
     python -m ray_jobs.pretrain --config '{"preset": "nano", "steps": 300}' --input T.json
 """
@@ -356,6 +357,7 @@ def pretrain(
 
     from model.export import export_hf
     from model.presets import get_preset
+    from model.samples import write_samples
 
     index = read_datasets(Path(tokenized.path))
     vocab_size = int(index["vocab_size"])
@@ -455,6 +457,18 @@ def pretrain(
         "unigram_entropy": entropy,
         "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else 0.0,
     }
+    # What the export writes when it continues held-out documents (model/samples.py).
+    metrics |= write_samples(
+        ctx.out / "hf", [e["prefix"] for e in index["valid"]], ctx.out / "samples"
+    )
+    if "sample_rouge1" in metrics:
+        log.info(
+            "held-out samples: ROUGE-1 %.3f, on-topic ratio %.2f, distinct-2 %.2f "
+            "(samples/samples.md)",
+            metrics["sample_rouge1"],
+            metrics["sample_on_topic_ratio"],
+            metrics["sample_distinct2"],
+        )
     return StepOutput(
         counts={
             "steps": state["step"],
@@ -462,7 +476,7 @@ def pretrain(
             "parameters": preset.parameters(vocab_size),
         },
         metrics=metrics,
-        artifacts=["hf"],
+        artifacts=["hf", "samples"],
         mlflow_run_id=run_id,
     )
 

@@ -220,3 +220,28 @@ def test_the_export_loads_and_generates_with_transformers(tokenized, straight):
     # The Megatron weights beside it are the same model.
     state = torch.load(out / "megatron" / "model.pt", weights_only=False)
     assert any(key.endswith("linear_qkv.weight") for key in state)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_export_continues_held_out_documents_into_samples_to_read(stack, straight):
+    """samples.md shows each held-out prompt, what the model wrote and how the document
+    went on; the figures are in the manifest and the MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    report = json.loads((straight / "samples" / "samples.json").read_text())
+    samples, metrics = report["samples"], report["metrics"]
+    assert len(samples) >= 2
+    for sample in samples:
+        assert sample["prompt"] and sample["reference"] and sample["continuation"].strip()
+        assert sample["continuation"] != sample["reference"]
+    text = (straight / "samples" / "samples.md").read_text()
+    assert text.count("The document went on:") == len(samples)
+    assert samples[0]["prompt"] in text and samples[0]["continuation"] in text
+    assert 0 <= metrics["sample_rouge1"] <= 1 and 0 < metrics["sample_distinct2"] <= 1
+
+    manifest = json.loads((straight / "manifest.json").read_text())
+    assert manifest["metrics"]["sample_rouge1"] == pytest.approx(metrics["sample_rouge1"])
+    client = MlflowClient(stack.settings().mlflow_uri)
+    logged = {a.path for a in client.list_artifacts(manifest["mlflow_run_id"], "samples")}
+    assert {"samples/samples.md", "samples/samples.json"} <= logged
