@@ -20,6 +20,7 @@ from platform_api import observability
 from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
+from platform_api.oauth import install as install_oauth
 from platform_api.ratelimit import RateLimiter, limit_ip
 from platform_api.routes import (
     admin,
@@ -35,6 +36,7 @@ from platform_api.routes import (
     folders,
     gateway,
     messages,
+    oauth,
     privacy,
     shares,
     usage,
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     install_error_handlers(app)
     observability.install(app, settings)
+    install_oauth(app, settings)  # sign-in providers, and their state cookie's middleware
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(limit_ip)])
     for module in (
         auth,
+        oauth,
         users,
         privacy,
         admin,

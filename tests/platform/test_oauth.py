@@ -1,0 +1,345 @@
+"""Sign-in with OAuth2/OIDC providers, end to end over real HTTP: the browser (an httpx
+client with a cookie jar, following redirects by hand) goes from the platform API to the
+local stand-in providers (`oidc_provider.py`) and back, then the UI's step, the exchange
+of the one-time code, gives a TokenPair that works like a password login's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from orchard.settings import Settings, SettingsError, load_settings
+from platform_api.app import create_app
+from platform_api.db import normalize_url
+from platform_api.manage import make_admin
+from platform_api.models import utcnow
+from tests.conftest import free_port
+from tests.platform.conftest import FAST_ARGON2, Api, LiveServer, totp_code
+from tests.platform.oidc_provider import GitHubProvider, OidcProvider
+
+
+@pytest.fixture
+def oidc() -> Iterator[OidcProvider]:
+    provider = OidcProvider()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubProvider]:
+    provider = GitHubProvider()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def api(settings: Settings, database_url: str, oidc, github) -> Iterator[Api]:
+    """The platform with both stand-ins configured; its public URL is its own address."""
+    port = free_port()
+    settings = Settings(
+        home=settings.home,
+        database_url=database_url,
+        serving_url=settings.serving_url,
+        public_url=f"http://127.0.0.1:{port}",
+        oauth_providers={
+            "corp": {
+                "kind": "oidc",
+                "issuer": oidc.url,
+                "client_id": oidc.client_id,
+                "client_secret": oidc.client_secret,
+                "label": "Corp SSO",
+            },
+            "github": {
+                "kind": "github",
+                "client_id": github.client_id,
+                "client_secret": github.client_secret,
+                "authorize_url": f"{github.url}/login/oauth/authorize",
+                "token_url": f"{github.url}/login/oauth/access_token",
+                "api_base_url": github.url,
+            },
+        },
+    )
+    server = LiveServer(create_app(settings, FAST_ARGON2))
+    server.port = server.server.config.port = port  # the port public_url names
+    oidc.redirect_uris = {f"{server.url}/api/v1/auth/oauth/corp/callback"}
+    github.redirect_uris = {f"{server.url}/api/v1/auth/oauth/github/callback"}
+    server.start()
+    http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
+    try:
+        yield Api(http=http, root=server.url, settings=settings, database_url=database_url)
+    finally:
+        http.close()
+        server.stop()
+
+
+def start(api: Api, provider: str, browser: httpx.Client | None = None) -> tuple[httpx.Client, str]:
+    """Click the button and consent: (the browser, the callback URL the provider sent it to)."""
+    browser = browser or httpx.Client(timeout=30)
+    login = browser.get(f"{api.root}/api/v1/auth/oauth/{provider}/login")
+    assert login.status_code == 302, login.text
+    consent = browser.get(login.headers["location"])
+    assert consent.status_code == 302, consent.text
+    return browser, consent.headers["location"]
+
+
+def finish(api: Api, browser: httpx.Client, callback: str) -> dict[str, str]:
+    """Follow the provider's redirect: the UI page's fragment, as a dict."""
+    back = browser.get(callback)
+    assert back.status_code == 302, back.text
+    location = urlsplit(back.headers["location"])
+    assert f"{location.scheme}://{location.netloc}" == api.root
+    assert back.headers["cache-control"] == "no-store"
+    return {"page": location.path, **{k: v[0] for k, v in parse_qs(location.fragment).items()}}
+
+
+def sign_in(api: Api, provider: str = "corp") -> dict[str, str]:
+    browser, callback = start(api, provider)
+    try:
+        return finish(api, browser, callback)
+    finally:
+        browser.close()
+
+
+def exchange(api: Api, code: str, **extra) -> httpx.Response:
+    return api.http.post("/auth/oauth/exchange", json={"code": code, **extra})
+
+
+def tokens(api: Api, provider: str = "corp") -> dict:
+    landed = sign_in(api, provider)
+    assert landed["page"] == "/oauth/callback", landed
+    response = exchange(api, landed["code"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def me(api: Api, pair: dict) -> dict:
+    response = api.http.get(
+        "/users/me", headers={"Authorization": f"Bearer {pair['access_token']}"}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def sql(api: Api, statement: str, **params) -> list:
+    engine = create_engine(normalize_url(api.database_url))
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def test_providers_are_listed_with_their_labels(api):
+    response = api.http.get("/auth/oauth/providers")
+    assert response.status_code == 200
+    assert response.json() == [
+        {"name": "corp", "label": "Corp SSO"},
+        {"name": "github", "label": "github"},
+    ]
+
+
+def test_oidc_sign_in_makes_a_user_whose_tokens_work_and_finds_them_again(api, oidc):
+    first = tokens(api)
+    assert set(first) >= {"access_token", "refresh_token", "expires_in"}
+    user = me(api, first)
+    assert user["email"] == "ada@example.org" and user["display_name"] == "Ada"
+    refreshed = api.http.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert refreshed.status_code == 200  # a login session like any other
+    oidc.user["email"] = "ada.new@example.org"  # the address changed; the subject did not
+    assert me(api, tokens(api))["id"] == user["id"]
+    rows = sql(api, "SELECT provider, subject, email, last_login_at FROM oauth_identities")
+    assert [r[:3] for r in rows] == [("corp", "oidc-user-1", "ada.new@example.org")]
+    assert rows[0][3] is not None
+    # Everything a real provider checks happened: discovery, PKCE and code at /token, JWKS.
+    assert {"GET /.well-known/openid-configuration", "POST /token", "GET /jwks"} <= set(
+        oidc.requests
+    )
+
+
+def test_a_verified_address_links_to_the_existing_account(api, oidc):
+    account = api.user("ada")  # ada@example.org, with a password
+    pair = tokens(api)
+    assert me(api, pair)["id"] == account.id
+    api.login(account)  # the password still works
+
+
+def test_an_unverified_address_of_an_existing_account_is_refused(api, oidc):
+    api.register("ada")
+    oidc.user["email_verified"] = False
+    assert sign_in(api) == {"page": "/login", "oauth_error": "email_unverified"}
+    assert sql(api, "SELECT count(*) FROM oauth_identities") == [(0,)]
+    oidc.user["email"] = "nobody@example.org"  # no collision: still no account for it
+    assert sign_in(api)["oauth_error"] == "email_unverified"
+
+
+def test_the_address_can_come_from_userinfo(api, oidc):
+    oidc.misbehave = "no_email_in_id_token"
+    assert me(api, tokens(api))["email"] == "ada@example.org"
+    assert "GET /userinfo" in oidc.requests
+
+
+def test_denied_consent_goes_back_to_the_login_page(api, oidc):
+    oidc.deny = True
+    assert sign_in(api) == {"page": "/login", "oauth_error": "access_denied"}
+
+
+def test_a_tampered_or_foreign_state_is_refused(api, oidc):
+    browser, callback = start(api, "corp")
+    parts = urlsplit(callback)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    tampered = parts._replace(query=urlencode({**query, "state": query["state"] + "x"})).geturl()
+    assert finish(api, browser, tampered)["oauth_error"] == "invalid_state"
+    browser.close()
+    # A callback in a browser that did not start the flow (no state cookie), e.g. a link
+    # an attacker sends to log the victim into the attacker's account.
+    browser, callback = start(api, "corp")
+    browser.close()
+    with httpx.Client(timeout=30) as victim:
+        assert finish(api, victim, callback)["oauth_error"] == "invalid_state"
+    assert sql(api, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_a_bad_id_token_is_refused(api, oidc):
+    for misbehaviour in ("nonce", "audience", "issuer", "signature", "expired"):
+        oidc.misbehave = misbehaviour
+        assert sign_in(api) == {"page": "/login", "oauth_error": "invalid_id_token"}, misbehaviour
+    assert sql(api, "SELECT count(*) FROM users") == [(0,)]
+    oidc.misbehave = None
+    assert sign_in(api)["page"] == "/oauth/callback"
+
+
+def test_the_one_time_code_is_spent_once_and_expires(api):
+    code = sign_in(api)["code"]
+    assert exchange(api, code).status_code == 200
+    again = exchange(api, code)
+    assert again.status_code == 401 and again.json()["code"] == "invalid_oauth_code"
+    late = sign_in(api)["code"]
+    sql(
+        api,
+        "UPDATE oauth_login_codes SET expires_at = :t",
+        t=(utcnow() - timedelta(seconds=1)).replace(tzinfo=None),
+    )
+    assert exchange(api, late).json()["code"] == "invalid_oauth_code"
+    assert exchange(api, "made-up").status_code == 401
+    stored = sql(api, "SELECT code_hash FROM oauth_login_codes")
+    assert code not in {row[0] for row in stored}  # kept hashed
+
+
+def test_a_banned_user_is_refused(api):
+    user = me(api, tokens(api))
+    admin = api.admin()
+    response = api.http.patch(
+        f"/admin/users/{user['id']}", json={"status": "banned"}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    assert sign_in(api) == {"page": "/login", "oauth_error": "account_banned"}
+
+
+def test_a_user_banned_between_callback_and_exchange_is_refused(api):
+    code = sign_in(api)["code"]
+    sql(api, "UPDATE users SET status = 'suspended'")
+    response = exchange(api, code)
+    assert response.status_code == 403 and response.json()["code"] == "account_suspended"
+
+
+def test_an_oauth_only_account_has_no_usable_password(api):
+    pair = tokens(api)
+    for password in ("", "ada@example.org", "Ada", "oidc-user-1"):
+        response = api.http.post(
+            "/auth/login", json={"email": "ada@example.org", "password": password}
+        )
+        assert response.status_code == 401 and response.json()["code"] == "invalid_credentials"
+    change = api.http.post(
+        "/users/me/password",
+        json={"current_password": "", "new_password": "a new long password"},
+        headers={"Authorization": f"Bearer {pair['access_token']}"},
+    )
+    assert change.status_code in (403, 422)
+
+
+def test_two_factor_accounts_give_their_code_at_the_exchange(api):
+    pair = tokens(api)
+    headers = {"Authorization": f"Bearer {pair['access_token']}"}
+    secret = api.http.post("/auth/totp/setup", headers=headers).json()["secret"]
+    enabled = api.http.post(
+        "/auth/totp/enable", json={"code": totp_code(secret, -1)}, headers=headers
+    )
+    assert enabled.status_code == 200, enabled.text
+    code = sign_in(api)["code"]
+    asked = exchange(api, code)
+    assert asked.status_code == 401 and asked.json()["code"] == "totp_required"
+    wrong = exchange(
+        api, code, totp_code="000000" if totp_code(secret, 0) != "000000" else "111111"
+    )
+    assert wrong.json()["code"] == "invalid_totp"
+    assert exchange(api, code, totp_code=totp_code(secret, 0)).status_code == 200
+    assert exchange(api, code, totp_code=totp_code(secret, 1)).status_code == 401  # spent
+
+
+def test_github_sign_in_uses_the_primary_verified_address(api, github):
+    user = me(api, tokens(api, "github"))
+    assert user["email"] == "grace@example.org" and user["display_name"] == "Grace"
+    assert {"GET /user", "GET /user/emails"} <= set(github.requests)
+    assert sql(api, "SELECT provider, subject FROM oauth_identities") == [("github", "4242")]
+    github.user = {"id": 7, "login": "mallory", "name": ""}
+    github.emails = [{"email": "grace@example.org", "primary": True, "verified": False}]
+    assert sign_in(api, "github") == {"page": "/login", "oauth_error": "email_unverified"}
+
+
+def test_an_unknown_provider_is_404(api):
+    for path in ("/auth/oauth/nope/login", "/auth/oauth/nope/callback?code=x&state=y"):
+        response = api.http.get(path)
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_a_made_admin_signs_in_as_admin(api):
+    """Linking keeps the account as it is: role included."""
+    account = api.register("ada")
+    make_admin(api.database_url, account.email)
+    assert me(api, tokens(api))["role"] == "admin"
+
+
+@pytest.mark.parametrize(
+    ("providers", "expected"),
+    [
+        (
+            '{"g": {"kind": "oidc", "client_id": "a", "client_secret": "hush"}}',
+            "provider 'g'.*issuer",
+        ),
+        (
+            '{"g": {"kind": "oidc", "issuer": "https://x", "client_secret": "hush"}}',
+            "field 'client_id'",
+        ),
+        ('{"g": {"kind": "saml", "client_id": "a", "client_secret": "hush"}}', "field 'kind'"),
+        ('{"G g": {"kind": "github", "client_id": "a", "client_secret": "hush"}}', "'G g'"),
+        ("not json", "ORCHARD_\\* variable .* must be JSON"),
+    ],
+)
+def test_bad_provider_settings_say_which_provider_and_field(
+    clean_env, monkeypatch, providers, expected
+):
+    monkeypatch.setenv("ORCHARD_OAUTH_PROVIDERS", providers)
+    with pytest.raises(SettingsError, match=expected) as error:
+        load_settings()
+    assert "hush" not in str(error.value)  # the secret is never echoed
+
+
+def test_provider_settings_reach_the_stack_processes(clean_env, monkeypatch):
+    monkeypatch.setenv(
+        "ORCHARD_OAUTH_PROVIDERS",
+        '{"google": {"kind": "oidc", "issuer": "https://accounts.google.com", '
+        '"client_id": "a", "client_secret": "hush", "label": "Google"}}',
+    )
+    settings = load_settings()
+    assert "hush" not in repr(settings)
+    google = settings.oauth_providers["google"]
+    assert google.metadata_url == "https://accounts.google.com/.well-known/openid-configuration"
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == settings
