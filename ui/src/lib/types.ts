@@ -229,3 +229,43 @@ export interface RecentError {
   path: string | null;
   exception: string | null;
 }
+
+// -- admin: conversation monitoring (platform_api/routes/admin_monitoring.py) -------------------
+export interface UserRef {
+  id: string;
+  email: string;
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string;
+  user: UserRef;
+  model_alias: string;
+  /** Messages the chat shows (superseded ones not). */
+  message_count: number;
+  updated_at: string;
+  open_flags: number;
+  /** With a search: where the text was found. */
+  snippet?: string | null;
+}
+
+export interface ChatFlag {
+  id: string;
+  chat_id: string;
+  message_id: string | null;
+  reason: string;
+  /** Null once that account is gone. */
+  flagged_by: UserRef | null;
+  created_at: string;
+  resolved_at: string | null;
+  resolved_by: UserRef | null;
+}
+
+export interface ConversationDetail {
+  chat: Chat;
+  user: UserRef;
+  /** In order, superseded ones too (`superseded_at` set). */
+  messages: Message[];
+  /** Newest first, resolved ones too. */
+  flags: ChatFlag[];
+}

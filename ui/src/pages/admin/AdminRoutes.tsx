@@ -12,18 +12,19 @@ import { AuditPage } from "./AuditPage";
 const AnalyticsPage = lazy(() => import("./AnalyticsPage"));
 const JobsPage = lazy(() => import("./JobsPage"));
 const ErrorsPage = lazy(() => import("./ErrorsPage"));
+const ConversationsPage = lazy(() => import("./ConversationsPage"));
 
 const TABS = [
   ["models", "Models"],
   ["users", "Users"],
   ["analytics", "Analytics"],
+  ["conversations", "Conversations"],
   ["jobs", "Training jobs"],
   ["errors", "Errors"],
   ["audit", "Audit log"],
 ] as const;
 
-/** Admin pages. A non-admin sees "Admins only" and no admin API is called.
- * (Conversation monitoring has no API yet, so it is not shown.) */
+/** Admin pages. A non-admin sees "Admins only" and no admin API is called. */
 export default function AdminRoutes() {
   const user = useSession((s) => s.user);
   if (user?.role !== "admin")
@@ -61,6 +62,7 @@ export default function AdminRoutes() {
           <Route path="models" element={<ModelsPage />} />
           <Route path="users" element={<UsersPage />} />
           <Route path="analytics" element={<AnalyticsPage />} />
+          <Route path="conversations/*" element={<ConversationsPage />} />
           <Route path="jobs" element={<JobsPage />} />
           <Route path="errors" element={<ErrorsPage />} />
           <Route path="audit" element={<AuditPage />} />
