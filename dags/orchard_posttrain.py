@@ -258,6 +258,7 @@ def orchard_posttrain():
         import json
         from pathlib import Path
 
+        from orchard.pipeline import mlflow_ui_url
         from orchard.settings import load_settings
         from ray_jobs.register import RegisterConfig
 
@@ -267,7 +268,8 @@ def orchard_posttrain():
         )
         path = _job(context, params, "register", "chat", config, [candidate, evaluation])
         record = json.loads((Path(path) / "registered.json").read_text())
-        url = f"{settings.mlflow_uri}/#/models/{record['model_name']}/versions/{record['version']}"
+        version = f"{record['model_name']}/versions/{record['version']}"
+        url = f"{mlflow_ui_url(settings)}/#/models/{version}"
         print(f"registered {record['uri']} as {', '.join(record['aliases'])}: {url}")
         context["outlet_events"][CHAT_MODEL].extra = {**record, "url": url}
         return url
