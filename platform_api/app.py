@@ -24,6 +24,7 @@ from platform_api.oauth import install as install_oauth
 from platform_api.ratelimit import RateLimiter, limit_ip
 from platform_api.routes import (
     admin,
+    admin_access,
     admin_analytics,
     admin_errors,
     admin_jobs,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         privacy,
         admin,
         admin_models,
+        admin_access,
         admin_analytics,
         admin_jobs,
         admin_errors,

@@ -32,6 +32,8 @@ from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from orchard.settings import Settings
+from platform_api.access import chat_route
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, Message, User, utcnow
 from platform_api.schemas import MessagePublic
@@ -64,12 +66,16 @@ class OpenedTurn:
 Choose = Callable[[Message | None, Message | None], tuple[Message | str, int | None]]
 
 
-def open_turn(session: Session, user: User, chat: Chat, content: str) -> OpenedTurn:
+def open_turn(
+    session: Session, settings: Settings, user: User, chat: Chat, content: str
+) -> OpenedTurn:
     """Send: a new user message with `content`, and its answer."""
-    return _open(session, user, chat, None, lambda target, last: (content, None))
+    return _open(session, settings, user, chat, None, lambda target, last: (content, None))
 
 
-def open_regeneration(session: Session, user: User, chat: Chat, message_id: str) -> OpenedTurn:
+def open_regeneration(
+    session: Session, settings: Settings, user: User, chat: Chat, message_id: str
+) -> OpenedTurn:
     """Regenerate: the chat's last answer (`message_id`, any status but streaming) is
     superseded, and the user message it answered is answered again."""
 
@@ -85,11 +91,11 @@ def open_regeneration(session: Session, user: User, chat: Chat, message_id: str)
             raise ApiError(409, "no_question", "this answer has no question to answer again")
         return question, answer.seq
 
-    return _open(session, user, chat, message_id, choose)
+    return _open(session, settings, user, chat, message_id, choose)
 
 
 def open_edit(
-    session: Session, user: User, chat: Chat, message_id: str, content: str
+    session: Session, settings: Settings, user: User, chat: Chat, message_id: str, content: str
 ) -> OpenedTurn:
     """Edit and resend: the user message `message_id` and every later message are
     superseded; `content` is asked as a new user message and answered."""
@@ -99,11 +105,16 @@ def open_edit(
             raise ApiError(409, "not_a_question", "only the user's own messages can be edited")
         return content, question.seq
 
-    return _open(session, user, chat, message_id, choose)
+    return _open(session, settings, user, chat, message_id, choose)
 
 
 def _open(
-    session: Session, user: User, chat: Chat, message_id: str | None, choose: Choose
+    session: Session,
+    settings: Settings,
+    user: User,
+    chat: Chat,
+    message_id: str | None,
+    choose: Choose,
 ) -> OpenedTurn:
     """Commit the question (a new user message, or the existing one answered again), an
     empty assistant message and the superseding of what the turn replaces; build serving's
@@ -112,7 +123,11 @@ def _open(
     `choose(target, last)` gets the message named by `message_id` (None for a plain send)
     and the chat's last visible message, and returns the question (a message, or the text
     of a new one) and the sequence number from which the visible messages are superseded
-    (None: nothing is)."""
+    (None: nothing is).
+
+    The chat's model is checked again (an access rule may have gone since it was set)
+    and the A/B split picks the alias serving is asked for (`access.chat_route`)."""
+    alias, variant = chat_route(session, settings, user, chat)
     _fail_abandoned_answers(session, chat.id)
     # The last sequence number is read before the check for a streaming answer: a
     # concurrent send then either shows up in the check or collides on (chat_id, seq).
@@ -152,7 +167,14 @@ def _open(
         question = Message(chat_id=chat.id, seq=seq, role="user", content=question, created_at=now)
         session.add(question)
         seq += 1
-    answer = Message(chat_id=chat.id, seq=seq, role="assistant", status="streaming", created_at=now)
+    answer = Message(
+        chat_id=chat.id,
+        seq=seq,
+        role="assistant",
+        status="streaming",
+        variant=variant,
+        created_at=now,
+    )
     session.add(answer)
     try:
         session.commit()
@@ -164,7 +186,7 @@ def _open(
         user_message=MessagePublic.model_validate(question),
         assistant_message=MessagePublic.model_validate(answer),
         serving_request={
-            "model": chat.model_alias,
+            "model": alias,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},

@@ -1,5 +1,6 @@
 """Administrators: the model registry (versions with eval metrics and lineage, promote a
-version to champion, roll back) and the audit log."""
+version to champion, roll back), the champion/challenger A/B split with its results, and
+the audit log."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ import json
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import case, func
 from sqlmodel import select
 
+from platform_api.access import CHALLENGER, CHAMPION
 from platform_api.audit import audit
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError
-from platform_api.models import AuditEntry
+from platform_api.models import (
+    VARIANTS,
+    AuditEntry,
+    Message,
+    MessageFeedback,
+    TrafficSplit,
+    utcnow,
+)
 from platform_api.registry import Registry, RegistryError, RegistryUnavailable, VersionNotFound
 from platform_api.schemas import (
     OFFSET_MAX,
@@ -22,6 +33,7 @@ from platform_api.schemas import (
     Promotion,
     PromotionResult,
 )
+from platform_api.schemas import Request as Body
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -86,6 +98,139 @@ def rollback_champion(request: Request, admin: AdminUser, session: SessionDep) -
     audit(session, admin, "model.rollback", f"{registry.name}/{restored}", replaced=replaced)
     session.commit()
     return PromotionResult(champion=restored, previous=replaced)
+
+
+class SplitWrite(Body):
+    challenger_percent: int = Field(
+        ge=0, le=100, description="Share (%) of the champion's requests the challenger answers."
+    )
+
+
+class SplitPublic(BaseModel):
+    model_name: str
+    challenger_percent: int
+    updated_at: datetime | None
+    updated_by: str | None
+
+
+class VariantResult(BaseModel):
+    variant: str
+    messages: int  # answers given on this side (regenerated ones included)
+    thumbs_up: int
+    thumbs_down: int
+    mean_completion_tokens: float | None
+    mean_latency_ms: float | None
+
+
+class SplitResults(BaseModel):
+    split: SplitPublic
+    since: datetime | None
+    variants: list[VariantResult]
+
+
+def _split(session, model_name: str) -> SplitPublic:
+    row = session.get(TrafficSplit, model_name)
+    return SplitPublic(
+        model_name=model_name,
+        challenger_percent=row.challenger_percent if row else 0,
+        updated_at=row.updated_at if row else None,
+        updated_by=row.updated_by if row else None,
+    )
+
+
+@router.get("/models/split", response_model=SplitPublic)
+def read_split(request: Request, admin: AdminUser, session: SessionDep) -> SplitPublic:
+    return _split(session, request.app.state.settings.model_name)
+
+
+@router.put("/models/split", response_model=SplitPublic)
+def set_split(
+    body: SplitWrite, request: Request, admin: AdminUser, session: SessionDep
+) -> SplitPublic:
+    """Send `challenger_percent` % of the champion's traffic to the challenger: chats stay
+    on one side (a hash of the chat id and the percent), gateway requests are drawn one by
+    one. Above 0 the registry must have a `challenger` that serving serves (409)."""
+    settings = request.app.state.settings
+    if body.challenger_percent > 0:
+        if CHALLENGER not in settings.serve_aliases or CHAMPION not in settings.serve_aliases:
+            raise ApiError(
+                409,
+                "no_challenger",
+                f"serving does not serve both {CHAMPION} and {CHALLENGER} "
+                f"(ORCHARD_SERVE_ALIASES={','.join(settings.serve_aliases)})",
+            )
+        aliases, _, _ = _registry_call(_registry(request).overview)
+        if CHALLENGER not in aliases:
+            raise ApiError(
+                409,
+                "no_challenger",
+                f"{settings.model_name} has no {CHALLENGER} alias in the registry: "
+                "let the pipeline register one before splitting traffic",
+            )
+    row = session.get(TrafficSplit, settings.model_name) or TrafficSplit(
+        model_name=settings.model_name
+    )
+    previous = row.challenger_percent  # 0 for a new row
+    row.challenger_percent = body.challenger_percent
+    row.updated_at, row.updated_by = utcnow(), admin.id
+    session.add(row)
+    audit(
+        session,
+        admin,
+        "model.split",
+        settings.model_name,
+        challenger_percent=body.challenger_percent,
+        previous=previous,
+    )
+    session.commit()
+    return _split(session, settings.model_name)
+
+
+def _rated(rating: str):
+    return func.count(case((MessageFeedback.rating == rating, 1)))
+
+
+@router.get("/models/split/results", response_model=SplitResults)
+def read_split_results(
+    request: Request,
+    admin: AdminUser,
+    session: SessionDep,
+    since: datetime | None = Query(None, description="Only answers made from then on."),
+) -> SplitResults:
+    """Per side of the split: answers, thumbs up/down and mean completion tokens and
+    latency, over the answers to chats set to the champion (those the split decides)."""
+    query = (
+        select(
+            Message.variant,
+            func.count(Message.id),
+            _rated("up"),
+            _rated("down"),
+            func.avg(Message.completion_tokens),
+            func.avg(Message.latency_ms),
+        )
+        .outerjoin(MessageFeedback, MessageFeedback.message_id == Message.id)
+        .where(Message.variant.is_not(None), Message.status != "streaming")
+        .group_by(Message.variant)
+    )
+    if since is not None:
+        query = query.where(Message.created_at >= since)
+    rows = {row[0]: row for row in session.exec(query)}
+    variants = []
+    for variant in VARIANTS:
+        _, messages, up, down, tokens, latency = rows.get(variant, (variant, 0, 0, 0, None, None))
+        variants.append(
+            VariantResult(
+                variant=variant,
+                messages=messages,
+                thumbs_up=up,
+                thumbs_down=down,
+                mean_completion_tokens=None if tokens is None else round(float(tokens), 2),
+                mean_latency_ms=None if latency is None else round(float(latency), 1),
+            )
+        )
+    return SplitResults(
+        split=_split(session, request.app.state.settings.model_name), since=since, variants=variants
+    )
 
 
 @router.get("/audit", response_model=list[AuditEntryPublic])

@@ -191,11 +191,12 @@ class ChatSocket:
     def _open(self, frame: SocketSend | SocketRegenerate | SocketEdit) -> OpenedTurn:
         with Session(self.state.engine, expire_on_commit=False) as session:
             user, chat = self._caller(session)
+            settings = self.state.settings
             if isinstance(frame, SocketSend):
-                return open_turn(session, user, chat, frame.content)
+                return open_turn(session, settings, user, chat, frame.content)
             if isinstance(frame, SocketRegenerate):
-                return open_regeneration(session, user, chat, frame.message_id)
-            return open_edit(session, user, chat, frame.message_id, frame.content)
+                return open_regeneration(session, settings, user, chat, frame.message_id)
+            return open_edit(session, settings, user, chat, frame.message_id, frame.content)
 
     async def _stop(self) -> None:
         if await self._attempt(self._check) is None:

@@ -12,6 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, select
 
+from platform_api.access import check_chat_alias, default_chat_alias
 from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, Message, User, utcnow
@@ -50,14 +51,9 @@ def chat_messages(session: Session, chat_id: str) -> list[Message]:
     )
 
 
-def _check_alias(request: Request, alias: str) -> None:
-    served = request.app.state.settings.serve_aliases
-    if alias not in served:
-        raise ApiError(
-            422,
-            "unknown_model",
-            f"model_alias {alias!r} is not served: use one of {', '.join(served)}",
-        )
+def _check_alias(request: Request, session: Session, user: User, alias: str) -> None:
+    """A served alias the user may use (the same check runs again at each send)."""
+    check_chat_alias(session, request.app.state.settings, user, alias)
 
 
 @router.get("", response_model=list[ChatPublic])
@@ -84,8 +80,9 @@ def create_chat(body: ChatCreate, request: Request, user: CurrentUser, session: 
     if body.folder_id is not None:
         owned_folder(session, user, body.folder_id)
     values = body.model_dump(exclude_none=True)
-    values.setdefault("model_alias", request.app.state.settings.serve_aliases[0])
-    _check_alias(request, values["model_alias"])
+    if "model_alias" not in values:
+        values["model_alias"] = default_chat_alias(session, request.app.state.settings, user)
+    _check_alias(request, session, user, values["model_alias"])
     chat = Chat(user_id=user.id, **values)
     session.add(chat)
     session.commit()
@@ -162,7 +159,7 @@ def update_chat(
     if changes.get("folder_id") is not None:
         owned_folder(session, user, changes["folder_id"])
     if "model_alias" in changes:
-        _check_alias(request, changes["model_alias"])
+        _check_alias(request, session, user, changes["model_alias"])
     for name, value in changes.items():
         setattr(chat, name, value)
     chat.updated_at = utcnow()

@@ -8,8 +8,10 @@ gateway checks the caller may use the model, reserves the most the request can c
 back byte for byte (the usage chunk only if the client asked for it), then settles the
 cost from serving's `usage` and records it. Errors are OpenAI's error JSON.
 
-Who may use what: everyone the served aliases (`ORCHARD_SERVE_ALIASES`) and the bare
-model name (the first alias); administrators also pin a version (`orchard-chat/7`).
+Who may use what: `access.models_for`, the rule set the chats use too (by default everyone
+the served aliases and the bare model name, administrators also any version such as
+`orchard-chat/7`). A request for the champion is sent to the challenger for the A/B
+split's share of requests (`access.gateway_route`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from platform_api.access import gateway_route, models_for
 from platform_api.credits import InsufficientCredits
 from platform_api.deps import Principal, PrincipalDep, SessionDep
 from platform_api.errors import ApiError
@@ -49,14 +52,6 @@ def gateway_principal(principal: PrincipalDep) -> Principal:
 
 
 GatewayPrincipal = Annotated[Principal, Depends(gateway_principal)]
-
-
-def allowed(request: Request, principal: Principal, model_id: str) -> bool:
-    settings = request.app.state.settings
-    if model_id in settings.serve_aliases or model_id == settings.model_name:
-        return True
-    prefix = f"{settings.model_name}/"
-    return principal.user.role == "admin" and model_id.startswith(prefix)
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
@@ -92,8 +87,13 @@ def _texts(messages: Any) -> list[str]:
 
 
 @router.get("/models")
-async def list_models(request: Request, principal: GatewayPrincipal) -> JSONResponse:
+async def list_models(
+    request: Request, principal: GatewayPrincipal, session: SessionDep
+) -> JSONResponse:
     """What serving serves now, limited to what the caller may use."""
+    models = await run_in_threadpool(
+        models_for, session, request.app.state.settings, principal.user
+    )
     url = f"{request.app.state.settings.serving_base_url}/v1/models"
     try:
         response = await request.app.state.turns.client.get(
@@ -104,7 +104,7 @@ async def list_models(request: Request, principal: GatewayPrincipal) -> JSONResp
     if response.status_code != 200:
         return _passthrough(response)
     listing = response.json()
-    data = [m for m in listing.get("data", []) if allowed(request, principal, m.get("id", ""))]
+    data = [m for m in listing.get("data", []) if m.get("id") in models]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -121,18 +121,19 @@ async def chat_completions(
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model is required: one of GET /v1/models", param="model")
-    if not allowed(request, principal, model):
-        settings = request.app.state.settings
-        usable = ", ".join([settings.model_name, *settings.serve_aliases])
+    settings = request.app.state.settings
+    target = await run_in_threadpool(gateway_route, session, settings, principal.user, model)
+    if target is None:
+        usable = await run_in_threadpool(models_for, session, settings, principal.user)
         raise ApiError(
             404,
             "model_not_found",
             f"The model {model!r} does not exist or you do not have access to it. "
-            f"Use one of: {usable}.",
+            f"Use one of: {usable.describe()}.",
             param="model",
         )
+    body["model"] = target
     texts = _texts(body.get("messages"))
-    settings = request.app.state.settings
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
         body["max_tokens"] = body["max_completion_tokens"]  # the newer name, same meaning
     max_tokens = _int_field(body, "max_tokens", 1, MAX_TOKENS_LIMIT, settings.gateway_max_tokens)

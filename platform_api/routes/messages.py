@@ -106,7 +106,10 @@ async def send_message(
 ):
     chat = await run_in_threadpool(owned_chat, session, user, chat_id)
     return await _answer(
-        request, await run_in_threadpool(open_turn, session, user, chat, body.content)
+        request,
+        await run_in_threadpool(
+            open_turn, session, request.app.state.settings, user, chat, body.content
+        ),
     )
 
 
@@ -118,7 +121,9 @@ async def regenerate_message(
     still streaming, 409 otherwise). The old answer is superseded (kept, with its
     feedback, but no longer shown); the new one streams like a sent message's."""
     chat = await run_in_threadpool(owned_chat, session, user, chat_id)
-    opened = await run_in_threadpool(open_regeneration, session, user, chat, message_id)
+    opened = await run_in_threadpool(
+        open_regeneration, session, request.app.state.settings, user, chat, message_id
+    )
     return await _answer(request, opened)
 
 
@@ -134,7 +139,9 @@ async def edit_message(
     """Edit and resend: `message_id` is one of the user's messages in the chat; it and
     every later message are superseded, and `content` is asked and answered instead."""
     chat = await run_in_threadpool(owned_chat, session, user, chat_id)
-    opened = await run_in_threadpool(open_edit, session, user, chat, message_id, body.content)
+    opened = await run_in_threadpool(
+        open_edit, session, request.app.state.settings, user, chat, message_id, body.content
+    )
     return await _answer(request, opened)
 
 

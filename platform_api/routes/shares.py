@@ -1,7 +1,10 @@
 """Read-only share links: the owner creates and revokes them; anyone with the link reads.
 
 The link's token is shown once and stored as a hash. A revoked link, a deleted chat and
-the chat of a banned or suspended owner all answer 404.
+the chat of a banned or suspended owner all answer 404, and so does the chat of an owner
+for whom the feature flag `shares` is off (on while no flag row exists): switching it
+off stops new links (403 `feature_disabled`) and hides the existing ones, without
+revoking them, until it is on again.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlmodel import select
 
+from platform_api.access import feature_enabled, require_feature
 from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import not_found
 from platform_api.models import Chat, ShareLink, User, utcnow
@@ -22,11 +26,13 @@ from platform_api.schemas import (
 from platform_api.security import digest, new_share_token
 
 router = APIRouter(tags=["shares"])
+SHARES = "shares"  # the feature flag
 
 
 @router.post("/chats/{chat_id}/shares", response_model=ShareLinkCreated, status_code=201)
 def create_share(chat_id: str, user: CurrentUser, session: SessionDep) -> ShareLinkCreated:
     chat = owned_chat(session, user, chat_id)
+    require_feature(session, user, SHARES)
     token = new_share_token()
     link = ShareLink(chat_id=chat.id, token_hash=digest(token))
     session.add(link)
@@ -67,8 +73,8 @@ def revoke_share(chat_id: str, share_id: str, user: CurrentUser, session: Sessio
 @router.get("/shared/{token}", response_model=SharedChat)
 def read_shared(token: str, session: SessionDep) -> SharedChat:
     """Public: no credentials. Shows the title and messages, nothing about the owner."""
-    chat = session.exec(
-        select(Chat)
+    found = session.exec(
+        select(Chat, User)
         .join(ShareLink, ShareLink.chat_id == Chat.id)
         .join(User, User.id == Chat.user_id)
         .where(
@@ -77,8 +83,9 @@ def read_shared(token: str, session: SessionDep) -> SharedChat:
             User.status == "active",
         )
     ).first()
-    if chat is None:
+    if found is None or not feature_enabled(session, found[1], SHARES):
         raise not_found("shared chat")
+    chat = found[0]
     return SharedChat(
         title=chat.title,
         messages=[SharedMessage.model_validate(m) for m in chat_messages(session, chat.id)],
