@@ -23,7 +23,7 @@ from platform_api.audit import audit
 from platform_api.deps import AdminUser, CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import FeatureFlag, ModelAccessRule, User, utcnow
-from platform_api.schemas import Public, Role
+from platform_api.schemas import OFFSET_MAX, Public, Role
 from platform_api.schemas import Request as Body
 
 router = APIRouter(tags=["access"])
@@ -171,7 +171,9 @@ def create_access_rule(
 
 
 @router.delete("/admin/model-access/{rule_id}", status_code=204)
-def delete_access_rule(rule_id: int, admin: AdminUser, session: SessionDep) -> Response:
+def delete_access_rule(
+    rule_id: Annotated[int, Path(ge=1, le=OFFSET_MAX)], admin: AdminUser, session: SessionDep
+) -> Response:
     """Chats already set to the model are refused at their next send."""
     rule = session.get(ModelAccessRule, rule_id)
     if rule is None:

@@ -195,7 +195,9 @@ def read_split_results(
     request: Request,
     admin: AdminUser,
     session: SessionDep,
-    since: datetime | None = Query(None, description="Only answers made from then on."),
+    since: datetime | None = Query(
+        None, description="Only answers made from then on (UTC without a time zone)."
+    ),
 ) -> SplitResults:
     """Per side of the split: answers, thumbs up/down and mean completion tokens and
     latency, over the answers to chats set to the champion (those the split decides)."""
@@ -213,6 +215,7 @@ def read_split_results(
         .group_by(Message.variant)
     )
     if since is not None:
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
         query = query.where(Message.created_at >= since)
     rows = {row[0]: row for row in session.exec(query)}
     variants = []

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.platform.conftest import Account, Api
+from tests.platform.test_chat_socket import socket
 
 MODEL = "orchard-chat"
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -146,6 +147,11 @@ def test_a_removed_rule_is_enforced_at_the_next_send(api, serving):
         f"/chats/{chat['id']}/messages/{answer}/regenerate", headers=alice.headers
     )
     assert regenerate.status_code == 403
+    with socket(api, chat, alice.tokens["access_token"]) as ws:  # the WebSocket too
+        ws.send(type="send", content="Hi")
+        error = ws.recv()
+        assert (error["type"], error["status"], error["code"]) == ("error", 403, "model_forbidden")
+    assert len(serving.requests) == 1
     # Switching the chat to an allowed model lets it go on.
     api.http.patch(
         f"/chats/{chat['id']}", json={"model_alias": "challenger"}, headers=alice.headers
@@ -173,6 +179,9 @@ def test_only_admins_manage_rules_and_bad_rules_are_refused(api):
         assert says in response.json()["detail"], (bad, response.text)
     assert api.http.get("/admin/model-access", headers=root.headers).json() == []
     assert api.http.delete("/admin/model-access/999", headers=root.headers).status_code == 404
+    for bad_id in ("0", "9" * 30, "x"):
+        response = api.http.delete(f"/admin/model-access/{bad_id}", headers=root.headers)
+        assert response.status_code == 422, (bad_id, response.text)
 
 
 def test_granting_and_revoking_are_audited(api):

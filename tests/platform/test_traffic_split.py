@@ -255,4 +255,8 @@ def test_results_count_answers_feedback_and_tokens_per_side(api, serving: Servin
         headers=root.headers,
     ).json()
     assert [v["messages"] for v in later["variants"]] == [0, 0]
+    naive = api.http.get(  # no time zone: UTC
+        "/admin/models/split/results", params={"since": "2000-01-01T00:00:00"}, headers=root.headers
+    ).json()
+    assert [v["messages"] for v in naive["variants"]] == [1, 2]
     assert json.dumps(later["variants"][0]["mean_completion_tokens"]) == "null"
