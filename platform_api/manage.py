@@ -2,6 +2,7 @@
 
     python -m platform_api.manage migrate
     python -m platform_api.manage make-admin someone@example.org
+    python -m platform_api.manage grant-monthly   # this month's plan credits, idempotent
 
 The first administrator cannot be made through the API (nobody could authorise it), so
 it is made here, by whoever can reach the database.
@@ -12,13 +13,15 @@ from __future__ import annotations
 import sys
 
 from sqlalchemy import update
+from sqlmodel import Session
 
 from orchard.errors import OrchardError
 from orchard.settings import load_settings
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.models import User, utcnow
+from platform_api.plans import grant_monthly
 
-USAGE = "usage: python -m platform_api.manage migrate | make-admin EMAIL"
+USAGE = "usage: python -m platform_api.manage migrate | make-admin EMAIL | grant-monthly"
 
 
 def make_admin(url: str, email: str) -> None:
@@ -47,6 +50,15 @@ def main(argv: list[str]) -> int:
             migrate(url)
             make_admin(url, argv[1])
             print(f"{argv[1]} is now an administrator")
+        elif argv == ["grant-monthly"]:
+            migrate(url)
+            engine = make_engine(url, pooled=False)
+            try:
+                with Session(engine, expire_on_commit=False) as session:
+                    granted = grant_monthly(session)
+            finally:
+                engine.dispose()
+            print(f"granted this month's plan credits to {granted} account(s)")
         else:
             print(USAGE, file=sys.stderr)
             return 2

@@ -11,6 +11,12 @@ The prompt bound: Orchard's tokenizers are byte-level BPE, so a text never has m
 tokens than UTF-8 bytes; each message adds at most `TEMPLATE_TOKENS_PER_MESSAGE` for
 the chat template's role markers. A request that does not finish (the client left, or
 serving broke off) is billed for the completion pieces it received and no prompt.
+
+The same path meters the OpenAI gateway and chat turns (`turns.py`, source "chat"). Before
+the debit, `reserve` checks the caller's token limits against the same bound
+(`plans.check_token_limits`); the caller grants the month's plan credits first
+(`plans.grant_due`). A chat turn reserves inside the transaction that writes its
+messages (`commit=False`), so a refused turn writes nothing and a written one is paid for.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from sqlmodel import Session
 
 from orchard.settings import Settings
 from platform_api.credits import CreditLedger
-from platform_api.models import UsageRecord
+from platform_api.models import UsageRecord, User
+from platform_api.plans import check_token_limits
 
 log = logging.getLogger("platform_api.metering")
 
@@ -35,10 +42,19 @@ TEMPLATE_TOKENS_PER_PROMPT = 8  # the generation prompt after the last message
 class Pricing:
     prompt_per_1k: int
     completion_per_1k: int
+    credit_price_usd: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pricing:
-        return cls(settings.credits_per_1k_prompt_tokens, settings.credits_per_1k_completion_tokens)
+        return cls(
+            settings.credits_per_1k_prompt_tokens,
+            settings.credits_per_1k_completion_tokens,
+            settings.credit_price_usd,
+        )
+
+    def usd(self, credits: int | None) -> float | None:
+        """What `credits` cost in US dollars (None stays None: nothing was charged yet)."""
+        return None if credits is None else round(credits * self.credit_price_usd, 9)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Credits, rounded up to a whole credit."""
@@ -71,25 +87,49 @@ class Usage:
 
 
 def reserve(
-    session: Session, user_id: str, api_key_id: str | None, credits: int, what: str
+    session: Session,
+    user: User,
+    api_key_id: str | None,
+    pricing: Pricing,
+    prompt_tokens: int,
+    completion_tokens: int,
+    what: str,
+    *,
+    commit: bool = True,
 ) -> Reservation:
-    """Debit `credits` now (InsufficientCredits when the balance does not cover them)."""
-    if credits <= 0:
-        return Reservation(user_id, api_key_id, None, 0)
-    ledger = CreditLedger(session)
+    """Check the token limits for the bound (a 429 ApiError), then debit what it costs
+    (InsufficientCredits when the balance does not cover it). With `commit=False` the
+    debit joins the caller's transaction, which the caller commits or rolls back; else
+    it is committed now, and a refusal rolls the session back."""
     try:
-        entry = ledger.debit(user_id, credits, f"reserved for {what}"[:200])
-        session.commit()
+        check_token_limits(session, user, prompt_tokens + completion_tokens)
+        credits = pricing.cost(prompt_tokens, completion_tokens)
+        if credits <= 0:
+            return Reservation(user.id, api_key_id, None, 0)
+        entry = CreditLedger(session).debit(user.id, credits, f"reserved for {what}"[:200])
+        if commit:
+            session.commit()
     except Exception:
-        session.rollback()
+        if commit:
+            session.rollback()
         raise
-    return Reservation(user_id, api_key_id, entry.id, credits)
+    return Reservation(user.id, api_key_id, entry.id, credits)
 
 
 def settle(
     engine: Engine, pricing: Pricing, reservation: Reservation, usage: Usage, source: str
 ) -> UsageRecord:
     """Refund what the reservation did not use and record the usage, in one transaction."""
+    with Session(engine, expire_on_commit=False) as session:
+        record = record_usage(session, pricing, reservation, usage, source)
+        session.commit()
+        return record
+
+
+def record_usage(
+    session: Session, pricing: Pricing, reservation: Reservation, usage: Usage, source: str
+) -> UsageRecord:
+    """`settle` in the caller's transaction (a chat turn saves its answer in the same one)."""
     cost = pricing.cost(usage.prompt_tokens, usage.completion_tokens)
     if cost > reservation.credits:
         # Cannot happen with the byte bound; if it does, the excess is not charged.
@@ -100,26 +140,25 @@ def settle(
             reservation.credits,
         )
         cost = reservation.credits
-    with Session(engine, expire_on_commit=False) as session:
-        if reservation.debit_id is not None and cost < reservation.credits:
-            CreditLedger(session).refund(
-                reservation.user_id,
-                reservation.debit_id,
-                reservation.credits - cost,
-                f"unused part of reservation {reservation.debit_id}",
-            )
-        record = UsageRecord(
-            user_id=reservation.user_id,
-            api_key_id=reservation.api_key_id,
-            source=source,
-            model=usage.model[:200],
-            model_version=usage.model_version,
-            status=usage.status,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            credits=cost,
-            latency_ms=usage.latency_ms,
+    if reservation.debit_id is not None and cost < reservation.credits:
+        CreditLedger(session).refund(
+            reservation.user_id,
+            reservation.debit_id,
+            reservation.credits - cost,
+            f"unused part of reservation {reservation.debit_id}",
         )
-        session.add(record)
-        session.commit()
-        return record
+    record = UsageRecord(
+        user_id=reservation.user_id,
+        api_key_id=reservation.api_key_id,
+        source=source,
+        model=usage.model[:200],
+        model_version=usage.model_version,
+        status=usage.status,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        credits=cost,
+        latency_ms=usage.latency_ms,
+    )
+    session.add(record)
+    session.flush()
+    return record

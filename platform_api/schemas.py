@@ -26,6 +26,7 @@ TEMPERATURE_MAX = 2.0
 CREDIT_GRANT_MAX = 1_000_000_000
 OFFSET_MAX = 1_000_000_000  # list offsets: far past any table, well inside a 64-bit integer
 FEEDBACK_COMMENT_MAX = 2_000
+TOKEN_LIMIT_MAX = 10**12
 
 Tone = Literal["neutral", "friendly", "formal", "concise"]
 Role = Literal["user", "admin"]
@@ -96,6 +97,12 @@ class UserPublic(Public):
     totp_enabled: bool
     created_at: datetime
     deleted_at: datetime | None = Field(None, description="Set when the account was erased.")
+    plan_id: str | None = Field(None, description="null: the default plan.")
+    daily_token_limit: int | None = Field(None, description="Own limit; null: the plan's.")
+    monthly_token_limit: int | None = Field(None, description="Own limit; null: the plan's.")
+    limits_reset_at: datetime | None = Field(
+        None, description="Usage before this does not count toward the limits."
+    )
 
 
 class ProfileUpdate(Request):
@@ -108,8 +115,18 @@ class PasswordChange(Request):
 
 
 class AdminUserUpdate(Request):
+    """Only the fields sent change; for the plan and the limits, null is a value: the
+    default plan, and the plan's own limit."""
+
     role: Role | None = None
     status: UserStatus | None = None
+    plan_id: str | None = Field(None, max_length=32, description="null: the default plan.")
+    daily_token_limit: int | None = Field(
+        None, ge=0, le=TOKEN_LIMIT_MAX, description="Tokens per UTC day; null: the plan's."
+    )
+    monthly_token_limit: int | None = Field(
+        None, ge=0, le=TOKEN_LIMIT_MAX, description="Tokens per UTC month; null: the plan's."
+    )
 
 
 class ApiKeyCreate(Request):
@@ -211,6 +228,14 @@ class MessagePublic(Public):
         description="The caller's thumbs up/down on this answer (listing a chat's messages "
         "fills it; elsewhere null).",
     )
+    credits: int | None = Field(
+        None, description="What the answer cost, once it stopped streaming (assistant only)."
+    )
+    cost_usd: float | None = Field(
+        None,
+        description="`credits` × the credit price in US dollars (where the API computes it: "
+        "listing a chat's messages and a turn's final event).",
+    )
 
 
 # -- a chat over a WebSocket (routes/chat_socket.py): the client's frames ---------------------
@@ -286,9 +311,30 @@ class CreditEntryPublic(Public):
     created_at: datetime
 
 
+class PlanPublic(Public):
+    id: str
+    name: str
+    description: str
+    monthly_credits: int = Field(description="Granted once per calendar month (UTC).")
+    daily_token_limit: int | None = Field(description="null: unlimited.")
+    monthly_token_limit: int | None = Field(description="null: unlimited.")
+    is_default: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenLimits(BaseModel):
+    """The limits in force for a user: their own, else their plan's (null: unlimited)."""
+
+    daily_token_limit: int | None
+    monthly_token_limit: int | None
+
+
 class CreditStatement(BaseModel):
     balance: int
     entries: list[CreditEntryPublic] = Field(description="Newest first.")
+    plan: PlanPublic | None = Field(None, description="The caller's plan (null: none).")
+    limits: TokenLimits | None = None
 
 
 class CreditGrant(Request):
@@ -308,6 +354,9 @@ class UsageHistory(BaseModel):
     by: Literal["day", "model"]
     since: str = Field(description="First UTC day counted.")
     rows: list[UsageRow] = Field(description="Oldest day first, or models by name.")
+    tokens_today: int = Field(0, description="Counted toward the daily limit (UTC day).")
+    tokens_this_month: int = Field(0, description="Counted toward the monthly limit.")
+    limits: TokenLimits | None = None
     total: UsageRow
 
 
@@ -376,6 +425,7 @@ class AnalyticsRow(UsageRow):
     key: str = Field(description="The UTC day (YYYY-MM-DD), the user's id or the model asked for.")
     email: str | None = Field(None, description="The user's e-mail (by=user only).")
     users: int = Field(description="Distinct users with a request.")
+    cost_usd: float = Field(0.0, description="`credits` × the credit price in US dollars.")
 
 
 class ActiveUsers(BaseModel):

@@ -16,6 +16,11 @@ Order of events, and why no answer is ever lost:
    stop). The response object (or the WebSocket) cancels the turn when the exchange
    ends for any reason, so a vanished client cannot leave a turn running, and the final
    write is shielded from that cancellation.
+
+Metering (metering.py, as for the gateway): `_open` checks the token limits and reserves
+the most the answer can cost in the same transaction as the messages (402
+`insufficient_credits` or 429 `token_limit` write nothing); the final write settles the
+reservation in one transaction with the answer, whose `credits` is what it cost.
 """
 
 from __future__ import annotations
@@ -34,8 +39,18 @@ from sqlmodel import Session, select
 
 from orchard.settings import Settings
 from platform_api.access import chat_route
+from platform_api.credits import InsufficientCredits
 from platform_api.errors import ApiError, not_found
+from platform_api.metering import (
+    Pricing,
+    Reservation,
+    Usage,
+    prompt_token_bound,
+    record_usage,
+    reserve,
+)
 from platform_api.models import Chat, Message, User, utcnow
+from platform_api.plans import grant_due
 from platform_api.schemas import MessagePublic
 from platform_api.serving import READ_TIMEOUT_S, ServingError, http_client, stream_chat
 
@@ -60,6 +75,9 @@ class OpenedTurn:
     user_message: MessagePublic
     assistant_message: MessagePublic
     serving_request: dict
+    # The credits reserved for the answer (metering.py), settled when the turn ends.
+    reservation: Reservation | None = None
+    pricing: Pricing | None = None
 
 
 # (the message named, the last visible one) -> (the question, supersede from seq)
@@ -129,6 +147,7 @@ def _open(
     and the A/B split picks the alias serving is asked for (`access.chat_route`)."""
     alias, variant = chat_route(session, settings, user, chat)
     _fail_abandoned_answers(session, chat.id)
+    grant_due(session, user)  # this month's plan credits, before the turn is priced
     # The last sequence number is read before the check for a streaming answer: a
     # concurrent send then either shows up in the check or collides on (chat_id, seq).
     last_seq = session.exec(select(func.max(Message.seq)).where(Message.chat_id == chat.id)).one()
@@ -162,6 +181,9 @@ def _open(
             .values(superseded_at=now)
         )
     context = context_messages(session, chat, seq if isinstance(question, str) else question.seq)
+    pricing = Pricing.from_settings(settings)
+    text = question if isinstance(question, str) else question.content
+    reservation = _reserve(session, user, chat, pricing, [*context, {"content": text}])
     session.exec(update(Chat).where(Chat.id == chat.id).values(updated_at=now))
     if isinstance(question, str):
         question = Message(chat_id=chat.id, seq=seq, role="user", content=question, created_at=now)
@@ -185,6 +207,8 @@ def _open(
     return OpenedTurn(
         user_message=MessagePublic.model_validate(question),
         assistant_message=MessagePublic.model_validate(answer),
+        reservation=reservation,
+        pricing=pricing,
         serving_request={
             "model": alias,
             "messages": messages,
@@ -195,6 +219,36 @@ def _open(
             "user": user.id,
         },
     )
+
+
+def turn_bound(chat: Chat, messages: list[dict]) -> tuple[int, int]:
+    """The most prompt and completion tokens a turn sending `messages` can use."""
+    return prompt_token_bound([m["content"] for m in messages]), chat.max_tokens
+
+
+def _reserve(
+    session: Session, user: User, chat: Chat, pricing: Pricing, messages: list[dict]
+) -> Reservation:
+    """Check the token limits and reserve the most the answer can cost, in the turn's
+    transaction: a refusal rolls back everything `_open` did, so no message is written
+    and the client still has the user's text to send again."""
+    prompt, completion = turn_bound(chat, messages)
+    try:
+        return reserve(
+            session, user, None, pricing, prompt, completion, f"chat {chat.id}", commit=False
+        )
+    except InsufficientCredits as error:
+        session.rollback()
+        raise ApiError(
+            402,
+            "insufficient_credits",
+            f"this answer may cost up to {error.amount} credits and the balance is "
+            f"{error.balance}: lower the chat's max_tokens, shorten the message, or ask an "
+            "administrator for credits",
+        ) from None
+    except Exception:
+        session.rollback()
+        raise
 
 
 def _visible(chat_id: str):
@@ -351,9 +405,14 @@ class TurnRunner:
                     if unsaved >= SAVE_EVERY_PIECES or time.monotonic() - saved_at >= SAVE_EVERY_S:
                         await asyncio.to_thread(self._save, turn, content="".join(pieces))
                         unsaved, saved_at = 0, time.monotonic()
+            if tokens["completion_tokens"] is not None:
+                billed = (tokens["prompt_tokens"] or 0, tokens["completion_tokens"])
+            else:
+                billed = (0, len(pieces))  # no usage from serving: what was received
             final = await asyncio.to_thread(
-                self._save,
+                self._finish,
                 turn,
+                billed,
                 content="".join(pieces),
                 status="complete",
                 model_version=model,
@@ -365,8 +424,9 @@ class TurnRunner:
             # Shielded: a second cancellation (shutdown) must not lose the partial answer.
             final = await asyncio.shield(
                 asyncio.to_thread(
-                    self._save,
+                    self._finish,
                     turn,
+                    (0, len(pieces)),
                     content="".join(pieces),
                     status="partial",
                     error=f"stopped: {turn.cancel_reason}",
@@ -381,8 +441,9 @@ class TurnRunner:
                 log.exception("chat turn %s failed", turn.message_id)
             reason = str(error) if isinstance(error, ServingError) else "internal error"
             final = await asyncio.to_thread(
-                self._save,
+                self._finish,
                 turn,
+                (0, len(pieces)),
                 content="".join(pieces),
                 status="failed",
                 error=reason,
@@ -394,13 +455,37 @@ class TurnRunner:
             turn.events.put_nowait(None)
             self.running.pop(turn.message_id, None)
 
-    def _save(self, turn: Turn, **values) -> MessagePublic:
+    def _finish(self, turn: Turn, billed: tuple[int, int], **values) -> MessagePublic:
+        """The final save, with the settlement of the turn's reservation in the same
+        transaction (the gateway's rules: a finished answer is billed from serving's
+        usage, a partial or failed one for the pieces received and no prompt), and what
+        it cost on the answer."""
+        opened = turn.opened
+        if opened.reservation is None or opened.pricing is None:
+            return self._save(turn, **values)
+        usage = Usage(
+            model=opened.serving_request["model"],
+            model_version=values.get("model_version"),
+            status=values["status"],
+            prompt_tokens=billed[0],
+            completion_tokens=billed[1],
+            latency_ms=values.get("latency_ms") or 0,
+        )
         with Session(self.engine, expire_on_commit=False) as session:
-            # Only while streaming: a periodic save that lands after the final one is a no-op.
-            session.exec(
-                update(Message)
-                .where(Message.id == turn.message_id, Message.status == "streaming")
-                .values(updated_at=utcnow(), **values)
-            )
-            session.commit()
-            return MessagePublic.model_validate(session.get(Message, turn.message_id))
+            record = record_usage(session, opened.pricing, opened.reservation, usage, "chat")
+            final = self._save(turn, session, credits=record.credits, **values)
+        final.cost_usd = opened.pricing.usd(final.credits)
+        return final
+
+    def _save(self, turn: Turn, session: Session | None = None, **values) -> MessagePublic:
+        if session is None:
+            with Session(self.engine, expire_on_commit=False) as session:
+                return self._save(turn, session, **values)
+        # Only while streaming: a periodic save that lands after the final one is a no-op.
+        session.exec(
+            update(Message)
+            .where(Message.id == turn.message_id, Message.status == "streaming")
+            .values(updated_at=utcnow(), **values)
+        )
+        session.commit()
+        return MessagePublic.model_validate(session.get(Message, turn.message_id))

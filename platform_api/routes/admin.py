@@ -1,5 +1,6 @@
-"""Administrators: users (role, ban/suspend), credit grants, and the answers' feedback
-exported as preference data. Model promotion comes later."""
+"""Administrators: users (search, role, ban/suspend, plan and token limits, limit reset),
+credit grants, and the answers' feedback exported as preference data. Plans themselves
+are in `routes/plans.py`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
 from platform_api import sessions
@@ -15,13 +17,15 @@ from platform_api.audit import audit
 from platform_api.credits import CreditLedger
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import Chat, Message, MessageFeedback, User, utcnow
+from platform_api.models import Chat, Message, MessageFeedback, Plan, User, utcnow
 from platform_api.schemas import (
     OFFSET_MAX,
     AdminUserUpdate,
     CreditEntryPublic,
     CreditGrant,
+    Role,
     UserPublic,
+    UserStatus,
 )
 from platform_api.turns import context_messages
 
@@ -32,10 +36,30 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 def list_users(
     admin: AdminUser,
     session: SessionDep,
+    q: str | None = Query(
+        None, max_length=320, description="Part of the e-mail or display name (any case)."
+    ),
+    status: UserStatus | None = Query(None, description="Only accounts with this status."),
+    role: Role | None = Query(None, description="Only accounts with this role."),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=OFFSET_MAX),
 ) -> list[User]:
-    return list(session.exec(select(User).order_by(User.created_at).offset(offset).limit(limit)))
+    query = select(User)
+    if q and q.strip():
+        # LIKE with the pattern's own wildcards escaped: "a_b" matches only "a_b".
+        term = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{term}%"
+        query = query.where(
+            or_(
+                func.lower(User.email).like(pattern, escape="\\"),
+                func.lower(User.display_name).like(pattern, escape="\\"),
+            )
+        )
+    if status is not None:
+        query = query.where(User.status == status)
+    if role is not None:
+        query = query.where(User.role == role)
+    return list(session.exec(query.order_by(User.created_at, User.id).offset(offset).limit(limit)))
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic)
@@ -43,8 +67,16 @@ def update_user(user_id: str, body: AdminUserUpdate, admin: AdminUser, session: 
     user = session.get(User, user_id)
     if user is None:
         raise not_found("user")
-    if user.id == admin.id:
+    sent = body.model_fields_set
+    if user.id == admin.id and sent & {"role", "status"}:
         raise ApiError(400, "own_account", "administrators cannot change their own role or status")
+    if "plan_id" in sent:
+        if body.plan_id is not None and session.get(Plan, body.plan_id) is None:
+            raise not_found("plan")
+        user.plan_id = body.plan_id
+    for limit in ("daily_token_limit", "monthly_token_limit"):
+        if limit in sent:  # null is sent on purpose: back to the plan's limit
+            setattr(user, limit, getattr(body, limit))
     if body.role is not None:
         user.role = body.role
     if body.status is not None:
@@ -53,7 +85,21 @@ def update_user(user_id: str, body: AdminUserUpdate, admin: AdminUser, session: 
             sessions.revoke_sessions(session, f"account {body.status}", user_id=user.id)
     user.updated_at = utcnow()
     session.add(user)
-    audit(session, admin, "user.update", user.id, **body.model_dump(exclude_none=True))
+    audit(session, admin, "user.update", user.id, **body.model_dump(include=sent))
+    session.commit()
+    return user
+
+
+@router.post("/users/{user_id}/limits/reset", response_model=UserPublic)
+def reset_limits(user_id: str, admin: AdminUser, session: SessionDep) -> User:
+    """Start the user's daily and monthly token counts afresh: usage before now no longer
+    counts toward their limits (it stays in the usage history and the analytics)."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise not_found("user")
+    user.limits_reset_at = user.updated_at = utcnow()
+    session.add(user)
+    audit(session, admin, "user.limits_reset", user.id)
     session.commit()
     return user
 

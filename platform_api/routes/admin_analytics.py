@@ -1,5 +1,6 @@
 """Administrators: usage analytics over every user's usage records (what metering writes):
-requests, tokens and credits per UTC day, user or model, active users per day, the most
+requests, tokens, credits and their cost in US dollars (credits × `credit_price_usd`) per
+UTC day, user or model, active users per day, the most
 requested models. Each figure is one GROUP BY in the database (the same SQL on SQLite
 and PostgreSQL), over the indexed `created_at` window, never rows fetched into Python."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import func, null
 from sqlmodel import select
 
@@ -28,6 +29,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 @router.get("/analytics", response_model=UsageAnalytics)
 def usage_analytics(
+    request: Request,
     admin: AdminUser,
     session: SessionDep,
     by: Literal["day", "user", "model"] = Query("day", description="Group the rows by this."),
@@ -36,6 +38,7 @@ def usage_analytics(
     ),
     limit: int = Query(100, ge=1, le=1000, description="At most this many users or models."),
 ) -> UsageAnalytics:
+    price = request.app.state.settings.credit_price_usd
     since = window_start(days)
     in_window = UsageRecord.created_at >= since
     users = func.count(func.distinct(UsageRecord.user_id))
@@ -60,7 +63,7 @@ def usage_analytics(
             .limit(limit)
         )
     rows = [
-        AnalyticsRow(key=str(key), email=email, users=n_users, **usage_counts(*sums))
+        _row(price, key=str(key), email=email, users=n_users, **usage_counts(*sums))
         for key, email, *sums, n_users in session.exec(query.where(in_window))
     ]
 
@@ -80,9 +83,13 @@ def usage_analytics(
         days=days,
         since=since.date().isoformat(),
         rows=rows,
-        total=AnalyticsRow(key="total", users=n_users, **usage_counts(*sums)),
+        total=_row(price, key="total", users=n_users, **usage_counts(*sums)),
         active_users=[ActiveUsers(day=str(d), users=n) for d, n in active],
         popular_models=[
             PopularModel(model=m, requests=n, users=u, tokens=t or 0) for m, n, u, t in popular
         ],
     )
+
+
+def _row(price: float, **fields) -> AnalyticsRow:
+    return AnalyticsRow(cost_usd=round(fields["credits"] * price, 9), **fields)

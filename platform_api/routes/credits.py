@@ -1,22 +1,72 @@
-"""The caller's credit balance and ledger."""
+"""The caller's credit balance, ledger, plan and token limits; what a message would cost."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import func
+from sqlmodel import select
 
 from platform_api.credits import CreditLedger
 from platform_api.deps import CurrentUser, SessionDep
-from platform_api.schemas import CreditEntryPublic, CreditStatement
+from platform_api.metering import Pricing
+from platform_api.models import Message
+from platform_api.plans import grant_due, limits_of
+from platform_api.routes.chats import owned_chat
+from platform_api.schemas import (
+    CreditEntryPublic,
+    CreditStatement,
+    MessageCreate,
+    PlanPublic,
+    TokenLimits,
+)
+from platform_api.turns import context_messages, turn_bound
 
 router = APIRouter(tags=["credits"])
+
+
+class CostEstimate(BaseModel):
+    """The most sending a message can cost: the same bound a turn reserves."""
+
+    prompt_tokens_max: int
+    completion_tokens_max: int = Field(description="The chat's max_tokens.")
+    credits_max: int
+    cost_usd_max: float
+    balance: int
 
 
 @router.get("/credits", response_model=CreditStatement)
 def read_credits(
     user: CurrentUser, session: SessionDep, limit: int = Query(50, ge=1, le=500)
 ) -> CreditStatement:
+    grant_due(session, user)  # this month's plan credits show up when the balance is read
     ledger = CreditLedger(session)
+    limits = limits_of(session, user)
     return CreditStatement(
         balance=ledger.balance(user.id),
         entries=[CreditEntryPublic.model_validate(e) for e in ledger.entries(user.id, limit)],
+        plan=PlanPublic.model_validate(limits.plan) if limits.plan else None,
+        limits=TokenLimits(daily_token_limit=limits.daily, monthly_token_limit=limits.monthly),
+    )
+
+
+@router.post("/chats/{chat_id}/estimate", response_model=CostEstimate, tags=["messages"])
+def estimate_message(
+    chat_id: str, body: MessageCreate, request: Request, user: CurrentUser, session: SessionDep
+) -> CostEstimate:
+    """What sending `content` to this chat could cost at most (its history, system prompt
+    and max_tokens included), and the balance it would be reserved from."""
+    chat = owned_chat(session, user, chat_id)
+    grant_due(session, user)
+    last_seq = session.exec(select(func.max(Message.seq)).where(Message.chat_id == chat.id)).one()
+    context = context_messages(session, chat, (last_seq or 0) + 1)
+    prompt, completion = turn_bound(chat, [*context, {"content": body.content}])
+    pricing = Pricing.from_settings(request.app.state.settings)
+    credits = pricing.cost(prompt, completion)
+    return CostEstimate(
+        prompt_tokens_max=prompt,
+        completion_tokens_max=completion,
+        credits_max=credits,
+        cost_usd_max=pricing.usd(credits),
+        balance=CreditLedger(session).balance(user.id),
     )

@@ -31,6 +31,7 @@ from platform_api.credits import InsufficientCredits
 from platform_api.deps import Principal, PrincipalDep, SessionDep
 from platform_api.errors import ApiError
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
+from platform_api.plans import grant_due
 from platform_api.schemas import MAX_TOKENS_LIMIT
 
 router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
@@ -148,16 +149,24 @@ async def chat_completions(
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
     pricing = Pricing.from_settings(settings)
-    bound = pricing.cost(prompt_token_bound(texts), n * max_tokens)
-    try:
+    prompt_bound = prompt_token_bound(texts)
+    await run_in_threadpool(grant_due, session, principal.user)  # this month's plan credits
+    try:  # the token limits (429 token_limit), then the credits
         reservation = await run_in_threadpool(
-            reserve, session, principal.user.id, principal.api_key_id, bound, f"{model} request"
+            reserve,
+            session,
+            principal.user,
+            principal.api_key_id,
+            pricing,
+            prompt_bound,
+            n * max_tokens,
+            f"{model} request",
         )
     except InsufficientCredits as error:
         raise ApiError(
             402,
             "insufficient_quota",
-            f"this request may cost up to {bound} credits and the balance is "
+            f"this request may cost up to {error.amount} credits and the balance is "
             f"{error.balance}: lower max_tokens or ask an administrator for credits",
         ) from None
     meter = Meter(request, pricing, reservation, model)

@@ -10,6 +10,12 @@ answers `text/event-stream`:
 - `event: failed` — the saved assistant message (`status` failed, `error` says why)
 If serving fails before the first piece, the answer is instead a JSON 502 whose
 `message` is the saved, failed assistant message.
+
+A turn is metered like the gateway (`turns.py`, `metering.py`): a balance that cannot
+cover the most the answer may cost is a 402 `insufficient_credits`, a token limit it
+would pass a 429 `token_limit` with Retry-After; either way nothing is saved. The `done`
+event's message carries what the answer cost (`credits`, `cost_usd`);
+`POST /chats/{id}/estimate` (routes/credits.py) tells the most before sending.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlmodel import select
 
 from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
+from platform_api.metering import Pricing
 from platform_api.models import Message, MessageFeedback, utcnow
 from platform_api.routes.chats import chat_messages, owned_chat
 from platform_api.schemas import (
@@ -73,8 +80,11 @@ class TurnStream(StreamingResponse):
 
 
 @router.get("", response_model=list[MessagePublic])
-def list_messages(chat_id: str, user: CurrentUser, session: SessionDep) -> list[MessagePublic]:
-    """With the caller's own rating on each answer, so a reloaded chat shows its thumbs."""
+def list_messages(
+    chat_id: str, request: Request, user: CurrentUser, session: SessionDep
+) -> list[MessagePublic]:
+    """With the caller's own rating on each answer, so a reloaded chat shows its thumbs,
+    and what each answer cost (`credits`, `cost_usd`)."""
     chat = owned_chat(session, user, chat_id)
     ratings = {
         f.message_id: f
@@ -85,9 +95,11 @@ def list_messages(chat_id: str, user: CurrentUser, session: SessionDep) -> list[
         )
     }
     public = [MessagePublic.model_validate(m) for m in chat_messages(session, chat.id)]
+    price = Pricing.from_settings(request.app.state.settings)
     for message in public:
         if message.id in ratings:
             message.feedback = MessageRating.model_validate(ratings[message.id])
+        message.cost_usd = price.usd(message.credits)
     return public
 
 
@@ -166,14 +178,16 @@ async def _answer(request: Request, opened: OpenedTurn):
 @router.post("/{message_id}/stop", response_model=MessagePublic)
 async def stop_message(
     chat_id: str, message_id: str, request: Request, user: CurrentUser, session: SessionDep
-) -> Message:
+) -> MessagePublic:
     """Stop a streaming answer; what was received is kept (status partial)."""
     message = await run_in_threadpool(_owned_message, session, user, chat_id, message_id)
     runner: TurnRunner = request.app.state.turns
     if not await runner.stop(message.id, "stopped by the user"):
         raise ApiError(409, "not_streaming", "this answer is not streaming in this API process")
     await run_in_threadpool(session.refresh, message)
-    return message
+    public = MessagePublic.model_validate(message)
+    public.cost_usd = Pricing.from_settings(request.app.state.settings).usd(public.credits)
+    return public
 
 
 def _owned_message(session, user, chat_id: str, message_id: str) -> Message:

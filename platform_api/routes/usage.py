@@ -1,5 +1,6 @@
 """The caller's usage history: tokens, requests and credits per day or per model, from the
-usage records metering writes (`metering.py`)."""
+usage records metering writes (`metering.py`); and the tokens counted toward today's and
+this month's limits (`plans.py`), with the limits."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlmodel import select
 
 from platform_api.deps import CurrentUser, SessionDep
 from platform_api.models import UsageRecord, utcnow
-from platform_api.schemas import UsageHistory, UsageRow
+from platform_api.plans import day_start, limits_of, month_start, tokens_used
+from platform_api.schemas import TokenLimits, UsageHistory, UsageRow
 
 router = APIRouter(tags=["usage"])
 
@@ -63,10 +65,15 @@ def read_usage(
         .order_by(key)
     )
     rows = [UsageRow(key=str(k), **usage_counts(*sums)) for k, *sums in session.exec(query)]
+    now = utcnow()
+    limits = limits_of(session, user)
     return UsageHistory(
         by=by,
         since=since.date().isoformat(),
         rows=rows,
+        tokens_today=tokens_used(session, user, day_start(now)),
+        tokens_this_month=tokens_used(session, user, month_start(now)),
+        limits=TokenLimits(daily_token_limit=limits.daily, monthly_token_limit=limits.monthly),
         total=UsageRow(
             key="total",
             requests=sum(r.requests for r in rows),

@@ -22,11 +22,13 @@ import httpx
 import pyotp
 import pytest
 import uvicorn
+from sqlmodel import Session
 
 from orchard.settings import Settings
 from platform_api.app import create_app
 from platform_api.config import PlatformOptions
-from platform_api.db import migrate
+from platform_api.credits import CreditLedger
+from platform_api.db import make_engine, migrate
 from platform_api.manage import make_admin
 from tests.conftest import free_port
 from tests.platform.postgres import PostgresServer, PostgresUnavailable, start_postgres
@@ -35,6 +37,18 @@ from tests.platform.serving_stub import ServingStub
 FAST_ARGON2 = PlatformOptions(argon2_time_cost=1, argon2_memory_cost_kib=1024, argon2_parallelism=1)
 PASSWORD = "correct horse battery"
 TEMPLATE_DB = "orchard_template"
+CHAT_CREDITS = 1_000_000
+
+
+def grant_credits(url: str, user_id: str, amount: int, reason: str = "test credits") -> None:
+    """A ledger grant straight in the database (no administrator, no audit entry)."""
+    engine = make_engine(url, pooled=False)
+    try:
+        with Session(engine) as session:
+            CreditLedger(session).grant(user_id, amount, reason)
+            session.commit()
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +129,7 @@ class Account:
     id: str
     tokens: dict = field(default_factory=dict)
     password: str = PASSWORD
+    funded: bool = False  # granted CHAT_CREDITS (by its first `Api.chat`)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -150,6 +165,11 @@ class Api:
         return self.login(account)
 
     def chat(self, account: Account, **fields) -> dict:
+        """A new chat of `account`'s; the account's first chat comes with CHAT_CREDITS, so
+        its turns (metered: reserved, then settled) are paid for."""
+        if not account.funded:
+            grant_credits(self.database_url, account.id, CHAT_CREDITS)
+            account.funded = True
         response = self.http.post("/chats", json=fields, headers=account.headers)
         assert response.status_code == 201, response.text
         return response.json()

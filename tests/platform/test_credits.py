@@ -31,7 +31,8 @@ def _grant(api, admin, account, amount: int):
 
 def test_a_new_account_has_nothing_and_admins_grant(api):
     root, alice = api.admin(), api.user("alice")
-    assert api.http.get("/credits", headers=alice.headers).json() == {"balance": 0, "entries": []}
+    statement = api.http.get("/credits", headers=alice.headers).json()
+    assert (statement["balance"], statement["entries"], statement["plan"]) == (0, [], None)
     entry = _grant(api, root, alice, 250)
     assert (entry["kind"], entry["amount"], entry["balance_after"]) == ("grant", 250, 250)
     assert entry["reason"] == f"welcome (by {root.email})"

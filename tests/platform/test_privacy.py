@@ -37,7 +37,10 @@ def test_export_holds_everything_of_mine_and_nothing_of_others(api, serving):
     assert data["feedback"][0]["rating"] == "up"
     assert [k["name"] for k in data["api_keys"]] == ["laptop"]
     assert len(data["share_links"]) == 1 and "token" not in data["share_links"][0]
-    assert data["credits"] == {"balance": 0, "ledger": []}
+    # the test chat's credits (conftest), then the answer's reservation and its refund
+    ledger = data["credits"]["ledger"]
+    assert [e["kind"] for e in ledger] == ["grant", "debit", "refund"]
+    assert data["credits"]["balance"] == ledger[-1]["balance_after"]
     text = response.text
     assert "Bob's secret" not in text and "password_hash" not in text and "key_hash" not in text
 
@@ -81,8 +84,9 @@ def test_deleting_my_account_erases_it_and_frees_the_email(api, serving):
             assert erased.totp_secret is None and erased.display_name == ""
             assert session.exec(select(Message).where(Message.chat_id == chat["id"])).all() == []
             # The ledger stays, for accounting, on the anonymous row.
-            entries = session.exec(select(CreditEntry).where(CreditEntry.user_id == alice.id))
-            assert [e.amount for e in entries] == [5]
+            entries = list(session.exec(select(CreditEntry).where(CreditEntry.user_id == alice.id)))
+            assert [e.kind for e in entries] == ["grant", "debit", "refund", "grant"]
+            assert [e.amount for e in entries][-1] == 5
     finally:
         engine.dispose()
     listed = api.http.get("/admin/users", headers=root.headers).json()
