@@ -1,6 +1,7 @@
 /// <reference types="vitest/config" />
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { defineConfig, type Plugin } from "vite";
 import react from "@vitejs/plugin-react";
 import tailwindcss from "@tailwindcss/vite";
@@ -46,6 +47,10 @@ function serviceWorker(): Plugin {
 export default defineConfig({
   base: "/",
   plugins: [react(), tailwindcss(), serviceWorker()],
+  resolve: {
+    // Radix dialogs' scroll lock writes a <style> element the CSP refuses: see the file
+    alias: { "react-style-singleton": fileURLToPath(new URL("./src/lib/styleSingleton.ts", import.meta.url)) },
+  },
   server: {
     proxy: {
       "/api": { target: API, changeOrigin: false },

@@ -133,6 +133,17 @@ def test_register_log_in_chat_streams_and_a_reload_keeps_the_chat(browser, produ
     expect(meta.get_by_test_id("token-count")).to_contain_text(re.compile(r"\d"))
 
     page.wait_for_url(re.compile(r"/c/[^/]+$"))  # the new chat has its own address
+    meta.get_by_test_id("thumbs-up").click()
+    expect(meta.get_by_test_id("thumbs-up")).to_have_attribute("aria-pressed", "true")
+    # the PWA's service worker: installed, and it never answers the API
+    scope = page.evaluate("navigator.serviceWorker.ready.then(r => r.scope)")
+    assert scope == f"{product.url}/", scope
+    from_worker: list[str] = []
+    page.on(
+        "response",
+        lambda r: r.from_service_worker and "/api/" in r.url and from_worker.append(r.url),
+    )
+    page.wait_for_load_state("networkidle")
     page.reload()
     expect(messages(page, "user")).to_have_count(1)
     expect(messages(page, "assistant")).to_have_count(1)
@@ -142,6 +153,11 @@ def test_register_log_in_chat_streams_and_a_reload_keeps_the_chat(browser, produ
     page.wait_for_load_state("networkidle")  # the Markdown chunk: text as typed until then
     assert words(saved.get_by_test_id("message-content").inner_text()) == words(answer)
     expect(page.get_by_test_id("chat-item")).to_have_count(1)
+    # the rating is read back from the server after the reload
+    expect(saved.get_by_test_id("thumbs-up")).to_have_attribute("aria-pressed", "true")
+    expect(saved.get_by_test_id("thumbs-down")).to_have_attribute("aria-pressed", "false")
+    assert page.evaluate("!!navigator.serviceWorker.controller"), "the reload was not controlled"
+    assert not from_worker, f"the service worker answered API requests: {from_worker}"
     screenshot(page, "chat")
     assert not page.errors.csp(), page.errors.csp()
 
@@ -228,13 +244,59 @@ def test_the_375_px_layout_never_scrolls_sideways(browser, product, request):
     no_horizontal_scroll(page)
     screenshot(page, "chat-375px")
 
+    # the drawer: focus moves in and stays in, Escape closes it, focus returns to the opener
+    opener = page.get_by_test_id("open-sidebar")
+    opener.click()
+    in_sidebar = "() => !!document.activeElement?.closest('[data-testid=sidebar]')"
+    expect(page.get_by_test_id("sidebar")).to_have_attribute("aria-modal", "true")
+    assert page.evaluate(in_sidebar), "opening the drawer did not move focus into it"
+    page.keyboard.press("Shift+Tab")  # from the first control: wraps to the last, not out
+    assert page.evaluate(in_sidebar), "Shift+Tab left the open drawer"
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("sidebar")).not_to_have_attribute("aria-modal", "true")
+    expect(opener).to_be_focused()
+
     admin = new_page(browser, request, **MOBILE)
     log_in(admin, product, api.admin("ops"))
-    for path in ("/admin", "/admin/models", "/admin/users"):
+    for path in ("/admin", "/admin/models", "/admin/conversations", "/admin/users"):
         admin.goto(f"{product.url}{path}")
         expect(admin.get_by_test_id("forbidden")).to_have_count(0)
         no_horizontal_scroll(admin)
+        # nor does the page's own scroll box (overflow-y: auto scrolls sideways too)
+        sideways = admin.evaluate(
+            "(m => m.scrollWidth - m.clientWidth)(document.querySelector('main'))"
+        )
+        assert sideways <= 0, f"{path}: <main> scrolls {sideways} px sideways at 375 px"
+    # the users table is wider than a phone: it scrolls inside its card
+    table = admin.get_by_test_id("users-table-scroll")
+    expect(admin.get_by_test_id("user-row").first).to_be_visible()
+    assert table.evaluate("t => t.scrollWidth > t.clientWidth && t.clientWidth <= 375")
     screenshot(admin, "admin-users-375px")
+
+    # conversation monitoring: find pat's chat by its text, flag the answer, see it flagged
+    admin.goto(f"{product.url}/admin/conversations")
+    admin.get_by_test_id("conversation-search").fill("Pneumonoultramicroscopic")
+    admin.get_by_test_id("conversation-search").press("Enter")
+    row = admin.get_by_test_id("conversation-row")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("pat@example.org")
+    row.get_by_role("link").click()
+    answer = admin.get_by_test_id("conversation-message").last
+    answer.get_by_test_id("message-flag").click()
+    admin.get_by_test_id("flag-reason").fill("check this answer")
+    admin.get_by_test_id("flag-submit").click()
+    expect(answer.get_by_test_id("message-flagged")).to_be_visible()
+    no_horizontal_scroll(admin)
+    admin.goto(f"{product.url}/admin/conversations?flagged=open")
+    expect(admin.get_by_test_id("open-flags")).to_have_text("1 open")
+
+    # 2FA set-up: the QR code of the otpauth URI is drawn (a data: image the CSP allows)
+    page.goto(f"{product.url}/account/security")
+    page.get_by_test_id("totp-setup").click()
+    qr = page.get_by_test_id("totp-qr")
+    expect(qr).to_be_visible()
+    assert qr.evaluate("img => img.complete && img.naturalWidth > 0"), "the QR code did not load"
+    expect(page.get_by_test_id("totp-secret")).not_to_be_empty()
     for p in (page, admin):
         assert not p.errors.csp(), p.errors.csp()
 
