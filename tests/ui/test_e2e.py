@@ -287,6 +287,7 @@ def test_the_375_px_layout_never_scrolls_sideways(browser, product, request):
     admin.get_by_test_id("flag-submit").click()
     expect(answer.get_by_test_id("message-flagged")).to_be_visible()
     no_horizontal_scroll(admin)
+    screenshot(admin, "admin-conversation-375px")
     admin.goto(f"{product.url}/admin/conversations?flagged=open")
     expect(admin.get_by_test_id("open-flags")).to_have_text("1 open")
 
@@ -297,6 +298,7 @@ def test_the_375_px_layout_never_scrolls_sideways(browser, product, request):
     expect(qr).to_be_visible()
     assert qr.evaluate("img => img.complete && img.naturalWidth > 0"), "the QR code did not load"
     expect(page.get_by_test_id("totp-secret")).not_to_be_empty()
+    screenshot(page, "totp-setup-375px")
     for p in (page, admin):
         assert not p.errors.csp(), p.errors.csp()
 
