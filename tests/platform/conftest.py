@@ -168,7 +168,8 @@ class Api:
         """A new chat of `account`'s; the account's first chat comes with CHAT_CREDITS, so
         its turns (metered: reserved, then settled) are paid for."""
         if not account.funded:
-            grant_credits(self.database_url, account.id, CHAT_CREDITS)
+            url = self.database_url or self.settings.database_url
+            grant_credits(url, account.id, CHAT_CREDITS)
             account.funded = True
         response = self.http.post("/chats", json=fields, headers=account.headers)
         assert response.status_code == 201, response.text
