@@ -99,9 +99,10 @@ def models_for(session: Session, settings: Settings, user: User) -> Models:
         return Models(served, True, f"{bare}/")
     if granted & {bare, first}:
         granted |= {bare, first}
+    # Rules naming an alias no longer served (the settings changed) grant nothing.
     versions = sorted(
-        (m for m in granted if m not in served), key=lambda m: (len(m), m)
-    )  # numeric order for versions of one model
+        (m for m in granted if _is_version(m, f"{bare}/")), key=lambda m: (len(m), m)
+    )  # numeric order
     return Models((*(m for m in served if m in granted), *versions), False, f"{bare}/")
 
 
