@@ -214,6 +214,14 @@ class Settings(BaseSettings):
     credits_per_1k_completion_tokens: int = Field(
         1000, ge=0, description="Credits charged per 1,000 completion tokens (1 per token)."
     )
+    starter_plan_credits: int = Field(
+        100_000,
+        ge=0,
+        description="When the platform API first starts on a new database (no plan, no "
+        "account), it creates the default plan 'Starter' granting this many credits a month, "
+        "so new accounts can chat (0: create none; then an admin grants credits or makes a "
+        "plan).",
+    )
     credit_price_usd: float = Field(
         0.000002,
         ge=0,

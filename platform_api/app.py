@@ -1,8 +1,9 @@
 """The platform API application (FastAPI). Started by `orchard up` with uvicorn.
 
 Start-up (the lifespan) migrates the database to the newest schema, reads or generates
-the platform's secrets under `<home>/secrets`, and opens the engine and the client to
-serving. Every product endpoint is under /api/v1; /healthz is the liveness probe.
+the platform's secrets under `<home>/secrets`, opens the engine and the client to
+serving, and makes the `Starter` default plan when there is no plan at all. Every
+product endpoint is under /api/v1; /healthz is the liveness probe.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
+from sqlmodel import Session
 
 import orchard
 from orchard.settings import Settings, load_settings
@@ -21,6 +23,7 @@ from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
 from platform_api.oauth import install as install_oauth
+from platform_api.plans import ensure_starter_plan
 from platform_api.ratelimit import RateLimiter, limit_ip
 from platform_api.routes import (
     admin,
@@ -56,6 +59,11 @@ class Health(BaseModel):
     version: str
 
 
+def _seed(engine, settings: Settings) -> None:
+    with Session(engine) as session:
+        ensure_starter_plan(session, settings.starter_plan_credits)
+
+
 def create_app(settings: Settings | None = None, options: PlatformOptions | None = None) -> FastAPI:
     settings = settings or load_settings()
     options = options or PlatformOptions()
@@ -68,6 +76,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         app.state.keys = Keys.load(settings)
         app.state.passwords = await run_in_threadpool(Passwords, options)
         app.state.engine = make_engine(url)
+        await run_in_threadpool(_seed, app.state.engine, settings)
         app.state.turns = TurnRunner(app.state.engine, settings.serving_base_url)
         try:
             yield

@@ -2,7 +2,7 @@
 use per UTC day and month.
 
 A user's plan is `user.plan_id`, or the default plan when that is null (a new account, or
-one whose plan was deleted: the foreign key sets it null). A user's own
+one whose plan was deleted: deleting a plan clears it in the same transaction). A user's own
 `daily_token_limit` / `monthly_token_limit` override the plan's; null means the plan's,
 and a null limit on the plan means unlimited.
 
@@ -55,6 +55,35 @@ def default_plan(session: Session) -> Plan | None:
     return session.exec(
         select(Plan).where(Plan.is_default).order_by(Plan.updated_at.desc(), Plan.id)
     ).first()
+
+
+STARTER_PLAN = "Starter"
+
+
+def ensure_starter_plan(session: Session, monthly_credits: int) -> Plan | None:
+    """At start-up of a new platform (no plan and no account yet), make the default plan
+    `Starter` granting `monthly_credits` a month (setting `starter_plan_credits`; 0 makes
+    none). A platform in use is left alone, also after an admin deleted every plan. Two API
+    processes starting at once may both try; the plan name is unique, so one insert wins
+    and the other finds it."""
+    if monthly_credits <= 0:
+        return None
+    for table in (Plan, User):
+        if session.exec(select(table.id).limit(1)).first() is not None:
+            return None
+    plan = Plan(
+        name=STARTER_PLAN,
+        description="made at the first start-up (setting starter_plan_credits)",
+        monthly_credits=monthly_credits,
+        is_default=True,
+    )
+    session.add(plan)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return None
+    return plan
 
 
 def plan_of(session: Session, user: User) -> Plan | None:

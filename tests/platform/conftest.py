@@ -92,7 +92,10 @@ def serving() -> Iterator[ServingStub]:
 
 @pytest.fixture
 def settings(clean_env, database_url: str, serving: ServingStub) -> Settings:
-    return Settings(home=clean_env, database_url=database_url, serving_url=serving.url)
+    # No Starter plan: each test makes the plans and grants it needs.
+    return Settings(
+        home=clean_env, database_url=database_url, serving_url=serving.url, starter_plan_credits=0
+    )
 
 
 class LiveServer:
