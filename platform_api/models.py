@@ -468,3 +468,9 @@ class OAuthLoginCode(PlatformTable, table=True):
     created_at: datetime = _created()
     expires_at: datetime = Field(sa_type=UTCDateTime)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The login session the code opened: presenting the spent code again revokes it (the
+    # code leaked), and while it is new it is a recent sign-in for accounts without a
+    # password (reauth.py).
+    session_id: str | None = Field(
+        default=None, foreign_key="auth_sessions.id", index=True, max_length=32, ondelete="CASCADE"
+    )

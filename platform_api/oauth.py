@@ -14,14 +14,16 @@ linked to the user with the same e-mail address only when the provider vouches f
 address (OIDC `email_verified`, GitHub's verified primary e-mail); otherwise a new user is
 made with that address, again only when it is verified: an unverified address could be
 anyone's, and the account it opened would be linked to the real owner's later sign-ins.
-A new user has no usable password (the hash of a random secret nobody keeps), so password
-login and the password-guarded actions refuse it.
+A new user has no usable password (`security.NO_PASSWORD`), so password login refuses it,
+and its sensitive actions are confirmed by a recent sign-in instead (`reauth.py`) — the
+way it also sets a first password.
 
 The callback does not hand out tokens: it stores a one-time code (SHA-256, 60 s, spent
 once) and sends the browser to the UI's /oauth/callback#code=<code> (a fragment, so no
 server logs it); the UI exchanges it for the same TokenPair a password login gives, with
-a TOTP code when the account has 2FA on. Failures send the browser to
-/login#oauth_error=<code> instead, never to a traceback.
+a TOTP code when the account has 2FA on. The code remembers the login session it opened:
+presented again, it revokes that session (a replayed code was copied by someone). Failures
+send the browser to /login#oauth_error=<code> instead, never to a traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import secrets as random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import httpx
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
@@ -47,7 +50,8 @@ from platform_api.credits import CreditLedger
 from platform_api.deps import ensure_active
 from platform_api.errors import ApiError, not_found, unauthorized
 from platform_api.models import OAuthIdentity, OAuthLoginCode, User, utcnow
-from platform_api.security import Passwords, digest
+from platform_api.security import NO_PASSWORD, digest
+from platform_api.sessions import revoke_sessions
 
 log = logging.getLogger("platform_api.oauth")
 
@@ -200,20 +204,18 @@ async def _github_account(client, token: dict) -> ProviderAccount:
 
 
 # -- the platform's side ------------------------------------------------------------------
-def sign_in(session: Session, passwords: Passwords, provider: str, account: ProviderAccount) -> str:
+def sign_in(session: Session, provider: str, account: ProviderAccount) -> str:
     """The user behind `account` (found, linked or made; see the module's text) and a new
     one-time code for them. Two first sign-ins racing: the loser retries once and finds
     what the winner made."""
     try:
-        return _sign_in(session, passwords, provider, account)
+        return _sign_in(session, provider, account)
     except IntegrityError:
         session.rollback()
-        return _sign_in(session, passwords, provider, account)
+        return _sign_in(session, provider, account)
 
 
-def _sign_in(
-    session: Session, passwords: Passwords, provider: str, account: ProviderAccount
-) -> str:
+def _sign_in(session: Session, provider: str, account: ProviderAccount) -> str:
     now = utcnow()
     row = session.exec(
         select(OAuthIdentity, User)
@@ -235,7 +237,7 @@ def _sign_in(
         if user is None:
             user = User(
                 email=account.email,
-                password_hash=passwords.hash(random.token_urlsafe(32)),  # no usable password
+                password_hash=NO_PASSWORD,  # until it sets one (reauth.py)
                 display_name=account.name[:100],
             )
             session.add(user)
@@ -274,24 +276,26 @@ def _invalid_code() -> ApiError:
 
 
 def pending_user(session: Session, code: str) -> User:
-    """The user an unspent, unexpired code names (the code stays unspent)."""
+    """The user an unspent, unexpired code names (the code stays unspent). A spent code
+    presented again ends the login session it opened (see `_refuse_replay`)."""
     row = session.exec(
-        select(User)
-        .join(OAuthLoginCode, OAuthLoginCode.user_id == User.id)
-        .where(
-            OAuthLoginCode.code_hash == digest(code),
-            OAuthLoginCode.used_at.is_(None),
-            OAuthLoginCode.expires_at > utcnow(),
-        )
+        select(OAuthLoginCode, User)
+        .join(User, User.id == OAuthLoginCode.user_id)
+        .where(OAuthLoginCode.code_hash == digest(code))
     ).first()
     if row is None:
         raise _invalid_code()
-    return row
+    login_code, user = row
+    if login_code.used_at is not None:
+        _refuse_replay(session, login_code)
+    if login_code.expires_at <= utcnow():
+        raise _invalid_code()
+    return user
 
 
-def spend_code(session: Session, code: str) -> None:
-    """Mark the code used (a conditional UPDATE: of two concurrent exchanges one wins); the
-    caller commits."""
+def spend_code(session: Session, code: str, login_id: str) -> None:
+    """Mark the code used by the login session `login_id` (a conditional UPDATE: of two
+    concurrent exchanges one wins, and the loser's is a replay); the caller commits."""
     spent = session.exec(
         update(OAuthLoginCode)
         .where(
@@ -299,11 +303,29 @@ def spend_code(session: Session, code: str) -> None:
             OAuthLoginCode.used_at.is_(None),
             OAuthLoginCode.expires_at > utcnow(),
         )
-        .values(used_at=utcnow())
+        .values(used_at=utcnow(), session_id=login_id)
     )
     if spent.rowcount != 1:
         session.rollback()
+        login_code = session.get(OAuthLoginCode, digest(code))
+        if login_code is not None and login_code.used_at is not None:
+            _refuse_replay(session, login_code)
         raise _invalid_code()
+
+
+def _refuse_replay(session: Session, login_code: OAuthLoginCode) -> NoReturn:
+    """A spent code seen again was copied (from the browser's history, a log, a proxy):
+    like a reused refresh token, it ends the login session the code opened, whoever holds
+    it now, and the holder signs in with the provider again."""
+    if login_code.session_id is not None:
+        revoke_sessions(session, "oauth sign-in code reused", login_id=login_code.session_id)
+        session.commit()
+        log.warning("oauth sign-in code of user %s reused: session revoked", login_code.user_id)
+    raise unauthorized(
+        "this sign-in code was already used, so it may have leaked: the login session it "
+        "opened is ended; sign in with the provider again",
+        code="oauth_code_reused",
+    )
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -83,7 +83,9 @@ class TotpConfirm(Request):
 
 
 class TotpDisable(Request):
-    password: str = Field(max_length=PASSWORD_MAX)
+    password: str | None = Field(
+        None, max_length=PASSWORD_MAX, description="Required when the account has a password."
+    )
     code: str = _totp_code()
 
 
@@ -110,7 +112,12 @@ class ProfileUpdate(Request):
 
 
 class PasswordChange(Request):
-    current_password: str = Field(max_length=PASSWORD_MAX)
+    current_password: str | None = Field(
+        None,
+        max_length=PASSWORD_MAX,
+        description="Required when the account has one; an account without (OAuth sign-in) "
+        "sets its first password after a recent sign-in.",
+    )
     new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
 
 
@@ -374,7 +381,12 @@ class FeedbackPublic(Public):
 
 
 class AccountDelete(Request):
-    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    password: str | None = Field(
+        None,
+        min_length=1,
+        max_length=PASSWORD_MAX,
+        description="Required when the account has a password; without: a recent sign-in.",
+    )
     totp_code: str | None = _totp_code(None)
 
 

@@ -36,6 +36,10 @@ JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "orchard-platform"
 API_KEY_PREFIX = "orch_"
 TOTP_ISSUER = "Orchard"
+# A stored password hash that no password verifies against: "!" and why (no Argon2 hash
+# starts with "!"). An account an OAuth sign-in made has NO_PASSWORD until it sets one.
+UNUSABLE_PASSWORD_MARK = "!"
+NO_PASSWORD = "!oauth"
 
 
 class InvalidToken(Exception):
@@ -63,10 +67,15 @@ class Passwords:
 
     def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
         """(matches, a new hash to store when the stored one used other parameters)."""
-        if password_hash is None:
+        if not has_usable_password(password_hash):
             self._hash.verify(password, self._dummy)
             return False, None
         return self._hash.verify_and_update(password, password_hash)
+
+
+def has_usable_password(password_hash: str | None) -> bool:
+    """False for accounts no password can log in to (made by an OAuth sign-in, erased)."""
+    return password_hash is not None and not password_hash.startswith(UNUSABLE_PASSWORD_MARK)
 
 
 def digest(secret: str) -> str:

@@ -44,13 +44,20 @@ def _issue(session: Session, keys: Keys, user_id: str, login_id: str, now: datet
     )
 
 
-def start_session(session: Session, keys: Keys, user: User, user_agent: str) -> TokenPair:
-    """Open a login session for `user` and commit it."""
+def open_session(
+    session: Session, keys: Keys, user: User, user_agent: str
+) -> tuple[str, TokenPair]:
+    """Open a login session for `user`: (its id, its first tokens); the caller commits."""
     now = utcnow()
     login = AuthSession(user_id=user.id, created_at=now, user_agent=user_agent[:255])
     session.add(login)
     session.flush()
-    tokens = _issue(session, keys, user.id, login.id, now)
+    return login.id, _issue(session, keys, user.id, login.id, now)
+
+
+def start_session(session: Session, keys: Keys, user: User, user_agent: str) -> TokenPair:
+    """Open a login session for `user` and commit it."""
+    _, tokens = open_session(session, keys, user, user_agent)
     session.commit()
     return tokens
 

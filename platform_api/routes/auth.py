@@ -13,6 +13,7 @@ from platform_api.deps import KeysDep, LoginPrincipal, PasswordsDep, SessionDep,
 from platform_api.errors import ApiError, unauthorized
 from platform_api.models import User, utcnow
 from platform_api.ratelimit import limit_auth_ip
+from platform_api.reauth import ConfirmationDep
 from platform_api.schemas import (
     LoginRequest,
     RefreshRequest,
@@ -132,14 +133,14 @@ def totp_disable(
     principal: LoginPrincipal,
     session: SessionDep,
     keys: KeysDep,
-    passwords: PasswordsDep,
+    confirmation: ConfirmationDep,
 ) -> User:
-    """Turning 2FA off takes the password and a current code: a stolen session is not enough."""
+    """Turning 2FA off takes the password (an account without one: a recent sign-in, see
+    reauth.py) and a current code: a stolen session is not enough."""
     user = session.get(User, principal.user.id)
     if not user.totp_enabled:
         raise ApiError(409, "totp_disabled", "two-factor authentication is not on")
-    if not passwords.verify(body.password, user.password_hash)[0]:
-        raise ApiError(403, "invalid_credentials", "the password is wrong")
+    confirmation.check(body.password)
     spend_totp_code(session, keys, user, body.code)
     user.totp_enabled = False
     user.totp_secret = None

@@ -87,7 +87,7 @@ async def oauth_callback(name: str, request: Request):
 
 def _sign_in(request: Request, name: str, account: ProviderAccount) -> str:
     with Session(request.app.state.engine, expire_on_commit=False) as session:
-        return sign_in(session, request.app.state.passwords, name, account)
+        return sign_in(session, name, account)
 
 
 @router.post("/exchange", response_model=TokenPair, dependencies=[Depends(limit_auth_ip)])
@@ -95,7 +95,8 @@ def oauth_exchange(
     body: OAuthExchange, request: Request, session: SessionDep, keys: KeysDep
 ) -> TokenPair:
     """The one-time code for a login session. With 2FA on, a missing TOTP code answers
-    `totp_required` and leaves the sign-in code unspent, so the UI can ask and resend."""
+    `totp_required` and leaves the sign-in code unspent, so the UI can ask and resend. A
+    spent code revokes the session it opened (`oauth_code_reused`)."""
     user = pending_user(session, body.code)
     ensure_active(user)  # banned since the callback
     if user.totp_enabled:
@@ -105,5 +106,9 @@ def oauth_exchange(
                 code="totp_required",
             )
         spend_totp_code(session, keys, user, body.totp_code, at_login=True)
-    spend_code(session, body.code)
-    return sessions.start_session(session, keys, user, request.headers.get("user-agent", ""))
+    login_id, tokens = sessions.open_session(
+        session, keys, user, request.headers.get("user-agent", "")
+    )
+    spend_code(session, body.code, login_id)
+    session.commit()
+    return tokens

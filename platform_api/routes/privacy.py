@@ -16,7 +16,7 @@ from sqlalchemy import delete
 from sqlmodel import select
 
 from platform_api.credits import CreditLedger
-from platform_api.deps import CurrentUser, KeysDep, LoginPrincipal, PasswordsDep, SessionDep
+from platform_api.deps import CurrentUser, KeysDep, LoginPrincipal, SessionDep
 from platform_api.errors import ApiError
 from platform_api.models import (
     ApiKey,
@@ -25,11 +25,13 @@ from platform_api.models import (
     Folder,
     Message,
     MessageFeedback,
+    OAuthLoginCode,
     ShareLink,
     UsageRecord,
     User,
     utcnow,
 )
+from platform_api.reauth import ConfirmationDep
 from platform_api.routes.auth import spend_totp_code
 from platform_api.schemas import (
     AccountDelete,
@@ -42,11 +44,12 @@ from platform_api.schemas import (
     ShareLinkPublic,
     UserPublic,
 )
+from platform_api.security import UNUSABLE_PASSWORD_MARK
 
 router = APIRouter(tags=["privacy"])
 
 DELETED_DOMAIN = "deleted.invalid"  # RFC 2606: can never be a real address
-UNUSABLE_PASSWORD = "!deleted"  # not a hash any password verifies against
+UNUSABLE_PASSWORD = UNUSABLE_PASSWORD_MARK + "deleted"  # no password verifies against it
 
 
 def _dump(model, rows) -> list[dict]:
@@ -122,14 +125,14 @@ def delete_my_account(
     body: AccountDelete,
     principal: LoginPrincipal,
     session: SessionDep,
-    passwords: PasswordsDep,
+    confirmation: ConfirmationDep,
     keys: KeysDep,
 ) -> Response:
-    """Erase the account (see the module's text). Needs the password, and a 2FA code when
-    2FA is on; a personal API key cannot do it."""
+    """Erase the account (see the module's text). Needs the password (an account without
+    one: a recent sign-in, see reauth.py), and a 2FA code when 2FA is on; a personal API
+    key cannot do it."""
     user = session.get(User, principal.user.id)
-    if not passwords.verify(body.password, user.password_hash)[0]:
-        raise ApiError(403, "invalid_credentials", "the password is wrong")
+    confirmation.check(body.password)
     if user.totp_enabled:
         if body.totp_code is None:
             raise ApiError(400, "totp_required", "two-factor authentication is on: send totp_code")
@@ -139,6 +142,7 @@ def delete_my_account(
     session.exec(delete(Folder).where(Folder.user_id == user.id))
     session.exec(delete(MessageFeedback).where(MessageFeedback.user_id == user.id))
     session.exec(delete(ApiKey).where(ApiKey.user_id == user.id))
+    session.exec(delete(OAuthLoginCode).where(OAuthLoginCode.user_id == user.id))
     session.exec(delete(AuthSession).where(AuthSession.user_id == user.id))
     now = utcnow()
     user.email = f"deleted-{user.id}@{DELETED_DOMAIN}"

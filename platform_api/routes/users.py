@@ -9,6 +9,7 @@ from sqlmodel import select
 from platform_api.deps import CurrentUser, LoginPrincipal, PasswordsDep, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import ApiKey, AuthSession, User, utcnow
+from platform_api.reauth import ConfirmationDep
 from platform_api.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -40,12 +41,17 @@ def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> Us
 
 @router.post("/users/me/password", status_code=204)
 def change_password(
-    body: PasswordChange, principal: LoginPrincipal, session: SessionDep, passwords: PasswordsDep
+    body: PasswordChange,
+    principal: LoginPrincipal,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    confirmation: ConfirmationDep,
 ) -> Response:
-    """Every other login session of the account ends; this one stays."""
+    """Needs the current password; an account without one (OAuth sign-in) sets its first
+    after a recent sign-in (reauth.py). Every other login session of the account ends;
+    this one stays."""
     user = session.get(User, principal.user.id)
-    if not passwords.verify(body.current_password, user.password_hash)[0]:
-        raise ApiError(403, "invalid_credentials", "the current password is wrong")
+    confirmation.check(body.current_password, field="current_password")
     user.password_hash = passwords.hash(body.new_password)
     user.updated_at = utcnow()
     session.add(user)

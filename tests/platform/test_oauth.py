@@ -218,7 +218,7 @@ def test_the_one_time_code_is_spent_once_and_expires(api):
     code = sign_in(api)["code"]
     assert exchange(api, code).status_code == 200
     again = exchange(api, code)
-    assert again.status_code == 401 and again.json()["code"] == "invalid_oauth_code"
+    assert again.status_code == 401 and again.json()["code"] == "oauth_code_reused"
     late = sign_in(api)["code"]
     sql(
         api,
@@ -255,12 +255,7 @@ def test_an_oauth_only_account_has_no_usable_password(api):
             "/auth/login", json={"email": "ada@example.org", "password": password}
         )
         assert response.status_code == 401 and response.json()["code"] == "invalid_credentials"
-    change = api.http.post(
-        "/users/me/password",
-        json={"current_password": "", "new_password": "a new long password"},
-        headers={"Authorization": f"Bearer {pair['access_token']}"},
-    )
-    assert change.status_code in (403, 422)
+    assert me(api, pair)["email"] == "ada@example.org"
 
 
 def test_two_factor_accounts_give_their_code_at_the_exchange(api):
@@ -280,6 +275,132 @@ def test_two_factor_accounts_give_their_code_at_the_exchange(api):
     assert wrong.json()["code"] == "invalid_totp"
     assert exchange(api, code, totp_code=totp_code(secret, 0)).status_code == 200
     assert exchange(api, code, totp_code=totp_code(secret, 1)).status_code == 401  # spent
+
+
+# -- sensitive actions of accounts without a password: a recent sign-in ---------------------
+def auth(pair: dict) -> dict[str, str]:
+    return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+def age_sessions(api: Api, minutes: int = 11) -> None:
+    """Every login session opened `minutes` ago (past the 10-minute recent sign-in)."""
+    then = (utcnow() - timedelta(minutes=minutes)).replace(tzinfo=None)
+    sql(api, "UPDATE auth_sessions SET created_at = :t", t=then)
+
+
+def delete_me(api: Api, pair: dict, **body) -> httpx.Response:
+    return api.http.request("DELETE", "/users/me", json=body, headers=auth(pair))
+
+
+def refused(response: httpx.Response, code: str) -> str:
+    assert (response.status_code, response.json()["code"]) == (403, code), response.text
+    return response.json()["detail"]
+
+
+def test_an_oauth_only_account_deletes_itself_right_after_signing_in(api):
+    pair = tokens(api)
+    assert delete_me(api, pair).status_code == 204
+    gone = api.http.get("/users/me", headers=auth(pair))
+    assert gone.status_code == 401
+    assert sql(api, "SELECT count(*) FROM oauth_login_codes") == [(0,)]
+
+
+def test_after_the_window_deleting_needs_a_new_sign_in(api):
+    pair = tokens(api)
+    age_sessions(api, minutes=11)
+    detail = refused(delete_me(api, pair), "reauth_required")
+    assert "sign in again with Corp SSO" in detail and "within 10 minutes" in detail
+    # A refresh keeps the session, and so its age: still refused.
+    renewed = api.http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    refused(delete_me(api, renewed.json()), "reauth_required")
+    age_sessions(api, minutes=9)  # inside the window again
+    assert delete_me(api, renewed.json()).status_code == 204
+
+
+def test_a_password_is_still_needed_where_the_account_has_one(api):
+    """A linked account keeps its password: a fresh OAuth sign-in does not replace it."""
+    account = api.register("ada")
+    pair = tokens(api)
+    detail = refused(delete_me(api, pair), "password_required")
+    assert "send password" in detail
+    refused(delete_me(api, pair, password="wrong password!"), "invalid_credentials")
+    change = api.http.post(
+        "/users/me/password", json={"new_password": "a new long password"}, headers=auth(pair)
+    )
+    assert "send current_password" in refused(change, "password_required")
+    assert delete_me(api, pair, password=account.password).status_code == 204
+
+
+def test_an_oauth_only_account_turns_2fa_off_with_a_recent_sign_in(api):
+    pair = tokens(api)
+    secret = api.http.post("/auth/totp/setup", headers=auth(pair)).json()["secret"]
+    enabled = api.http.post(
+        "/auth/totp/enable", json={"code": totp_code(secret, -1)}, headers=auth(pair)
+    )
+    assert enabled.status_code == 200, enabled.text
+    age_sessions(api)
+    late = api.http.post("/auth/totp/disable", json={"code": "123456"}, headers=auth(pair))
+    refused(late, "reauth_required")
+    again = exchange(api, sign_in(api)["code"], totp_code=totp_code(secret, 0))
+    assert again.status_code == 200, again.text
+    off = api.http.post(
+        "/auth/totp/disable", json={"code": totp_code(secret, 1)}, headers=auth(again.json())
+    )
+    assert off.status_code == 200 and off.json()["totp_enabled"] is False, off.text
+
+
+def test_a_password_user_turns_2fa_off_with_the_password_only(api):
+    account = api.user("bob")
+    secret = api.http.post("/auth/totp/setup", headers=account.headers).json()["secret"]
+    api.http.post("/auth/totp/enable", json={"code": totp_code(secret, 0)}, headers=account.headers)
+    body = {"code": totp_code(secret, 1)}
+    missing = api.http.post("/auth/totp/disable", json=body, headers=account.headers)
+    refused(missing, "password_required")
+    body["password"] = account.password
+    off = api.http.post("/auth/totp/disable", json=body, headers=account.headers)
+    assert off.status_code == 200, off.text
+
+
+def test_an_oauth_only_account_sets_a_first_password_then_logs_in_with_it(api):
+    pair = tokens(api)
+    other = tokens(api)  # a second login session: ended by the new password
+    new = {"new_password": "a first long password"}
+    age_sessions(api)
+    late = api.http.post("/users/me/password", json=new, headers=auth(pair))
+    refused(late, "reauth_required")
+    age_sessions(api, minutes=1)
+    done = api.http.post("/users/me/password", json=new, headers=auth(pair))
+    assert done.status_code == 204, done.text
+    login = api.http.post(
+        "/auth/login", json={"email": "ada@example.org", "password": new["new_password"]}
+    )
+    assert login.status_code == 200, login.text
+    assert api.http.get("/users/me", headers=auth(other)).json()["code"] == "session_revoked"
+    # From now on the password confirms, even right after an OAuth sign-in.
+    refused(delete_me(api, tokens(api)), "password_required")
+    assert delete_me(api, login.json(), password=new["new_password"]).status_code == 204
+
+
+def test_a_replayed_code_revokes_the_session_it_opened(api):
+    code = sign_in(api)["code"]
+    first = exchange(api, code)
+    assert first.status_code == 200, first.text
+    bystander = tokens(api)  # another login session of the same user
+    sql(
+        api,
+        "UPDATE oauth_login_codes SET expires_at = :t",
+        t=(utcnow() - timedelta(seconds=1)).replace(tzinfo=None),
+    )  # a replay after the code's 60 s counts too
+    replay = exchange(api, code)
+    assert replay.status_code == 401 and replay.json()["code"] == "oauth_code_reused"
+    ended = api.http.get("/users/me", headers=auth(first.json()))
+    assert (ended.status_code, ended.json()["code"]) == (401, "session_revoked")
+    refresh = api.http.post("/auth/refresh", json={"refresh_token": first.json()["refresh_token"]})
+    assert (refresh.status_code, refresh.json()["code"]) == (401, "session_revoked")
+    assert me(api, bystander)["email"] == "ada@example.org"
+    reasons = sql(api, "SELECT revoked_reason FROM auth_sessions ORDER BY created_at")
+    assert reasons == [("oauth sign-in code reused",), (None,)]
 
 
 def test_github_sign_in_uses_the_primary_verified_address(api, github):
