@@ -44,6 +44,11 @@ PUBLIC_ENDPOINTS = {
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/api/v1/shared/{token}"),
+    # OAuth sign-in: the way to a credential (the exchange answers one).
+    ("GET", "/api/v1/auth/oauth/providers"),
+    ("GET", "/api/v1/auth/oauth/{name}/login"),
+    ("GET", "/api/v1/auth/oauth/{name}/callback"),
+    ("POST", "/api/v1/auth/oauth/exchange"),
 }
 
 
