@@ -1,6 +1,9 @@
 import { useEffect, useRef, type KeyboardEvent } from "react";
 import { ArrowUp, Square } from "lucide-react";
 import { Button } from "./ui/button";
+import { cn } from "../lib/cn";
+import { formatUsd } from "../lib/billing";
+import { useCostEstimate } from "../lib/estimate";
 
 export function Composer({
   value,
@@ -9,6 +12,7 @@ export function Composer({
   onStop,
   phase,
   disabled,
+  chatId,
 }: {
   value: string;
   onChange: (v: string) => void;
@@ -16,7 +20,10 @@ export function Composer({
   onStop: () => void;
   phase: "idle" | "sending" | "streaming";
   disabled?: boolean;
+  /** The chat the message goes to: its estimate is asked for (none for a new chat). */
+  chatId?: string | null;
 }) {
+  const estimate = useCostEstimate(phase === "idle" ? (chatId ?? null) : null, value);
   const ref = useRef<HTMLTextAreaElement>(null);
   const busy = phase !== "idle";
 
@@ -35,6 +42,7 @@ export function Composer({
   }
 
   return (
+    <>
     <form
       className="flex items-end gap-2 rounded-xl border border-input bg-background p-2 focus-within:outline-2 focus-within:outline-ring"
       onSubmit={(e) => {
@@ -74,5 +82,17 @@ export function Composer({
         <ArrowUp className="size-4" aria-hidden />
       </Button>
     </form>
+    {estimate && (
+      <p
+        data-testid="cost-estimate"
+        className={cn("px-2 pt-1 text-right text-xs text-muted-foreground", estimate.credits_max > estimate.balance && "text-destructive")}
+        title={`Up to ${estimate.prompt_tokens_max} prompt and ${estimate.completion_tokens_max} completion tokens`}
+      >
+        Costs at most {estimate.credits_max} credits
+        {formatUsd(estimate.cost_usd_max) ? ` (${formatUsd(estimate.cost_usd_max)})` : ""}
+        {estimate.credits_max > estimate.balance ? ` — more than your ${estimate.balance} credits` : ""}
+      </p>
+    )}
+    </>
   );
 }

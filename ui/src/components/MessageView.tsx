@@ -3,6 +3,7 @@ import { Check, Copy, Pencil, RefreshCw, ThumbsDown, ThumbsUp } from "lucide-rea
 import { describeError } from "../lib/api";
 import { copyText } from "../lib/clipboard";
 import { cn } from "../lib/cn";
+import { formatUsd } from "../lib/billing";
 import { formatModelVersion } from "../lib/format";
 import type { Message } from "../lib/types";
 import { useConversation } from "../store/conversation";
@@ -211,6 +212,11 @@ export function MessageView({ chatId, message, modelAlias, liveTokens, canRegene
                 <span data-testid="token-count" className="mr-1" title={message.prompt_tokens != null ? `${message.prompt_tokens} prompt tokens` : undefined} aria-live={streaming ? "polite" : undefined}>
                   {tokens ?? 0} tokens
                 </span>
+                {!streaming && message.credits != null && (
+                  <span data-testid="message-cost" className="mr-1" title="What this answer cost">
+                    · {message.credits} credits{formatUsd(message.cost_usd) ? ` (${formatUsd(message.cost_usd)})` : ""}
+                  </span>
+                )}
               </>
             )}
             <button type="button" className={iconButton} data-testid="copy" aria-label={copied ? "Copied" : "Copy message"} onClick={copy}>

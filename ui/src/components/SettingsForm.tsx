@@ -1,8 +1,10 @@
 import { useState, type FormEvent } from "react";
 import { ApiError, describeError } from "../lib/api";
+import { useAccess } from "../store/access";
 import {
   MAX_TOKENS_LIMIT,
   MODEL_ALIASES,
+  modelChoices,
   SYSTEM_PROMPT_MAX,
   TEMPERATURE_MAX,
   TONES,
@@ -32,9 +34,8 @@ export function SettingsForm({ initial, onSubmit, submitLabel = "Save settings" 
   const [formError, setFormError] = useState<string | null>(null);
   const [saving, setSaving] = useState(false);
   const [saved, setSaved] = useState(false);
-  const aliases = (MODEL_ALIASES as readonly string[]).includes(initial.model_alias)
-    ? MODEL_ALIASES
-    : [initial.model_alias, ...MODEL_ALIASES];
+  const allowed = useAccess((s) => s.models?.aliases);
+  const aliases = modelChoices(allowed ?? MODEL_ALIASES, initial.model_alias);
 
   const change = (field: keyof SettingsDraft, value: string) => {
     setDraft((d) => ({ ...d, [field]: value }));
@@ -66,7 +67,7 @@ export function SettingsForm({ initial, onSubmit, submitLabel = "Save settings" 
         }
         setErrors(fieldErrors);
         setFormError(rest.length ? rest.join("; ") : error.detail);
-      } else if (error instanceof ApiError && error.code === "unknown_model") {
+      } else if (error instanceof ApiError && (error.code === "unknown_model" || error.code === "model_forbidden")) {
         setErrors({ model_alias: error.detail });
       } else {
         setFormError(describeError(error));
@@ -80,7 +81,7 @@ export function SettingsForm({ initial, onSubmit, submitLabel = "Save settings" 
   return (
     <form onSubmit={submit} noValidate className="space-y-4" aria-label="Chat settings" data-testid="settings-form">
       <ErrorBanner message={formError} />
-      <Field label="Model" error={errors.model_alias} hint="Aliases the platform serves; the API refuses one it does not.">
+      <Field label="Model" error={errors.model_alias} hint={allowed ? "The models your account may use." : "Aliases the platform serves; the API refuses one it does not."}>
         {(p) => (
           <Select {...p} name="model_alias" value={draft.model_alias} onChange={(e) => change("model_alias", e.target.value)}>
             {aliases.map((a) => (

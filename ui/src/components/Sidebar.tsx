@@ -22,6 +22,7 @@ import { api, describeError, download } from "../lib/api";
 import { cn } from "../lib/cn";
 import { groupByDate } from "../lib/dates";
 import type { Chat, Folder, SearchHit } from "../lib/types";
+import { useFeature } from "../store/access";
 import { useChats } from "../store/chats";
 import { useSession } from "../store/session";
 import { useTheme } from "../store/theme";
@@ -41,6 +42,7 @@ function ChatItem({ chat, snippet }: { chat: Chat; snippet?: string }) {
   const remove = useChats((s) => s.remove);
   const setDrawer = useUi((s) => s.setDrawer);
   const [dialog, setDialog] = useState<null | "rename" | "move" | "share">(null);
+  const shares = useFeature("shares"); // off: the server refuses share links (403)
   const active = chatId === chat.id;
 
   const run = (fn: () => Promise<unknown>) => () => {
@@ -90,9 +92,11 @@ function ChatItem({ chat, snippet }: { chat: Chat; snippet?: string }) {
             <Menu.Item className={menuItem} onSelect={() => setDialog("move")} data-testid="chat-move">
               Move to folder…
             </Menu.Item>
-            <Menu.Item className={menuItem} onSelect={() => setDialog("share")} data-testid="chat-share">
-              Share link…
-            </Menu.Item>
+            {shares && (
+              <Menu.Item className={menuItem} onSelect={() => setDialog("share")} data-testid="chat-share">
+                Share link…
+              </Menu.Item>
+            )}
             <Menu.Separator className="my-1 h-px bg-border" />
             <Menu.Item
               className={menuItem}
@@ -128,7 +132,7 @@ function ChatItem({ chat, snippet }: { chat: Chat; snippet?: string }) {
         onSave={async (title) => void (await update(chat.id, { title }))}
       />
       <MoveDialog chat={chat} open={dialog === "move"} onOpenChange={(o) => setDialog(o ? "move" : null)} />
-      <ShareDialog chat={chat} open={dialog === "share"} onOpenChange={(o) => setDialog(o ? "share" : null)} />
+      <ShareDialog chat={chat} open={shares && dialog === "share"} onOpenChange={(o) => setDialog(o ? "share" : null)} />
     </li>
   );
 }

@@ -2,6 +2,7 @@
 // one refresh (single-flight: refresh tokens rotate and a reused one revokes the
 // session) and one retry on an expired access token, then back to /login.
 
+import { formatWait } from "./billing";
 import type { TokenPair } from "./types";
 
 export const API_BASE = "/api/v1";
@@ -215,12 +216,17 @@ export function describeError(error: unknown): string {
     switch (error.status) {
       case 429: {
         const wait = error.retryAfter ?? null;
+        // a token limit's own sentence says which limit, what was used and how to go on
+        if (error.code === "token_limit")
+          return `Token limit reached: ${error.detail}.${wait !== null ? ` You can send again in ${formatWait(wait)}.` : ""}`;
         return wait !== null
           ? `Too many requests: wait ${wait} s and try again.`
           : `Too many requests: ${error.detail}`;
       }
       case 402:
-        return `You are out of credits: ${error.detail}. Ask an administrator for more.`;
+        return error.code === "insufficient_credits"
+          ? `Not enough credits (you are out of credits for this answer): ${error.detail}.`
+          : `You are out of credits: ${error.detail}. Ask an administrator for more.`;
       case 502:
         return `The model could not answer: ${error.detail}`;
       case 503:

@@ -4,10 +4,16 @@
 
 import type { ChatSettings, Tone } from "./types";
 
-/** No endpoint lists the aliases a user may chat with; these are ORCHARD_SERVE_ALIASES'
- * defaults (orchard/settings.py). The API answers 422 `unknown_model` for one it does
- * not serve, and the form shows that. */
+/** ORCHARD_SERVE_ALIASES' defaults (orchard/settings.py), used until `GET /models` (the
+ * aliases this user may chat with, store/access.ts) has answered. The API answers 422
+ * `unknown_model` / 403 `model_forbidden` for another, and the form shows that. */
 export const MODEL_ALIASES = ["champion", "challenger"] as const;
+
+/** The model select's options: the allowed aliases, plus the current one if it is not
+ * among them (a chat set before a rule changed), marked so it reads as unavailable. */
+export function modelChoices(allowed: readonly string[], current: string): string[] {
+  return allowed.includes(current) || !current ? [...allowed] : [current, ...allowed];
+}
 export const TONES: Tone[] = ["neutral", "friendly", "formal", "concise"];
 export const TEMPERATURE_MAX = 2;
 export const MAX_TOKENS_LIMIT = 4096;

@@ -14,6 +14,13 @@ export interface User {
   totp_enabled: boolean;
   created_at: string;
   deleted_at: string | null;
+  /** null: the default plan. */
+  plan_id?: string | null;
+  /** The user's own limits (null: the plan's). */
+  daily_token_limit?: number | null;
+  monthly_token_limit?: number | null;
+  /** Usage before this does not count toward the limits. */
+  limits_reset_at?: string | null;
 }
 
 export interface TokenPair {
@@ -66,6 +73,10 @@ export interface Message {
   superseded_at?: string | null;
   /** The caller's own rating of an assistant message (absent from servers before it). */
   feedback?: { rating: "up" | "down"; comment: string } | null;
+  /** What the answer cost once it stopped streaming (assistant only). */
+  credits?: number | null;
+  /** `credits` in US dollars (listing a chat's messages and a turn's final event). */
+  cost_usd?: number | null;
 }
 
 export interface SearchHit {
@@ -100,9 +111,39 @@ export interface CreditEntry {
   created_at: string;
 }
 
+/** A billing plan (routes/plans.py): null limits are unlimited. */
+export interface Plan {
+  id: string;
+  name: string;
+  description: string;
+  monthly_credits: number;
+  daily_token_limit: number | null;
+  monthly_token_limit: number | null;
+  is_default: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+/** The limits in force for a user: their own, else their plan's (null: unlimited). */
+export interface TokenLimits {
+  daily_token_limit: number | null;
+  monthly_token_limit: number | null;
+}
+
 export interface CreditStatement {
   balance: number;
   entries: CreditEntry[];
+  plan?: Plan | null;
+  limits?: TokenLimits | null;
+}
+
+/** POST /chats/{id}/estimate: the most sending a message may cost. */
+export interface CostEstimate {
+  prompt_tokens_max: number;
+  completion_tokens_max: number;
+  credits_max: number;
+  cost_usd_max: number;
+  balance: number;
 }
 
 export interface UsageRow {
@@ -118,6 +159,10 @@ export interface UsageHistory {
   since: string;
   rows: UsageRow[];
   total: UsageRow;
+  /** Tokens counted toward today's (UTC) and this month's limits. */
+  tokens_today?: number;
+  tokens_this_month?: number;
+  limits?: TokenLimits | null;
 }
 
 export interface ApiKey {
@@ -268,4 +313,54 @@ export interface ConversationDetail {
   messages: Message[];
   /** Newest first, resolved ones too. */
   flags: ChatFlag[];
+}
+
+// -- model access, feature flags, the A/B split (routes/admin_access.py, admin_models.py) ------
+export interface ChatModels {
+  /** What a chat's model_alias may be set to. */
+  aliases: string[];
+  default: string | null;
+}
+
+export interface AccessRule {
+  id: number;
+  role: Role | null;
+  user_id: string | null;
+  model: string;
+  created_at: string;
+  created_by: string | null;
+}
+
+export interface FeatureFlag {
+  key: string;
+  description: string;
+  enabled: boolean;
+  roles: Role[];
+  users: string[];
+  /** false: no row, the flag has its built-in default. */
+  stored: boolean;
+  updated_at: string | null;
+  updated_by: string | null;
+}
+
+export interface TrafficSplit {
+  model_name: string;
+  challenger_percent: number;
+  updated_at: string | null;
+  updated_by: string | null;
+}
+
+export interface VariantResult {
+  variant: string;
+  messages: number;
+  thumbs_up: number;
+  thumbs_down: number;
+  mean_completion_tokens: number | null;
+  mean_latency_ms: number | null;
+}
+
+export interface SplitResults {
+  split: TrafficSplit;
+  since: string | null;
+  variants: VariantResult[];
 }

@@ -80,6 +80,27 @@ describe("ChatPage", () => {
     expect(screen.queryAllByTestId("message")).toHaveLength(0);
   });
 
+  it("explains a token limit with its wait, keeps the text, and shows what each answer cost", async () => {
+    const answer: Message = { ...base, id: "a1", seq: 2, role: "assistant", content: "Old", completion_tokens: 12, credits: 30, cost_usd: 0.003 };
+    mockApi(
+      () =>
+        json(
+          429,
+          { detail: "the daily token limit of 100 tokens would be passed: 90 used, and this request may use up to 520", code: "token_limit" },
+          { "Retry-After": "7260" },
+        ),
+      [{ ...base, id: "u1", content: "Q" }, answer],
+    );
+    renderChat();
+    expect(await screen.findByTestId("message-cost")).toHaveTextContent("30 credits ($0.003)");
+    const composer = screen.getByTestId("composer");
+    await userEvent.type(composer, "Over the limit{Enter}");
+    expect(await screen.findByTestId("error-banner")).toHaveTextContent(
+      "Token limit reached: the daily token limit of 100 tokens would be passed: 90 used, and this request may use up to 520. You can send again in 2 h 1 min.",
+    );
+    expect(composer).toHaveValue("Over the limit");
+  });
+
   it("streams an answer into the message list and clears the composer on start", async () => {
     const user: Message = { ...base, id: "u1", content: "Hi **there**" };
     const assistant: Message = { ...base, id: "a1", seq: 2, role: "assistant", status: "streaming" };

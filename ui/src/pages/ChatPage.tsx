@@ -12,6 +12,7 @@ import { SettingsForm } from "../components/SettingsForm";
 import { Button } from "../components/ui/button";
 import { Dialog } from "../components/ui/dialog";
 import { ErrorBanner, Spinner } from "../components/ui/misc";
+import { useAccess } from "../store/access";
 import { useChats } from "../store/chats";
 import { NEW_CHAT, useConversation } from "../store/conversation";
 import { useDefaults } from "../store/defaults";
@@ -63,7 +64,10 @@ export default function ChatPage() {
     dispatch(NEW_CHAT, { type: "send" });
     let created: Chat;
     try {
-      created = await useChats.getState().create(defaults, chatTitleFrom(text));
+      const allowed = useAccess.getState().models;
+      const settings =
+        allowed?.default && !allowed.aliases.includes(defaults.model_alias) ? { ...defaults, model_alias: allowed.default } : defaults;
+      created = await useChats.getState().create(settings, chatTitleFrom(text));
     } catch (e) {
       dispatch(NEW_CHAT, { type: "error", error: describeError(e) });
       return;
@@ -155,6 +159,7 @@ export default function ChatPage() {
           onSend={onSend}
           onStop={() => (chatId ? stop(chatId) : undefined)}
           phase={conv.phase}
+          chatId={chatId ?? null}
         />
         <p className="text-center text-xs text-muted-foreground">
           {conv.phase === "streaming" ? (

@@ -1,5 +1,6 @@
 import { create } from "zustand";
 import { api, describeError, tokens } from "../lib/api";
+import { useAccess } from "./access";
 import type { CreditStatement, TokenPair, User } from "../lib/types";
 
 interface SessionState {
@@ -30,6 +31,7 @@ export const useSession = create<SessionState>((set, get) => ({
       const user = await api<User>("/users/me");
       set({ user, status: "ready", error: null });
       void get().loadCredits();
+      void useAccess.getState().load();
     } catch (error) {
       if (!tokens.access) set({ user: null, status: "anonymous", error: null });
       else set({ user: null, status: "error", error: describeError(error) });
@@ -61,6 +63,7 @@ export const useSession = create<SessionState>((set, get) => ({
   },
   reset() {
     tokens.clear();
+    useAccess.getState().reset();
     set({ user: null, status: "anonymous", credits: null });
   },
 }));

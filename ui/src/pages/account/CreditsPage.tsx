@@ -1,12 +1,14 @@
 import { useEffect, useState } from "react";
 import { api, describeError } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
-import type { CreditStatement } from "../../lib/types";
+import type { CreditStatement, UsageHistory } from "../../lib/types";
+import { PlanLimits } from "../../components/PlanLimits";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { useSession } from "../../store/session";
 
 export function CreditsPage() {
   const [statement, setStatement] = useState<CreditStatement | null>(null);
+  const [usage, setUsage] = useState<UsageHistory | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     api<CreditStatement>("/credits")
@@ -15,10 +17,23 @@ export function CreditsPage() {
         useSession.setState({ credits: s.balance });
       })
       .catch((e) => setError(describeError(e)));
+    // the counts toward the limits (today's and this month's tokens)
+    api<UsageHistory>("/usage?by=day&days=1")
+      .then(setUsage)
+      .catch(() => undefined);
   }, []);
   if (error) return <ErrorBanner message={error} />;
   if (!statement) return <Spinner />;
   return (
+    <div className="space-y-4">
+    <Card title="Plan and limits">
+      <PlanLimits
+        plan={statement.plan ?? null}
+        limits={statement.limits ?? usage?.limits}
+        today={usage?.tokens_today ?? 0}
+        month={usage?.tokens_this_month ?? 0}
+      />
+    </Card>
     <Card title="Credits">
       <p className="mb-4 text-3xl font-semibold" data-testid="credit-balance">
         {statement.balance}
@@ -53,5 +68,6 @@ export function CreditsPage() {
         </div>
       )}
     </Card>
+    </div>
   );
 }

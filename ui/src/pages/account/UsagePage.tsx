@@ -5,6 +5,7 @@ import type { UsageHistory } from "../../lib/types";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { TokensPerDayChart, UsageTable } from "../../components/UsageCharts";
 import { Select } from "../../components/ui/input";
+import { PlanLimits } from "../../components/PlanLimits";
 
 /** Every day of the window, zero where nothing was used (the API lists only used days). */
 function fillDays(history: UsageHistory, days: number) {
@@ -54,6 +55,11 @@ export default function UsagePage() {
               Since {byDay.since}: {byDay.total.requests} requests, {byDay.total.prompt_tokens} prompt and{" "}
               {byDay.total.completion_tokens} completion tokens, {byDay.total.credits} credits.
             </p>
+            {byDay.limits && (
+              <div className="mb-4">
+                <PlanLimits limits={byDay.limits} today={byDay.tokens_today ?? 0} month={byDay.tokens_this_month ?? 0} />
+              </div>
+            )}
             <div data-testid="usage-chart" className="h-72 w-full" role="img" aria-label={`Tokens per day over the last ${days} days`}>
               <TokensPerDayChart data={fillDays(byDay, days)} />
             </div>

@@ -13,10 +13,14 @@ const AnalyticsPage = lazy(() => import("./AnalyticsPage"));
 const JobsPage = lazy(() => import("./JobsPage"));
 const ErrorsPage = lazy(() => import("./ErrorsPage"));
 const ConversationsPage = lazy(() => import("./ConversationsPage"));
+const PlansPage = lazy(() => import("./PlansPage"));
+const AccessPage = lazy(() => import("./AccessPage"));
 
 const TABS = [
   ["models", "Models"],
   ["users", "Users"],
+  ["plans", "Plans"],
+  ["access", "Access"],
   ["analytics", "Analytics"],
   ["conversations", "Conversations"],
   ["jobs", "Training jobs"],
@@ -61,6 +65,8 @@ export default function AdminRoutes() {
           <Route index element={<Navigate to="/admin/models" replace />} />
           <Route path="models" element={<ModelsPage />} />
           <Route path="users" element={<UsersPage />} />
+          <Route path="plans" element={<PlansPage />} />
+          <Route path="access" element={<AccessPage />} />
           <Route path="analytics" element={<AnalyticsPage />} />
           <Route path="conversations/*" element={<ConversationsPage />} />
           <Route path="jobs" element={<JobsPage />} />

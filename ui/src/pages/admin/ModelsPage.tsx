@@ -5,6 +5,7 @@ import type { ModelRegistry, PromotionResult } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Badge, Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { toast } from "../../store/toasts";
+import { SplitCard } from "./SplitCard";
 
 function Tags({ tags, testId }: { tags: Record<string, string>; testId: string }) {
   const entries = Object.entries(tags);
@@ -147,6 +148,7 @@ export function ModelsPage() {
           </div>
         </Card>
       )}
+      <SplitCard />
     </div>
   );
 }

@@ -1,7 +1,8 @@
-import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react";
+import { useEffect, useMemo, useState, type FormEvent } from "react";
 import { api, describeError } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
-import type { Role, User, UserStatus } from "../../lib/types";
+import { formatTokens, limitText, parseLimit } from "../../lib/billing";
+import type { Plan, Role, User, UserStatus } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Dialog } from "../../components/ui/dialog";
 import { Field, Input, Select } from "../../components/ui/input";
@@ -53,51 +54,161 @@ function GrantDialog({ user, onClose }: { user: User | null; onClose: () => void
   );
 }
 
+/** The user's own token limits: empty is the plan's (null), a number overrides it. */
+function LimitsDialog({ user, onClose, onSaved }: { user: User | null; onClose: () => void; onSaved: (u: User) => void }) {
+  const [daily, setDaily] = useState("");
+  const [monthly, setMonthly] = useState("");
+  const [errors, setErrors] = useState<{ daily?: string; monthly?: string; form?: string }>({});
+  useEffect(() => {
+    if (!user) return;
+    setDaily(limitText(user.daily_token_limit));
+    setMonthly(limitText(user.monthly_token_limit));
+    setErrors({});
+  }, [user]);
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    const d = parseLimit(daily);
+    const m = parseLimit(monthly);
+    const errs: typeof errors = {};
+    if (!d.ok) errs.daily = d.error;
+    if (!m.ok) errs.monthly = m.error;
+    setErrors(errs);
+    if (!d.ok || !m.ok || !user) return;
+    try {
+      const updated = await api<User>(`/admin/users/${user.id}`, {
+        method: "PATCH",
+        json: { daily_token_limit: d.value, monthly_token_limit: m.value },
+      });
+      toast(`Token limits of ${user.email} saved.`, "success");
+      onSaved(updated);
+      onClose();
+    } catch (err) {
+      setErrors({ form: describeError(err) });
+    }
+  }
+  return (
+    <Dialog open={user !== null} onOpenChange={(o) => !o && onClose()} title="Token limits" description={user?.email}>
+      <form onSubmit={submit} className="space-y-3" noValidate data-testid="limits-form">
+        <ErrorBanner message={errors.form} />
+        <Field label="Daily token limit" error={errors.daily} hint="Empty: the plan's limit.">
+          {(p) => <Input {...p} inputMode="numeric" data-testid="limit-daily-input" value={daily} onChange={(e) => setDaily(e.target.value)} />}
+        </Field>
+        <Field label="Monthly token limit" error={errors.monthly} hint="Empty: the plan's limit.">
+          {(p) => <Input {...p} inputMode="numeric" data-testid="limit-monthly-input" value={monthly} onChange={(e) => setMonthly(e.target.value)} />}
+        </Field>
+        <div className="flex justify-end gap-2">
+          <Button variant="outline" onClick={onClose}>
+            Cancel
+          </Button>
+          <Button type="submit" data-testid="limits-submit">
+            Save limits
+          </Button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+export const SEARCH_DEBOUNCE_MS = 300;
+
+/** The list's query string: the search (`q`), role and status filters, the API's maximum page. */
+export function usersQuery(q: string, role: string, status: string): string {
+  const params = new URLSearchParams({ limit: "500" });
+  if (q.trim()) params.set("q", q.trim());
+  if (role) params.set("role", role);
+  if (status) params.set("status", status);
+  return `/admin/users?${params}`;
+}
+
 export function UsersPage() {
   const me = useSession((s) => s.user);
   const [users, setUsers] = useState<User[] | null>(null);
+  const [plans, setPlans] = useState<Plan[]>([]);
   const [q, setQ] = useState("");
+  const [role, setRole] = useState("");
+  const [status, setStatus] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [granting, setGranting] = useState<User | null>(null);
+  const [limiting, setLimiting] = useState<User | null>(null);
 
-  const load = useCallback(() => {
-    // the API has no search parameter: fetch its maximum page and filter here
-    api<User[]>("/admin/users?limit=500")
-      .then(setUsers)
-      .catch((e) => setError(describeError(e)));
-  }, []);
-  useEffect(load, [load]);
-
-  const shown = useMemo(() => {
-    const needle = q.trim().toLowerCase();
-    return (users ?? []).filter(
-      (u) => !needle || u.email.toLowerCase().includes(needle) || u.display_name.toLowerCase().includes(needle),
+  // the server searches (e-mail or name, any case); typing waits for a pause
+  useEffect(() => {
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => {
+        api<User[]>(usersQuery(q, role, status), { signal: controller.signal })
+          .then((list) => {
+            setUsers(list);
+            setError(null);
+          })
+          .catch((e) => {
+            if (!controller.signal.aborted) setError(describeError(e));
+          });
+      },
+      q ? SEARCH_DEBOUNCE_MS : 0,
     );
-  }, [users, q]);
+    return () => {
+      clearTimeout(timer);
+      controller.abort();
+    };
+  }, [q, role, status]);
+  useEffect(() => {
+    api<Plan[]>("/admin/plans")
+      .then(setPlans)
+      .catch(() => setPlans([]));
+  }, []);
+  const shown = users ?? [];
+  const defaultPlan = useMemo(() => plans.find((p) => p.is_default), [plans]);
 
-  async function patch(user: User, body: { role?: Role; status?: UserStatus }) {
+  const replace = (updated: User) => setUsers((list) => (list ?? []).map((u) => (u.id === updated.id ? updated : u)));
+  async function patch(user: User, body: { role?: Role; status?: UserStatus; plan_id?: string | null }) {
     setError(null);
     try {
-      const updated = await api<User>(`/admin/users/${user.id}`, { method: "PATCH", json: body });
-      setUsers((list) => (list ?? []).map((u) => (u.id === updated.id ? updated : u)));
+      replace(await api<User>(`/admin/users/${user.id}`, { method: "PATCH", json: body }));
     } catch (e) {
       setError(describeError(e));
     }
   }
+  async function resetLimits(user: User) {
+    setError(null);
+    try {
+      replace(await api<User>(`/admin/users/${user.id}/limits/reset`, { method: "POST" }));
+      toast(`The token counts of ${user.email} start afresh.`, "success");
+    } catch (e) {
+      setError(describeError(e));
+    }
+  }
+  const ownLimits = (u: User) =>
+    u.daily_token_limit == null && u.monthly_token_limit == null
+      ? "plan's"
+      : `${formatTokens(u.daily_token_limit)} / day · ${formatTokens(u.monthly_token_limit)} / month`;
 
   return (
     <Card
       title="Users"
       actions={
-        <Input
-          type="search"
-          aria-label="Search users"
-          placeholder="Search e-mail or name"
-          className="w-full sm:w-64"
-          data-testid="user-search"
-          value={q}
-          onChange={(e) => setQ(e.target.value)}
-        />
+        <div className="flex w-full flex-wrap gap-2 sm:w-auto">
+          <Input
+            type="search"
+            aria-label="Search users"
+            placeholder="Search e-mail or name"
+            className="w-full sm:w-64"
+            data-testid="user-search"
+            value={q}
+            onChange={(e) => setQ(e.target.value)}
+          />
+          <Select aria-label="Filter by role" className="w-28" data-testid="user-filter-role" value={role} onChange={(e) => setRole(e.target.value)}>
+            <option value="">any role</option>
+            <option value="user">user</option>
+            <option value="admin">admin</option>
+          </Select>
+          <Select aria-label="Filter by status" className="w-32" data-testid="user-filter-status" value={status} onChange={(e) => setStatus(e.target.value)}>
+            <option value="">any status</option>
+            <option value="active">active</option>
+            <option value="suspended">suspended</option>
+            <option value="banned">banned</option>
+          </Select>
+        </div>
       }
     >
       <ErrorBanner message={error} onDismiss={() => setError(null)} />
@@ -106,12 +217,14 @@ export function UsersPage() {
       ) : (
         // the table scrolls inside its card on a phone; the page itself never does
         <div className="overflow-x-auto" data-testid="users-table-scroll">
-          <table className="w-full min-w-[44rem] text-sm">
+          <table className="w-full min-w-[60rem] text-sm">
             <thead className="text-left text-muted-foreground">
               <tr>
                 <th className="py-1 pr-3 font-medium">User</th>
                 <th className="py-1 pr-3 font-medium">Role</th>
                 <th className="py-1 pr-3 font-medium">Status</th>
+                <th className="py-1 pr-3 font-medium">Plan</th>
+                <th className="py-1 pr-3 font-medium">Token limits</th>
                 <th className="py-1 pr-3 font-medium">Joined</th>
                 <th className="py-1 font-medium" />
               </tr>
@@ -144,6 +257,27 @@ export function UsersPage() {
                         {u.status}
                       </Badge>
                     </td>
+                    <td className="py-2 pr-3">
+                      <Select
+                        aria-label={`Plan of ${u.email}`}
+                        data-testid="user-plan"
+                        className="w-36"
+                        value={u.plan_id ?? ""}
+                        onChange={(e) => patch(u, { plan_id: e.target.value || null })}
+                      >
+                        <option value="">{defaultPlan ? `default (${defaultPlan.name})` : "default (none)"}</option>
+                        {plans.map((p) => (
+                          <option key={p.id} value={p.id}>
+                            {p.name}
+                          </option>
+                        ))}
+                        {u.plan_id && !plans.some((p) => p.id === u.plan_id) && <option value={u.plan_id}>unknown plan</option>}
+                      </Select>
+                    </td>
+                    <td className="py-2 pr-3 text-xs" data-testid="user-limits">
+                      {ownLimits(u)}
+                      {u.limits_reset_at && <div className="text-muted-foreground">reset {formatDateTime(u.limits_reset_at)}</div>}
+                    </td>
                     <td className="py-2 pr-3 whitespace-nowrap">{formatDateTime(u.created_at)}</td>
                     <td className="py-2">
                       <div className="flex justify-end gap-2">
@@ -159,6 +293,12 @@ export function UsersPage() {
                         <Button size="sm" variant="outline" data-testid="user-grant" onClick={() => setGranting(u)}>
                           Grant credits
                         </Button>
+                        <Button size="sm" variant="outline" data-testid="user-limits-edit" onClick={() => setLimiting(u)}>
+                          Limits
+                        </Button>
+                        <Button size="sm" variant="outline" data-testid="user-limits-reset" title="Usage before now stops counting toward the limits" onClick={() => resetLimits(u)}>
+                          Reset limits
+                        </Button>
                       </div>
                     </td>
                   </tr>
@@ -170,6 +310,7 @@ export function UsersPage() {
         </div>
       )}
       <GrantDialog user={granting} onClose={() => setGranting(null)} />
+      <LimitsDialog user={limiting} onClose={() => setLimiting(null)} onSaved={replace} />
     </Card>
   );
 }
