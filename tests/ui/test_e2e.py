@@ -326,6 +326,31 @@ def test_usage_charts(product, page):
     screenshot(page, "usage")
 
 
+def test_the_admin_creates_a_plan_and_reads_the_split(product, page):
+    log_in(page, product, product.api.admin("planner"))
+    page.goto(f"{product.url}/admin/plans")
+    page.get_by_test_id("plan-new").click()
+    page.get_by_test_id("plan-name").fill("E2E Pro")
+    page.get_by_test_id("plan-monthly_credits").fill("2500")
+    page.get_by_test_id("plan-daily_token_limit").fill("100000")
+    page.get_by_test_id("plan-save").click()
+    row = page.get_by_test_id("plan-row").filter(has_text="E2E Pro")
+    expect(row).to_contain_text("2,500")
+    expect(row).to_contain_text("100,000")
+    expect(row).to_contain_text("unlimited")  # the monthly limit left empty
+    page.get_by_test_id("plan-new").click()
+    page.get_by_test_id("plan-name").fill("E2E Pro")
+    page.get_by_test_id("plan-save").click()
+    expect(page.get_by_test_id("plan-form")).to_contain_text("exists")  # the API's 409
+    page.keyboard.press("Escape")
+    screenshot(page, "admin-plans")
+
+    page.goto(f"{product.url}/admin/models")
+    expect(page.get_by_test_id("split-variant")).to_have_count(2)
+    expect(page.get_by_test_id("split-current")).to_contain_text("to the challenger")
+    screenshot(page, "admin-models-split")
+
+
 def test_the_admin_promotes_a_version_and_the_next_reply_uses_it(product, page):
     first, second = product.versions
     log_in(page, product, product.api.admin("chief"))
