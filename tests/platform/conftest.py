@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -179,9 +180,12 @@ class Api:
         return response.json()
 
 
-@pytest.fixture
-def api(settings: Settings, database_url: str) -> Iterator[Api]:
-    server = LiveServer(create_app(settings, FAST_ARGON2))
+@contextmanager
+def serve_api(
+    settings: Settings, database_url: str, server: LiveServer | None = None
+) -> Iterator[Api]:
+    """The platform API with `settings` (or the app `server` holds) running, as an `Api`."""
+    server = server or LiveServer(create_app(settings, FAST_ARGON2))
     server.start()
     http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
     try:
@@ -189,6 +193,12 @@ def api(settings: Settings, database_url: str) -> Iterator[Api]:
     finally:
         http.close()
         server.stop()
+
+
+@pytest.fixture
+def api(settings: Settings, database_url: str) -> Iterator[Api]:
+    with serve_api(settings, database_url) as api:
+        yield api
 
 
 def totp_code(secret: str, step_offset: int) -> str:

@@ -19,7 +19,7 @@ from platform_api.db import normalize_url
 from platform_api.manage import make_admin
 from platform_api.models import utcnow
 from tests.conftest import free_port
-from tests.platform.conftest import FAST_ARGON2, Api, LiveServer, totp_code
+from tests.platform.conftest import FAST_ARGON2, Api, LiveServer, serve_api, totp_code
 from tests.platform.oidc_provider import GitHubProvider, OidcProvider
 
 
@@ -68,13 +68,8 @@ def api(settings: Settings, database_url: str, oidc, github) -> Iterator[Api]:
     server.port = server.server.config.port = port  # the port public_url names
     oidc.redirect_uris = {f"{server.url}/api/v1/auth/oauth/corp/callback"}
     github.redirect_uris = {f"{server.url}/api/v1/auth/oauth/github/callback"}
-    server.start()
-    http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
-    try:
-        yield Api(http=http, root=server.url, settings=settings, database_url=database_url)
-    finally:
-        http.close()
-        server.stop()
+    with serve_api(settings, database_url, server) as api:
+        yield api
 
 
 def start(api: Api, provider: str, browser: httpx.Client | None = None) -> tuple[httpx.Client, str]:

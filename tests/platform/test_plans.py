@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from sqlmodel import Session, select
 
@@ -15,6 +14,7 @@ from platform_api.db import make_engine
 from platform_api.manage import main
 from platform_api.models import Plan, PlanGrant, User
 from platform_api.plans import grant_monthly
+from tests.platform.conftest import serve_api
 
 
 @pytest.fixture
@@ -205,39 +205,29 @@ def test_admins_search_users_by_email_or_name_with_filters(api):
 def test_a_new_platform_starts_with_a_starter_plan_so_new_accounts_can_chat(settings, database_url):
     """`starter_plan_credits` makes the default plan `Starter` at the first start-up of a
     new database; a restart, or a platform in use whose plans an admin deleted, makes none."""
-    from platform_api.app import create_app
-    from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
-
-    def start(credits: int) -> tuple[LiveServer, Api]:
-        configured = settings.model_copy(update={"starter_plan_credits": credits})
-        server = LiveServer(create_app(configured, FAST_ARGON2))
-        server.start()
-        http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
-        return server, Api(http=http, root=server.url, settings=configured, database_url="")
+    starter = settings.model_copy(update={"starter_plan_credits": 2500})
 
     for _ in range(2):  # a new database, then a restart: one plan
-        server, api = start(2500)
-        engine = make_engine(database_url, pooled=False)  # the lifespan ran: start() waits
-        with Session(engine) as session:
-            rows = [(p.name, p.monthly_credits, p.is_default) for p in session.exec(select(Plan))]
-        engine.dispose()
-        assert rows == [("Starter", 2500, True)]
-        server.stop()
+        with serve_api(starter, database_url):  # started: the lifespan ran
+            engine = make_engine(database_url, pooled=False)
+            with Session(engine) as session:
+                plans = session.exec(select(Plan)).all()
+            engine.dispose()
+            assert [(p.name, p.monthly_credits, p.is_default) for p in plans] == [
+                ("Starter", 2500, True)
+            ]
 
-    server, api = start(2500)
-    api.database_url = database_url
-    alice, root = api.user("alice"), api.admin()
-    statement = credits(api, alice)
-    assert statement["balance"] == 2500 and statement["plan"]["name"] == "Starter"
-    chat = api.http.post("/chats", json={}, headers=alice.headers).json()
-    sent = api.http.post(
-        f"/chats/{chat['id']}/messages", json={"content": "hello"}, headers=alice.headers
-    )
-    assert sent.status_code == 200, sent.text  # paid by the Starter grant
-    (plan,) = api.http.get("/admin/plans", headers=root.headers).json()
-    assert api.http.delete(f"/admin/plans/{plan['id']}", headers=root.headers).status_code == 204
-    server.stop()
+    with serve_api(starter, database_url) as api:
+        alice, root = api.user("alice"), api.admin()
+        statement = credits(api, alice)
+        assert statement["balance"] == 2500 and statement["plan"]["name"] == "Starter"
+        chat = api.http.post("/chats", json={}, headers=alice.headers).json()
+        sent = api.http.post(
+            f"/chats/{chat['id']}/messages", json={"content": "hello"}, headers=alice.headers
+        )
+        assert sent.status_code == 200, sent.text  # paid by the Starter grant
+        deleted = api.http.delete(f"/admin/plans/{plans[0].id}", headers=root.headers)
+        assert deleted.status_code == 204
 
-    server, api = start(2500)  # in use, every plan deleted: none made again
-    assert api.http.get("/admin/plans", headers=api.login(root).headers).json() == []
-    server.stop()
+    with serve_api(starter, database_url) as api:  # in use, every plan deleted: none again
+        assert api.http.get("/admin/plans", headers=api.login(root).headers).json() == []

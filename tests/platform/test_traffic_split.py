@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 from mlflow import MlflowClient
 from sqlmodel import Session, select
 
 from platform_api.access import chat_variant
-from platform_api.app import create_app
 from platform_api.db import make_engine
 from platform_api.models import Message
-from tests.platform.conftest import FAST_ARGON2, Account, Api, LiveServer
+from tests.platform.conftest import Account, Api, serve_api
 from tests.platform.serving_stub import Reply, ServingStub
 
 MODEL = "orchard-chat"
@@ -117,14 +115,8 @@ def test_only_admins_split_within_0_to_100_and_only_with_a_challenger(api, regis
 @pytest.fixture
 def solo_api(settings, database_url) -> Iterator[Api]:
     """The platform serving `orchard-solo`, whose registry entry has no challenger."""
-    server = LiveServer(create_app(settings.model_copy(update={"model_name": SOLO}), FAST_ARGON2))
-    server.start()
-    http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
-    try:
-        yield Api(http=http, root=server.url, settings=settings, database_url=database_url)
-    finally:
-        http.close()
-        server.stop()
+    with serve_api(settings.model_copy(update={"model_name": SOLO}), database_url) as api:
+        yield api
 
 
 def test_a_split_is_refused_while_the_registry_has_no_challenger(solo_api):
