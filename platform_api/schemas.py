@@ -12,7 +12,17 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from platform_api.security import has_usable_password
 
 # Limits: named here, enforced by the schemas below.
 PASSWORD_MIN = 10
@@ -104,6 +114,26 @@ class UserPublic(Public):
     monthly_token_limit: int | None = Field(None, description="Own limit; null: the plan's.")
     limits_reset_at: datetime | None = Field(
         None, description="Usage before this does not count toward the limits."
+    )
+    # Read from the row's password_hash, never sent: false for an account an OAuth sign-in
+    # made (it confirms sensitive actions with a recent sign-in instead, see reauth.py).
+    has_password: bool = Field(
+        False,
+        validation_alias=AliasChoices("has_password", "password_hash"),
+        description="false: the account cannot log in with a password (OAuth sign-in only).",
+    )
+
+    @field_validator("has_password", mode="before")
+    @classmethod
+    def _usable(cls, value: object) -> bool:
+        return value if isinstance(value, bool) else has_usable_password(value)
+
+
+class UserMe(UserPublic):
+    """The caller's own account: with the OAuth providers it is linked to."""
+
+    oauth_providers: list[str] = Field(
+        default_factory=list, description="Providers it can sign in with, last used first."
     )
 
 
@@ -339,6 +369,8 @@ class TokenLimits(BaseModel):
 
 class CreditStatement(BaseModel):
     balance: int
+    balance_usd: float = Field(0.0, description="`balance` × `credit_price_usd`.")
+    credit_price_usd: float = Field(0.0, description="What one credit costs in US dollars.")
     entries: list[CreditEntryPublic] = Field(description="Newest first.")
     plan: PlanPublic | None = Field(None, description="The caller's plan (null: none).")
     limits: TokenLimits | None = None
@@ -355,6 +387,7 @@ class UsageRow(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     credits: int
+    cost_usd: float = Field(0.0, description="`credits` × the credit price in US dollars.")
 
 
 class UsageHistory(BaseModel):
@@ -365,6 +398,7 @@ class UsageHistory(BaseModel):
     tokens_this_month: int = Field(0, description="Counted toward the monthly limit.")
     limits: TokenLimits | None = None
     total: UsageRow
+    credit_price_usd: float = Field(0.0, description="What one credit costs in US dollars.")
 
 
 class FeedbackSet(Request):

@@ -37,13 +37,17 @@ class CostEstimate(BaseModel):
 
 @router.get("/credits", response_model=CreditStatement)
 def read_credits(
-    user: CurrentUser, session: SessionDep, limit: int = Query(50, ge=1, le=500)
+    request: Request, user: CurrentUser, session: SessionDep, limit: int = Query(50, ge=1, le=500)
 ) -> CreditStatement:
     grant_due(session, user)  # this month's plan credits show up when the balance is read
     ledger = CreditLedger(session)
     limits = limits_of(session, user)
+    pricing = Pricing.from_settings(request.app.state.settings)
+    balance = ledger.balance(user.id)
     return CreditStatement(
-        balance=ledger.balance(user.id),
+        balance=balance,
+        balance_usd=pricing.usd(balance),
+        credit_price_usd=pricing.credit_price_usd,
         entries=[CreditEntryPublic.model_validate(e) for e in ledger.entries(user.id, limit)],
         plan=PlanPublic.model_validate(limits.plan) if limits.plan else None,
         limits=TokenLimits(daily_token_limit=limits.daily, monthly_token_limit=limits.monthly),

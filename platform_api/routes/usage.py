@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -49,8 +49,14 @@ def usage_counts(requests: int, prompt: int | None, completion: int | None, cred
     }
 
 
+def usd(credits: int, price: float) -> float:
+    """What `credits` cost in US dollars, rounded as `metering.Pricing.usd` rounds."""
+    return round(credits * price, 9)
+
+
 @router.get("/usage", response_model=UsageHistory)
 def read_usage(
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
     by: Literal["day", "model"] = Query("day", description="Group by UTC day or by model."),
@@ -64,7 +70,12 @@ def read_usage(
         .group_by(key)
         .order_by(key)
     )
-    rows = [UsageRow(key=str(k), **usage_counts(*sums)) for k, *sums in session.exec(query)]
+    price = request.app.state.settings.credit_price_usd
+    rows = []
+    for k, *sums in session.exec(query):
+        counts = usage_counts(*sums)
+        rows.append(UsageRow(key=str(k), cost_usd=usd(counts["credits"], price), **counts))
+    credits = sum(r.credits for r in rows)
     now = utcnow()
     limits = limits_of(session, user)
     return UsageHistory(
@@ -79,6 +90,8 @@ def read_usage(
             requests=sum(r.requests for r in rows),
             prompt_tokens=sum(r.prompt_tokens for r in rows),
             completion_tokens=sum(r.completion_tokens for r in rows),
-            credits=sum(r.credits for r in rows),
+            credits=credits,
+            cost_usd=usd(credits, price),
         ),
+        credit_price_usd=price,
     )

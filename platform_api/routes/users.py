@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from platform_api.deps import CurrentUser, LoginPrincipal, PasswordsDep, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import ApiKey, AuthSession, User, utcnow
+from platform_api.models import ApiKey, AuthSession, OAuthIdentity, User, utcnow
 from platform_api.reauth import ConfirmationDep
 from platform_api.schemas import (
     ApiKeyCreate,
@@ -16,7 +16,7 @@ from platform_api.schemas import (
     ApiKeyPublic,
     PasswordChange,
     ProfileUpdate,
-    UserPublic,
+    UserMe,
 )
 from platform_api.security import digest, new_api_key
 
@@ -25,18 +25,29 @@ MAX_API_KEYS = 20  # live keys per user
 router = APIRouter(tags=["users"])
 
 
-@router.get("/users/me", response_model=UserPublic)
-def read_me(user: CurrentUser) -> User:
-    return user
+def account_view(session: SessionDep, user: User) -> UserMe:
+    """The account as its owner sees it: what the UI needs to know whether a sensitive
+    action asks for the password or for a recent sign-in, and with which providers."""
+    providers = session.exec(
+        select(OAuthIdentity.provider)
+        .where(OAuthIdentity.user_id == user.id)
+        .order_by(OAuthIdentity.last_login_at.desc().nulls_last(), OAuthIdentity.provider)
+    ).all()
+    return UserMe.model_validate(user).model_copy(update={"oauth_providers": list(providers)})
 
 
-@router.patch("/users/me", response_model=UserPublic)
-def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> User:
+@router.get("/users/me", response_model=UserMe)
+def read_me(user: CurrentUser, session: SessionDep) -> UserMe:
+    return account_view(session, user)
+
+
+@router.patch("/users/me", response_model=UserMe)
+def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> UserMe:
     user.display_name = body.display_name
     user.updated_at = utcnow()
     session.add(user)
     session.commit()
-    return user
+    return account_view(session, user)
 
 
 @router.post("/users/me/password", status_code=204)

@@ -47,6 +47,8 @@ def test_register_then_login_returns_tokens_and_never_the_hash(api):
     assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 15 * 60
     me = api.http.get("/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert me.status_code == 200 and me.json()["id"] == user["id"]
+    assert (me.json()["has_password"], me.json()["oauth_providers"]) == (True, [])
+    assert "password_hash" not in me.json() and "password_hash" not in user
 
 
 def test_a_second_account_with_the_same_email_is_refused(api):

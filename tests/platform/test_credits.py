@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from platform_api.credits import CreditLedger, InsufficientCredits, RefundRefused
 from platform_api.db import make_engine
+from platform_api.models import UsageRecord
 
 
 @pytest.fixture
@@ -38,6 +39,9 @@ def test_a_new_account_has_nothing_and_admins_grant(api):
     assert entry["reason"] == f"welcome (by {root.email})"
     statement = api.http.get("/credits", headers=alice.headers).json()
     assert statement["balance"] == 250 and [e["id"] for e in statement["entries"]] == [entry["id"]]
+    price = statement["credit_price_usd"]
+    assert price == api.settings.credit_price_usd > 0
+    assert statement["balance_usd"] == pytest.approx(250 * price)
 
 
 def test_only_admins_grant_and_only_positive_amounts(api):
@@ -125,3 +129,28 @@ def test_a_refund_returns_at_most_one_debit_once(api, engine):
         with pytest.raises(RefundRefused, match="already refunded"):
             ledger.refund(alice.id, debit.id, 1, "again")
         assert ledger.audit(alice.id) == (32, 32)
+
+
+def test_usage_prices_its_credits_in_dollars(api, engine):
+    alice = api.user("alice")
+    with Session(engine) as session:
+        for model, credits in (("champion", 300), ("champion", 200), ("challenger", 50)):
+            session.add(
+                UsageRecord(
+                    user_id=alice.id,
+                    source="gateway",
+                    model=model,
+                    status="complete",
+                    completion_tokens=credits,
+                    credits=credits,
+                )
+            )
+        session.commit()
+    usage = api.http.get("/usage", params={"by": "model"}, headers=alice.headers).json()
+    price = usage["credit_price_usd"]
+    assert price == api.settings.credit_price_usd > 0
+    assert {r["key"]: (r["credits"], r["cost_usd"]) for r in usage["rows"]} == {
+        "challenger": (50, pytest.approx(50 * price)),
+        "champion": (500, pytest.approx(500 * price)),
+    }
+    assert usage["total"]["cost_usd"] == pytest.approx(550 * price)

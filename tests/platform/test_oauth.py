@@ -159,9 +159,26 @@ def test_oidc_sign_in_makes_a_user_whose_tokens_work_and_finds_them_again(api, o
 
 def test_a_verified_address_links_to_the_existing_account(api, oidc):
     account = api.user("ada")  # ada@example.org, with a password
+    assert api.http.get("/users/me", headers=account.headers).json()["oauth_providers"] == []
     pair = tokens(api)
-    assert me(api, pair)["id"] == account.id
+    linked = me(api, pair)
+    assert linked["id"] == account.id
+    assert (linked["has_password"], linked["oauth_providers"]) == (True, ["corp"])
     api.login(account)  # the password still works
+
+
+def test_me_says_whether_the_account_has_a_password_and_its_providers(api, github):
+    pair = tokens(api)
+    assert (me(api, pair)["has_password"], me(api, pair)["oauth_providers"]) == (False, ["corp"])
+    github.emails = [{"email": "ada@example.org", "primary": True, "verified": True}]
+    tokens(api, "github")  # the same verified address at GitHub: a second linked provider
+    assert me(api, pair)["oauth_providers"] == ["github", "corp"]  # last used first
+    done = api.http.post(
+        "/users/me/password", json={"new_password": "a first long password"}, headers=auth(pair)
+    )
+    assert done.status_code == 204, done.text
+    assert me(api, pair)["has_password"] is True
+    assert "password_hash" not in me(api, pair)
 
 
 def test_an_unverified_address_of_an_existing_account_is_refused(api, oidc):

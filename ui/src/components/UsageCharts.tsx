@@ -1,6 +1,7 @@
 // What the account's usage page and the admin analytics share: the tokens-per-day chart
 // and the usage table (rows of requests, tokens and credits).
 import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { formatUsd } from "../lib/billing";
 import type { UsageRow } from "../lib/types";
 import { TableHead } from "./ui/table";
 
@@ -30,7 +31,9 @@ type Row = UsageRow & { email?: string | null; users?: number };
 /** Usage rows under `keyLabel` (day, model or user: the e-mail when there is one); with
  * `users`, the distinct users of each row too. */
 export function UsageTable({ keyLabel, rows, users = false, rowTestId }: { keyLabel: string; rows: Row[]; users?: boolean; rowTestId?: string }) {
-  const figures = ["Requests", "Prompt", "Completion", ...(users ? ["Users"] : []), "Credits"];
+  // the cost column when the server prices the rows (cost_usd: credits × the credit price)
+  const cost = rows.some((r) => r.cost_usd != null);
+  const figures = ["Requests", "Prompt", "Completion", ...(users ? ["Users"] : []), "Credits", ...(cost ? ["Cost"] : [])];
   return (
     <div className="overflow-x-auto">
       <table className="w-full text-sm">
@@ -43,7 +46,8 @@ export function UsageTable({ keyLabel, rows, users = false, rowTestId }: { keyLa
               <td className="py-1.5 pr-3 text-right">{r.prompt_tokens}</td>
               <td className="py-1.5 pr-3 text-right">{r.completion_tokens}</td>
               {users && <td className="py-1.5 pr-3 text-right">{r.users}</td>}
-              <td className="py-1.5 text-right">{r.credits}</td>
+              <td className={cost ? "py-1.5 pr-3 text-right" : "py-1.5 text-right"}>{r.credits}</td>
+              {cost && <td className="py-1.5 text-right whitespace-nowrap">{formatUsd(r.cost_usd ?? 0)}</td>}
             </tr>
           ))}
         </tbody>

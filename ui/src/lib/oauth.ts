@@ -57,8 +57,33 @@ const OAUTH_ERRORS: Record<string, string> = {
   account_suspended: "This account is suspended: contact an administrator.",
   account_deleted: "This account was deleted.",
   invalid_oauth_code: "The sign-in link expired or was already used: sign in with the provider again.",
+  oauth_code_reused:
+    "This sign-in link had already been used, so the session it opened was ended to be safe: sign in with the provider again.",
 };
 
 export function describeOAuthError(code: string): string {
   return OAUTH_ERRORS[code] ?? `The sign-in with the provider failed (${code}). Please try again.`;
+}
+
+// Where the callback goes after a sign-in started to confirm an action (account pages):
+// back to that page rather than to the chat. Only a path of this app is taken.
+const RETURN_KEY = "orchard.oauth.return";
+
+export function rememberReturn(path: string): void {
+  try {
+    sessionStorage.setItem(RETURN_KEY, path);
+  } catch {
+    /* storage off: the callback goes to / */
+  }
+}
+
+export function takeReturn(): string {
+  let path: string | null = null;
+  try {
+    path = sessionStorage.getItem(RETURN_KEY);
+    sessionStorage.removeItem(RETURN_KEY);
+  } catch {
+    /* storage off */
+  }
+  return path && /^\/(?![/\\])/.test(path) ? path : "/";
 }

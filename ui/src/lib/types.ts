@@ -21,6 +21,10 @@ export interface User {
   monthly_token_limit?: number | null;
   /** Usage before this does not count toward the limits. */
   limits_reset_at?: string | null;
+  /** false: an account an OAuth sign-in made, with no password (yet). */
+  has_password?: boolean;
+  /** GET/PATCH /users/me only: the linked OAuth providers, last used first. */
+  oauth_providers?: string[];
 }
 
 export interface TokenPair {
@@ -132,6 +136,9 @@ export interface TokenLimits {
 
 export interface CreditStatement {
   balance: number;
+  /** balance × credit_price_usd. */
+  balance_usd?: number;
+  credit_price_usd?: number;
   entries: CreditEntry[];
   plan?: Plan | null;
   limits?: TokenLimits | null;
@@ -152,6 +159,8 @@ export interface UsageRow {
   prompt_tokens: number;
   completion_tokens: number;
   credits: number;
+  /** credits × the credit price in US dollars. */
+  cost_usd?: number;
 }
 
 export interface UsageHistory {
@@ -163,6 +172,7 @@ export interface UsageHistory {
   tokens_today?: number;
   tokens_this_month?: number;
   limits?: TokenLimits | null;
+  credit_price_usd?: number;
 }
 
 export interface ApiKey {

@@ -1,7 +1,7 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { Link, useNavigate } from "react-router";
 import { ApiError, describeError } from "../lib/api";
-import { describeOAuthError, exchangeCode, fragmentParam } from "../lib/oauth";
+import { describeOAuthError, exchangeCode, fragmentParam, takeReturn } from "../lib/oauth";
 import { Button } from "../components/ui/button";
 import { Field, Input } from "../components/ui/input";
 import { ErrorBanner, Spinner } from "../components/ui/misc";
@@ -31,12 +31,12 @@ export default function OAuthCallbackPage() {
     setBusy(true);
     try {
       await login(await exchangeCode(code, totpCode));
-      navigate("/", { replace: true });
+      navigate(takeReturn(), { replace: true });
     } catch (err) {
       if (err instanceof ApiError && err.code === "totp_required") {
         setNeedTotp(true);
         setError(null);
-      } else if (err instanceof ApiError && err.code === "invalid_oauth_code") {
+      } else if (err instanceof ApiError && (err.code === "invalid_oauth_code" || err.code === "oauth_code_reused")) {
         setNeedTotp(false);
         setError(describeOAuthError(err.code));
       } else if (err instanceof ApiError && err.code.startsWith("account_")) {

@@ -59,7 +59,9 @@ export const useSession = create<SessionState>((set, get) => ({
     get().reset();
   },
   setUser(user) {
-    set({ user });
+    // /auth/totp/* answer without the linked providers (only /users/me lists them)
+    const providers = get().user?.id === user.id ? get().user?.oauth_providers : undefined;
+    set({ user: { oauth_providers: providers, ...user } });
   },
   reset() {
     tokens.clear();

@@ -2,6 +2,7 @@ import { useEffect, useState } from "react";
 import { api, describeError } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import type { CreditStatement, UsageHistory } from "../../lib/types";
+import { formatUsd } from "../../lib/billing";
 import { PlanLimits } from "../../components/PlanLimits";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { useSession } from "../../store/session";
@@ -38,7 +39,17 @@ export function CreditsPage() {
       <p className="mb-4 text-3xl font-semibold" data-testid="credit-balance">
         {statement.balance}
         <span className="ml-2 text-sm font-normal text-muted-foreground">credits left</span>
+        {formatUsd(statement.balance_usd) && (
+          <span className="ml-2 text-sm font-normal text-muted-foreground" data-testid="credit-balance-usd">
+            (≈ {formatUsd(statement.balance_usd)})
+          </span>
+        )}
       </p>
+      {!!statement.credit_price_usd && (
+        <p className="-mt-3 mb-4 text-xs text-muted-foreground" data-testid="credit-price">
+          One credit costs {formatUsd(statement.credit_price_usd)}.
+        </p>
+      )}
       {statement.entries.length === 0 ? (
         <p className="text-sm text-muted-foreground">No entries yet.</p>
       ) : (

@@ -4,6 +4,7 @@ import { api, describeError, download } from "../../lib/api";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Card, ErrorBanner } from "../../components/ui/misc";
+import { ConfirmNotice, useConfirmation } from "../../components/ReauthNotice";
 import { useSession } from "../../store/session";
 
 export function DataPage() {
@@ -15,22 +16,27 @@ export function DataPage() {
   const [confirm, setConfirm] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [exportError, setExportError] = useState<string | null>(null);
+  const confirmation = useConfirmation(user);
 
   async function erase(e: FormEvent) {
     e.preventDefault();
     setError(null);
-    if (!password) return setError("Enter your password.");
+    confirmation.clear();
+    if (confirmation.askPassword && !password) return setError("Enter your password.");
     if (user.totp_enabled && !/^\d{6}$/.test(code.trim())) return setError("Enter the 6-digit code from your authenticator app.");
     if (confirm !== "DELETE") return setError("Type DELETE to confirm.");
     try {
       await api("/users/me", {
         method: "DELETE",
-        json: { password, ...(user.totp_enabled ? { totp_code: code.trim() } : {}) },
+        json: {
+          ...(confirmation.askPassword ? { password } : {}),
+          ...(user.totp_enabled ? { totp_code: code.trim() } : {}),
+        },
       });
       reset();
       navigate("/login", { replace: true });
     } catch (err) {
-      setError(describeError(err));
+      if (!confirmation.handle(err)) setError(describeError(err));
     }
   }
 
@@ -56,9 +62,16 @@ export function DataPage() {
         </p>
         <form onSubmit={erase} className="space-y-3" noValidate>
           <ErrorBanner message={error} />
-          <Field label="Password">
-            {(p) => <Input {...p} type="password" autoComplete="current-password" data-testid="delete-password" value={password} onChange={(e) => setPassword(e.target.value)} />}
-          </Field>
+          <ConfirmNotice need={confirmation.need} user={user} />
+          {confirmation.askPassword ? (
+            <Field label="Password">
+              {(p) => <Input {...p} type="password" autoComplete="current-password" data-testid="delete-password" value={password} onChange={(e) => setPassword(e.target.value)} />}
+            </Field>
+          ) : (
+            <p className="text-sm text-muted-foreground" data-testid="delete-no-password">
+              Your account has no password, so deleting it needs a recent sign-in with your provider.
+            </p>
+          )}
           {user.totp_enabled && (
             <Field label="Authenticator code">
               {(p) => <Input {...p} inputMode="numeric" maxLength={6} data-testid="delete-totp" value={code} onChange={(e) => setCode(e.target.value)} />}

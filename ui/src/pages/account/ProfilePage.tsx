@@ -5,12 +5,17 @@ import type { User } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
+import { ConfirmNotice, useConfirmation } from "../../components/ReauthNotice";
 import { useSession } from "../../store/session";
 import { toast } from "../../store/toasts";
 
 export function ProfilePage() {
   const user = useSession((s) => s.user)!;
   const setUser = useSession((s) => s.setUser);
+  const loadMe = useSession((s) => s.loadMe);
+  const confirmation = useConfirmation(user);
+  // no password yet (an OAuth sign-in made the account): set a first one, no current one
+  const setting = !confirmation.askPassword;
   const [name, setName] = useState(user.display_name);
   const [nameError, setNameError] = useState<string | null>(null);
   const [pw, setPw] = useState({ current: "", next: "" });
@@ -31,16 +36,22 @@ export function ProfilePage() {
   async function changePassword(e: FormEvent) {
     e.preventDefault();
     const errors: typeof pwErrors = {};
-    if (!pw.current) errors.current = "Enter your current password.";
+    if (!setting && !pw.current) errors.current = "Enter your current password.";
     if (pw.next.length < 10) errors.next = "The new password needs at least 10 characters.";
+    else if (pw.next.length > 256) errors.next = "The password is at most 256 characters.";
     setPwErrors(errors);
+    confirmation.clear();
     if (Object.keys(errors).length) return;
     try {
-      await api("/users/me/password", { method: "POST", json: { current_password: pw.current, new_password: pw.next } });
+      const json = setting ? { new_password: pw.next } : { current_password: pw.current, new_password: pw.next };
+      await api("/users/me/password", { method: "POST", json });
       setPw({ current: "", next: "" });
-      toast("Password changed; your other sessions were logged out.", "success");
+      if (setting) {
+        await loadMe(); // has_password is true from now on
+        toast("Password set: you can log in with your e-mail and it too; your other sessions were logged out.", "success");
+      } else toast("Password changed; your other sessions were logged out.", "success");
     } catch (err) {
-      setPwErrors({ form: describeError(err) });
+      if (!confirmation.handle(err)) setPwErrors({ form: describeError(err) });
     }
   }
 
@@ -66,20 +77,29 @@ export function ProfilePage() {
           </Button>
         </form>
       </Card>
-      <Card title="Change password">
-        <form onSubmit={changePassword} className="space-y-3" noValidate>
+      <Card title={setting ? "Set a password" : "Change password"}>
+        <form onSubmit={changePassword} className="space-y-3" noValidate data-testid="password-form">
+          {setting && (
+            <p className="text-sm text-muted-foreground">
+              Your account signs in through a provider and has no password. With one, you can also log in with your e-mail;
+              setting it needs a recent sign-in with your provider.
+            </p>
+          )}
           <ErrorBanner message={pwErrors.form} />
-          <Field label="Current password" error={pwErrors.current}>
-            {(p) => (
-              <Input {...p} type="password" autoComplete="current-password" value={pw.current} onChange={(e) => setPw({ ...pw, current: e.target.value })} />
-            )}
-          </Field>
+          <ConfirmNotice need={confirmation.need} user={user} />
+          {!setting && (
+            <Field label="Current password" error={pwErrors.current}>
+              {(p) => (
+                <Input {...p} type="password" autoComplete="current-password" value={pw.current} onChange={(e) => setPw({ ...pw, current: e.target.value })} />
+              )}
+            </Field>
+          )}
           <Field label="New password" error={pwErrors.next} hint="10 to 256 characters.">
             {(p) => (
               <Input {...p} type="password" autoComplete="new-password" value={pw.next} onChange={(e) => setPw({ ...pw, next: e.target.value })} />
             )}
           </Field>
-          <Button type="submit">Change password</Button>
+          <Button type="submit">{setting ? "Set password" : "Change password"}</Button>
         </form>
       </Card>
     </div>

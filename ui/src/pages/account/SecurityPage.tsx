@@ -6,6 +6,7 @@ import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
 import { QrCode } from "../../components/QrCode";
+import { ConfirmNotice, useConfirmation } from "../../components/ReauthNotice";
 import { useSession } from "../../store/session";
 import { toast } from "../../store/toasts";
 
@@ -18,6 +19,7 @@ export function SecurityPage() {
   const [code, setCode] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
+  const confirmation = useConfirmation(user);
 
   async function start() {
     setError(null);
@@ -44,16 +46,18 @@ export function SecurityPage() {
 
   async function disable(e: FormEvent) {
     e.preventDefault();
-    if (!password) return setError("Enter your password.");
+    setError(null);
+    confirmation.clear();
+    if (confirmation.askPassword && !password) return setError("Enter your password.");
     if (!CODE.test(code.trim())) return setError("Enter the 6 digits your authenticator app shows.");
     try {
-      setUser(await api<User>("/auth/totp/disable", { method: "POST", json: { password, code: code.trim() } }));
+      const json = { ...(confirmation.askPassword ? { password } : {}), code: code.trim() };
+      setUser(await api<User>("/auth/totp/disable", { method: "POST", json }));
       setCode("");
       setPassword("");
-      setError(null);
       toast("Two-factor authentication is off.", "success");
     } catch (err) {
-      setError(describeError(err));
+      if (!confirmation.handle(err)) setError(describeError(err));
     }
   }
 
@@ -111,10 +115,17 @@ export function SecurityPage() {
         )}
         {user.totp_enabled && (
           <form onSubmit={disable} className="space-y-3" noValidate>
-            <p className="text-sm text-muted-foreground">To turn two-factor authentication off, confirm with your password and a code.</p>
-            <Field label="Password">
-              {(p) => <Input {...p} type="password" autoComplete="current-password" value={password} onChange={(e) => setPassword(e.target.value)} />}
-            </Field>
+            <ConfirmNotice need={confirmation.need} user={user} />
+            <p className="text-sm text-muted-foreground">
+              {confirmation.askPassword
+                ? "To turn two-factor authentication off, confirm with your password and a code."
+                : "To turn two-factor authentication off, enter a code; your account has no password, so this also needs a recent sign-in with your provider."}
+            </p>
+            {confirmation.askPassword && (
+              <Field label="Password">
+                {(p) => <Input {...p} type="password" autoComplete="current-password" value={password} onChange={(e) => setPassword(e.target.value)} />}
+              </Field>
+            )}
             <Field label="Code from the app">
               {(p) => <Input {...p} inputMode="numeric" maxLength={6} autoComplete="one-time-code" value={code} onChange={(e) => setCode(e.target.value)} />}
             </Field>

@@ -6,6 +6,7 @@ import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { TokensPerDayChart, UsageTable } from "../../components/UsageCharts";
 import { Select } from "../../components/ui/input";
 import { PlanLimits } from "../../components/PlanLimits";
+import { formatUsd } from "../../lib/billing";
 
 /** Every day of the window, zero where nothing was used (the API lists only used days). */
 function fillDays(history: UsageHistory, days: number) {
@@ -53,7 +54,8 @@ export default function UsagePage() {
           <>
             <p className="mb-3 text-sm text-muted-foreground">
               Since {byDay.since}: {byDay.total.requests} requests, {byDay.total.prompt_tokens} prompt and{" "}
-              {byDay.total.completion_tokens} completion tokens, {byDay.total.credits} credits.
+              {byDay.total.completion_tokens} completion tokens, {byDay.total.credits} credits
+              {formatUsd(byDay.total.cost_usd) ? <span data-testid="usage-cost"> (≈ {formatUsd(byDay.total.cost_usd)})</span> : null}.
             </p>
             {byDay.limits && (
               <div className="mb-4">
