@@ -403,6 +403,7 @@ def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, t
         home=tmp_path / "platform-home",
         database_url=f"sqlite:///{tmp_path / 'platform.db'}",
         serving_url=serving.base_url,
+        starter_plan_credits=0,  # alice's balance is the grant below alone
     )
     platform = LiveServer(create_app(settings, FAST_ARGON2))
     platform.start()
