@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -93,3 +94,43 @@ def _parse(data: str) -> Chunk:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
     )
+
+
+class ContextLengths:
+    """The context length serving reports for each model id (`max_model_len` in `GET
+    /v1/models`, as vLLM names it), read at most every `ttl_s` seconds. Unknown (serving
+    unreachable, an older serving, a model not loaded yet): None."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, ttl_s: float = 30.0) -> None:
+        self.client, self.base_url, self.ttl_s = client, base_url.rstrip("/"), ttl_s
+        self._lengths: dict[str, int] = {}
+        self._read_at = float("-inf")
+
+    async def get(self, model: str) -> int | None:
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl_s:
+            self._read_at = now
+            try:
+                response = await self.client.get(
+                    f"{self.base_url}/v1/models", headers={"Accept": "application/json"}
+                )
+                response.raise_for_status()
+                self._lengths = {
+                    entry["id"]: int(entry["max_model_len"])
+                    for entry in response.json()["data"]
+                    if entry.get("max_model_len")
+                }
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+                log.warning("could not read the models' context lengths from serving: %s", error)
+        return self._lengths.get(model)
+
+
+def fit_max_tokens(request: dict, prompt_bound: int, context: int | None) -> dict:
+    """A chat's `max_tokens` caps its answers; on a model whose context is shorter than the
+    prompt plus that cap, the answer gets what the context leaves after the prompt's upper
+    bound, instead of serving refusing the request. A prompt that leaves nothing is sent as
+    it is: serving then says the conversation is too long."""
+    if context is None or prompt_bound + request["max_tokens"] <= context:
+        return request
+    room = context - prompt_bound
+    return {**request, "max_tokens": room} if room >= 1 else request

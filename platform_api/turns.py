@@ -52,7 +52,14 @@ from platform_api.metering import (
 from platform_api.models import Chat, Message, User, utcnow
 from platform_api.plans import grant_due
 from platform_api.schemas import MessagePublic
-from platform_api.serving import READ_TIMEOUT_S, ServingError, http_client, stream_chat
+from platform_api.serving import (
+    READ_TIMEOUT_S,
+    ContextLengths,
+    ServingError,
+    fit_max_tokens,
+    http_client,
+    stream_chat,
+)
 
 log = logging.getLogger("platform_api.turns")
 
@@ -354,6 +361,7 @@ class TurnRunner:
         self.engine = engine
         self.serving_base_url = serving_base_url
         self.client = http_client()
+        self.contexts = ContextLengths(self.client, serving_base_url)
         self.running: dict[str, Turn] = {}
 
     def start(self, opened: OpenedTurn) -> Turn:
@@ -385,7 +393,10 @@ class TurnRunner:
         model: str | None = None
         tokens: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
         unsaved, saved_at = 0, started
-        chunks = stream_chat(self.client, self.serving_base_url, turn.opened.serving_request)
+        request = turn.opened.serving_request
+        bound = prompt_token_bound([m["content"] for m in request["messages"]])
+        request = fit_max_tokens(request, bound, await self.contexts.get(request["model"]))
+        chunks = stream_chat(self.client, self.serving_base_url, request)
         try:
             # aclosing: however the loop ends, the connection to serving closes now, so
             # serving stops generating for a turn nobody reads any more.

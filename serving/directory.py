@@ -48,6 +48,7 @@ class ModelDirectory:
         self.serving: dict[str, str] = {}  # alias -> version it answers with now
         self.registry: dict[str, str] = {}  # alias -> version MLflow says (may be loading)
         self.versions: dict[str, VersionInfo] = {}
+        self.context: dict[str, int] = {}  # version -> its context length, once warmed
         self._failed: dict[str, tuple[float, str]] = {}  # version -> (when, why)
         self.reachable = False
 
@@ -114,7 +115,7 @@ class ModelDirectory:
 
         def entry(model_id: str, version: str) -> dict:
             info = self.versions.get(version)
-            return {
+            listed = {
                 "id": model_id,
                 "object": "model",
                 "created": info.created if info else 0,
@@ -122,6 +123,9 @@ class ModelDirectory:
                 "version": version,
                 "aliases": sorted(a for a, v in self.serving.items() if v == version),
             }
+            if version in self.context:  # prompt + completion tokens it takes (vLLM's name)
+                listed["max_model_len"] = self.context[version]
+            return listed
 
         first = self.serving.get(self.aliases[0])
         if first:
@@ -166,7 +170,9 @@ class ModelDirectory:
             if version not in self.versions:
                 info = await self._reader.version(version)
                 self.versions[version] = info or VersionInfo(version, 0)
-            await self._warm(version)
+            loaded = await self._warm(version)
+            if isinstance(loaded, dict) and loaded.get("max_context"):
+                self.context[version] = int(loaded["max_context"])
         except Exception as error:  # whatever the replica raised; reported, retried later
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
             self._failed[version] = (time.monotonic(), reason)

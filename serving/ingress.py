@@ -152,8 +152,8 @@ class OpenAIIngress:
         )
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
-    async def _warm(self, version: str) -> None:
-        await self.model_server.options(multiplexed_model_id=version).load.remote()
+    async def _warm(self, version: str) -> dict[str, Any]:
+        return await self.model_server.options(multiplexed_model_id=version).load.remote()
 
     async def _poll(self) -> None:
         while True:

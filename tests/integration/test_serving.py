@@ -161,6 +161,9 @@ def test_chat_completion_in_openai_shape_with_the_version(serving, champion):
         "champion": champion,
         f"orchard-chat/{champion}": champion,
     }
+    # Each entry says how many tokens the model takes (vLLM's max_model_len): the platform
+    # fits a chat's max_tokens into it.
+    assert {m.model_extra["max_model_len"] for m in client.models.list().data} == {MAX_CONTEXT}
 
 
 def test_streaming_chat_matches_the_full_answer_and_ends_with_usage(serving, champion):

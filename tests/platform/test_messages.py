@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session
 
 from platform_api.db import make_engine
+from platform_api.metering import prompt_token_bound
 from platform_api.models import Message
 from platform_api.turns import ABANDONED_AFTER
 from tests.platform.serving_stub import Reply
@@ -84,6 +85,25 @@ def test_an_answer_streams_and_is_saved_with_its_model_version_and_tokens(api, s
     assert "You are terse." in sent["messages"][0]["content"]
     assert "friendly" in sent["messages"][0]["content"]
     assert sent["messages"][1:] == [{"role": "user", "content": "Hi there"}]
+
+
+def test_a_model_with_a_short_context_answers_in_the_room_left_instead_of_failing(api, serving):
+    """The chat asks up to 512 tokens; serving's models list says the model takes 256 in
+    all, so the answer gets what the context leaves after the prompt's upper bound."""
+    for model in serving.models:
+        model["max_model_len"] = 256
+    alice = api.user("alice")
+    chat = api.chat(alice, max_tokens=512)
+    with _send(api, alice, chat, "Hi there") as response:
+        assert _events(response)[-1][1]["status"] == "complete"
+    sent = serving.requests[-1]
+    bound = prompt_token_bound([m["content"] for m in sent["messages"]])
+    assert sent["max_tokens"] == 256 - bound and 0 < sent["max_tokens"] < 256
+
+    roomy = api.chat(alice, max_tokens=64)  # fits: sent as the chat says
+    with _send(api, alice, roomy, "Hi there") as response:
+        _events(response)
+    assert serving.requests[-1]["max_tokens"] == 64
 
 
 def test_the_next_message_carries_the_conversation(api, serving):
