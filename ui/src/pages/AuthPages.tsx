@@ -137,21 +137,7 @@ export function LoginPage() {
           )}
         </Field>
         {needTotp && (
-          <Field label="Authenticator code" hint="Two-factor authentication is on: enter the 6-digit code.">
-            {(p) => (
-              <Input
-                {...p}
-                data-testid="totp-code"
-                inputMode="numeric"
-                autoComplete="one-time-code"
-                pattern="\d{6}"
-                maxLength={6}
-                autoFocus
-                value={totp}
-                onChange={(e) => setTotp(e.target.value)}
-              />
-            )}
-          </Field>
+          <TotpField value={totp} onChange={setTotp} />
         )}
         <Button type="submit" className="w-full" disabled={busy} data-testid="login-submit">
           {busy ? "Logging in…" : "Log in"}
@@ -159,6 +145,27 @@ export function LoginPage() {
       </form>
       <OAuthButtons />
     </AuthShell>
+  );
+}
+
+/** The 6-digit code a sign-in asks for when the account has two-factor authentication. */
+export function TotpField({ value, onChange }: { value: string; onChange: (value: string) => void }) {
+  return (
+    <Field label="Authenticator code" hint="Two-factor authentication is on: enter the 6-digit code.">
+      {(p) => (
+        <Input
+          {...p}
+          data-testid="totp-code"
+          inputMode="numeric"
+          autoComplete="one-time-code"
+          pattern="\d{6}"
+          maxLength={6}
+          autoFocus
+          value={value}
+          onChange={(e) => onChange(e.target.value)}
+        />
+      )}
+    </Field>
   );
 }
 

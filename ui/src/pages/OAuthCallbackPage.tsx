@@ -3,10 +3,9 @@ import { Link, useNavigate } from "react-router";
 import { ApiError, describeError } from "../lib/api";
 import { describeOAuthError, exchangeCode, fragmentParam, takeReturn } from "../lib/oauth";
 import { Button } from "../components/ui/button";
-import { Field, Input } from "../components/ui/input";
 import { ErrorBanner, Spinner } from "../components/ui/misc";
 import { useSession } from "../store/session";
-import { AuthShell } from "./AuthPages";
+import { AuthShell, TotpField } from "./AuthPages";
 
 /** Reads the code once and drops it from the address bar (and so from the history). */
 function takeCode(): string | null {
@@ -72,20 +71,7 @@ export default function OAuthCallbackPage() {
         <ErrorBanner message={error} />
         {needTotp ? (
           <form onSubmit={submit} className="space-y-4" noValidate>
-            <Field label="Authenticator code" hint="Two-factor authentication is on: enter the 6-digit code.">
-              {(p) => (
-                <Input
-                  {...p}
-                  data-testid="totp-code"
-                  inputMode="numeric"
-                  autoComplete="one-time-code"
-                  maxLength={6}
-                  autoFocus
-                  value={totp}
-                  onChange={(e) => setTotp(e.target.value)}
-                />
-              )}
-            </Field>
+            <TotpField value={totp} onChange={setTotp} />
             <Button type="submit" className="w-full" disabled={busy} data-testid="oauth-totp-submit">
               {busy ? "Signing in…" : "Sign in"}
             </Button>
