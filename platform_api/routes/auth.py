@@ -71,13 +71,7 @@ def login(
     if not ok:
         raise unauthorized("e-mail or password is wrong", code="invalid_credentials")
     ensure_active(user)
-    if user.totp_enabled:
-        if body.totp_code is None:
-            raise unauthorized(
-                "this account uses two-factor authentication: send totp_code as well",
-                code="totp_required",
-            )
-        spend_totp_code(session, keys, user, body.totp_code, at_login=True)
+    check_second_factor(session, keys, user, body.totp_code)
     if new_hash:
         user.password_hash = new_hash
         session.add(user)
@@ -148,6 +142,19 @@ def totp_disable(
     session.add(user)
     session.commit()
     return user
+
+
+def check_second_factor(session, keys: Keys, user: User, totp_code: str | None) -> None:
+    """A sign-in's second step (password or OAuth): with 2FA on, the TOTP code is required
+    (`totp_required` when missing) and spent."""
+    if not user.totp_enabled:
+        return
+    if totp_code is None:
+        raise unauthorized(
+            "this account uses two-factor authentication: send totp_code as well",
+            code="totp_required",
+        )
+    spend_totp_code(session, keys, user, totp_code, at_login=True)
 
 
 def spend_totp_code(session, keys: Keys, user: User, code: str, *, at_login=False) -> None:

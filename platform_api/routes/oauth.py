@@ -16,7 +16,6 @@ from sqlmodel import Session
 
 from platform_api import sessions
 from platform_api.deps import KeysDep, SessionDep, ensure_active
-from platform_api.errors import unauthorized
 from platform_api.oauth import (
     OAuthFailure,
     ProviderAccount,
@@ -27,7 +26,7 @@ from platform_api.oauth import (
     spend_code,
 )
 from platform_api.ratelimit import limit_auth_ip
-from platform_api.routes.auth import spend_totp_code
+from platform_api.routes.auth import check_second_factor
 from platform_api.schemas import Request as RequestBody
 from platform_api.schemas import TokenPair
 
@@ -99,13 +98,7 @@ def oauth_exchange(
     spent code revokes the session it opened (`oauth_code_reused`)."""
     user = pending_user(session, body.code)
     ensure_active(user)  # banned since the callback
-    if user.totp_enabled:
-        if body.totp_code is None:
-            raise unauthorized(
-                "this account uses two-factor authentication: send totp_code as well",
-                code="totp_required",
-            )
-        spend_totp_code(session, keys, user, body.totp_code, at_login=True)
+    check_second_factor(session, keys, user, body.totp_code)
     login_id, tokens = sessions.open_session(
         session, keys, user, request.headers.get("user-agent", "")
     )
