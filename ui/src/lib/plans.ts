@@ -13,14 +13,8 @@ export interface PlanDraft {
 
 export type PlanErrors = Partial<Record<keyof PlanDraft, string>>;
 
-export interface PlanBody {
-  name: string;
-  description: string;
-  monthly_credits: number;
-  daily_token_limit: number | null;
-  monthly_token_limit: number | null;
-  is_default: boolean;
-}
+/** What POST/PATCH /admin/plans take: a plan's own fields. */
+export type PlanBody = Omit<Plan, "id" | "created_at" | "updated_at">;
 
 export const emptyPlan: PlanDraft = {
   name: "",
