@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchard.grading import rouge
+
 _WORD = re.compile(r"\w+")
 
 
@@ -34,21 +36,6 @@ class SampleConfig:
     top_p: float = 0.95
     repetition_penalty: float = 1.2
     seed: int = 1234
-
-
-def _rouge1(prediction: list[str], reference: list[str]) -> float:
-    if not prediction or not reference:
-        return 0.0
-    pred, ref = {}, {}
-    for word in prediction:
-        pred[word] = pred.get(word, 0) + 1
-    for word in reference:
-        ref[word] = ref.get(word, 0) + 1
-    overlap = sum(min(count, ref.get(word, 0)) for word, count in pred.items())
-    if not overlap:
-        return 0.0
-    precision, recall = overlap / len(prediction), overlap / len(reference)
-    return 2 * precision * recall / (precision + recall)
 
 
 def _distinct2(words: list[str]) -> float | None:
@@ -124,9 +111,9 @@ def write_samples(
         )
     own, other, distinct = [], [], []
     for i, sample in enumerate(samples):
-        words = _words(sample["continuation"])
-        own.append(_rouge1(words, _words(sample["reference"])))
-        other.append(_rouge1(words, _words(samples[(i + 1) % len(samples)]["reference"])))
+        text, words = sample["continuation"], _words(sample["continuation"])
+        own.append(rouge(text, sample["reference"], "rouge1"))
+        other.append(rouge(text, samples[(i + 1) % len(samples)]["reference"], "rouge1"))
         if (d := _distinct2(words)) is not None:
             distinct.append(d)
         sample["rouge1"] = own[-1]

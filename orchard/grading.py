@@ -19,10 +19,15 @@ def key_fact_recall(answer: str, reference: str) -> float | None:
     return sum(fact in answer for fact in facts) / len(facts) if facts else None
 
 
-def rouge_l(prediction: str, reference: str) -> float:
+def rouge(prediction: str, reference: str, kind: str = "rougeL") -> float:
+    """ROUGE F1 of `prediction` against `reference` (rouge_score: rougeL, rouge1, …)."""
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
+    return rouge_scorer.RougeScorer([kind]).score(reference, prediction)[kind].fmeasure
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    return rouge(prediction, reference, "rougeL")
 
 
 def grounded_reward(answer: str, reference: str) -> float:
