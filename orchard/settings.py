@@ -258,8 +258,9 @@ class Settings(BaseSettings):
         512,
         ge=1,
         le=4096,
-        description="max_tokens the OpenAI gateway sends when a request names none; "
-        "requests may ask for up to 4096.",
+        description="max_tokens the OpenAI gateway sends when a request names none (less "
+        "when the model's context leaves less after the prompt); requests may ask for up "
+        "to 4096.",
     )
 
     # -- names ----------------------------------------------------------------------

@@ -13,7 +13,8 @@ granting either grants both.
 A/B split. A `TrafficSplit` row sends `challenger_percent` % of the requests for the
 `champion` alias to `challenger`: per chat by a hash of the chat id and the percent (one
 conversation stays on one side while the split stands), per request for the gateway.
-The side is stored on the answer (`Message.variant`).
+The side is stored on the answer (`Message.variant`) and on a gateway request's usage
+(`UsageRecord.variant`).
 
 Feature flags. A `FeatureFlag` row is on for a user when it is `enabled` and its `roles`
 list is empty or holds the user's role, and always for the user ids in its `users`. With
@@ -161,17 +162,20 @@ def chat_route(session: Session, settings: Settings, user: User, chat) -> tuple[
     return variant, variant
 
 
-def gateway_route(session: Session, settings: Settings, user: User, model: str) -> str | None:
-    """The model the gateway forwards `model` as, or None when the user may not use it.
-    The champion (by alias or by the bare model name) is split per request."""
+def gateway_route(
+    session: Session, settings: Settings, user: User, model: str
+) -> tuple[str, str | None] | None:
+    """(the model the gateway forwards `model` as, the A/B side or None when the request
+    did not ask for the champion), or None when the user may not use `model`. The champion
+    (by alias or by the bare model name) is split per request."""
     if not may_use(session, settings, user, model):
         return None
     if model == CHAMPION or (
         model == settings.model_name and settings.serve_aliases[0] == CHAMPION
     ):
-        if request_variant(challenger_percent(session, settings)) == CHALLENGER:
-            return CHALLENGER
-    return model
+        variant = request_variant(challenger_percent(session, settings))
+        return (CHALLENGER if variant == CHALLENGER else model), variant
+    return model, None
 
 
 # -- feature flags ------------------------------------------------------------------------

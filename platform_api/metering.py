@@ -84,6 +84,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int
+    variant: str | None = None  # the side of the A/B split that answered, if split
 
 
 def reserve(
@@ -158,6 +159,7 @@ def record_usage(
         completion_tokens=usage.completion_tokens,
         credits=cost,
         latency_ms=usage.latency_ms,
+        variant=usage.variant,
     )
     session.add(record)
     session.flush()

@@ -382,6 +382,7 @@ class UsageRecord(PlatformTable, table=True):
     credits: int = Field(default=0)
     latency_ms: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    variant: str | None = Field(default=None, max_length=16)  # A/B split: which side answered
 
 
 # -- administration ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from platform_api.models import (
     Message,
     MessageFeedback,
     TrafficSplit,
+    UsageRecord,
     utcnow,
 )
 from platform_api.registry import Registry, RegistryError, RegistryUnavailable, VersionNotFound
@@ -120,6 +121,8 @@ class VariantResult(BaseModel):
     thumbs_down: int
     mean_completion_tokens: float | None
     mean_latency_ms: float | None
+    gateway_requests: int = 0  # OpenAI-gateway requests for the champion sent to this side
+    gateway_mean_completion_tokens: float | None = None  # of those that completed
 
 
 class SplitResults(BaseModel):
@@ -200,7 +203,9 @@ def read_split_results(
     ),
 ) -> SplitResults:
     """Per side of the split: answers, thumbs up/down and mean completion tokens and
-    latency, over the answers to chats set to the champion (those the split decides)."""
+    latency, over the answers to chats set to the champion (those the split decides); and
+    the gateway requests for the champion each side took, with their mean completion
+    tokens."""
     query = (
         select(
             Message.variant,
@@ -218,9 +223,19 @@ def read_split_results(
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
         query = query.where(Message.created_at >= since)
     rows = {row[0]: row for row in session.exec(query)}
+    complete_tokens = case(
+        (UsageRecord.status == "complete", UsageRecord.completion_tokens), else_=None
+    )
+    gateway = select(UsageRecord.variant, func.count(UsageRecord.id), func.avg(complete_tokens))
+    gateway = gateway.where(UsageRecord.source == "gateway", UsageRecord.variant.is_not(None))
+    gateway = gateway.group_by(UsageRecord.variant)
+    if since is not None:
+        gateway = gateway.where(UsageRecord.created_at >= since)
+    requests = {row[0]: row for row in session.exec(gateway)}
     variants = []
     for variant in VARIANTS:
         _, messages, up, down, tokens, latency = rows.get(variant, (variant, 0, 0, 0, None, None))
+        _, sent, sent_tokens = requests.get(variant, (variant, 0, None))
         variants.append(
             VariantResult(
                 variant=variant,
@@ -229,6 +244,10 @@ def read_split_results(
                 thumbs_down=down,
                 mean_completion_tokens=None if tokens is None else round(float(tokens), 2),
                 mean_latency_ms=None if latency is None else round(float(latency), 1),
+                gateway_requests=sent,
+                gateway_mean_completion_tokens=None
+                if sent_tokens is None
+                else round(float(sent_tokens), 2),
             )
         )
     return SplitResults(

@@ -11,7 +11,9 @@ cost from serving's `usage` and records it. Errors are OpenAI's error JSON.
 Who may use what: `access.models_for`, the rule set the chats use too (by default everyone
 the served aliases and the bare model name, administrators also any version such as
 `orchard-chat/7`). A request for the champion is sent to the challenger for the A/B
-split's share of requests (`access.gateway_route`).
+split's share of requests (`access.gateway_route`), and the side is recorded with the
+request's usage. A request without `max_tokens` gets `gateway_max_tokens`, or what the
+model's context leaves after the prompt when that is less.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from platform_api.errors import ApiError
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
 from platform_api.plans import grant_due
 from platform_api.schemas import MAX_TOKENS_LIMIT
+from platform_api.serving import fit_max_tokens
 
 router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 
@@ -123,8 +126,8 @@ async def chat_completions(
     if not isinstance(model, str) or not model:
         raise _bad("model is required: one of GET /v1/models", param="model")
     settings = request.app.state.settings
-    target = await run_in_threadpool(gateway_route, session, settings, principal.user, model)
-    if target is None:
+    route = await run_in_threadpool(gateway_route, session, settings, principal.user, model)
+    if route is None:
         usable = await run_in_threadpool(models_for, session, settings, principal.user)
         raise ApiError(
             404,
@@ -133,10 +136,19 @@ async def chat_completions(
             f"Use one of: {usable.describe()}.",
             param="model",
         )
+    target, variant = route
     body["model"] = target
     texts = _texts(body.get("messages"))
+    prompt_bound = prompt_token_bound(texts)
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
         body["max_tokens"] = body["max_completion_tokens"]  # the newer name, same meaning
+    if body.get("max_tokens") is None:
+        # No cap asked for: the default, or what the model's context leaves after the
+        # prompt's bound when that is less (an explicit cap is the caller's: serving
+        # answers context_length_exceeded for one that does not fit, as OpenAI does).
+        context = await request.app.state.turns.contexts.get(target)
+        default = {"max_tokens": settings.gateway_max_tokens}
+        body["max_tokens"] = fit_max_tokens(default, prompt_bound, context)["max_tokens"]
     max_tokens = _int_field(body, "max_tokens", 1, MAX_TOKENS_LIMIT, settings.gateway_max_tokens)
     n = _int_field(body, "n", 1, MAX_CHOICES, 1)
     stream = body.get("stream", False)
@@ -149,7 +161,6 @@ async def chat_completions(
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
     pricing = Pricing.from_settings(settings)
-    prompt_bound = prompt_token_bound(texts)
     await run_in_threadpool(grant_due, session, principal.user)  # this month's plan credits
     try:  # the token limits (429 token_limit), then the credits
         reservation = await run_in_threadpool(
@@ -169,7 +180,7 @@ async def chat_completions(
             f"this request may cost up to {error.amount} credits and the balance is "
             f"{error.balance}: lower max_tokens or ask an administrator for credits",
         ) from None
-    meter = Meter(request, pricing, reservation, model)
+    meter = Meter(request, pricing, reservation, model, variant)
     if stream:
         return await meter.stream(body, wants_usage)
     return await meter.complete(body)
@@ -178,13 +189,21 @@ async def chat_completions(
 class Meter:
     """One metered request to serving; settles exactly once, however it ends."""
 
-    def __init__(self, request: Request, pricing: Pricing, reservation: Reservation, model: str):
+    def __init__(
+        self,
+        request: Request,
+        pricing: Pricing,
+        reservation: Reservation,
+        model: str,
+        variant: str | None,
+    ):
         self.app = request.app
         self.url = f"{request.app.state.settings.serving_base_url}/v1/chat/completions"
         self.client: httpx.AsyncClient = request.app.state.turns.client
         self.pricing = pricing
         self.reservation = reservation
         self.model = model
+        self.variant = variant
         self.started = time.monotonic()
 
     async def settle(
@@ -200,6 +219,7 @@ class Meter:
             prompt_tokens=prompt,
             completion_tokens=completion,
             latency_ms=int((time.monotonic() - self.started) * 1000),
+            variant=self.variant,
         )
         work = asyncio.to_thread(
             settle, self.app.state.engine, self.pricing, self.reservation, usage, "gateway"

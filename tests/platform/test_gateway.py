@@ -98,6 +98,23 @@ def test_a_chat_completion_is_answered_in_openai_shape_and_billed_for_its_usage(
     assert (record.prompt_tokens, record.completion_tokens, record.credits) == (12, 4, 16)
 
 
+def test_a_request_without_max_tokens_gets_what_the_models_context_leaves(api, serving, alice):
+    """serving's models list says the model takes 256 tokens in all: a request naming no
+    max_tokens is sent (and reserved for) what is left after the prompt's upper bound, not
+    the 512 default serving would refuse; a cap the caller set is sent as it is."""
+    for model in serving.models:
+        model["max_model_len"] = 256
+    client = sdk(api, new_key(api, alice))
+    answer = client.chat.completions.create(model="champion", messages=HELLO)
+    assert answer.choices[0].message.content == "Hello, world!"
+    bound = prompt_token_bound(["Hi"])
+    assert serving.requests[-1]["max_tokens"] == 256 - bound
+    debit = api.http.get("/credits", headers=alice.headers).json()["entries"][1]
+    assert debit["kind"] == "debit" and debit["amount"] == 256  # prompt bound + the rest
+    client.chat.completions.create(model="champion", messages=HELLO, max_tokens=20)
+    assert serving.requests[-1]["max_tokens"] == 20
+
+
 def test_streaming_relays_serving_chunks_with_usage_only_when_asked(api, serving, alice):
     client = sdk(api, new_key(api, alice))
     chunks = list(

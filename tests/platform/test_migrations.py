@@ -35,7 +35,7 @@ def test_migrate_creates_the_models_schema_and_is_idempotent(empty_database):
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-            assert version == [("0006",)]
+            assert version == [("0007",)]
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
             assert {"users", "chats", "messages", "credit_ledger"} <= set(

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from platform_api.access import chat_variant
 from platform_api.db import make_engine
-from platform_api.models import Message
+from platform_api.models import Message, UsageRecord
 from tests.platform.conftest import Account, Api, serve_api
 from tests.platform.serving_stub import Reply, ServingStub
 
@@ -186,6 +186,15 @@ def test_at_50_percent_about_half_the_chats_go_to_the_challenger_and_stay_there(
     assert asked.count("challenger") == 2 * challengers
 
 
+def _usage(api: Api) -> list[UsageRecord]:
+    engine = make_engine(api.database_url)
+    try:
+        with Session(engine) as session:
+            return list(session.exec(select(UsageRecord).order_by(UsageRecord.id)))
+    finally:
+        engine.dispose()
+
+
 def test_the_gateway_splits_champion_and_bare_name_requests(api, serving: ServingStub):
     root, alice = api.admin("root"), api.user("alice")
     _grant(api, root, alice)
@@ -210,6 +219,20 @@ def test_the_gateway_splits_champion_and_bare_name_requests(api, serving: Servin
     _split(api, root, 50)
     drawn = ask("champion", 40)
     assert set(drawn) == {"champion", "challenger"}  # per request: both sides, 2^-39 odds
+
+    # Each request's usage records the side that took it; a request that named the
+    # challenger (or a version) is not part of the split.
+    sides = [r.variant for r in _usage(api) if r.source == "gateway"]
+    assert sides[:6] == ["challenger"] * 6 and sides[6] is None
+    assert sides[7:11] == ["champion"] * 4
+    assert sides[11:] == ["champion" if m == "champion" else "challenger" for m in drawn]
+    results = api.http.get("/admin/models/split/results", headers=root.headers).json()
+    counted = {v["variant"]: v["gateway_requests"] for v in results["variants"]}
+    assert counted == {
+        "challenger": 6 + drawn.count("challenger"),
+        "champion": 4 + drawn.count("champion"),
+    }
+    assert {v["gateway_mean_completion_tokens"] for v in results["variants"]} == {4.0}
 
 
 def test_results_count_answers_feedback_and_tokens_per_side(api, serving: ServingStub):
