@@ -11,6 +11,7 @@ from alembic import context
 from sqlalchemy import text
 
 from platform_api.models import metadata
+from platform_api.search import include_object
 
 # Any constant identifies "the platform's migration" among advisory locks.
 MIGRATION_LOCK_ID = 0x0C4A2D
@@ -24,6 +25,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",  # ALTER TABLE on SQLite
     compare_type=True,
+    include_object=include_object,  # the full-text search objects are not in the models
 )
 with context.begin_transaction():
     if connection.dialect.name == "postgresql":

@@ -1,6 +1,6 @@
-"""Administrators: conversation monitoring. Search every user's chats (the same ILIKE
-search as a user's own `/chats/search`), read one, flag it (or one message of it) for
-review, resolve flags, and export conversations as a download.
+"""Administrators: conversation monitoring. Search every user's chats (the full-text
+search of a user's own `/chats/search`, platform_api/search.py), read one, flag it (or
+one message of it) for review, resolve flags, and export conversations as a download.
 
 Administrators reading users' conversations must be accountable for it: besides every
 write, reading a conversation (`conversation.view`), searching message text
@@ -18,16 +18,17 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_
+from sqlalchemy import false, func
 from sqlmodel import Session, select
 
+from platform_api import search
 from platform_api.audit import audit
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, ChatFlag, Message, User, utcnow
-from platform_api.routes.chats import like_pattern, snippet
 from platform_api.schemas import OFFSET_MAX, ChatPublic, MessagePublic, Public, Trimmed
 from platform_api.schemas import Request as RequestBody
+from platform_api.search import SearchQuery
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -38,7 +39,7 @@ SearchText = Query(
     None,
     min_length=1,
     max_length=200,
-    description="Text in a title or a shown message (case-insensitive), as in /chats/search.",
+    description="Words in a title or a shown message, as in /chats/search.",
 )
 
 
@@ -89,17 +90,15 @@ def _open_flag_chats():
     return select(ChatFlag.chat_id).where(ChatFlag.resolved_at.is_(None))
 
 
-def _conversations(q: str | None, user_id: str | None, flagged: Flagged | None):
+def _conversations(session: Session, q: str | None, user_id: str | None, flagged: Flagged | None):
     """Chats (with their owner) matching the filters, newest first."""
     query = select(Chat, User).join(User, User.id == Chat.user_id)
     if user_id is not None:
         query = query.where(Chat.user_id == user_id)
     if q is not None:
-        pattern = like_pattern(q)
-        in_messages = select(Message.chat_id).where(
-            Message.superseded_at.is_(None), Message.content.ilike(pattern, escape="\\")
-        )
-        query = query.where(or_(Chat.title.ilike(pattern, escape="\\"), Chat.id.in_(in_messages)))
+        words = SearchQuery.parse(q)
+        dialect = session.get_bind().dialect.name
+        query = query.where(search.chat_matches(dialect, words) if words else false())
     if flagged == "open":
         query = query.where(Chat.id.in_(_open_flag_chats()))
     elif flagged == "any":
@@ -121,21 +120,23 @@ def _counts(session: Session, column, *where, chat_ids: list[str]) -> dict[str, 
 
 def _snippets(session: Session, q: str, chats: list[Chat]) -> dict[str, str]:
     """The title where it matches, else the first shown message that does."""
-    found = {c.id: c.title for c in chats if q.lower() in c.title.lower()}
-    rest = [c.id for c in chats if c.id not in found]
+    words = SearchQuery.parse(q)
+    if words is None or not chats:
+        return {}
+    dialect = session.get_bind().dialect.name
+    ids = [c.id for c in chats]
+    titled = set(
+        session.exec(select(Chat.id).where(Chat.id.in_(ids), search.title_matches(dialect, words)))
+    )
+    found = {c.id: c.title for c in chats if c.id in titled}
+    rest = [i for i in ids if i not in found]
     if rest:
         for chat_id, content in session.exec(
             select(Message.chat_id, Message.content)
-            .where(
-                Message.chat_id.in_(rest),
-                Message.superseded_at.is_(None),
-                Message.content.ilike(like_pattern(q), escape="\\"),
-            )
+            .where(Message.chat_id.in_(rest), search.message_matches(dialect, words))
             .order_by(Message.seq)
         ):
-            found.setdefault(chat_id, snippet(content, q))
-    for chat in chats:  # matched by the database's case folding, not Python's
-        found.setdefault(chat.id, chat.title)
+            found.setdefault(chat_id, search.snippet(content, words))
     return found
 
 
@@ -200,7 +201,9 @@ def list_conversations(
 ) -> list[ConversationSummary]:
     """Every user's chats, most recently active first. A search of message text is in the
     audit log (`conversation.search`): its snippets show what users wrote."""
-    rows = list(session.exec(_conversations(q, user_id, flagged).offset(offset).limit(limit)))
+    rows = list(
+        session.exec(_conversations(session, q, user_id, flagged).offset(offset).limit(limit))
+    )
     ids = [chat.id for chat, _ in rows]
     message_counts = _counts(
         session, Message.chat_id, Message.superseded_at.is_(None), chat_ids=ids
@@ -246,7 +249,7 @@ def export_conversations(
     out is in the audit log (`conversation.export`)."""
     engine = request.app.state.engine
     with Session(engine) as session:
-        query = _conversations(q, None, flagged).limit(limit)
+        query = _conversations(session, q, None, flagged).limit(limit)
         ids = [chat.id for chat, _ in session.exec(query)]
         audit(session, admin, "conversation.export", q or "", flagged=flagged, chats=ids)
         session.commit()

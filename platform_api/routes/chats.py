@@ -12,6 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session, select
 
+from platform_api import search
 from platform_api.access import check_chat_alias, default_chat_alias
 from platform_api.deps import CurrentUser, SessionDep
 from platform_api.errors import ApiError, not_found
@@ -25,9 +26,9 @@ from platform_api.schemas import (
     MessagePublic,
     SearchHit,
 )
+from platform_api.search import SearchQuery
 
 SEARCH_LIMIT = 50
-SNIPPET_CHARS = 80
 
 router = APIRouter(prefix="/chats", tags=["chats"])
 
@@ -93,50 +94,40 @@ def create_chat(body: ChatCreate, request: Request, user: CurrentUser, session: 
 def search_chats(
     user: CurrentUser,
     session: SessionDep,
-    q: str = Query(min_length=1, max_length=200, description="Text to find (case-insensitive)."),
+    q: str = Query(
+        min_length=1,
+        max_length=200,
+        description="Words to find (all of them; the last one also as a prefix), "
+        'or a "quoted phrase". Case-insensitive; punctuation only separates words.',
+    ),
 ) -> list[SearchHit]:
-    """Chats of the caller whose title or any message contains `q`: a case-insensitive
-    substring match (SQL LIKE/ILIKE), titles first."""
-    pattern = like_pattern(q)
+    """The caller's chats whose title or one shown message holds every word of `q`
+    (full-text search, platform_api/search.py): chats matched by title first, then those
+    matched by a message, each most recently active first."""
+    query = SearchQuery.parse(q)
+    if query is None:
+        return []
+    dialect = session.get_bind().dialect.name
     hits: dict[str, SearchHit] = {}
     for chat in session.exec(
         select(Chat)
-        .where(Chat.user_id == user.id, Chat.title.ilike(pattern, escape="\\"))
-        .order_by(Chat.updated_at.desc())
+        .where(Chat.user_id == user.id, search.title_matches(dialect, query))
+        .order_by(Chat.updated_at.desc(), Chat.id)
         .limit(SEARCH_LIMIT)
     ):
         hits[chat.id] = SearchHit(chat=ChatPublic.model_validate(chat), snippet=chat.title)
     for chat, content in session.exec(
         select(Chat, Message.content)
         .join(Message, Message.chat_id == Chat.id)
-        .where(
-            Chat.user_id == user.id,
-            Message.superseded_at.is_(None),
-            Message.content.ilike(pattern, escape="\\"),
-        )
-        .order_by(Chat.updated_at.desc(), Message.seq)
+        .where(Chat.user_id == user.id, search.message_matches(dialect, query))
+        .order_by(Chat.updated_at.desc(), Chat.id, Message.seq)
         .limit(SEARCH_LIMIT * 4)
     ):
         if chat.id not in hits and len(hits) < SEARCH_LIMIT:
             hits[chat.id] = SearchHit(
-                chat=ChatPublic.model_validate(chat), snippet=snippet(content, q)
+                chat=ChatPublic.model_validate(chat), snippet=search.snippet(content, query)
             )
     return list(hits.values())
-
-
-def like_pattern(q: str) -> str:
-    """`q` as an ILIKE pattern matching it anywhere, its wildcards escaped with `\\`
-    (SQLAlchemy's ILIKE is LOWER() LIKE LOWER() on SQLite, ILIKE on PostgreSQL). The
-    admins' conversation search (routes/admin_monitoring.py) uses it too."""
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def snippet(text: str, q: str) -> str:
-    """The part of `text` around the first `q`, with ellipses where it was cut."""
-    at = max(text.lower().find(q.lower()), 0)
-    start = max(at - SNIPPET_CHARS // 2, 0)
-    piece = text[start : start + SNIPPET_CHARS + len(q)]
-    return ("…" if start else "") + piece + ("…" if start + len(piece) < len(text) else "")
 
 
 @router.get("/{chat_id}", response_model=ChatPublic)

@@ -1,5 +1,5 @@
 """Chats and folders: CRUD, settings, pinning, ownership (another user's chat is a 404,
-never a 403 with data), search over one's own chats, export."""
+never a 403 with data), search over one's own chats (more in test_search.py), export."""
 
 from __future__ import annotations
 
@@ -163,18 +163,6 @@ def test_search_finds_only_the_callers_chats_by_title(api):
     assert hits[0]["snippet"] == "Apple pie recipe"
     empty = api.http.get("/chats/search", params={"q": ""}, headers=alice.headers)
     assert empty.status_code == 422
-
-
-def test_search_treats_like_wildcards_literally(api):
-    alice = api.user("alice")
-    percent = api.chat(alice, title="100% done")
-    api.chat(alice, title="1000 things")
-    underscore = api.chat(alice, title="snake_case")
-    api.chat(alice, title="snakeXcase")
-    by_percent = api.http.get("/chats/search", params={"q": "0%"}, headers=alice.headers).json()
-    assert [h["chat"]["id"] for h in by_percent] == [percent["id"]]
-    by_underscore = api.http.get("/chats/search", params={"q": "e_c"}, headers=alice.headers)
-    assert [h["chat"]["id"] for h in by_underscore.json()] == [underscore["id"]]
 
 
 def test_export_of_an_empty_chat_in_both_formats(api):

@@ -4,14 +4,17 @@ idempotent, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, select
 
 from orchard.settings import Settings
-from platform_api.db import DatabaseURLError, database_url, make_engine, migrate
-from platform_api.models import metadata
+from platform_api import search
+from platform_api.db import DatabaseURLError, alembic_config, database_url, make_engine, migrate
+from platform_api.models import Chat, metadata
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,8 +38,11 @@ def test_migrate_creates_the_models_schema_and_is_idempotent(empty_database):
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-            assert version == [("0007",)]
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert version == [("0008",)]
+            context = MigrationContext.configure(
+                connection,
+                opts={"compare_type": True, "include_object": search.include_object},
+            )
             assert compare_metadata(context, metadata) == []
             assert {"users", "chats", "messages", "credit_ledger"} <= set(
                 inspect(connection).get_table_names()
@@ -91,3 +97,50 @@ def test_database_url_defaults_to_sqlite_under_home_and_normalises_postgres(tmp_
 def test_bad_database_urls_say_what_to_use(tmp_path, url, hint):
     with pytest.raises(DatabaseURLError, match=hint):
         database_url(Settings(home=tmp_path, database_url=url))
+
+
+def test_migrating_indexes_what_was_there_before(empty_database):
+    """Chats and messages written under 0007 are found once 0008 has run."""
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0007")
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, display_name, role, status,"
+                    " totp_enabled, created_at, updated_at) VALUES ('u1', 'a@b.c', 'x', '',"
+                    " 'user', 'active', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO chats (id, user_id, title, model_alias, temperature,"
+                    " max_tokens, system_prompt, tone, pinned, created_at, updated_at)"
+                    " VALUES ('c1', 'u1', 'Old orchard', 'champion', 0.7, 512, '', 'neutral',"
+                    " false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO messages (id, chat_id, seq, role, content, status, created_at,"
+                    " updated_at) VALUES ('m1', 'c1', 1, 'user', 'Cider from russet apples',"
+                    " 'complete', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+    finally:
+        engine.dispose()
+    migrate(empty_database)
+
+    engine = make_engine(empty_database)
+    try:
+        with Session(engine) as session:
+            dialect = engine.dialect.name
+            for q, matched in [("orchard", ["c1"]), ("russet cider", ["c1"]), ("pear", [])]:
+                query = select(Chat.id).where(
+                    search.chat_matches(dialect, search.SearchQuery.parse(q))
+                )
+                assert list(session.exec(query)) == matched, q
+    finally:
+        engine.dispose()
