@@ -42,7 +42,7 @@ def vocabulary(rng: random.Random) -> list[str]:
     words: set[str] = set()
     while len(words) < VOCABULARY:
         words.add("".join(rng.choices(syllables, k=rng.randint(1, 4))))
-    return sorted(words, key=len)  # short words are the frequent ones
+    return sorted(words, key=lambda w: (len(w), w))  # short words are the frequent ones
 
 
 def queries(words: list[str]) -> list[str]:

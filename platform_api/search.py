@@ -9,10 +9,13 @@ separates words, so `q` is never query syntax: `100%`, `e_c`, `a AND b` or a str
 are words to look for, never an error. A `q` without a letter or digit finds nothing.
 
 Where the index lives:
-- PostgreSQL: GIN expression indexes on `to_tsvector('simple', messages.content)` and
-  `to_tsvector('simple', chats.title)` (migration 0008). The `simple` configuration
-  lowercases and keeps every word (no stemming, no stop words: chats are in any language).
-  The queries below spell that expression exactly, or the planner would not use the index.
+- PostgreSQL: a GIN index on `messages.search_vector`, a stored generated column
+  `to_tsvector('simple', content)` (migration 0009: a phrase or prefix match is checked
+  against the stored vector, not by tokenizing the message again), and a GIN expression
+  index on `to_tsvector('simple', chats.title)` (0008; titles are short). The `simple`
+  configuration lowercases and keeps every word (no stemming, no stop words: chats are
+  in any language). The title query spells that expression exactly, or the planner would
+  not use the index.
 - SQLite: an FTS5 index (`search_fts`, unicode61 tokenizer, diacritics folded) over a
   plain table `search_docs` (one row per chat title and per shown message), both kept up to
   date by triggers on `chats` and `messages` (migration 0008). `search_docs` has an
@@ -43,6 +46,9 @@ _TERM = re.compile(r'"([^"]*)"?|(\S+)')
 _WORD = re.compile(r"[^\W_]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL is no text to PostgreSQL
 _SIMPLE = literal_column("'simple'::regconfig")
+# PostgreSQL's stored vector of messages.content (migration 0009); not in the models.
+MESSAGE_VECTOR = "search_vector"
+_message_vector = literal_column(f"messages.{MESSAGE_VECTOR}")
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,8 @@ class SearchQuery:
         return " ".join(quoted)
 
 
-def _ts_match(query: SearchQuery, text_column) -> ColumnElement[bool]:
-    return func.to_tsvector(_SIMPLE, text_column).op("@@")(
-        func.to_tsquery(_SIMPLE, query.tsquery())
-    )
+def _ts_match(query: SearchQuery, vector) -> ColumnElement[bool]:
+    return vector.op("@@")(func.to_tsquery(_SIMPLE, query.tsquery()))
 
 
 def _indexed(kind: str, query: SearchQuery):
@@ -95,7 +99,7 @@ def _indexed(kind: str, query: SearchQuery):
 def title_matches(dialect: str, query: SearchQuery) -> ColumnElement[bool]:
     """A WHERE clause on `Chat`: its title matches."""
     if dialect == "postgresql":
-        return _ts_match(query, Chat.title)
+        return _ts_match(query, func.to_tsvector(_SIMPLE, Chat.title))
     return Chat.id.in_(_indexed("title", query))
 
 
@@ -104,7 +108,7 @@ def message_matches(dialect: str, query: SearchQuery) -> ColumnElement[bool]:
     text matches."""
     if dialect == "postgresql":
         return (
-            _ts_match(query, Message.content)
+            _ts_match(query, _message_vector)
             & Message.superseded_at.is_(None)
             & (Message.status != "streaming")
         )
@@ -131,9 +135,11 @@ def snippet(text: str, query: SearchQuery) -> str:
 
 
 def include_object(_object, name: str | None, type_: str, _reflected, _compare_to) -> bool:
-    """Alembic's `include_object`: leave out the search objects of migration 0008, which
-    the models do not declare: SQLite's tables (FTS5 adds shadow tables `search_fts_*`)
-    and PostgreSQL's expression indexes (`ix_*_search`)."""
+    """Alembic's `include_object`: leave out the search objects of migrations 0008 and
+    0009, which the models do not declare: SQLite's tables (FTS5 adds shadow tables
+    `search_fts_*`), PostgreSQL's indexes (`ix_*_search`) and its stored vector column."""
     if type_ == "table":
         return not (name or "").startswith(SEARCH_TABLES)
+    if type_ == "column":
+        return name != MESSAGE_VECTOR
     return not (type_ == "index" and (name or "").endswith("_search"))

@@ -38,7 +38,7 @@ def test_migrate_creates_the_models_schema_and_is_idempotent(empty_database):
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-            assert version == [("0008",)]
+            assert version == [("0009",)]
             context = MigrationContext.configure(
                 connection,
                 opts={"compare_type": True, "include_object": search.include_object},
@@ -100,7 +100,7 @@ def test_bad_database_urls_say_what_to_use(tmp_path, url, hint):
 
 
 def test_migrating_indexes_what_was_there_before(empty_database):
-    """Chats and messages written under 0007 are found once 0008 has run."""
+    """Chats and messages written under 0007 are found once 0008 and 0009 have run."""
     engine = make_engine(empty_database)
     try:
         with engine.begin() as connection:
@@ -137,7 +137,13 @@ def test_migrating_indexes_what_was_there_before(empty_database):
     try:
         with Session(engine) as session:
             dialect = engine.dialect.name
-            for q, matched in [("orchard", ["c1"]), ("russet cider", ["c1"]), ("pear", [])]:
+            for q, matched in [
+                ("orchard", ["c1"]),
+                ("russet cider", ["c1"]),
+                ('"russet apples"', ["c1"]),
+                ('"apples russet"', []),
+                ("pear", []),
+            ]:
                 query = select(Chat.id).where(
                     search.chat_matches(dialect, search.SearchQuery.parse(q))
                 )
