@@ -267,10 +267,15 @@ def test_the_375_px_layout_never_scrolls_sideways(browser, product, request):
             "(m => m.scrollWidth - m.clientWidth)(document.querySelector('main'))"
         )
         assert sideways <= 0, f"{path}: <main> scrolls {sideways} px sideways at 375 px"
-    # the users table is wider than a phone: it scrolls inside its card
+    # on a phone each user is a block: nothing scrolls inside the card, and a user's
+    # controls (role, ban, grant credits) are on screen without scrolling
     table = admin.get_by_test_id("users-table-scroll")
-    expect(admin.get_by_test_id("user-row").first).to_be_visible()
-    assert table.evaluate("t => t.scrollWidth > t.clientWidth && t.clientWidth <= 375")
+    row = admin.get_by_test_id("user-row").first
+    expect(row).to_be_visible()
+    assert table.evaluate("t => t.scrollWidth <= t.clientWidth")
+    for control in ("user-role", "user-ban", "user-grant"):
+        box = row.get_by_test_id(control).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, (control, box)
     screenshot(admin, "admin-users-375px")
 
     # conversation monitoring: find pat's chat by its text, flag the answer, see it flagged

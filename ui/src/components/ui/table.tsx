@@ -1,7 +1,9 @@
+import type { ReactNode } from "react";
 import { cn } from "../../lib/cn";
 
-/** A column heading: its label, right-aligned for figures. */
-export type Column = string | { label: string; right?: boolean };
+/** A column heading: its label, right-aligned for figures; with an `icon`, the icon is
+ * shown and the label is left for screen readers. */
+export type Column = string | { label: string; right?: boolean; icon?: ReactNode };
 
 /** The header row of the app's data tables (the last column has no right padding). */
 export function TableHead({ columns }: { columns: Column[] }) {
@@ -9,10 +11,17 @@ export function TableHead({ columns }: { columns: Column[] }) {
     <thead className="text-left text-muted-foreground">
       <tr>
         {columns.map((c, i) => {
-          const { label, right } = typeof c === "string" ? { label: c, right: false } : c;
+          const { label, right, icon } = typeof c === "string" ? { label: c, right: false, icon: undefined } : c;
           return (
             <th key={label} className={cn("py-1 font-medium", i < columns.length - 1 && "pr-3", right && "text-right")}>
-              {label}
+              {icon ? (
+                <span className={cn("inline-flex", right && "justify-end")} title={label}>
+                  {icon}
+                  <span className="sr-only">{label}</span>
+                </span>
+              ) : (
+                label
+              )}
             </th>
           );
         })}

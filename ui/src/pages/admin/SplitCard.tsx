@@ -1,3 +1,4 @@
+import { ThumbsDown, ThumbsUp } from "lucide-react";
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { api, ApiError, describeError } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
@@ -110,7 +111,8 @@ export function SplitCard() {
           <div className="mt-3 overflow-x-auto">
             <table className="w-full min-w-[32rem] text-sm" data-testid="split-results">
               <TableHead
-                columns={["Side", { label: "Answers", right: true }, { label: "👍", right: true }, { label: "👎", right: true },
+                columns={["Side", { label: "Answers", right: true }, { label: "Thumbs up", right: true, icon: <ThumbsUp className="size-3.5" aria-hidden /> },
+                  { label: "Thumbs down", right: true, icon: <ThumbsDown className="size-3.5" aria-hidden /> },
                   { label: "Mean tokens", right: true }, { label: "Mean latency", right: true }]}
               />
               <tbody>

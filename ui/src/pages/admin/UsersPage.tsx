@@ -215,10 +215,11 @@ export function UsersPage() {
       {!users ? (
         <Spinner />
       ) : (
-        // the table scrolls inside its card on a phone; the page itself never does
-        <div className="overflow-x-auto" data-testid="users-table-scroll">
-          <table className="w-full min-w-[60rem] text-sm">
-            <thead className="text-left text-muted-foreground">
+        // a table from md up (scrolling inside its card if the screen is narrower than it);
+        // on a phone each user is a block of its own, with the labels the header gave
+        <div className="md:overflow-x-auto" data-testid="users-table-scroll">
+          <table className="w-full text-sm max-md:block md:min-w-[60rem]">
+            <thead className="text-left text-muted-foreground max-md:hidden">
               <tr>
                 <th className="py-1 pr-3 font-medium">User</th>
                 <th className="py-1 pr-3 font-medium">Role</th>
@@ -229,17 +230,22 @@ export function UsersPage() {
                 <th className="py-1 font-medium" />
               </tr>
             </thead>
-            <tbody>
+            <tbody className="max-md:block">
               {shown.map((u) => {
                 const self = u.id === me?.id;
                 return (
-                  <tr key={u.id} data-testid="user-row" data-user-id={u.id} className="border-t border-border">
-                    <td className="py-2 pr-3">
+                  <tr
+                    key={u.id}
+                    data-testid="user-row"
+                    data-user-id={u.id}
+                    className="border-t border-border max-md:flex max-md:flex-wrap max-md:items-center max-md:gap-x-3 max-md:gap-y-2 max-md:py-3"
+                  >
+                    <td className="py-2 pr-3 max-md:w-full max-md:p-0">
                       <div className="font-medium break-all">{u.email}</div>
                       {u.display_name && <div className="text-xs text-muted-foreground">{u.display_name}</div>}
                       {u.totp_enabled && <Badge className="mt-1">2FA</Badge>}
                     </td>
-                    <td className="py-2 pr-3">
+                    <td className="py-2 pr-3 max-md:p-0">
                       <Select
                         aria-label={`Role of ${u.email}`}
                         data-testid="user-role"
@@ -252,16 +258,16 @@ export function UsersPage() {
                         <option value="admin">admin</option>
                       </Select>
                     </td>
-                    <td className="py-2 pr-3">
+                    <td className="py-2 pr-3 max-md:p-0">
                       <Badge data-testid="user-status" className={u.status !== "active" ? "text-destructive" : undefined}>
                         {u.status}
                       </Badge>
                     </td>
-                    <td className="py-2 pr-3">
+                    <td className="py-2 pr-3 max-md:p-0">
                       <Select
                         aria-label={`Plan of ${u.email}`}
                         data-testid="user-plan"
-                        className="w-36"
+                        className="w-36 max-md:w-auto"
                         value={u.plan_id ?? ""}
                         onChange={(e) => patch(u, { plan_id: e.target.value || null })}
                       >
@@ -274,13 +280,15 @@ export function UsersPage() {
                         {u.plan_id && !plans.some((p) => p.id === u.plan_id) && <option value={u.plan_id}>unknown plan</option>}
                       </Select>
                     </td>
-                    <td className="py-2 pr-3 text-xs" data-testid="user-limits">
+                    <td className="py-2 pr-3 text-xs max-md:w-full max-md:p-0 max-md:before:content-['Token_limits:_']" data-testid="user-limits">
                       {ownLimits(u)}
                       {u.limits_reset_at && <div className="text-muted-foreground">reset {formatDateTime(u.limits_reset_at)}</div>}
                     </td>
-                    <td className="py-2 pr-3 whitespace-nowrap">{formatDateTime(u.created_at)}</td>
-                    <td className="py-2">
-                      <div className="flex justify-end gap-2">
+                    <td className="py-2 pr-3 whitespace-nowrap max-md:w-full max-md:p-0 max-md:text-xs max-md:text-muted-foreground max-md:before:content-['Joined_']">
+                      {formatDateTime(u.created_at)}
+                    </td>
+                    <td className="py-2 max-md:w-full max-md:p-0">
+                      <div className="flex justify-end gap-2 max-md:flex-wrap max-md:justify-start">
                         {u.status === "active" ? (
                           <Button size="sm" variant="destructive" data-testid="user-ban" disabled={self} onClick={() => patch(u, { status: "banned" })}>
                             Ban
