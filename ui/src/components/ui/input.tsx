@@ -2,26 +2,19 @@ import { forwardRef, useId, type InputHTMLAttributes, type ReactNode, type Texta
 import { cn } from "../../lib/cn";
 
 const base =
-  "rounded-md border border-input bg-background px-3 text-sm placeholder:text-muted-foreground " +
+  "w-full rounded-md border border-input bg-background px-3 py-2 text-sm placeholder:text-muted-foreground " +
   "focus-visible:outline-2 focus-visible:outline-offset-1 focus-visible:outline-ring disabled:opacity-50 aria-[invalid=true]:border-destructive";
-
-/** The control's classes: full width unless `className` sets a width (`cn` only joins
- * classes, and with both `w-full` and `w-20` the stylesheet's order, not the caller, wins). */
-export function controlClass(own: string, className?: string): string {
-  const width = /(^|\s)w-/.test(className ?? "") ? null : "w-full";
-  return cn(base, width, own, className);
-}
 
 export const Input = forwardRef<HTMLInputElement, InputHTMLAttributes<HTMLInputElement>>(function Input(
   { className, ...props },
   ref,
 ) {
-  return <input ref={ref} className={controlClass("h-9 py-2", className)} {...props} />;
+  return <input ref={ref} className={cn(base, "h-9", className)} {...props} />;
 });
 
 export const Textarea = forwardRef<HTMLTextAreaElement, TextareaHTMLAttributes<HTMLTextAreaElement>>(
   function Textarea({ className, ...props }, ref) {
-    return <textarea ref={ref} className={controlClass("py-2", className)} {...props} />;
+    return <textarea ref={ref} className={cn(base, className)} {...props} />;
   },
 );
 
@@ -29,7 +22,7 @@ export const Select = forwardRef<HTMLSelectElement, React.SelectHTMLAttributes<H
   { className, ...props },
   ref,
 ) {
-  return <select ref={ref} className={controlClass("h-9 py-1", className)} {...props} />;
+  return <select ref={ref} className={cn(base, "h-9 py-1", className)} {...props} />;
 });
 
 /** A labelled form control with its error: renders `children({id, describedBy, invalid})`. */
