@@ -22,8 +22,11 @@ UI_INPUTS := $(UI)/package.json $(UI)/package-lock.json \
 run: install demo-site
 	$(BIN)/orchard run $(if $(SEED),--seed $(SEED))
 
+# pytest on both cores: the session stack's tests on one worker, the other modules spread
+# over both (tests/conftest.py); `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
 test: install test-services ui-test
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 install: $(STAMP) ui
 

@@ -106,6 +106,10 @@ class ContextLengths:
         self._lengths: dict[str, int] = {}
         self._read_at = float("-inf")
 
+    def forget(self) -> None:
+        """Read serving's list again at the next `get` (serving's models changed)."""
+        self._read_at = float("-inf")
+
     async def get(self, model: str) -> int | None:
         now = time.monotonic()
         if now - self._read_at >= self.ttl_s:

@@ -39,6 +39,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
+# -- running on two cores (pytest-xdist) --------------------------------------------------
+# `make test` runs `pytest -n 2 --dist loadgroup`. Every test that uses the session's
+# `stack` runs on one worker, in file order (one stack, started once, stopped by
+# test_stack.py's last test); every other module is a unit of its own, so its
+# module-scoped fixtures (the platform tests' servers, a serving stack) start once.
+STACK_GROUP = "stack"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The session stack's tests first (in file order), then the rest (in file order):
+    under xdist the stack group is the longest unit, so it starts first."""
+    stack = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
+    for item in stack:
+        item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
+    chosen = set(map(id, stack))
+    items[:] = stack + [item for item in items if id(item) not in chosen]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadGroupScheduling
+
+    class StackThenModules(LoadGroupScheduling):
+        """xdist's loadgroup, with a module as the unit of an ungrouped test (loadgroup
+        alone sends each ungrouped test anywhere on its own)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            if "@" in nodeid:
+                return nodeid.rsplit("@", 1)[-1]
+            return nodeid.split("::", 1)[0]
+
+    return StackThenModules(config, log)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

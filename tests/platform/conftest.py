@@ -4,7 +4,11 @@ talking to a stand-in serving app (`serving_stub.py`).
 
 PostgreSQL: one throwaway server per test session (`postgres.py`); a template database
 is migrated once, and each test gets its own copy of it. Without PostgreSQL binaries the
-PostgreSQL half is skipped locally and fails in CI (CI=true).
+PostgreSQL half is skipped locally and fails in CI (CI=true). SQLite: a template file is
+migrated once and copied for each test.
+
+The tests of a module share one platform API server per backend (`PlatformPool`): each
+test still gets a fresh database, a reset rate limiter and a reset serving stub.
 
 Argon2 runs with small parameters here, through the app's own `PlatformOptions`; a test
 checks that the app's defaults are the library's.
@@ -13,11 +17,14 @@ checks that the app's defaults are the library's.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pyotp
@@ -69,21 +76,105 @@ def postgres() -> Iterator[PostgresServer]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'platform.db'}"
-        return
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = server.create_database(template=TEMPLATE_DB)
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite platform database migrated to head once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "platform.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+class PlatformPool:
+    """The platform API servers of one test module: one per database backend, reused by
+    every test of the module whose settings are the same, each test on a fresh copy of a
+    migrated database at the same URL (SQLite: the template file copied over; PostgreSQL:
+    the database dropped and re-created from the template). Starting an app (routes,
+    lifespan, uvicorn) costs about a second; a copy of the database a few milliseconds.
+
+    A test whose settings differ from the running server's (a module's own `settings`
+    fixture) gets a new server, which replaces that backend's old one."""
+
+    def __init__(self, root: Path, request: pytest.FixtureRequest) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.request = request
+        self.servers: dict[str, tuple[Settings, LiveServer]] = {}
+        self.pg_name = f"m_{uuid.uuid4().hex[:12]}"
+        self.pg_server: PostgresServer | None = None
+
+    def fresh_database(self, backend: str, sqlite_template: Path) -> str:
+        """The backend's database URL, its content reset to the migrated template."""
+        running = self.servers.get(backend)
+        if running:  # no pooled connection may outlive the old content
+            engine = getattr(running[1].app.state, "engine", None)
+            if engine is not None:
+                engine.dispose()
+        if backend == "sqlite":
+            path = self.root / "sqlite" / "platform.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            shutil.copyfile(sqlite_template, path)
+            return f"sqlite:///{path}"
+        server: PostgresServer = self.request.getfixturevalue("postgres")
+        self.pg_server = server
+        with server.connect() as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {self.pg_name} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {self.pg_name} TEMPLATE {TEMPLATE_DB}")
+        return server.url(self.pg_name)
+
+    @contextmanager
+    def api(self, settings: Settings, database_url: str) -> Iterator[Api]:
+        backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+        running = self.servers.get(backend)
+        if running and running[0] == settings and running[1].thread.is_alive():
+            server = running[1]
+            server.app.state.rate_limiter.storage.reset()
+            server.app.state.turns.contexts.forget()
+        else:
+            if running:
+                running[1].stop()
+            server = LiveServer(create_app(settings, FAST_ARGON2))
+            server.start()
+            self.servers[backend] = (settings, server)
+        http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
+        try:
+            yield Api(http=http, root=server.url, settings=settings, database_url=database_url)
+        finally:
+            http.close()
+            if not server.quiesce():  # a turn still running would write into the next test
+                server.stop()
+                del self.servers[backend]
+
+    def close(self) -> None:
+        for _settings, server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+        if self.pg_server is not None:
+            self.pg_server.drop_database(self.pg_name)
+
+
+@pytest.fixture(scope="module")
+def platform_pool(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PlatformPool]:
+    pool = PlatformPool(tmp_path_factory.mktemp("platform"), request)
     try:
-        yield server.url(name)
+        yield pool
     finally:
-        server.drop_database(name)
+        pool.close()
 
 
-@pytest.fixture
-def serving() -> Iterator[ServingStub]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, platform_pool: PlatformPool, sqlite_template: Path
+) -> str:
+    """The module's database for this backend, fresh for each test."""
+    return platform_pool.fresh_database(request.param, sqlite_template)
+
+
+@pytest.fixture(scope="module")
+def serving_stub() -> Iterator[ServingStub]:
     stub = ServingStub()
     try:
         yield stub
@@ -92,10 +183,25 @@ def serving() -> Iterator[ServingStub]:
 
 
 @pytest.fixture
-def settings(clean_env, database_url: str, serving: ServingStub) -> Settings:
-    # No Starter plan: each test makes the plans and grants it needs.
+def serving(serving_stub: ServingStub) -> ServingStub:
+    """The module's stub, reset (and listening again if a test stopped it)."""
+    serving_stub.reset()
+    if serving_stub.stopped:
+        serving_stub.start()
+    return serving_stub
+
+
+@pytest.fixture
+def settings(
+    clean_env, platform_pool: PlatformPool, database_url: str, serving: ServingStub
+) -> Settings:
+    # No Starter plan: each test makes the plans and grants it needs. The home is the
+    # module's, so the module's tests share one server (its secrets live there).
     return Settings(
-        home=clean_env, database_url=database_url, serving_url=serving.url, starter_plan_credits=0
+        home=platform_pool.home,
+        database_url=database_url,
+        serving_url=serving.url,
+        starter_plan_credits=0,
     )
 
 
@@ -103,6 +209,7 @@ class LiveServer:
     """uvicorn serving `app` in a thread, lifespan included (so migrations run)."""
 
     def __init__(self, app) -> None:
+        self.app = app
         self.port = free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=5
@@ -125,6 +232,17 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+    def quiesce(self, timeout: float = 30) -> bool:
+        """Wait until no request is being handled and no chat turn is running; False if
+        that did not happen within `timeout` (or the server is gone)."""
+        deadline = time.monotonic() + timeout
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            turns = getattr(self.app.state, "turns", None)
+            if not self.server.server_state.tasks and not (turns and turns.running):
+                return True
+            time.sleep(0.02)
+        return False
 
 
 @dataclass
@@ -196,8 +314,8 @@ def serve_api(
 
 
 @pytest.fixture
-def api(settings: Settings, database_url: str) -> Iterator[Api]:
-    with serve_api(settings, database_url) as api:
+def api(settings: Settings, database_url: str, platform_pool: PlatformPool) -> Iterator[Api]:
+    with platform_pool.api(settings, database_url) as api:
         yield api
 
 

@@ -40,16 +40,7 @@ class Reply:
 
 class ServingStub:
     def __init__(self) -> None:
-        self.replies: deque[Reply] = deque()
-        self.requests: list[dict] = []
-        self.holding = threading.Event()  # set while a reply is held
-        self.released = threading.Event()
-        self.finished = threading.Event()  # set when a handler is done with its request
-        self.hangups = 0  # streams the platform closed before the end
-        self.models = [  # what GET /v1/models lists, like serving's directory
-            {"id": name, "object": "model", "created": 0, "owned_by": "orchard"}
-            for name in ("orchard-chat", "champion", "challenger", "orchard-chat/3")
-        ]
+        self.reset()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +48,14 @@ class ServingStub:
 
             def log_message(self, *args) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                stub.connections.add(self.connection)
+
+            def finish(self) -> None:
+                stub.connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 if self.path == "/v1/models":
@@ -72,15 +71,40 @@ class ServingStub:
                 finally:
                     stub.finished.set()
 
+        self.handler = Handler
+        self.connections: set[socket.socket] = set()  # open keep-alive connections
         self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.stopped = True
+        self.start()
+
+    def start(self) -> None:
+        """Listen (again, after `stop`: on the same port, so the platform's URL holds)."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+        self.stopped = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        """Back to a new stub's state (a stub is shared by the tests of a module): no
+        scripted replies, no recorded requests, the default model list; a reply still held
+        by an earlier test is released first."""
+        if hasattr(self, "released"):
+            self.released.set()
+        self.replies: deque[Reply] = deque()
+        self.requests: list[dict] = []
+        self.holding = threading.Event()  # set while a reply is held
+        self.released = threading.Event()
+        self.finished = threading.Event()  # set when a handler is done with its request
+        self.hangups = 0  # streams the platform closed before the end
+        self.models = [  # what GET /v1/models lists, like serving's directory
+            {"id": name, "object": "model", "created": 0, "owned_by": "orchard"}
+            for name in ("orchard-chat", "champion", "challenger", "orchard-chat/3")
+        ]
 
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -89,10 +113,19 @@ class ServingStub:
         self.released.set()
 
     def stop(self) -> None:
+        """Stop listening (serving down); `start` brings it back on the same port."""
         self.release()
+        if self.stopped:
+            return
         self.server.shutdown()
         self.server.server_close()
+        for connection in list(self.connections):  # a kept-alive connection answers too
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.thread.join(10)
+        self.stopped = True
 
     # -- the endpoint -------------------------------------------------------------------
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
