@@ -79,13 +79,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Re-resolve and pin every dependency (after editing pyproject.toml).
+# Re-resolve and pin every dependency (after editing pyproject.toml). Local version labels
+# are dropped (torch==2.13.0+cpu -> torch==2.13.0): PyPI hosts none, so a pin with one
+# installs only where that wheel happens to lie on disk (tests/unit/test_lock.py).
+STRIP_LOCAL := sed -E 's/^([A-Za-z0-9._-]+==[^+;[:space:]]+)\+[^;[:space:]]+/\1/'
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q -e '.[dev]'
 	{ echo "# The full resolved dependency set, used as pip constraints by 'make install'."; \
 	  echo "# Regenerate with 'make lock' after changing pyproject.toml dependencies."; \
-	  .venv-lock/bin/pip freeze --exclude-editable; } > requirements.lock
+	  .venv-lock/bin/pip freeze --exclude-editable | $(STRIP_LOCAL); } > requirements.lock
 	rm -rf .venv-lock
 
 down:

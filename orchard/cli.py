@@ -82,7 +82,7 @@ def _print_password_once(password: str | None) -> None:
 
 @app.command()
 def up(services: ServicesArg = None) -> None:
-    """Start the local stack (Ray, MLflow, Airflow, platform API) and wait until healthy."""
+    """Start the local stack (Ray, MLflow, Serve, Airflow, API, demo site); wait until healthy."""
     settings = _settings()
     password = _bring_up(settings, services)
     _print_urls(settings)
@@ -241,7 +241,8 @@ def run(
     console.print(f"[green]{settings.pipeline_dag} succeeded.[/] New model version: {url}")
     console.print("Open:")
     _print_urls(settings)
-    console.print("Stop everything with: orchard down")
+    # `make run` calls .venv/bin/orchard, which is not on PATH: name the command as invoked.
+    console.print(f"Stop everything with: {sys.argv[0]} down")
 
 
 def main() -> None:
