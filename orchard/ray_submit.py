@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from orchard.credentials import ray_auth_headers
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.stack.services import ray_auth_headers
 from orchard.steps import MANIFEST, Manifest, StepConfig, locate
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
