@@ -180,6 +180,7 @@ def trigger_and_wait(settings: Settings, dag_id: str, conf: dict, wait: bool) ->
     """Trigger `dag_id`; with `wait`, follow it to its end and return its run id."""
     from orchard.airflow_client import AirflowClient
     from orchard.pipeline import follow, run_url
+    from orchard.progress import ProgressDisplay, ProgressTracker
 
     with AirflowClient.from_settings(settings) as client:
         client.wait_for_dag(dag_id)
@@ -188,9 +189,22 @@ def trigger_and_wait(settings: Settings, dag_id: str, conf: dict, wait: bool) ->
         console.print(f"triggered {dag_id}: {run_url(settings, dag_id, run_id)}")
         if not wait:
             return None
-        follow(
-            settings, client, dag_id, run_id, on_state=lambda s: console.print(f"  {dag_id}: {s}")
+        # The build's stages are runs of their own DAGs: show their tasks.
+        followed = (
+            [settings.pipeline_head, *settings.pipeline_followers]
+            if dag_id == settings.pipeline_dag
+            else []
         )
+        tracker = ProgressTracker(client, dag_id, run_id, followed)
+        with ProgressDisplay(console, tracker) as progress:
+            follow(
+                settings,
+                client,
+                dag_id,
+                run_id,
+                on_state=lambda s: console.print(f"  {dag_id}: {s}"),
+                on_poll=progress.update,
+            )
         return run_id
 
 
