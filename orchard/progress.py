@@ -6,6 +6,7 @@ assets started: `orchard_data` ... `orchard_posttrain`), how long it has been ru
 and, for a training step, its step count and loss:
 
     orchard_build 14m02s · orchard_pretrain.pretrain 3m12s · step 120/400 · loss 5.3120
+    orchard_pretrain 2m11s · pretrain 2m03s · step 100/400 · loss 1.7006
 
 Sources, all already there:
 - the task instances of Airflow's REST API v2: the followed run's, and the running ones of
@@ -132,7 +133,8 @@ class Snapshot:
             return f"{head} · {self.state}"
         parts = [head]
         for task, progress in self.tasks:
-            part = task.name
+            # The followed run's own tasks go by their task id; its stages' by dag.task.
+            part = task.name.removeprefix(f"{self.dag_id}.")
             if task.started:
                 part += f" {elapsed((now - task.started).total_seconds())}"
             if progress:

@@ -51,13 +51,13 @@ def task_instance(dag_id: str, run_id: str, task_id: str, state: str | None, sta
         "max_tries": 2,
         "task_display_name": task_id,
         "dag_display_name": dag_id,
-        "hostname": "orchard-host" if state else "",
+        "hostname": "vm" if state else "",
         "unixname": "root",
         "pool": "default_pool",
         "pool_slots": 1,
         "queue": "default",
         "priority_weight": 1,
-        "operator": "@task",
+        "operator": "_PythonDecoratedOperator",
         "operator_name": "@task",
         "queued_when": start,
         "scheduled_when": start,
@@ -86,15 +86,29 @@ BUILD_RUN_ENTRY = {
     "conf": {"data": {}},
 }
 
+
+def log_entry(event: str) -> dict:
+    """One entry of a task log's `content`, as Airflow 3.3 returns it for task output."""
+    return {
+        "timestamp": "2026-12-07T06:11:34.752182Z",
+        "event": event,
+        "level": "info",
+        "logger": "task.stdout",
+    }
+
+
 # Lines as the pretrain task's Airflow log carries them: run_ray_job's prefix, then the
-# Ray Train worker's.
+# Ray Train worker's (colored by Ray).
+WORKER = "[ray job] \x1b[36m(RayTrainWorker pid=2165)\x1b[0m "
 LOG_START = [
-    {"timestamp": "2026-12-07T06:10:50Z", "event": "submitted Ray job orchard_pretrain-a1"},
-    {"event": '[ray job] (RayTrainWorker pid=9170) {"loss": 7.71, "step": 110}'},
-    {"event": "[ray job] (RayTrainWorker pid=9170) step 110/400 loss 7.7100"},
-    {"event": "[ray job] (RayTrainWorker pid=9170) step 120/400 loss 5.3120"},
+    log_entry("submitted Ray job orchard_pretrain-manual__2026-12-07T06-10-48-pretrain-a1"),
+    log_entry(WORKER + "> total number of samples: 2373"),
+    log_entry(WORKER + '{"loss": 7.71, "lr": 0.0006, "step": 110, "tokens": 28160}'),
+    log_entry(WORKER + "step 110/400 loss 7.7100"),
+    log_entry(WORKER + '{"loss": 5.312, "lr": 0.0006, "step": 120, "tokens": 30720}'),
+    log_entry(WORKER + "step 120/400 loss 5.3120"),
 ]
-LOG_MORE = [{"event": "[ray job] (RayTrainWorker pid=9170) step 130/400 loss 5.0010"}]
+LOG_MORE = [log_entry(WORKER + "step 130/400 loss 5.0010")]
 
 
 class AirflowStandIn:
@@ -178,8 +192,8 @@ class AirflowStandIn:
         ):
             self.log_calls.append(query)
             if "token" not in query:
-                return {"content": LOG_START, "continuation_token": "after-4-lines"}
-            return {"content": LOG_MORE, "continuation_token": "after-5-lines"}
+                return {"content": LOG_START, "continuation_token": "after-6-lines"}
+            return {"content": LOG_MORE, "continuation_token": "after-7-lines"}
         if path == f"/api/v2/dags/orchard_build/dagRuns/{BUILD_RUN}/taskInstances/pretrain/logs/1":
             follows = "following http://127.0.0.1:8080/dags/orchard_pretrain/runs/x"
             return {"content": [{"event": follows}], "continuation_token": "after-1-line"}
@@ -222,7 +236,7 @@ def test_the_task_log_is_read_on_from_where_it_left_off(airflow):
     follow.snapshot(BUILD_RUN_ENTRY)
     line = follow.snapshot(BUILD_RUN_ENTRY).line(NOW)
     assert line.endswith("step 130/400 · loss 5.0010")
-    assert [call.get("token") for call in airflow.log_calls] == [None, "after-4-lines"]
+    assert [call.get("token") for call in airflow.log_calls] == [None, "after-6-lines"]
 
 
 def test_the_log_is_read_at_most_every_log_every_seconds(airflow):
@@ -236,7 +250,7 @@ def test_the_log_is_read_at_most_every_log_every_seconds(airflow):
 def test_between_two_stages_the_builds_own_task_shows(airflow):
     airflow.stage = "between"
     line = tracker(airflow).snapshot(BUILD_RUN_ENTRY).line(NOW)
-    assert line == "orchard_build 14m01s · orchard_build.pretrain 4m32s"
+    assert line == "orchard_build 14m01s · pretrain 4m32s"
 
 
 def test_a_run_with_nothing_running_shows_its_state(airflow):
@@ -256,7 +270,7 @@ def test_plain_output_prints_a_line_per_change_not_per_poll(airflow):
     lines = out.getvalue().splitlines()
     assert [line.split(" · ", 1)[1].split(" ")[0] for line in lines] == [
         "orchard_pretrain.pretrain",
-        "orchard_build.pretrain",
+        "pretrain",
         "orchard_pretrain.pretrain",
     ]
     assert "\r" not in out.getvalue()
