@@ -159,6 +159,19 @@ def test_the_local_stack_gives_its_airflow_user_the_password_setting(clean_env, 
     assert not credentials.airflow_password_file(settings).exists()
 
 
+def test_ray_jobs_do_not_get_the_airflow_login(clean_env, monkeypatch):
+    from orchard.ray_submit import job_env
+
+    monkeypatch.setenv("ORCHARD_AIRFLOW_PASSWORD", "s3cret-from-settings")
+    monkeypatch.setenv("ORCHARD_AIRFLOW_TOKEN", "a-token")
+    settings = load_settings()
+    env = job_env(settings)
+    assert "s3cret-from-settings" not in env.values() and "a-token" not in env.values()
+    assert env["ORCHARD_HOME"] == str(settings.home)
+    # Airflow's own processes (the stack's) do get it: DAG tasks sign in with it.
+    assert settings.to_env()["ORCHARD_AIRFLOW_PASSWORD"] == "s3cret-from-settings"
+
+
 def test_generated_secrets_are_private_and_stable(clean_env):
     secrets_dir = load_settings().secrets_dir
     value, created = credentials.get_or_create(secrets_dir, "some-key")
