@@ -187,17 +187,27 @@ class ProgressTracker:
         return Snapshot(self.dag_id, run.get("state") or "queued", started, shown)
 
     def _progress(self, task: RunningTask) -> TrainingProgress | None:
+        """The task's latest progress line; the last one known while its log cannot be
+        read (not written yet, Airflow busy)."""
+        import httpx
+
+        from orchard.errors import OrchardError
+
         cursor = self._logs.setdefault(task.key, _LogCursor())
         if time.monotonic() - cursor.read_at >= self.log_every:
             cursor.read_at = time.monotonic()
-            text, cursor.token = self.client.task_log_since(
-                task.dag_id,
-                task.run_id,
-                task.task_id,
-                task.try_number,
-                map_index=task.map_index,
-                token=cursor.token,
-            )
+            try:
+                text, token = self.client.task_log_since(
+                    task.dag_id,
+                    task.run_id,
+                    task.task_id,
+                    task.try_number,
+                    map_index=task.map_index,
+                    token=cursor.token,
+                )
+            except (OrchardError, httpx.HTTPError):
+                return cursor.progress
+            cursor.token = token
             cursor.progress = TrainingProgress.last_in(text) or cursor.progress
         return cursor.progress
 

@@ -118,6 +118,7 @@ class AirflowStandIn:
 
     def __init__(self) -> None:
         self.stage = "training"
+        self.log_missing = False
         self.log_calls: list[dict] = []
         self.since_asked: list[str] = []
         stand_in = self
@@ -141,6 +142,9 @@ class AirflowStandIn:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if stand_in.log_missing and "/logs/" in url.path:
+                    self._reply({"detail": "TaskInstance not found"}, 404)
+                    return
                 self._reply(stand_in.answer(url.path, query))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -245,6 +249,15 @@ def test_the_log_is_read_at_most_every_log_every_seconds(airflow):
         line = follow.snapshot(BUILD_RUN_ENTRY).line(NOW)
     assert len(airflow.log_calls) == 1
     assert line.endswith("step 120/400 · loss 5.3120")
+
+
+def test_a_log_not_there_yet_shows_the_task_without_progress_then_with_it(airflow):
+    follow = tracker(airflow)
+    airflow.log_missing = True
+    line = follow.snapshot(BUILD_RUN_ENTRY).line(NOW)
+    assert line == "orchard_build 14m01s · orchard_pretrain.pretrain 3m12s"
+    airflow.log_missing = False
+    assert follow.snapshot(BUILD_RUN_ENTRY).line(NOW).endswith("step 120/400 · loss 5.3120")
 
 
 def test_between_two_stages_the_builds_own_task_shows(airflow):
