@@ -8,10 +8,9 @@ from typing import Any
 
 import httpx
 
+from orchard.credentials import AirflowLogin, CredentialsError, airflow_login
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.stack import secrets
-from orchard.stack.services import AIRFLOW_PASSWORD_SECRET
 
 FINISHED = {"success", "failed"}
 
@@ -29,19 +28,21 @@ class AirflowRefused(AirflowError):
 
 
 class AirflowClient:
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0):
+    def __init__(self, base_url: str, login: AirflowLogin, timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
-        self._credentials = {"username": username, "password": password}
+        self._login = login
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
-        self._token: str | None = None
+        self._token: str | None = login.token
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AirflowClient:
-        path = settings.secrets_dir / AIRFLOW_PASSWORD_SECRET
-        if not path.exists():
-            raise AirflowError(f"no Airflow password in {path}: run `orchard up` first")
-        password, _ = secrets.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)
-        return cls(settings.airflow_base_url, settings.airflow_admin_user, password)
+        """A client of the configured Airflow, signed in with the login from settings
+        (`ORCHARD_AIRFLOW_TOKEN`, or `_USERNAME` + `_PASSWORD`), else the local stack's."""
+        try:
+            login = airflow_login(settings)
+        except CredentialsError as error:
+            raise AirflowError(str(error)) from None
+        return cls(settings.airflow_base_url, login)
 
     def close(self) -> None:
         self._http.close()
@@ -54,16 +55,25 @@ class AirflowClient:
 
     # -- plumbing -------------------------------------------------------------------
     def token(self) -> str:
+        login = self._login
+        if login.password is None:  # a configured token: nothing to exchange
+            raise AirflowError(
+                f"Airflow at {self.base_url} refused the token of {login.source} (401): "
+                "it is wrong or has expired; set a new ORCHARD_AIRFLOW_TOKEN, or "
+                "ORCHARD_AIRFLOW_USERNAME and ORCHARD_AIRFLOW_PASSWORD instead"
+            )
+        credentials = {"username": login.username, "password": login.password}
         try:
-            response = self._http.post("/auth/token", json=self._credentials)
+            response = self._http.post("/auth/token", json=credentials)
         except httpx.HTTPError as error:
             raise AirflowError(
                 f"Airflow at {self.base_url} does not answer ({error}): is it up?"
             ) from None
         if response.status_code >= 400:
             raise AirflowError(
-                f"Airflow refused the login of {self._credentials['username']!r} "
-                f"({response.status_code}): check the admin password under ORCHARD_HOME/secrets"
+                f"Airflow at {self.base_url} refused the login of {login.username!r} "
+                f"({response.status_code}): check the password in {login.source} and "
+                "ORCHARD_AIRFLOW_USERNAME"
             )
         return response.json()["access_token"]
 
@@ -141,8 +151,11 @@ class AirflowClient:
                 )
             time.sleep(2.0)
 
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        return self.dag_run(dag_id, run_id)["state"]
 
     def wait_for_run(
         self,
@@ -150,13 +163,19 @@ class AirflowClient:
         run_id: str,
         timeout: float = 1800.0,
         on_state: Callable[[str], None] | None = None,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
     ) -> str:
+        """Poll the run every second until it ends; `on_state` gets each new state,
+        `on_poll` the run (its `dagRuns` entry) at every poll."""
         deadline = time.monotonic() + timeout
         last = None
         while True:
-            state = self.run_state(dag_id, run_id)
+            run = self.dag_run(dag_id, run_id)
+            state = run["state"]
             if state != last and on_state:
                 on_state(state)
+            if on_poll:
+                on_poll(run)
             last = state
             if state in FINISHED:
                 return state
@@ -168,6 +187,13 @@ class AirflowClient:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         return self._json("GET", path)["task_instances"]
 
+    def running_task_instances(self, run_after_gte: str) -> list[dict[str, Any]]:
+        """Running task instances of every DAG's runs queued at or after `run_after_gte`."""
+        params = {"state": "running", "run_after_gte": run_after_gte, "limit": 100}
+        return self._json("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", params=params)[
+            "task_instances"
+        ]
+
     def return_value(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """What a task returned (its `return_value` XCom): for Orchard's step tasks, the
         output directory (holding `manifest.json`) they published or reused."""
@@ -177,13 +203,34 @@ class AirflowClient:
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         body = self._json("GET", path, params={"full_content": True})
-        content = body.get("content", "")
-        if isinstance(content, str):
-            return content
-        # Airflow 3 returns structured entries: one dict (or string) per line.
-        return "\n".join(
-            entry.get("event", "") if isinstance(entry, dict) else str(entry) for entry in content
-        )
+        return _log_text(body.get("content", ""))
+
+    def task_log_since(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        try_number: int = 1,
+        map_index: int = -1,
+        token: str | None = None,
+    ) -> tuple[str, str | None]:
+        """A running task's log from where the last call's `token` left off (all of it
+        without one): (new text, the token for the next call; None once the log ended)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        params: dict[str, Any] = {"map_index": map_index}
+        if token:
+            params["token"] = token
+        body = self._json("GET", path, params=params)
+        return _log_text(body.get("content", "")), body.get("continuation_token")
+
+
+def _log_text(content: str | list) -> str:
+    if isinstance(content, str):
+        return content
+    # Airflow 3 returns structured entries: one dict (or string) per line.
+    return "\n".join(
+        entry.get("event", "") if isinstance(entry, dict) else str(entry) for entry in content
+    )
 
 
 def _detail(response: httpx.Response) -> str:

@@ -12,11 +12,12 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from orchard import credentials
 from orchard.errors import OrchardError
 from orchard.settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from orchard.stack import secrets, supervisor
+from orchard.stack import supervisor
 from orchard.stack.process import resident_bytes
-from orchard.stack.services import AIRFLOW_PASSWORD_SECRET, SERVICE_NAMES
+from orchard.stack.services import SERVICE_NAMES
 
 app = typer.Typer(
     help="Orchard: raw web data in, a served chat model out.",
@@ -56,14 +57,16 @@ def _print_urls(settings: Settings) -> None:
         table.add_row(state.service.title, f"[{color}]{state.label}[/]", state.service.url)
     console.print(table)
     _print_unavailable(states)
-    password_file = settings.secrets_dir / AIRFLOW_PASSWORD_SECRET
-    if not settings.airflow_url and password_file.exists():
-        console.print(f"Airflow login: {settings.airflow_admin_user} / password in {password_file}")
+    password_file = credentials.airflow_password_file(settings)
+    if not (settings.airflow_url or settings.airflow_password) and password_file.exists():
+        console.print(f"Airflow login: {settings.airflow_username} / password in {password_file}")
 
 
 def _bring_up(settings: Settings, services: list[str] | None = None) -> str | None:
     """Start what is not running; return the Airflow password if this call created it."""
-    new_password = not (settings.secrets_dir / AIRFLOW_PASSWORD_SECRET).exists()
+    new_password = not (
+        settings.airflow_password or credentials.airflow_password_file(settings).exists()
+    )
     started_at = time.monotonic()
     started = supervisor.up(settings, console, services)
     if not started:
@@ -71,7 +74,7 @@ def _bring_up(settings: Settings, services: list[str] | None = None) -> str | No
     else:
         console.print(f"All healthy in {time.monotonic() - started_at:.0f} s.")
     if new_password and any(s.name == "airflow" for s in started):
-        return secrets.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)[0]
+        return credentials.airflow_admin_password(settings)[0]
     return None
 
 
@@ -177,6 +180,7 @@ def trigger_and_wait(settings: Settings, dag_id: str, conf: dict, wait: bool) ->
     """Trigger `dag_id`; with `wait`, follow it to its end and return its run id."""
     from orchard.airflow_client import AirflowClient
     from orchard.pipeline import follow, run_url
+    from orchard.progress import ProgressDisplay, ProgressTracker
 
     with AirflowClient.from_settings(settings) as client:
         client.wait_for_dag(dag_id)
@@ -185,9 +189,22 @@ def trigger_and_wait(settings: Settings, dag_id: str, conf: dict, wait: bool) ->
         console.print(f"triggered {dag_id}: {run_url(settings, dag_id, run_id)}")
         if not wait:
             return None
-        follow(
-            settings, client, dag_id, run_id, on_state=lambda s: console.print(f"  {dag_id}: {s}")
+        # The build's stages are runs of their own DAGs: show their tasks.
+        followed = (
+            [settings.pipeline_head, *settings.pipeline_followers]
+            if dag_id == settings.pipeline_dag
+            else []
         )
+        tracker = ProgressTracker(client, dag_id, run_id, followed)
+        with ProgressDisplay(console, tracker) as progress:
+            follow(
+                settings,
+                client,
+                dag_id,
+                run_id,
+                on_state=lambda s: console.print(f"  {dag_id}: {s}"),
+                on_poll=progress.update,
+            )
         return run_id
 
 

@@ -10,6 +10,7 @@ trigger the head, then pick up the run each asset started after that moment.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from orchard.airflow_client import AirflowClient
 from orchard.errors import OrchardError
@@ -57,10 +58,11 @@ def follow(
     run_id: str,
     on_state: Callable[[str], None] | None = None,
     timeout: float = 3600.0,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Wait for a run to end; raise `RunFailed` (with the failed tasks' log tails) unless
-    it succeeded."""
-    state = client.wait_for_run(dag_id, run_id, timeout=timeout, on_state=on_state)
+    it succeeded. `on_state` and `on_poll` as in `AirflowClient.wait_for_run`."""
+    state = client.wait_for_run(dag_id, run_id, timeout=timeout, on_state=on_state, on_poll=on_poll)
     if state != "success":
         raise RunFailed(
             f"{dag_id} run {run_id} {state}: see {run_url(settings, dag_id, run_id)}\n"

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from orchard.credentials import ray_auth_headers
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.stack.services import ray_auth_headers
 from orchard.steps import MANIFEST, Manifest, StepConfig, locate
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+AIRFLOW_LOGIN_VARIABLES = {"ORCHARD_AIRFLOW_PASSWORD", "ORCHARD_AIRFLOW_TOKEN"}
 
 
 class RayJobFailed(OrchardError):
@@ -50,6 +51,12 @@ def _attempt_ids(client: JobSubmissionClient, base: str) -> list[tuple[int, str]
         if match:
             found.append((int(match.group(1)), job.submission_id))
     return sorted(found)
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """The settings a job runs with, as `ORCHARD_*` variables, less the Airflow login: a
+    job's environment shows in the Ray dashboard, and jobs never call Airflow."""
+    return {k: v for k, v in settings.to_env().items() if k not in AIRFLOW_LOGIN_VARIABLES}
 
 
 def submit_or_attach(
@@ -91,7 +98,7 @@ def run_ray_job(
     # The token goes in explicitly: Ray reads RAY_AUTH_* once per process, and a DAG
     # task's process may have imported Ray before.
     client = JobSubmissionClient(settings.ray_dashboard_url, headers=ray_auth_headers(settings))
-    submission_id = submit_or_attach(client, base_id, entrypoint, settings.to_env(), log)
+    submission_id = submit_or_attach(client, base_id, entrypoint, job_env(settings), log)
     printed = 0
     status = client.get_job_status(submission_id)
     try:

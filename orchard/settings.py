@@ -150,7 +150,6 @@ class Settings(BaseSettings):
     airflow_parallelism: int = Field(
         4, ge=1, le=64, description="Task slots of the local Airflow executor."
     )
-    airflow_admin_user: str = Field("admin", description="Airflow admin user name.")
     ray_port: Port = _port_field(6380, "Ray head (GCS) port.")
     ray_dashboard_port: Port = _port_field(8265, "Ray dashboard and job submission API port.")
     ray_client_port: Port = _port_field(10001, "Ray client server port.")
@@ -175,7 +174,24 @@ class Settings(BaseSettings):
         "a KubeRay head service; `orchard up` then starts no Ray head.",
     )
     airflow_url: str | None = Field(
-        None, description="An existing Airflow API server; `orchard up` then starts none."
+        None,
+        description="An existing Airflow API server; `orchard up` then starts none (set "
+        "its login: ORCHARD_AIRFLOW_USERNAME and ORCHARD_AIRFLOW_PASSWORD, or "
+        "ORCHARD_AIRFLOW_TOKEN).",
+    )
+    airflow_username: str = Field(
+        "admin",
+        description="The Airflow user Orchard signs in as (the local stack creates it, as admin).",
+    )
+    airflow_password: SecretStr | None = Field(
+        None,
+        description="That user's password (default: the local stack's generated one, in "
+        "<home>/secrets/airflow-admin-password).",
+    )
+    airflow_token: SecretStr | None = Field(
+        None,
+        description="A bearer token for Airflow's REST API, used instead of the user name "
+        "and password (e.g. one your Airflow's auth manager issued).",
     )
     s3_endpoint: str | None = Field(
         None, description="S3/MinIO endpoint URL for artifacts, e.g. http://minio:9000."
@@ -194,9 +210,6 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None, description="Redis URL for rate limits and caches (default: in-process)."
-    )
-    weaviate_url: str | None = Field(
-        None, description="Weaviate URL for the vector store (default: embedded)."
     )
 
     # -- platform API limits (`limits` notation: "120/minute", "10/second;1000/hour") --

@@ -44,8 +44,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from starlette.middleware.sessions import SessionMiddleware
 
+from orchard import credentials as stack_secrets
 from orchard.settings import OAuthProvider, Settings
-from orchard.stack import secrets as stack_secrets
 from platform_api.credits import CreditLedger
 from platform_api.deps import ensure_active
 from platform_api.errors import ApiError, not_found, unauthorized

@@ -26,8 +26,8 @@ from cryptography.fernet import Fernet
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from orchard import credentials as stack_secrets
 from orchard.settings import Settings
-from orchard.stack import secrets as stack_secrets
 from platform_api.config import PlatformOptions
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)

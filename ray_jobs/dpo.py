@@ -35,6 +35,7 @@ from model.posttrain import (
     trainer_args,
 )
 from orchard.errors import OrchardError
+from orchard.progress import training_progress_callback
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
@@ -147,6 +148,7 @@ def dpo(
             args=args,
             train_dataset=dataset(rows, COLUMNS),
             processing_class=tokenizer,
+            callbacks=[training_progress_callback()],
         )
         result = trainer.train()
         save_model(trainer.model, tokenizer, ctx.out)

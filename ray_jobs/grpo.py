@@ -37,6 +37,7 @@ from model.posttrain import (
     trainer_args,
 )
 from orchard.grading import grounded_reward
+from orchard.progress import training_progress_callback
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
@@ -99,6 +100,7 @@ def grpo(
             train_dataset=dataset(rows, ("prompt", "reference")),
             processing_class=tokenizer,
             reward_processing_classes=[load_tokenizer(reward_dir), None],
+            callbacks=[training_progress_callback()],
         )
         result = trainer.train()
         save_model(trainer.model, tokenizer, ctx.out)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from orchard.errors import OrchardError
+from orchard.progress import step_line
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
 
@@ -251,6 +252,8 @@ def train_loop(loop: dict[str, Any]) -> None:
                 mlflow.log(point, done)
             if rank == 0:
                 print(json.dumps(point), flush=True)
+                if "loss" in point:  # for people: the Airflow task log, `orchard run`
+                    print(step_line(done, loop["steps"], point["loss"]), flush=True)
         if done % loop["checkpoint_interval"] == 0 or done == loop["steps"]:
             _report_checkpoint(training, done, curve, point, rank, mlflow)
 

@@ -31,6 +31,7 @@ from model.posttrain import (
     train_rows,
     trainer_args,
 )
+from orchard.progress import training_progress_callback
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
@@ -97,6 +98,7 @@ def reward(
             args=args,
             train_dataset=dataset(train, COLUMNS),
             processing_class=tokenizer,
+            callbacks=[training_progress_callback()],
         )
         result = trainer.train()
         metrics = {

@@ -33,6 +33,7 @@ from model.posttrain import (
     train_rows,
     trainer_args,
 )
+from orchard.progress import training_progress_callback
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepContext, StepOutput, step_main
 
@@ -70,6 +71,7 @@ def sft_trainer(config: SftConfig, chat: Manifest, base: Path, work: Path, track
             spread(read_rows(chat, "sft/heldout.jsonl"), config.heldout_examples), COLUMNS
         ),
         processing_class=tokenizer,
+        callbacks=[training_progress_callback()],
     )
 
 

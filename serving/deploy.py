@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import yaml
 
+from orchard.credentials import ray_auth_headers
 from orchard.settings import Settings, load_settings
-from orchard.stack.services import ray_auth_headers
 from serving.config import APP_NAME, local_serving_config, serve_config
 
 CHECK_EVERY_S = 5.0

@@ -20,11 +20,10 @@ import httpx
 from minio import Minio
 from minio.error import S3Error
 
+from orchard import credentials
+from orchard.credentials import ray_auth_env, ray_auth_headers
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.stack import secrets
-
-AIRFLOW_PASSWORD_SECRET = "airflow-admin-password"
 
 
 def _status_ok(response: httpx.Response) -> bool:
@@ -78,24 +77,6 @@ def base_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-RAY_TOKEN_SECRET = "ray-auth-token"
-
-
-def ray_auth_env(settings: Settings) -> dict[str, str]:
-    """Ray token auth for the local head and its clients (job submission, ray.init).
-
-    Ray's gRPC servers bind every interface whatever --node-ip-address says, so the
-    local head requires a token that only processes started by Orchard can read.
-    """
-    if settings.ray_address:
-        return {}
-    secrets.get_or_create(settings.secrets_dir, RAY_TOKEN_SECRET)
-    return {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(settings.secrets_dir / RAY_TOKEN_SECRET),
-    }
-
-
 def s3_env(settings: Settings) -> dict[str, str]:
     """What boto3 (and so MLflow and fsspec) needs to reach the configured S3 endpoint."""
     if not settings.s3_endpoint:
@@ -125,13 +106,6 @@ def ensure_bucket(settings: Settings) -> None:
             f"cannot use bucket {settings.s3_bucket!r} at {settings.s3_endpoint} ({error}): "
             "check ORCHARD_S3_ENDPOINT and the ORCHARD_S3_* credentials"
         ) from None
-
-
-def ray_auth_headers(settings: Settings) -> dict[str, str]:
-    path = settings.secrets_dir / RAY_TOKEN_SECRET
-    if settings.ray_address or not path.exists():
-        return {}
-    return {"Authorization": f"Bearer {path.read_text().strip()}"}
 
 
 def ray_temp_dir(settings: Settings) -> Path:
@@ -256,10 +230,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     """Airflow's configuration for the local stack, as AIRFLOW__* variables."""
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
-    sdir = settings.secrets_dir
-    password, _ = secrets.get_or_create(sdir, AIRFLOW_PASSWORD_SECRET)
-    passwords_file = sdir / "airflow-passwords.json"
-    passwords_file.write_text(json.dumps({settings.airflow_admin_user: password}))
+    sdir = credentials.private_dir(settings.secrets_dir)
+    password, _ = credentials.airflow_admin_password(settings)
+    passwords_file = sdir / credentials.AIRFLOW_PASSWORDS_FILE
+    passwords_file.write_text(json.dumps({settings.airflow_username: password}))
     os.chmod(passwords_file, 0o600)
     url = f"http://{settings.host}:{settings.airflow_port}"
     env = base_env(settings)
@@ -271,10 +245,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__FERNET_KEY": secrets.get_or_create(
-                sdir, "airflow-fernet-key", secrets.fernet_key
+            "AIRFLOW__CORE__FERNET_KEY": credentials.get_or_create(
+                sdir, credentials.AIRFLOW_FERNET_KEY_SECRET, credentials.fernet_key
             )[0],
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_username}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
@@ -282,8 +256,12 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__API__PORT": str(settings.airflow_port),
             "AIRFLOW__API__BASE_URL": url,
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets.get_or_create(sdir, "airflow-api-secret-key")[0],
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.get_or_create(sdir, "airflow-jwt-secret")[0],
+            "AIRFLOW__API__SECRET_KEY": credentials.get_or_create(
+                sdir, credentials.AIRFLOW_API_SECRET_KEY_SECRET
+            )[0],
+            "AIRFLOW__API_AUTH__JWT_SECRET": credentials.get_or_create(
+                sdir, credentials.AIRFLOW_JWT_SECRET
+            )[0],
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_worker_log_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_trigger_log_port),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(

@@ -106,7 +106,7 @@ def _command(config: dict, tokenized, name: str) -> list[str]:
 
 
 def _driver_env(stack) -> dict[str, str]:
-    from orchard.stack.services import ray_auth_env
+    from orchard.credentials import ray_auth_env
 
     settings = stack.settings()
     ray = {"RAY_ADDRESS": f"127.0.0.1:{settings.ray_port}", "PYTHONUNBUFFERED": "1"}

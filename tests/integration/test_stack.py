@@ -12,9 +12,10 @@ import psutil
 import pytest
 
 from orchard.airflow_client import AirflowClient, AirflowError
+from orchard.credentials import ray_auth_headers
 from orchard.ray_submit import run_ray_job, submission_base
 from orchard.stack import process
-from orchard.stack.services import SERVICE_NAMES, ray_auth_headers
+from orchard.stack.services import SERVICE_NAMES
 from tests.conftest import orchard, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from orchard import credentials
+from orchard.credentials import AIRFLOW_PASSWORD_SECRET
 from orchard.settings import Settings
-from orchard.stack import secrets
-from orchard.stack.services import AIRFLOW_PASSWORD_SECRET
 from tests.conftest import free_port
 from tests.platform.serving_stub import ServingStub
 
@@ -28,7 +28,7 @@ def settings(clean_env, database_url: str, serving: ServingStub) -> Settings:
         serving_url=serving.url,
         airflow_url=f"http://127.0.0.1:{AIRFLOW_PORT}",
     )
-    secrets.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)  # as `orchard up` does
+    credentials.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)  # as `orchard up` does
     return settings
 
 
@@ -82,12 +82,14 @@ def test_airflow_unreachable_is_503_saying_so_and_nothing_is_audited(api):
     assert audit.json() == []
 
 
-def test_airflow_never_set_up_is_503_naming_orchard_up(api):
+def test_airflow_without_credentials_is_503_naming_the_settings_to_set(api):
     (api.settings.secrets_dir / AIRFLOW_PASSWORD_SECRET).unlink()
     root = api.admin()
     response = api.http.get("/admin/jobs", headers=root.headers)
     assert response.status_code == 503
-    assert "orchard up" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert api.settings.airflow_url in detail
+    assert "ORCHARD_AIRFLOW_PASSWORD" in detail and "ORCHARD_AIRFLOW_TOKEN" in detail
 
 
 class AirflowStub:
@@ -167,7 +169,7 @@ class TestBrowserLinks:
             airflow_url=airflow.url,
             **extra,
         )
-        secrets.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)
+        credentials.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)
         return settings
 
     def expected(self, api, public: bool) -> tuple[str, str]:
