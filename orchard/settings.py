@@ -1,10 +1,10 @@
 """Orchard's one settings object.
 
-Every setting has an embedded, local default (see ARCHITECTURE.md, "Settings and the
-embedded default"), so `orchard up` works on a fresh machine. Values come from, in
-order of precedence: keyword arguments, environment variables prefixed `ORCHARD_`
-(`ORCHARD_AIRFLOW_PORT=8081`), an optional TOML file (`./orchard.toml`, or the file
-named by `ORCHARD_CONFIG`), then the defaults below.
+Every setting has an embedded, local default (docs/architecture.md, "The stack"), so
+`orchard up` works on a fresh machine. Values come from, in order of precedence: keyword
+arguments, environment variables prefixed `ORCHARD_` (`ORCHARD_AIRFLOW_PORT=8081`), an
+optional TOML file (`./orchard.toml`, or the file named by `ORCHARD_CONFIG`), then the
+defaults below.
 
 Code reads settings from the object it is handed; the local stack passes them on to
 the processes it starts as `ORCHARD_*` variables (`Settings.to_env`), so an Airflow
@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     data_root: str | None = Field(
         None,
         description="Where datasets, checkpoints and step outputs go: a local directory "
-        "(default <home>/data) or an s3:// URI.",
+        "(default <home>/data), or a mounted one; an s3:// URI is not supported yet.",
     )
 
     # -- the local stack ------------------------------------------------------------
