@@ -60,15 +60,7 @@ from pydantic import Field, model_validator
 from orchard.errors import OrchardError
 from orchard.expectations import EMAIL, failure_message, keep_report, run_suite
 from orchard.settings import Settings
-from orchard.steps import (
-    Manifest,
-    StepConfig,
-    StepContext,
-    StepOutput,
-    ancestors,
-    run_step,
-    step_main,
-)
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec, ancestors
 from ray_jobs.curate import PHONE_NUMBER, PhoneNumberFormatter
 
 log = logging.getLogger("orchard.chat_data")
@@ -975,11 +967,14 @@ def validate_set(
     return summary
 
 
+STEP = StepSpec("chat_data", ChatDataConfig, default_name="demo", doc=__doc__)
+
+
 def run(
     config: ChatDataConfig,
     inputs: Manifest | Sequence[Manifest],
     settings: Settings,
-    name: str = "demo",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Build the chat data of the curate manifest(s) in `inputs` (plus an optional model
@@ -988,26 +983,13 @@ def run(
     _roles(inputs)
     if config.uploads:  # the uploads' content, not only their names, is in the key
         config = config.model_copy(update={"uploads_sha256": uploads_sha256(config.uploads)})
-    return run_step(
-        step="chat_data",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: chat_data(config, inputs, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings, config, lambda ctx: chat_data(config, inputs, ctx), inputs, name, force
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=ChatDataConfig,
-        run=run,
-        default_name="demo",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from tldextract import TLDExtract
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.curate")
 
@@ -470,36 +470,24 @@ def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepO
     return StepOutput(counts=counts, metrics={"documents": float(kept)})
 
 
+STEP = StepSpec("curate", CurateConfig, default_name="corpus", doc=__doc__)
+
+
 def run(
     config: CurateConfig,
     sources: list[Manifest],
     settings: Settings,
-    name: str = "corpus",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     if not sources:
         raise OrchardError("curate needs at least one --input: a crawl or import manifest")
     paths = [Path(manifest.path) for manifest in sources]
-    return run_step(
-        step="curate",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=sources,
-        body=lambda ctx: curate(config, paths, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return STEP.run(settings, config, lambda ctx: curate(config, paths, ctx), sources, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=CurateConfig,
-        run=run,
-        default_name="corpus",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.mix")
 
@@ -115,30 +115,26 @@ def mix(config: MixConfig, corpora: list[Path], ctx: StepContext) -> StepOutput:
     )
 
 
+STEP = StepSpec("mix", MixConfig, default_name="mix", doc=__doc__)
+
+
 def run(
-    config: MixConfig, inputs: list[Manifest], settings: Settings, name: str = "mix", force=False
+    config: MixConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str = STEP.default_name,
+    force=False,
 ) -> Manifest:
     """Mix the curated corpora among `inputs` (other inputs, e.g. a validation, only
     order the step after them and enter its key)."""
     corpora = [Path(m.path) for m in inputs if m.step == "curate"]
     if not corpora:
         raise OrchardError("mix needs at least one curate manifest among its --input")
-    return run_step(
-        step="mix",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: mix(config, corpora, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return STEP.run(settings, config, lambda ctx: mix(config, corpora, ctx), inputs, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv, description=__doc__.splitlines()[0], config_cls=MixConfig, run=run, default_name="mix"
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from pydantic import Field
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.tokenize")
 
@@ -417,37 +417,30 @@ def inputs_of(inputs: list[Manifest]) -> tuple[Manifest, Manifest]:
     return tokenizers[0], corpora[0]
 
 
+STEP = StepSpec("tokenize", TokenizeConfig, default_name="corpus", doc=__doc__)
+
+
 def run(
     config: TokenizeConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "corpus",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Tokenize the corpus among `inputs` with the tokenizer among them."""
     tokenizer, corpus = inputs_of(inputs)
-    return run_step(
-        step="tokenize",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: tokenize(
-            config, Path(tokenizer.path) / TOKENIZER_DIR, Path(corpus.path), ctx
-        ),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings,
+        config,
+        lambda ctx: tokenize(config, Path(tokenizer.path) / TOKENIZER_DIR, Path(corpus.path), ctx),
+        inputs,
+        name,
+        force,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=TokenizeConfig,
-        run=run,
-        default_name="corpus",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from orchard.chat_format import (
 )
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.tokenizer")
 
@@ -360,35 +360,25 @@ def corpus_of(inputs: list[Manifest]) -> Manifest:
     return corpora[0]
 
 
+STEP = StepSpec("tokenizer", TokenizerConfig, default_name="tokenizer", doc=__doc__)
+
+
 def run(
     config: TokenizerConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "tokenizer",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Train the tokenizer on the corpus among `inputs` (a mix manifest)."""
     corpus = Path(corpus_of(inputs).path)
-    return run_step(
-        step="tokenizer",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: train_tokenizer(config, corpus, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings, config, lambda ctx: train_tokenizer(config, corpus, ctx), inputs, name, force
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=TokenizerConfig,
-        run=run,
-        default_name="tokenizer",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

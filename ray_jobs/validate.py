@@ -36,7 +36,7 @@ from orchard.expectations import EMAIL, keep_report, short
 from orchard.expectations import failure_message as expectations_failure_message
 from orchard.expectations import run_suite as expectations_run_suite
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 from ray_jobs.curate import PHONE_NUMBER
 
 log = logging.getLogger("orchard.validate")
@@ -221,11 +221,14 @@ def validate_corpus(config: ValidateConfig, corpus_dir: Path, ctx: StepContext) 
     return StepOutput(counts={"documents": len(frame)}, metrics=metrics, artifacts=["data_docs"])
 
 
+STEP = StepSpec("validate", ValidateConfig, default_name="corpus", doc=__doc__)
+
+
 def run(
     config: ValidateConfig,
     inputs: Manifest | Sequence[Manifest],
     settings: Settings,
-    name: str = "corpus",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Validate the corpus of a curate (or mix) manifest; return the validate manifest."""
@@ -235,15 +238,8 @@ def run(
         raise OrchardError("validate needs exactly one curate (or mix) manifest as input")
     corpus = Path(corpora[0].path) / "documents"
     try:
-        return run_step(
-            step="validate",
-            name=name,
-            config=config,
-            data_root=Path(settings.data_dir),
-            inputs=inputs,
-            body=lambda ctx: validate_corpus(config, corpus, ctx),
-            force=force,
-            mlflow_uri=settings.mlflow_uri,
+        return STEP.run(
+            settings, config, lambda ctx: validate_corpus(config, corpus, ctx), inputs, name, force
         )
     except CorpusValidationError as error:
         if settings.mlflow_uri:
@@ -294,13 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {manifest} is a {step} manifest, not curate's", file=sys.stderr)
             return 2
     rest += [arg for path in known.inputs for arg in ("--input", path)]
-    return step_main(
-        rest,
-        description=__doc__.splitlines()[0],
-        config_cls=ValidateConfig,
-        run=run,
-        default_name="corpus",
-    )
+    return STEP.main(run, rest)
 
 
 if __name__ == "__main__":
