@@ -58,10 +58,10 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from orchard.errors import OrchardError
-from orchard.expectations import EMAIL, failure_message, keep_report, run_suite
+from orchard.expectations import failure_message, keep_report, run_suite
+from orchard.pii import EMAIL, PHONE_NUMBER, replace_phone_numbers
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec, ancestors
-from ray_jobs.curate import PHONE_NUMBER, PhoneNumberFormatter
 
 log = logging.getLogger("orchard.chat_data")
 
@@ -188,12 +188,11 @@ class Cleaner:
         from datatrove.pipeline.formatters import PIIFormatter
 
         self._pii = PIIFormatter()  # cycles through its placeholders: one per run
-        self._phone = PhoneNumberFormatter()
 
     def __call__(self, text: str) -> str:
         text = unicodedata.normalize("NFC", text.replace("¶", ""))
         text = " ".join(text.split())
-        return self._phone.format(self._pii.format(text))
+        return replace_phone_numbers(self._pii.format(text))
 
 
 def _hash(*parts: object) -> int:

@@ -48,13 +48,13 @@ from pydantic import Field, field_validator
 from tldextract import TLDExtract
 
 from orchard.errors import OrchardError
+from orchard.pii import replace_phone_numbers
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.curate")
 
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb")
-PHONE_PLACEHOLDER = "<PHONE>"
 
 
 class CurateConfig(StepConfig):
@@ -154,21 +154,13 @@ class ShippedLanguageFilter(BaseFilter):
         return False, f"language_{language}"
 
 
-# International or North-American style numbers with separators; digit runs without
-# separators (ids, years, prices) are left alone.
-PHONE_NUMBER = re.compile(
-    # Anchored so dotted numbers (the IP placeholders PIIFormatter writes) are not phones.
-    r"(?<![\w+.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w|[.-]\d)"
-)
-
-
 class PhoneNumberFormatter(BaseFormatter):
     """Replaces phone numbers, which datatrove's PIIFormatter (e-mails, IPs) leaves."""
 
     name = "☎ Phone numbers"
 
     def format(self, text: str) -> str:
-        return PHONE_NUMBER.sub(PHONE_PLACEHOLDER, text)
+        return replace_phone_numbers(text)
 
 
 class OptionalURLFilter(URLFilter):

@@ -32,18 +32,18 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from orchard.errors import OrchardError
-from orchard.expectations import EMAIL, keep_report, short
 from orchard.expectations import failure_message as expectations_failure_message
+from orchard.expectations import keep_report, short
 from orchard.expectations import run_suite as expectations_run_suite
+from orchard.pii import EMAIL, PHONE_NUMBER
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
-from ray_jobs.curate import PHONE_NUMBER
 
 log = logging.getLogger("orchard.validate")
 
 # What curate leaves of PII must not look like PII. datatrove's PIIFormatter writes
 # email@example.com / firstname.lastname@example.org (example.com/.org are reserved for
-# examples, so no address there is anyone's: `EMAIL`, shared in orchard.expectations,
+# examples, so no address there is anyone's: `EMAIL`, shared in orchard.pii,
 # skips them) and a fixed set of public-looking IPs; curate writes <PHONE> for phone numbers.
 # Curate's own phone pattern, so what curate keeps (a dotted IP placeholder such as
 # datatrove's 22.214.171.124) is never called a phone number here.
