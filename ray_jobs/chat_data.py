@@ -39,7 +39,6 @@ Outputs (rows in a fixed order: the same inputs give byte-identical files):
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -47,7 +46,6 @@ import re
 import shutil
 import sys
 import unicodedata
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -57,6 +55,7 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 from pydantic import Field, model_validator
 
+from orchard.documents import DOCUMENTS, document_shards, iter_documents
 from orchard.errors import OrchardError
 from orchard.expectations import failure_message, keep_report, run_suite
 from orchard.pii import EMAIL, PHONE_NUMBER, replace_phone_numbers
@@ -405,34 +404,15 @@ def _roles(inputs: Sequence[Manifest]) -> tuple[list[Manifest], Manifest | None]
 
 
 def load_documents(corpus: Path) -> list[dict]:
-    """The curated documents (`documents/*.jsonl[.gz]`), as {id, text, metadata}."""
-    folder = corpus / "documents"
-    shards = sorted([*folder.rglob("*.jsonl.gz"), *folder.rglob("*.jsonl")])
-    if not shards:
-        raise OrchardError(f"no curated documents under {folder}: rebuild the curate step")
-    docs = []
-    for shard in shards:
-        opener = gzip.open if shard.name.endswith(".gz") else open
-        number = 0
-        try:
-            with opener(shard, "rt", encoding="utf-8") as handle:
-                for line in handle:
-                    number += 1
-                    if not line.strip():
-                        continue
-                    doc = json.loads(line)
-                    if not isinstance(doc.get("text"), str):
-                        raise ValueError("no text")
-                    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-                    docs.append(
-                        {"id": str(doc.get("id", "")), "text": doc["text"], "metadata": meta}
-                    )
-        except (OSError, EOFError, zlib.error, ValueError, AttributeError) as error:
-            raise OrchardError(
-                f"cannot read the curated corpus: {shard} line {number} ({error}): "
-                "rebuild the curate step with --force"
-            ) from None
-    return docs
+    """The curated documents of the step output `corpus`, as {id, text, metadata}."""
+    if not document_shards(corpus):
+        raise OrchardError(
+            f"no curated documents under {corpus / DOCUMENTS}: rebuild the curate step"
+        )
+    return [
+        {"id": str(doc.record.get("id", "")), "text": doc.text, "metadata": doc.metadata}
+        for doc in iter_documents(corpus)
+    ]
 
 
 def raw_html(corpus: Manifest, urls: set[str]) -> dict[str, str]:

@@ -47,6 +47,7 @@ from datatrove.utils.lid import FastTextLID
 from pydantic import Field, field_validator
 from tldextract import TLDExtract
 
+from orchard.documents import DOCUMENTS, iter_documents, read_shard
 from orchard.errors import OrchardError
 from orchard.pii import replace_phone_numbers
 from orchard.settings import Settings
@@ -403,28 +404,15 @@ def _counts(stage: str, stage_stats: list) -> dict[str, int]:
 
 def _sample_dropped(work: Path, out: Path, per_filter: int, seed: int = 0) -> None:
     """Keep `per_filter` dropped documents of each filter, for people to inspect."""
-    import gzip
-
     rng = random.Random(seed)
     for folder in sorted((work / "dropped").glob("*")):
-        lines: list[str] = []
-        for shard in sorted(folder.glob("*.jsonl.gz")):
-            with gzip.open(shard, "rt") as handle:
-                lines.extend(handle)
+        lines = [
+            doc.raw for shard in sorted(folder.glob("*.jsonl.gz")) for doc in read_shard(shard)
+        ]
         sample = rng.sample(lines, min(per_filter, len(lines)))
         target = out / "dropped" / f"{folder.name}.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("".join(sample))
-
-
-def _count_documents(folder: Path) -> int:
-    import gzip
-
-    total = 0
-    for shard in folder.glob("*.jsonl.gz"):
-        with gzip.open(shard, "rt") as handle:
-            total += sum(1 for _ in handle)
-    return total
+        target.write_bytes(b"".join(sample))
 
 
 def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepOutput:
@@ -451,12 +439,12 @@ def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepO
     for name, pipeline, stage_tasks in stages:
         counts |= _counts(name, _execute(config, name, pipeline, work, stage_tasks))
 
-    documents = ctx.out / "documents"
+    documents = ctx.out / DOCUMENTS
     documents.mkdir()
     for shard in sorted(current.glob("*.jsonl.gz")):
         shard.replace(documents / shard.name)
     _sample_dropped(work, ctx.out, config.dropped_samples)
-    kept = _count_documents(documents)
+    kept = sum(1 for _ in iter_documents(ctx.out))
     counts["documents"] = kept
     (ctx.out / "stats.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
     return StepOutput(counts=counts, metrics={"documents": float(kept)})
