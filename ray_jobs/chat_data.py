@@ -42,31 +42,44 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 import sys
-import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pandas as pd
 from pydantic import Field, model_validator
 
+from model.sampling import greedy_answers
+from orchard.chat_checks import (
+    NEGATIVES,
+    SPLITS,
+    preference_frame,
+    preference_rules,
+    read_uploads,
+    sft_frame,
+    sft_rules,
+    uploads_sha256,
+)
 from orchard.documents import DOCUMENTS, document_shards, iter_documents
 from orchard.errors import OrchardError
 from orchard.expectations import failure_message, keep_report, run_suite
-from orchard.pii import EMAIL, PHONE_NUMBER, replace_phone_numbers
+from orchard.page_entries import (
+    Cleaner,
+    Entry,
+    first_sentence,
+    parse_page,
+    quote_title,
+    raw_html,
+    text_entry,
+)
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec, ancestors
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.chat_data")
 
-NEGATIVES = ("same_module", "truncated", "base_sample")
-ROLES = ("system", "user", "assistant")
-SPLITS = ("train", "heldout")
 # Sphinx object kinds whose description says what a call does.
 CALLABLE = {
     "function",
@@ -114,10 +127,6 @@ SECTION = (
     "What does the {page} documentation say about {heading}?",
     "In the {page} documentation, what is said about {heading}?",
 )
-_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-_SECTION_NUMBER = re.compile(r"^(?:\d+\.)+\d*\s+")
-_MAIN = ('//*[@role="main"]', "//main", "//article", '//div[@class="body"]', "//body")
 
 
 class ChatDataConfig(StepConfig):
@@ -161,226 +170,12 @@ class ChatDataConfig(StepConfig):
         return self
 
 
-@dataclass
-class Entry:
-    """One thing the corpus documents, with its reference answer in its own words."""
-
-    id: str
-    source: str  # sphinx | section | text
-    group: str  # the page: same_module negatives come from the same group
-    kind: str
-    name: str
-    answer: str
-    page: str  # how a question names the page: `module` or “title”
-    level: int = 0
-    signature: str | None = None
-    module: str | None = None
-
-
-# -- text --------------------------------------------------------------------------------
-
-
-class Cleaner:
-    """Page text as curate leaves it: NFC, one space, no permalinks, PII replaced."""
-
-    def __init__(self) -> None:
-        from datatrove.pipeline.formatters import PIIFormatter
-
-        self._pii = PIIFormatter()  # cycles through its placeholders: one per run
-
-    def __call__(self, text: str) -> str:
-        text = unicodedata.normalize("NFC", text.replace("¶", ""))
-        text = " ".join(text.split())
-        return replace_phone_numbers(self._pii.format(text))
-
-
 def _hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8])
 
 
 def _pick(options: Sequence[str], *parts: object) -> str:
     return options[_hash(*parts) % len(options)]
-
-
-def cut(paragraphs: Iterable[str], limit: int) -> str:
-    """The first paragraph(s), at most `limit` characters, ending at a sentence end; a
-    closing paragraph that only introduces what follows it ("...as follows:") goes."""
-    kept: list[str] = []
-    for paragraph in paragraphs:
-        if len("\n\n".join([*kept, paragraph])) <= limit:
-            kept.append(paragraph)
-            continue
-        if not kept:
-            ends = [m.end() for m in _SENTENCE_END.finditer(paragraph, 0, limit)]
-            if ends and ends[-1] >= limit // 4:
-                kept.append(paragraph[: ends[-1]])
-            else:
-                kept.append(paragraph[:limit].rsplit(" ", 1)[0] + "…")
-        break
-    while kept and kept[-1].endswith(":"):
-        kept.pop()
-    return "\n\n".join(kept)
-
-
-def first_sentence(text: str) -> str:
-    found = _SENTENCE_END.search(text)
-    return text[: found.end()] if found else text
-
-
-# -- HTML --------------------------------------------------------------------------------
-
-
-def _classes(element) -> list[str]:
-    return (element.get("class") or "").split()
-
-
-def _has_heading(element) -> bool:
-    return element.tag in _HEADINGS or bool(element.xpath(".//h1|.//h2|.//h3|.//h4|.//h5|.//h6"))
-
-
-def _paragraphs(elements: Iterable, clean: Cleaner, min_chars: int) -> Iterator[str]:
-    """The leading paragraphs among `elements` (siblings after a heading, children of a
-    `dd`): what comes before them (a version note, a rule) is skipped; a heading, an
-    object description or anything else after them ends them."""
-    started = False
-    for element in elements:
-        if not isinstance(element.tag, str):  # comments, processing instructions
-            continue
-        if _has_heading(element) or element.tag == "dl":
-            return
-        if element.tag == "p":
-            text = clean(element.text_content())
-            if len(text) < min_chars or text.startswith("Source code:"):
-                if started:
-                    return
-                continue
-            started = True
-            yield text
-        elif element.tag == "div" and not _classes(element) and element.xpath("./p"):
-            yield from _paragraphs(element, clean, min_chars)
-            return
-        elif started:
-            return
-
-
-def _quote(title: str) -> str:
-    return title if any(mark in title for mark in '“”"') else f"“{title}”"
-
-
-def _page_module(root, title: str) -> str | None:
-    """The module a Sphinx page documents: `module-<name>` with a title naming it (a
-    section about "Module contents" has the id module-contents too)."""
-    for ident in root.xpath('//*[starts-with(@id, "module-")]/@id'):
-        name = ident.removeprefix("module-")
-        if name and re.split(r"\s|—|–", title, maxsplit=1)[0] == name:
-            return name
-    return None
-
-
-def parse_page(data: str, url: str, config: ChatDataConfig, clean: Cleaner) -> list[Entry]:
-    """Entries of one HTML page, in document order: Sphinx objects, then sections."""
-    from lxml import etree
-    from lxml import html as lhtml
-
-    data = re.sub(r"^\s*<\?xml[^>]*\?>", "", data)
-    try:
-        root = lhtml.document_fromstring(data)
-    except (ValueError, etree.ParserError) as error:
-        log.warning("skipped %s: not parsable as HTML (%s)", url, error)
-        return []
-    for junk in root.xpath('//script|//style|//a[contains(@class, "headerlink")]'):
-        junk.drop_tree()
-    main = next((found[0] for path in _MAIN if (found := root.xpath(path))), root)
-    h1 = main.xpath(".//h1")
-    title = clean(h1[0].text_content()) if h1 else ""
-    if not title:
-        titles = root.xpath("//title")
-        title = clean(titles[0].text_content()).split(" — ")[0] if titles else url
-    title = _SECTION_NUMBER.sub("", title) or url
-    module = _page_module(main, title)
-    page = f"`{module}`" if module else _quote(title)
-    entries: list[Entry] = []
-
-    for dl in main.xpath(".//dl"):
-        classes = _classes(dl)
-        if not classes or classes[0] not in ("py", "c") or not dl.xpath("./dt[@id]|./dd"):
-            continue
-        kind = classes[1] if len(classes) > 1 else "object"
-        dts, dds = dl.xpath("./dt[@id]"), dl.xpath("./dd")
-        if not dts or not dds:
-            continue
-        name = dts[0].get("id")
-        if classes[0] == "c":
-            name = name.removeprefix("c.")
-        answer = cut(_paragraphs(dds[0], clean, 1), config.answer_chars)
-        if len(answer) < config.min_answer_chars:
-            continue
-        entries.append(
-            Entry(
-                id=name,
-                source="sphinx",
-                group=url,
-                kind=kind,
-                name=name,
-                answer=answer,
-                page=page,
-                signature=clean(dts[0].text_content()),
-                module=module if module and name.startswith(f"{module}.") else None,
-            )
-        )
-
-    for heading in main.xpath(".//h1|.//h2|.//h3"):
-        text = _SECTION_NUMBER.sub("", clean(heading.text_content()))
-        if not text:
-            continue
-        answer = cut(
-            _paragraphs(heading.itersiblings(), clean, config.min_answer_chars),
-            config.answer_chars,
-        )
-        if len(answer) < config.min_answer_chars:
-            continue
-        parent = heading.getparent()
-        section = parent.get("id") if parent is not None and parent.tag == "section" else None
-        anchor = section or heading.get("id") or re.sub(r"\W+", "-", text.lower()).strip("-")
-        entries.append(
-            Entry(
-                id=f"{url}#{anchor}",
-                source="section",
-                group=url,
-                kind="page" if heading.tag == "h1" else "section",
-                name=text,
-                answer=answer,
-                page=page,
-                level=int(heading.tag[1]),
-            )
-        )
-    return entries
-
-
-def text_entry(doc: dict, config: ChatDataConfig, clean: Cleaner) -> Entry | None:
-    """A document without HTML: its title (metadata, or a short first line) and its first
-    paragraph; None when it has neither."""
-    lines = [line.strip() for line in doc["text"].splitlines() if line.strip()]
-    title = doc["metadata"].get("title")
-    if not isinstance(title, str) or not title.strip():
-        if len(lines) < 2 or len(lines[0]) > 100 or lines[0][-1] in ".!?:;,":
-            return None
-        title, lines = lines[0], lines[1:]
-    paragraphs: list[str] = []
-    for line in lines:
-        good = len(line) >= 40 and "|" not in line and line != title
-        if good:
-            paragraphs.append(clean(line))
-        elif paragraphs:
-            break
-    answer = cut(paragraphs, config.answer_chars)
-    title = clean(title)
-    if len(answer) < config.min_answer_chars or not title:
-        return None
-    ident = f"{doc['metadata'].get('url') or doc['id']}#text"
-    return Entry(
-        id=ident, source="text", group=ident, kind="text", name=title, answer=answer, page=title
-    )
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -415,115 +210,6 @@ def load_documents(corpus: Path) -> list[dict]:
     ]
 
 
-def raw_html(corpus: Manifest, urls: set[str]) -> dict[str, str]:
-    """URL -> decoded HTML of the pages behind `corpus` whose URL is in `urls` (the first
-    copy of a URL wins), from the `*.warc.gz` of the steps it was curated from."""
-    from warcio.archiveiterator import ArchiveIterator
-
-    found: dict[str, str] = {}
-    for upstream in ancestors([corpus])[1:]:
-        root = Path(upstream.path)
-        if not root.is_dir():
-            continue
-        for warc in sorted(root.rglob("*.warc.gz")):
-            try:
-                with warc.open("rb") as handle:
-                    for record in ArchiveIterator(handle):
-                        if record.rec_type != "response":
-                            continue
-                        uri = record.rec_headers.get_header("WARC-Target-URI")
-                        if uri not in urls or uri in found:
-                            continue
-                        http = record.http_headers
-                        if http is not None and not http.get_statuscode().startswith("2"):
-                            continue
-                        media = (
-                            (http.get_header("Content-Type") if http is not None else None)
-                            or record.rec_headers.get_header("Content-Type")
-                            or ""
-                        )
-                        payload = record.rec_headers.get_header("WARC-Identified-Payload-Type")
-                        if "html" not in (payload or media).lower():
-                            continue
-                        found[uri] = _decode(record.content_stream().read(), media)
-            except Exception as error:  # noqa: BLE001 - one bad WARC loses its pages only
-                log.warning("stopped reading %s: %s (its pages fall back to text)", warc, error)
-    return found
-
-
-def _decode(data: bytes, media: str) -> str:
-    charset = re.search(r"charset=[\"']?([\w.:-]+)", media or "", re.IGNORECASE)
-    for encoding in (charset.group(1) if charset else None, "utf-8"):
-        if encoding:
-            try:
-                return data.decode(encoding)
-            except (LookupError, UnicodeDecodeError):
-                continue
-    return data.decode("cp1252", errors="replace")
-
-
-def read_uploads(paths: Sequence[str]) -> list[tuple[str, list[dict]]]:
-    """(row id, messages) of every uploaded conversation; a bad row is an OrchardError
-    naming file:line and what is wrong with it."""
-    rows = []
-    shape = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}'
-    for index, name in enumerate(paths):
-        path = Path(name)
-        try:
-            lines = path.read_bytes().splitlines()
-        except OSError as error:
-            raise OrchardError(f"cannot read upload {name}: {error.strerror or error}") from None
-        for number, raw in enumerate(lines, 1):
-            where = f"{name}:{number}"
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise OrchardError(f"{where}: not a JSON line ({error}); want {shape}") from None
-            problem = conversation_problem(row)
-            if problem:
-                raise OrchardError(f"{where}: {problem}; each line must be {shape}")
-            messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-            rows.append((f"upload-{index}-{path.stem}-{number}", messages))
-    return rows
-
-
-def conversation_problem(row: Any) -> str | None:
-    """What is wrong with one row of the common chat format, or None."""
-    if not isinstance(row, dict) or "messages" not in row:
-        return 'the row has no "messages"'
-    messages = row["messages"]
-    if not isinstance(messages, list) or not messages:
-        return '"messages" is not a non-empty list'
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"message {i} is not an object"
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            return f"message {i} has role {role!r}, not one of {', '.join(ROLES)}"
-        if not isinstance(content, str) or not content.strip():
-            return f"message {i} ({role}) has no text content (a non-empty string)"
-    if messages[-1]["role"] != "assistant":
-        return f"the last message is {messages[-1]['role']!r}, not the assistant's answer"
-    if not any(m["role"] == "user" for m in messages):
-        return "no message is the user's"
-    return None
-
-
-def uploads_sha256(paths: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for name in paths:
-        try:
-            digest.update(hashlib.sha256(Path(name).read_bytes()).digest())
-        except OSError as error:
-            raise OrchardError(
-                f"cannot read upload {name}: {error.strerror or error}: pass existing "
-                "JSONL files in uploads"
-            ) from None
-    return digest.hexdigest()
-
-
 # -- questions, splits, pairs -----------------------------------------------------------
 
 
@@ -552,7 +238,7 @@ def questions(entry: Entry, config: ChatDataConfig) -> list[tuple[str, str, str]
         heading = name.rstrip("?") or name  # "...say about Can I delete Python?"
         question = _pick(SECTION, seed, entry.id).format(page=entry.page, heading=heading)
     else:
-        question = _pick(PAGE, seed, entry.id).format(title=_quote(name))
+        question = _pick(PAGE, seed, entry.id).format(title=quote_title(name))
     return [(entry.kind, question, entry.answer)]
 
 
@@ -592,156 +278,6 @@ def _messages(config: ChatDataConfig, question: str, answer: str) -> list[dict]:
         {"role": "user", "content": question},
         {"role": "assistant", "content": answer},
     ]
-
-
-def greedy_answers(hf_dir: Path, prompts: list[list[dict]], config: ChatDataConfig) -> list[str]:
-    """The model's own greedy answers, generated in batches with left padding."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-    if not tokenizer.chat_template:
-        raise OrchardError(f"{hf_dir} has no chat template: its tokenizer cannot ask questions")
-    tokenizer.padding_side = tokenizer.truncation_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    context = getattr(model.config, "max_position_embeddings", 2048)
-    limit = max(8, context - config.max_new_tokens)
-    texts = [
-        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
-    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))  # less padding
-    answers: dict[int, str] = {}
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start : start + config.batch_size]
-        encoded = tokenizer(
-            [texts[i] for i in batch],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=limit,
-            add_special_tokens=False,
-        )
-        with torch.inference_mode():
-            out = model.generate(
-                **encoded,
-                max_new_tokens=config.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        decoded = tokenizer.batch_decode(
-            out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-        answers |= {i: text.strip() for i, text in zip(batch, decoded, strict=True)}
-    return [answers[i] for i in range(len(texts))]
-
-
-# -- validation --------------------------------------------------------------------------
-
-
-def sft_frame(rows: dict[str, list[dict]], held: set[str]) -> pd.DataFrame:
-    records = [
-        {
-            "id": row["id"],
-            "split": split,
-            "source": row["source"],
-            "last_role": row["messages"][-1]["role"],
-            "n_answer_chars": len(row["messages"][-1]["content"].strip()),
-            "text": "\n".join(m["content"] for m in row["messages"]),
-            "heldout_in_train": split == "train" and row["entry"] in held,
-        }
-        for split in SPLITS
-        for row in rows[split]
-    ]
-    return pd.DataFrame.from_records(
-        records,
-        columns=[
-            "id",
-            "split",
-            "source",
-            "last_role",
-            "n_answer_chars",
-            "text",
-            "heldout_in_train",
-        ],
-    )
-
-
-def preference_frame(rows: dict[str, list[dict]]) -> pd.DataFrame:
-    records = [
-        {
-            "id": row["id"],
-            "split": split,
-            "negative": row["negative"],
-            "n_chosen_chars": len(row["chosen"][-1]["content"].strip()),
-            "n_rejected_chars": len(row["rejected"][-1]["content"].strip()),
-            "chosen_is_rejected": row["chosen"][-1]["content"].strip()
-            == row["rejected"][-1]["content"].strip(),
-            "heldout_in_train": bool(row.pop("_leak")),
-        }
-        for split in SPLITS
-        for row in rows[split]
-    ]
-    columns = ["id", "split", "negative", "n_chosen_chars", "n_rejected_chars"]
-    return pd.DataFrame.from_records(
-        records, columns=[*columns, "chosen_is_rejected", "heldout_in_train"]
-    )
-
-
-def sft_rules(config: ChatDataConfig) -> dict[str, Any]:
-    import great_expectations as gx
-
-    expect = gx.expectations
-    return {
-        "has_rows": expect.ExpectTableRowCountToBeBetween(min_value=1),
-        "has_heldout": expect.ExpectColumnDistinctValuesToContainSet(
-            column="split", value_set=["heldout"]
-        ),
-        "id_present": expect.ExpectColumnValuesToNotBeNull(column="id"),
-        "id_unique": expect.ExpectColumnValuesToBeUnique(column="id"),
-        "last_role_assistant": expect.ExpectColumnValuesToBeInSet(
-            column="last_role", value_set=["assistant"]
-        ),
-        "answer_length": expect.ExpectColumnValuesToBeBetween(
-            column="n_answer_chars", min_value=1, max_value=config.max_chars
-        ),
-        "no_heldout_in_train": expect.ExpectColumnValuesToBeInSet(
-            column="heldout_in_train", value_set=[False]
-        ),
-        "no_email": expect.ExpectColumnValuesToNotMatchRegex(column="text", regex=EMAIL),
-        "no_phone": expect.ExpectColumnValuesToNotMatchRegex(
-            column="text", regex=PHONE_NUMBER.pattern
-        ),
-    }
-
-
-def preference_rules(config: ChatDataConfig) -> dict[str, Any]:
-    import great_expectations as gx
-
-    expect = gx.expectations
-    return {
-        "has_rows": expect.ExpectTableRowCountToBeBetween(min_value=1),
-        "id_present": expect.ExpectColumnValuesToNotBeNull(column="id"),
-        "id_unique": expect.ExpectColumnValuesToBeUnique(column="id"),
-        "negative_known": expect.ExpectColumnValuesToBeInSet(
-            column="negative", value_set=list(NEGATIVES)
-        ),
-        "chosen_present": expect.ExpectColumnValuesToBeBetween(
-            column="n_chosen_chars", min_value=1, max_value=config.max_chars
-        ),
-        "rejected_present": expect.ExpectColumnValuesToBeBetween(
-            column="n_rejected_chars", min_value=1
-        ),
-        "chosen_differs": expect.ExpectColumnValuesToBeInSet(
-            column="chosen_is_rejected", value_set=[False]
-        ),
-        "no_heldout_in_train": expect.ExpectColumnValuesToBeInSet(
-            column="heldout_in_train", value_set=[False]
-        ),
-    }
 
 
 # -- the step ----------------------------------------------------------------------------
@@ -838,7 +374,9 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
         chosen = chosen[: config.base_samples]
         prompts = [row["messages"][:-1] for _, row in chosen]
         log.info("sampling %d base answers from %s", len(prompts), model.path)
-        samples = greedy_answers(Path(model.path) / "hf", prompts, config)
+        samples = greedy_answers(
+            Path(model.path) / "hf", prompts, config.max_new_tokens, config.batch_size
+        )
         base = {row["id"]: text for (_, row), text in zip(chosen, samples, strict=True)}
         counts["base_samples"] = len(base)
     by_group: dict[str, list[Entry]] = {}
@@ -890,9 +428,13 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
         for row in sft[split]:
             counts[f"sft_{split}.{row['source']}"] += 1
     summaries = {
-        "sft": validate_set(config, "sft", sft_rules(config), sft_frame(sft, held), ctx),
+        "sft": validate_set(config, "sft", sft_rules(config.max_chars), sft_frame(sft, held), ctx),
         "preference": validate_set(
-            config, "preference", preference_rules(config), preference_frame(preference), ctx
+            config,
+            "preference",
+            preference_rules(config.max_chars),
+            preference_frame(preference),
+            ctx,
         ),
     }
     (ctx.out / "validation.json").write_text(json.dumps(summaries, indent=2, default=str))
