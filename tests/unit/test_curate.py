@@ -15,7 +15,7 @@ from warcio.warcwriter import WARCWriter
 from orchard.pii import PHONE_PLACEHOLDER
 from orchard.steps import run_step
 from ray_jobs.curate import CurateConfig, curate
-from tests.corpus import article, planted_corpus
+from testkit.corpus import article, planted_corpus
 
 pytestmark = pytest.mark.slow
 

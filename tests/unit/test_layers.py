@@ -4,7 +4,9 @@ lazy ones inside functions), so they stay true:
 - model/ never orchestrates: nothing under model/ reaches orchard.steps or
   orchard.settings, not even through another first-party module;
 - a step never imports another step: no ray_jobs module imports a ray_jobs module
-  (what steps share lives in orchard/ or model/).
+  (what steps share lives in orchard/ or model/);
+- bench/ never imports tests/ (whose conftest changes the environment on import): what
+  both use lives in testkit/, and testkit/ never imports tests/ either.
 """
 
 from __future__ import annotations
@@ -86,6 +88,16 @@ def test_no_step_imports_another_step():
     }
     found = {name: hits for name, hits in found.items() if hits}
     assert not found, f"a ray_jobs module imports another (share through orchard/): {found}"
+
+
+def test_benchmarks_and_testkit_never_import_the_tests():
+    found = {
+        name: sorted(m for m in imports(path) if m.split(".")[0] == "tests")
+        for package in ("bench", "testkit")
+        for name, path in modules(package).items()
+    }
+    found = {name: hits for name, hits in found.items() if hits}
+    assert not found, f"bench/ and testkit/ must not import tests/ (move it to testkit/): {found}"
 
 
 def test_the_scan_sees_lazy_relative_and_from_imports(tmp_path, monkeypatch):
