@@ -46,6 +46,7 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -311,21 +312,23 @@ def build_entries(
     return entries
 
 
-def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepContext) -> StepOutput:
-    """The step body: entries -> SFT and preference sets in `ctx.out`, validated."""
-    corpora, model = _roles(inputs)
-    counts: Counter[str] = Counter()
-    entries = build_entries(corpora, config, Cleaner(), counts)
-    held = heldout_entries(entries, config)
-    by_id = {e.id: e for e in entries}
-    log.info(
-        "%d entries (%d held out) from %d documents", len(entries), len(held), counts["documents"]
-    )
+@dataclass
+class Asked:
+    """The SFT rows by split, and what the preference pairs need of the corpus questions."""
 
+    sft: dict[str, list[dict]]
+    corpus_rows: list[tuple[str, dict]]  # (split, row) of the corpus questions, in order
+    answers_of: dict[str, dict[str, str]]  # entry -> question kind -> answer
+    kinds: dict[tuple[str, str], str]  # (entry, question) -> question kind
+
+
+def ask(entries: Sequence[Entry], held: set[str], config: ChatDataConfig, counts: Counter) -> Asked:
+    """The questions of every entry (each asked once) by split, then the refusals and the
+    uploaded conversations (training only)."""
     sft: dict[str, list[dict]] = {split: [] for split in SPLITS}
     asked: set[str] = set()
-    answers_of: dict[str, dict[str, str]] = {}  # entry -> question kind -> answer
-    kinds: dict[tuple[str, str], str] = {}  # (entry, question) -> question kind
+    answers_of: dict[str, dict[str, str]] = {}
+    kinds: dict[tuple[str, str], str] = {}
     for entry in entries:
         split = "heldout" if entry.id in held else "train"
         counts[f"entries.{entry.source}"] += 1
@@ -364,39 +367,55 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
             )
     for row_id, messages in read_uploads(config.uploads):
         sft["train"].append({"id": row_id, "messages": messages, "source": "upload", "entry": None})
+    return Asked(sft, corpus_rows, answers_of, kinds)
 
-    # Preference pairs over the corpus questions.
-    base: dict[str, str] = {}
-    if model is not None and "base_sample" in config.negatives and config.base_samples:
-        chosen = sorted(
-            corpus_rows, key=lambda pair: (_hash(config.seed, "base", pair[1]["id"]), pair[1]["id"])
-        )
-        chosen = chosen[: config.base_samples]
-        prompts = [row["messages"][:-1] for _, row in chosen]
-        log.info("sampling %d base answers from %s", len(prompts), model.path)
-        samples = greedy_answers(
-            Path(model.path) / "hf", prompts, config.max_new_tokens, config.batch_size
-        )
-        base = {row["id"]: text for (_, row), text in zip(chosen, samples, strict=True)}
-        counts["base_samples"] = len(base)
+
+def base_answers(
+    model: Manifest, corpus_rows: list[tuple[str, dict]], config: ChatDataConfig
+) -> dict[str, str]:
+    """Row id -> the model's own greedy answer, for `base_samples` rows picked by hash."""
+    chosen = sorted(
+        corpus_rows, key=lambda pair: (_hash(config.seed, "base", pair[1]["id"]), pair[1]["id"])
+    )
+    chosen = chosen[: config.base_samples]
+    prompts = [row["messages"][:-1] for _, row in chosen]
+    log.info("sampling %d base answers from %s", len(prompts), model.path)
+    samples = greedy_answers(
+        Path(model.path) / "hf", prompts, config.max_new_tokens, config.batch_size
+    )
+    return {row["id"]: text for (_, row), text in zip(chosen, samples, strict=True)}
+
+
+def pairs(
+    entries: Sequence[Entry],
+    held: set[str],
+    asked: Asked,
+    base: dict[str, str],
+    config: ChatDataConfig,
+    counts: Counter,
+) -> dict[str, list[dict]]:
+    """Preference pairs over the corpus questions: the grounded answer against each kind
+    of hard negative the config asks for. `_leak` marks a pair that lets a held-out entry
+    into training (the suite's `no_heldout_in_train` refuses it)."""
+    by_id = {e.id: e for e in entries}
     by_group: dict[str, list[Entry]] = {}
     for entry in entries:
         by_group.setdefault(entry.group, []).append(entry)
     preference: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for split, row in corpus_rows:
+    for split, row in asked.corpus_rows:
         entry = by_id[row["entry"]]
         answer = row["messages"][-1]["content"]
         rejected: list[tuple[str, str, bool]] = []  # negative, text, leaks held-out
         if "same_module" in config.negatives:
             # Another entry of the page answering the same kind of question: its
             # description, its signature, the module sentence of another object.
-            kind = kinds[entry.id, row["messages"][-2]["content"]]
+            kind = asked.kinds[entry.id, row["messages"][-2]["content"]]
             others = [
                 (other, text)
                 for other in by_group[entry.group]
                 if other.id != entry.id
                 and (split == "heldout" or other.id not in held)
-                and (text := answers_of[other.id].get(kind, _fallback(kind, other)))
+                and (text := asked.answers_of[other.id].get(kind, _fallback(kind, other)))
                 and text.strip() != answer.strip()
             ]
             if others:
@@ -422,11 +441,18 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
                 }
             )
             counts[f"preference_{split}.{negative}"] += 1
+    return preference
 
-    for split in SPLITS:
-        counts[f"sft_{split}"] = len(sft[split])
-        for row in sft[split]:
-            counts[f"sft_{split}.{row['source']}"] += 1
+
+def validate_sets(
+    config: ChatDataConfig,
+    sft: dict[str, list[dict]],
+    preference: dict[str, list[dict]],
+    held: set[str],
+    ctx: StepContext,
+) -> dict[str, dict[str, Any]]:
+    """Both suites, with Data Docs and `validation.json` in `ctx.out`; a failure keeps the
+    report under `failed-<key>` and raises naming each failed rule."""
     summaries = {
         "sft": validate_set(config, "sft", sft_rules(config.max_chars), sft_frame(sft, held), ctx),
         "preference": validate_set(
@@ -449,6 +475,30 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
             )
         )
     shutil.rmtree(report, ignore_errors=True)  # an older failure of the same key is stale
+    return summaries
+
+
+def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepContext) -> StepOutput:
+    """The step body: entries -> SFT and preference sets in `ctx.out`, validated."""
+    corpora, model = _roles(inputs)
+    counts: Counter[str] = Counter()
+    entries = build_entries(corpora, config, Cleaner(), counts)
+    held = heldout_entries(entries, config)
+    log.info(
+        "%d entries (%d held out) from %d documents", len(entries), len(held), counts["documents"]
+    )
+    asked = ask(entries, held, config, counts)
+    sft = asked.sft
+    base: dict[str, str] = {}
+    if model is not None and "base_sample" in config.negatives and config.base_samples:
+        base = base_answers(model, asked.corpus_rows, config)
+        counts["base_samples"] = len(base)
+    preference = pairs(entries, held, asked, base, config, counts)
+    for split in SPLITS:
+        counts[f"sft_{split}"] = len(sft[split])
+        for row in sft[split]:
+            counts[f"sft_{split}.{row['source']}"] += 1
+    summaries = validate_sets(config, sft, preference, held, ctx)
 
     for folder, sets in (("sft", sft), ("preference", preference)):
         (ctx.out / folder).mkdir()
