@@ -33,7 +33,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import httpx  # noqa: E402
 
 from orchard.settings import Settings  # noqa: E402
-from tests.conftest import orchard, stack_env, wait_champion  # noqa: E402
+from testkit.stack import orchard, stack_env, wait_champion  # noqa: E402
 
 UNTHROTTLED = "1000000/minute"
 
@@ -117,8 +117,7 @@ async def streams(base: str, key: str, clients: int, total: int, max_tokens: int
 def accounts(settings: Settings) -> tuple[dict, str]:
     """A user with credits, chats to list and an API key; returns (token headers, key)."""
     from platform_api.db import database_url
-    from tests.platform.conftest import Api
-    from tests.platform.test_gateway import grant, new_key
+    from testkit.platform import Api, grant, new_key
 
     http = httpx.Client(base_url=f"{settings.api_url}/api/v1", timeout=60)
     api = Api(

@@ -8,7 +8,7 @@ and dedup precision/recall on the planted corpus.
    samples) and, as the baseline, the very same datatrove pipelines run directly by
    datatrove's LocalPipelineExecutor with nothing of Orchard's step machinery around
    them. Prints documents/s per core for both and the ratio.
-3. Curates the planted corpus of tests/corpus.py and prints near/exact dedup recall and
+3. Curates the planted corpus of testkit/corpus.py and prints near/exact dedup recall and
    precision. Prints figures; never fails on time.
 """
 
@@ -36,7 +36,7 @@ from ray_jobs.curate import (  # noqa: E402
     _near_dedup_stages,
     curate,
 )
-from tests.corpus import planted_corpus  # noqa: E402
+from testkit.corpus import planted_corpus  # noqa: E402
 
 SITE = Path("/usr/share/doc/python3.11/html")
 

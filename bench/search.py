@@ -149,7 +149,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    from tests.platform.postgres import PostgresUnavailable, find_bindir, start_postgres
+    from testkit.postgres import PostgresUnavailable, find_bindir, start_postgres
 
     if find_bindir() is None:
         print("PostgreSQL: no binaries installed, skipped")

@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import httpx  # noqa: E402
 
 from orchard.settings import Settings  # noqa: E402
-from tests.conftest import orchard, stack_env, wait_champion  # noqa: E402
+from testkit.stack import orchard, stack_env, wait_champion  # noqa: E402
 
 PROMPTS = [
     "Hello! Tell me about apples.",

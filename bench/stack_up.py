@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import orchard, stack_env  # noqa: E402
+from testkit.stack import orchard, stack_env  # noqa: E402
 
 
 def timed_up(env: dict[str, str]) -> tuple[float, dict[str, str]]:

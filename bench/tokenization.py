@@ -4,7 +4,7 @@ over the same text, in one process.
     .venv/bin/python bench/tokenization.py [--documents 3000] [--shards 2] [--vocab 8192]
                                        [--text-dir /usr/share/doc/python3.11/html/_sources]
 
-1. Generates a corpus (the readable prose of tests/corpus.py, plus Python-like code
+1. Generates a corpus (the readable prose of testkit/corpus.py, plus Python-like code
    documents) and writes it as a mix step's output (`documents/*.jsonl.gz`); no stack,
    no download. With --text-dir, the *.txt files under it are the documents instead
    (the reST sources of python3.11-doc are close to the demo corpus).
@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 from orchard.steps import StepConfig, StepContext, StepOutput, run_step  # noqa: E402
 from ray_jobs.tokenize import TokenizeConfig, tokenize  # noqa: E402
 from ray_jobs.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
-from tests.corpus import NOUNS, VERBS, article  # noqa: E402
+from testkit.corpus import NOUNS, VERBS, article  # noqa: E402
 
 
 class BenchCorpus(StepConfig):

@@ -31,9 +31,9 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from orchard.settings import Settings  # noqa: E402
 from platform_api.app import create_app  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
-from tests.platform.conftest import FAST_ARGON2, PASSWORD, Api, LiveServer  # noqa: E402
-from tests.ui.browser import chromium, missing_browser  # noqa: E402
+from testkit.browser import chromium, missing_browser  # noqa: E402
+from testkit.platform import FAST_ARGON2, PASSWORD, Api, LiveServer  # noqa: E402
+from testkit.stack import REPO  # noqa: E402
 
 UI_DIST = REPO / "ui" / "dist"
 BASELINE = "bench-baseline.html"

@@ -35,11 +35,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 import orchard
+
+if TYPE_CHECKING:
+    from orchard.settings import Settings
 
 log = logging.getLogger("orchard.steps")
 
@@ -315,6 +318,62 @@ def locate(
 ) -> Path:
     """Where `run_step` puts (or has put) this step's output, without running it."""
     return data_root / step / f"{name}-{step_key(step, config, [m.ref for m in inputs])}"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What a step module is, once: its step name, config class, the readable part of its
+    output directory by default, and its module docstring (the first line describes its
+    command). `run` runs a body under a `Settings`' data root and MLflow; `main` is the
+    module's command line. A step module ends with
+
+        STEP = StepSpec("mix", MixConfig, default_name="mix", doc=__doc__)
+
+        def run(config, inputs, settings, name=STEP.default_name, force=False) -> Manifest:
+            ...checks of the inputs...
+            return STEP.run(settings, config, lambda ctx: mix(config, ...), inputs, name, force)
+
+        def main(argv=None) -> int:
+            return STEP.main(run, argv)
+    """
+
+    step: str
+    config_cls: type[StepConfig]
+    default_name: str
+    doc: str
+
+    def run(
+        self,
+        settings: Settings,
+        config: StepConfig,
+        body: Callable[[StepContext], StepOutput],
+        inputs: list[Manifest] | None = None,
+        name: str | None = None,
+        force: bool = False,
+    ) -> Manifest:
+        """`run_step` of this step under the settings' data root and MLflow server."""
+        return run_step(
+            step=self.step,
+            name=name or self.default_name,
+            config=config,
+            data_root=Path(settings.data_dir),
+            body=body,
+            inputs=inputs,
+            force=force,
+            mlflow_uri=settings.mlflow_uri,
+        )
+
+    def main(
+        self, run: Callable[[Any, list[Manifest], Any, str, bool], Manifest], argv: list[str] | None
+    ) -> int:
+        """The shared command line (`step_main`) of this step, calling `run`."""
+        return step_main(
+            argv,
+            description=self.doc.strip().splitlines()[0],
+            config_cls=self.config_cls,
+            run=run,
+            default_name=self.default_name,
+        )
 
 
 def step_main(

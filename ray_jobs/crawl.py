@@ -12,9 +12,9 @@ The spacing runs from the moment the previous response's headers arrived, not fr
 its request was started: a request that leaves late (a busy event loop, a slow connect)
 can then never reach the server right behind the one before it.
 
-Every URL is normalised before it is queued (`crawl_frontier.normalize`), and the frontier
-is a SQLite table keyed by that form, so no page is fetched twice. The frontier and the
-WARC parts live in the step's work directory: a killed crawl resumes from them. Each
+Every URL is normalised before it is queued (`orchard.crawl_frontier.normalize`), and the
+frontier is a SQLite table keyed by that form, so no page is fetched twice. The frontier and
+the WARC parts live in the step's work directory: a killed crawl resumes from them. Each
 attempt writes its own parts, fsynced after every page before the page is marked stored;
 on resume every part is re-read, a part cut off mid-record (or between a response and its
 request) is rewritten with its complete pairs, pages whose pair survived count as stored
@@ -31,7 +31,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
@@ -39,11 +38,11 @@ from urllib.robotparser import RobotFileParser
 import httpx
 from pydantic import Field, field_validator, model_validator
 
+from orchard.crawl_frontier import Frontier, allowed_host, extract_links, normalize
+from orchard.crawl_warc import WarcParts, recover_parts
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
-from ray_jobs.crawl_frontier import Frontier, allowed_host, extract_links, normalize
-from ray_jobs.crawl_warc import WarcParts, recover_parts
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 __all__ = ["CrawlConfig", "crawl", "main", "normalize", "run"]
 
@@ -389,33 +388,21 @@ def crawl(config: CrawlConfig, ctx: StepContext) -> StepOutput:
     return StepOutput(counts=counts, metrics={"pages": float(crawler.stored)})
 
 
+STEP = StepSpec("crawl", CrawlConfig, default_name="web", doc=__doc__)
+
+
 def run(
     config: CrawlConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "web",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
-    return run_step(
-        step="crawl",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: crawl(config, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return STEP.run(settings, config, lambda ctx: crawl(config, ctx), inputs, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=CrawlConfig,
-        run=run,
-        default_name="web",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

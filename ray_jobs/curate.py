@@ -47,14 +47,15 @@ from datatrove.utils.lid import FastTextLID
 from pydantic import Field, field_validator
 from tldextract import TLDExtract
 
+from orchard.documents import DOCUMENTS, iter_documents, read_shard
 from orchard.errors import OrchardError
+from orchard.pii import replace_phone_numbers
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.curate")
 
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb")
-PHONE_PLACEHOLDER = "<PHONE>"
 
 
 class CurateConfig(StepConfig):
@@ -154,21 +155,13 @@ class ShippedLanguageFilter(BaseFilter):
         return False, f"language_{language}"
 
 
-# International or North-American style numbers with separators; digit runs without
-# separators (ids, years, prices) are left alone.
-PHONE_NUMBER = re.compile(
-    # Anchored so dotted numbers (the IP placeholders PIIFormatter writes) are not phones.
-    r"(?<![\w+.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w|[.-]\d)"
-)
-
-
 class PhoneNumberFormatter(BaseFormatter):
     """Replaces phone numbers, which datatrove's PIIFormatter (e-mails, IPs) leaves."""
 
     name = "☎ Phone numbers"
 
     def format(self, text: str) -> str:
-        return PHONE_NUMBER.sub(PHONE_PLACEHOLDER, text)
+        return replace_phone_numbers(text)
 
 
 class OptionalURLFilter(URLFilter):
@@ -411,28 +404,15 @@ def _counts(stage: str, stage_stats: list) -> dict[str, int]:
 
 def _sample_dropped(work: Path, out: Path, per_filter: int, seed: int = 0) -> None:
     """Keep `per_filter` dropped documents of each filter, for people to inspect."""
-    import gzip
-
     rng = random.Random(seed)
     for folder in sorted((work / "dropped").glob("*")):
-        lines: list[str] = []
-        for shard in sorted(folder.glob("*.jsonl.gz")):
-            with gzip.open(shard, "rt") as handle:
-                lines.extend(handle)
+        lines = [
+            doc.raw for shard in sorted(folder.glob("*.jsonl.gz")) for doc in read_shard(shard)
+        ]
         sample = rng.sample(lines, min(per_filter, len(lines)))
         target = out / "dropped" / f"{folder.name}.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("".join(sample))
-
-
-def _count_documents(folder: Path) -> int:
-    import gzip
-
-    total = 0
-    for shard in folder.glob("*.jsonl.gz"):
-        with gzip.open(shard, "rt") as handle:
-            total += sum(1 for _ in handle)
-    return total
+        target.write_bytes(b"".join(sample))
 
 
 def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepOutput:
@@ -459,47 +439,35 @@ def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepO
     for name, pipeline, stage_tasks in stages:
         counts |= _counts(name, _execute(config, name, pipeline, work, stage_tasks))
 
-    documents = ctx.out / "documents"
+    documents = ctx.out / DOCUMENTS
     documents.mkdir()
     for shard in sorted(current.glob("*.jsonl.gz")):
         shard.replace(documents / shard.name)
     _sample_dropped(work, ctx.out, config.dropped_samples)
-    kept = _count_documents(documents)
+    kept = sum(1 for _ in iter_documents(ctx.out))
     counts["documents"] = kept
     (ctx.out / "stats.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
     return StepOutput(counts=counts, metrics={"documents": float(kept)})
+
+
+STEP = StepSpec("curate", CurateConfig, default_name="corpus", doc=__doc__)
 
 
 def run(
     config: CurateConfig,
     sources: list[Manifest],
     settings: Settings,
-    name: str = "corpus",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     if not sources:
         raise OrchardError("curate needs at least one --input: a crawl or import manifest")
     paths = [Path(manifest.path) for manifest in sources]
-    return run_step(
-        step="curate",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=sources,
-        body=lambda ctx: curate(config, paths, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return STEP.run(settings, config, lambda ctx: curate(config, paths, ctx), sources, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=CurateConfig,
-        run=run,
-        default_name="corpus",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -21,23 +21,18 @@ from typing import Literal
 from pydantic import Field
 
 from model.posttrain import (
-    TrainStepConfig,
     dataset,
     load_causal_lm,
     load_tokenizer,
     logged,
-    read_rows,
-    run_model_step,
     save_model,
-    split_inputs,
-    tracked_run,
     train_rows,
     trainer_args,
 )
 from orchard.errors import OrchardError
+from orchard.model_steps import TrainStepConfig, model_step, read_rows, split_inputs, tracked_run
 from orchard.progress import training_progress_callback
-from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.dpo")
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -162,24 +157,8 @@ def dpo(
     )
 
 
-def run(
-    config: DpoConfig,
-    inputs: list[Manifest],
-    settings: Settings,
-    name: str = "chat",
-    force: bool = False,
-) -> Manifest:
-    return run_model_step("dpo", dpo, config, inputs, settings, name, force)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=DpoConfig,
-        run=run,
-        default_name="chat",
-    )
+STEP = StepSpec("dpo", DpoConfig, default_name="chat", doc=__doc__)
+run, main = model_step(STEP, dpo)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ from typing import Any
 
 from pydantic import Field
 
-from model.posttrain import run_model_step, spread
+from model.posttrain import spread
 from orchard.errors import OrchardError
 from orchard.grading import key_facts, rouge_l
-from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, step_main
+from orchard.model_steps import model_step
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.evaluate")
 
@@ -311,24 +311,8 @@ def evaluate(
     )
 
 
-def run(
-    config: EvaluateConfig,
-    inputs: list[Manifest],
-    settings: Settings,
-    name: str = "model",
-    force: bool = False,
-) -> Manifest:
-    return run_model_step("evaluate", evaluate, config, inputs, settings, name, force)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=EvaluateConfig,
-        run=run,
-        default_name="model",
-    )
+STEP = StepSpec("evaluate", EvaluateConfig, default_name="model", doc=__doc__)
+run, main = model_step(STEP, evaluate)
 
 
 if __name__ == "__main__":

@@ -23,23 +23,18 @@ from pathlib import Path
 from pydantic import Field
 
 from model.posttrain import (
-    TrainStepConfig,
     dataset,
     load_causal_lm,
     load_tokenizer,
     logged,
-    read_rows,
-    run_model_step,
     save_model,
-    split_inputs,
-    tracked_run,
     train_rows,
     trainer_args,
 )
 from orchard.grading import grounded_reward
+from orchard.model_steps import TrainStepConfig, model_step, read_rows, split_inputs, tracked_run
 from orchard.progress import training_progress_callback
-from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.grpo")
 
@@ -124,24 +119,8 @@ def grpo(
     )
 
 
-def run(
-    config: GrpoConfig,
-    inputs: list[Manifest],
-    settings: Settings,
-    name: str = "chat",
-    force: bool = False,
-) -> Manifest:
-    return run_model_step("grpo", grpo, config, inputs, settings, name, force)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=GrpoConfig,
-        run=run,
-        default_name="chat",
-    )
+STEP = StepSpec("grpo", GrpoConfig, default_name="chat", doc=__doc__)
+run, main = model_step(STEP, grpo)
 
 
 if __name__ == "__main__":

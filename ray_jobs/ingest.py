@@ -45,7 +45,7 @@ from warcio.warcwriter import WARCWriter
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.ingest")
 
@@ -492,8 +492,11 @@ def import_documents(config: ImportConfig, ctx: StepContext) -> StepOutput:
     return StepOutput(counts=dict(out.counts))
 
 
+STEP = StepSpec("import", ImportConfig, default_name="sources", doc=__doc__)
+
+
 def run(
-    config: ImportConfig, settings: Settings, name: str = "sources", force: bool = False
+    config: ImportConfig, settings: Settings, name: str = STEP.default_name, force: bool = False
 ) -> Manifest:
     """Import once per (config, state of the input files). A config without fingerprint
     (e.g. from the command line) gets the one of the files as they are now."""
@@ -507,15 +510,7 @@ def run(
             config.fingerprint,
             current,
         )
-    return run_step(
-        step="import",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: import_documents(config, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return STEP.run(settings, config, lambda ctx: import_documents(config, ctx), None, name, force)
 
 
 class _UsageError(Exception):
@@ -535,13 +530,7 @@ def _cli_run(
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return step_main(
-            argv,
-            description=__doc__.splitlines()[0],
-            config_cls=ImportConfig,
-            run=_cli_run,
-            default_name="sources",
-        )
+        return STEP.main(_cli_run, argv)
     except _UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -20,9 +20,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from orchard.documents import DOCUMENTS, iter_documents
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.mix")
 
@@ -49,18 +50,6 @@ class MixConfig(StepConfig):
         return value
 
 
-def _documents(corpus: Path) -> list[str]:
-    lines: list[str] = []
-    for shard in sorted(corpus.rglob("*.jsonl.gz")):
-        with gzip.open(shard, "rt") as handle:
-            lines.extend(line for line in handle if line.strip())
-    return lines
-
-
-def _category(line: str) -> str:
-    return json.loads(line).get("metadata", {}).get("category") or "web"
-
-
 def plan(config: MixConfig, available: dict[str, int]) -> dict[str, int]:
     """How many documents of each category the mix takes."""
     weights = {cat: w for cat, w in config.weights.items() if w > 0}
@@ -84,22 +73,22 @@ def plan(config: MixConfig, available: dict[str, int]) -> dict[str, int]:
 
 
 def mix(config: MixConfig, corpora: list[Path], ctx: StepContext) -> StepOutput:
-    by_category: dict[str, list[str]] = defaultdict(list)
+    by_category: dict[str, list[bytes]] = defaultdict(list)  # the lines as written
     for corpus in corpora:
-        for line in _documents(corpus):
-            by_category[_category(line)].append(line)
+        for doc in iter_documents(corpus):
+            by_category[doc.metadata.get("category") or "web"].append(doc.raw)
     available = {cat: len(lines) for cat, lines in by_category.items()}
     counts = plan(config, available)
     rng = random.Random(config.seed)
-    chosen = [line for cat, n in counts.items() for line in rng.sample(by_category[cat], n)]
+    chosen = [(cat, line) for cat, n in counts.items() for line in rng.sample(by_category[cat], n)]
     rng.shuffle(chosen)
-    out = ctx.out / "documents"
+    out = ctx.out / DOCUMENTS
     out.mkdir()
     for index in range(0, len(chosen), config.shard_documents):
         shard = out / f"{index // config.shard_documents:05d}.jsonl.gz"
-        with gzip.open(shard, "wt") as handle:
-            handle.writelines(chosen[index : index + config.shard_documents])
-    achieved = Counter(_category(line) for line in chosen)
+        with gzip.open(shard, "wb") as handle:
+            handle.writelines(line for _, line in chosen[index : index + config.shard_documents])
+    achieved = Counter(cat for cat, _ in chosen)
     total = sum(achieved.values())
     proportions = {cat: achieved[cat] / total for cat in achieved} if total else {}
     report = {
@@ -115,30 +104,26 @@ def mix(config: MixConfig, corpora: list[Path], ctx: StepContext) -> StepOutput:
     )
 
 
+STEP = StepSpec("mix", MixConfig, default_name="mix", doc=__doc__)
+
+
 def run(
-    config: MixConfig, inputs: list[Manifest], settings: Settings, name: str = "mix", force=False
+    config: MixConfig,
+    inputs: list[Manifest],
+    settings: Settings,
+    name: str = STEP.default_name,
+    force=False,
 ) -> Manifest:
     """Mix the curated corpora among `inputs` (other inputs, e.g. a validation, only
     order the step after them and enter its key)."""
     corpora = [Path(m.path) for m in inputs if m.step == "curate"]
     if not corpora:
         raise OrchardError("mix needs at least one curate manifest among its --input")
-    return run_step(
-        step="mix",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: mix(config, corpora, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
-    )
+    return STEP.run(settings, config, lambda ctx: mix(config, corpora, ctx), inputs, name, force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv, description=__doc__.splitlines()[0], config_cls=MixConfig, run=run, default_name="mix"
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from orchard.errors import OrchardError
 from orchard.progress import step_line
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.pretrain")
 
@@ -484,37 +484,32 @@ def pretrain(
     )
 
 
+STEP = StepSpec("pretrain", PretrainConfig, default_name="model", doc=__doc__)
+
+
 def run(
     config: PretrainConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "model",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     tokenized = [m for m in inputs if m.step == "tokenize"]
     if len(tokenized) != 1:
         raise OrchardError("pretrain needs exactly one tokenize manifest among its --input")
-    return run_step(
-        step="pretrain",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: pretrain(config, tokenized[0], ctx, name, settings.mlflow_uri),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings,
+        config,
+        lambda ctx: pretrain(config, tokenized[0], ctx, name, settings.mlflow_uri),
+        inputs,
+        name,
+        force,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=PretrainConfig,
-        run=run,
-        default_name="model",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,7 @@ from pydantic import Field
 
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import (
-    Manifest,
-    StepConfig,
-    StepContext,
-    StepOutput,
-    lineage,
-    run_step,
-    step_main,
-)
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec, lineage
 
 log = logging.getLogger("orchard.register")
 
@@ -145,35 +137,30 @@ def register(
     return StepOutput(counts={"version": int(version)}, mlflow_run_id=run_id)
 
 
+STEP = StepSpec("register", RegisterConfig, default_name="model", doc=__doc__)
+
+
 def run(
     config: RegisterConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "model",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     if not settings.mlflow_uri:
         raise OrchardError("register needs the MLflow server: set ORCHARD_MLFLOW_URI")
-    return run_step(
-        step="register",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        body=lambda ctx: register(config, inputs, ctx, settings.mlflow_uri),
-        inputs=inputs,
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings,
+        config,
+        lambda ctx: register(config, inputs, ctx, settings.mlflow_uri),
+        inputs,
+        name,
+        force,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=RegisterConfig,
-        run=run,
-        default_name="model",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

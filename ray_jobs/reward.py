@@ -18,22 +18,17 @@ from pathlib import Path
 from pydantic import Field
 
 from model.posttrain import (
-    TrainStepConfig,
     dataset,
     load_tokenizer,
     logged,
-    read_rows,
-    run_model_step,
     save_model,
-    split_inputs,
     spread,
-    tracked_run,
     train_rows,
     trainer_args,
 )
+from orchard.model_steps import TrainStepConfig, model_step, read_rows, split_inputs, tracked_run
 from orchard.progress import training_progress_callback
-from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.reward")
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -126,24 +121,8 @@ def reward(
     )
 
 
-def run(
-    config: RewardConfig,
-    inputs: list[Manifest],
-    settings: Settings,
-    name: str = "rm",
-    force: bool = False,
-) -> Manifest:
-    return run_model_step("reward", reward, config, inputs, settings, name, force)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=RewardConfig,
-        run=run,
-        default_name="rm",
-    )
+STEP = StepSpec("reward", RewardConfig, default_name="rm", doc=__doc__)
+run, main = model_step(STEP, reward)
 
 
 if __name__ == "__main__":

@@ -19,23 +19,18 @@ from pathlib import Path
 from pydantic import Field
 
 from model.posttrain import (
-    TrainStepConfig,
     dataset,
     load_causal_lm,
     load_tokenizer,
     logged,
-    read_rows,
-    run_model_step,
     save_model,
-    split_inputs,
     spread,
-    tracked_run,
     train_rows,
     trainer_args,
 )
+from orchard.model_steps import TrainStepConfig, model_step, read_rows, split_inputs, tracked_run
 from orchard.progress import training_progress_callback
-from orchard.settings import Settings
-from orchard.steps import Manifest, StepContext, StepOutput, step_main
+from orchard.steps import Manifest, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.sft")
 COLUMNS = ("messages",)
@@ -101,24 +96,8 @@ def sft(
     )
 
 
-def run(
-    config: SftConfig,
-    inputs: list[Manifest],
-    settings: Settings,
-    name: str = "chat",
-    force: bool = False,
-) -> Manifest:
-    return run_model_step("sft", sft, config, inputs, settings, name, force)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=SftConfig,
-        run=run,
-        default_name="chat",
-    )
+STEP = StepSpec("sft", SftConfig, default_name="chat", doc=__doc__)
+run, main = model_step(STEP, sft)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ Output:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -42,7 +41,6 @@ import os
 import sys
 import time
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,9 +48,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from orchard.documents import Document, document_shards, read_shard
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.tokenize")
 
@@ -125,30 +124,7 @@ class ShardResult:
     error: str | None = None
 
 
-def _documents(path: Path) -> Iterator[tuple[int, str, str]]:
-    """(line number, id, text) of each document; a corrupt shard is an OrchardError."""
-    line = 0
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                record = json.loads(raw)
-                text = record.get("text") if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise ValueError('not a document: no "text" string')
-                doc_id = record.get("id")
-                if doc_id in (None, ""):
-                    doc_id = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-                yield line, str(doc_id), text
-    except (OSError, EOFError, ValueError, zlib.error) as error:
-        raise OrchardError(
-            f"corrupt corpus shard {path} (line {line}): {error}; rebuild the step that "
-            "wrote it (mix with --force / the Rebuild Param), or remove the file"
-        ) from None
-
-
-def _batches(docs: Iterator[tuple[int, str, str]], size: int) -> Iterator[list]:
+def _batches(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
     batch: list = []
     for doc in docs:
         batch.append(doc)
@@ -185,20 +161,20 @@ def tokenize_shard(shard: Shard) -> ShardResult:
         builders[split] = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
     eod = [shard.eod_id]
     try:
-        for batch in _batches(_documents(Path(shard.source)), shard.batch_documents):
-            encodings = tokenizer.encode_batch_fast([text for _, _, text in batch])
-            for (line, key, text), encoding in zip(batch, encodings, strict=True):
-                point = split_point(key)
-                valid = point < shard.valid_fraction or line in shard.force_valid
+        for batch in _batches(read_shard(Path(shard.source)), shard.batch_documents):
+            encodings = tokenizer.encode_batch_fast([doc.text for doc in batch])
+            for doc, encoding in zip(batch, encodings, strict=True):
+                point = split_point(doc.key)
+                valid = point < shard.valid_fraction or doc.line in shard.force_valid
                 split = "valid" if valid else "train"
                 ids = numpy.array(encoding.ids + eod, dtype=numpy.int64)
                 builders[split].add_item(torch.from_numpy(ids))
                 builders[split].end_document()
                 result.documents[split] += 1
                 result.tokens[split] += len(ids)
-                result.bytes += len(text.encode("utf-8"))
+                result.bytes += len(doc.text.encode("utf-8"))
                 if not valid and (result.lowest_train is None or point < result.lowest_train[0]):
-                    result.lowest_train = (point, line)
+                    result.lowest_train = (point, doc.line)
     except OrchardError as error:
         result.error = str(error)
     finally:
@@ -301,12 +277,7 @@ def tokenize(
 ) -> StepOutput:
     """The step body: every corpus shard into train/ and valid/, then datasets.json."""
     info = tokenizer_info(tokenizer_dir, config)
-    files = sorted((corpus / "documents").rglob("*.jsonl.gz"))
-    if not files:
-        raise OrchardError(
-            f"no documents/*.jsonl.gz under {corpus}: pass the manifest of a finished mix "
-            "(or curate) step as --input"
-        )
+    files = document_shards(corpus, needed_from="mix (or curate)")
     shards = [
         Shard(
             name=f"{index:05d}",
@@ -417,37 +388,30 @@ def inputs_of(inputs: list[Manifest]) -> tuple[Manifest, Manifest]:
     return tokenizers[0], corpora[0]
 
 
+STEP = StepSpec("tokenize", TokenizeConfig, default_name="corpus", doc=__doc__)
+
+
 def run(
     config: TokenizeConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "corpus",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Tokenize the corpus among `inputs` with the tokenizer among them."""
     tokenizer, corpus = inputs_of(inputs)
-    return run_step(
-        step="tokenize",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: tokenize(
-            config, Path(tokenizer.path) / TOKENIZER_DIR, Path(corpus.path), ctx
-        ),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings,
+        config,
+        lambda ctx: tokenize(config, Path(tokenizer.path) / TOKENIZER_DIR, Path(corpus.path), ctx),
+        inputs,
+        name,
+        force,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=TokenizeConfig,
-        run=run,
-        default_name="corpus",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

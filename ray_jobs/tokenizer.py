@@ -26,13 +26,11 @@ Output:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import sys
 import time
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +46,10 @@ from orchard.chat_format import (
     train_bpe,
     wrap,
 )
+from orchard.documents import Document, document_shards, read_shard
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.tokenizer")
 
@@ -105,51 +104,6 @@ class TokenizerConfig(StepConfig):
 # -- the corpus ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Document:
-    shard: int  # index of the file among the corpus's sorted shards
-    line: int  # 1-based line number in that file
-    key: str  # the document id (or, without one, a hash of its text)
-    text: str
-
-
-def corpus_files(corpus: Path) -> list[Path]:
-    """The corpus's document shards in a fixed order; an OrchardError when there are none."""
-    files = sorted((corpus / "documents").rglob("*.jsonl.gz"))
-    if not files:
-        raise OrchardError(
-            f"no documents/*.jsonl.gz under {corpus}: pass the manifest of a finished mix "
-            "(or curate) step as --input"
-        )
-    return files
-
-
-def read_shard(path: Path, shard: int = 0) -> Iterator[Document]:
-    """The documents of one datatrove JSONL shard; a corrupt one is an OrchardError."""
-    line = 0
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                record = json.loads(raw)
-                text = record.get("text") if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise ValueError('not a document: no "text" string')
-                doc_id = record.get("id")
-                key = str(doc_id) if doc_id not in (None, "") else _text_key(text)
-                yield Document(shard, line, key, text)
-    except (OSError, EOFError, ValueError, zlib.error) as error:
-        raise OrchardError(
-            f"corrupt corpus shard {path} (line {line}): {error}; rebuild the step that "
-            "wrote it (mix with --force / the Rebuild Param), or remove the file"
-        ) from None
-
-
-def _text_key(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def split_point(key: str) -> float:
     """Where a document falls in [0, 1): the first 8 bytes of sha256(id). The tokenize
     step splits train/valid by the same rule (and the same lowest-hash fallback)."""
@@ -160,12 +114,12 @@ def is_heldout(key: str, fraction: float) -> bool:
     return split_point(key) < fraction
 
 
-def _scan(files: list[Path], fraction: float) -> tuple[int, int, tuple[int, int] | None]:
+def _scan(files: list[Path], fraction: float) -> tuple[int, int, tuple[Path, int] | None]:
     """(documents, held out by hash, position of the lowest-hash document)."""
     total = heldout = 0
-    lowest: tuple[float, tuple[int, int]] | None = None
-    for index, path in enumerate(files):
-        for doc in read_shard(path, index):
+    lowest: tuple[float, tuple[Path, int]] | None = None
+    for path in files:
+        for doc in read_shard(path):
             total += 1
             point = split_point(doc.key)
             heldout += point < fraction
@@ -261,7 +215,7 @@ def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def train_tokenizer(config: TokenizerConfig, corpus: Path, ctx: StepContext) -> StepOutput:
     """The step body: hold out, train, save, then measure and prove the round trip."""
-    files = corpus_files(corpus)
+    files = document_shards(corpus, needed_from="mix (or curate)")
     total, by_hash, lowest = _scan(files, config.valid_fraction)
     if total < 2:
         raise OrchardError(
@@ -279,8 +233,8 @@ def train_tokenizer(config: TokenizerConfig, corpus: Path, ctx: StepContext) -> 
     trained = {"documents": 0, "bytes": 0}
 
     def training_texts() -> Iterator[str]:
-        for index, path in enumerate(files):
-            for doc in read_shard(path, index):
+        for path in files:
+            for doc in read_shard(path):
                 if is_heldout(doc.key, config.valid_fraction) or (
                     not by_hash and (doc.shard, doc.line) == lowest
                 ):
@@ -360,35 +314,25 @@ def corpus_of(inputs: list[Manifest]) -> Manifest:
     return corpora[0]
 
 
+STEP = StepSpec("tokenizer", TokenizerConfig, default_name="tokenizer", doc=__doc__)
+
+
 def run(
     config: TokenizerConfig,
     inputs: list[Manifest],
     settings: Settings,
-    name: str = "tokenizer",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Train the tokenizer on the corpus among `inputs` (a mix manifest)."""
     corpus = Path(corpus_of(inputs).path)
-    return run_step(
-        step="tokenizer",
-        name=name,
-        config=config,
-        data_root=Path(settings.data_dir),
-        inputs=inputs,
-        body=lambda ctx: train_tokenizer(config, corpus, ctx),
-        force=force,
-        mlflow_uri=settings.mlflow_uri,
+    return STEP.run(
+        settings, config, lambda ctx: train_tokenizer(config, corpus, ctx), inputs, name, force
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        config_cls=TokenizerConfig,
-        run=run,
-        default_name="tokenizer",
-    )
+    return STEP.main(run, argv)
 
 
 if __name__ == "__main__":

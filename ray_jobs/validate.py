@@ -15,35 +15,33 @@ published (mix never sees an unvalidated corpus), the report is kept under
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import itertools
 import json
 import logging
 import shutil
 import sys
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
 import pandas as pd
 from pydantic import Field, model_validator
 
+from orchard.documents import DOCUMENTS, iter_documents
 from orchard.errors import OrchardError
-from orchard.expectations import EMAIL, keep_report, short
 from orchard.expectations import failure_message as expectations_failure_message
+from orchard.expectations import keep_report, short
 from orchard.expectations import run_suite as expectations_run_suite
+from orchard.pii import EMAIL, PHONE_NUMBER
 from orchard.settings import Settings
-from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, run_step, step_main
-from ray_jobs.curate import PHONE_NUMBER
+from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.validate")
 
 # What curate leaves of PII must not look like PII. datatrove's PIIFormatter writes
 # email@example.com / firstname.lastname@example.org (example.com/.org are reserved for
-# examples, so no address there is anyone's: `EMAIL`, shared in orchard.expectations,
+# examples, so no address there is anyone's: `EMAIL`, shared in orchard.pii,
 # skips them) and a fixed set of public-looking IPs; curate writes <PHONE> for phone numbers.
 # Curate's own phone pattern, so what curate keeps (a dotted IP placeholder such as
 # datatrove's 22.214.171.124) is never called a phone number here.
@@ -90,36 +88,19 @@ def text_hash(text: str) -> str:
 
 
 def load_corpus(corpus: Path) -> pd.DataFrame:
-    """Every `*.jsonl.gz` document under `corpus` as one row of the checked columns.
+    """Every document of the step output `corpus` as one row of the checked columns.
 
     Only what a rule reads is kept (the text, not the rest of the metadata), so ~100k
-    documents cost about their text's size."""
+    documents cost about their text's size. A null text is read, for `text_present`."""
     columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
-    for shard in sorted(corpus.rglob("*.jsonl.gz")):
-        number = 0
-        try:
-            with gzip.open(shard, "rb") as handle:
-                for line in handle:
-                    if not line.strip():
-                        continue
-                    doc = orjson.loads(line)
-                    if not isinstance(doc, dict) or not isinstance(doc.get("metadata", {}), dict):
-                        raise ValueError("not a datatrove document")
-                    meta, text = doc.get("metadata", {}), doc.get("text")
-                    if not isinstance(text, str | None):
-                        raise ValueError("text is not a string")
-                    columns["id"].append(doc.get("id"))
-                    columns["url"].append(meta.get("url") or None)
-                    columns["text"].append(text)
-                    columns["n_chars"].append(len(text or ""))
-                    columns["language"].append(meta.get("language") or None)
-                    columns["text_hash"].append(text_hash(text or ""))
-                    number += 1
-        except (OSError, EOFError, zlib.error, ValueError) as error:
-            raise OrchardError(
-                f"cannot read the corpus: {shard} after {number} good lines ({error}): "
-                "rebuild the curate step with --force"
-            ) from None
+    for doc in iter_documents(corpus, allow_null_text=True):
+        meta, text = doc.metadata, doc.text
+        columns["id"].append(doc.id)
+        columns["url"].append(meta.get("url") or None)
+        columns["text"].append(text)
+        columns["n_chars"].append(len(text or ""))
+        columns["language"].append(meta.get("language") or None)
+        columns["text_hash"].append(text_hash(text or ""))
     return pd.DataFrame(columns)
 
 
@@ -199,10 +180,10 @@ def failure_message(summary: dict[str, Any], report: Path) -> str:
     return expectations_failure_message(summary, report, subject="the corpus", seen=seen)
 
 
-def validate_corpus(config: ValidateConfig, corpus_dir: Path, ctx: StepContext) -> StepOutput:
-    """The step body: validate the shards under `corpus_dir` into `ctx.out`."""
-    frame = load_corpus(corpus_dir)
-    log.info("validating %d documents from %s", len(frame), corpus_dir)
+def validate_corpus(config: ValidateConfig, corpus: Path, ctx: StepContext) -> StepOutput:
+    """The step body: validate the documents of the step output `corpus` into `ctx.out`."""
+    frame = load_corpus(corpus)
+    log.info("validating %d documents from %s", len(frame), corpus / DOCUMENTS)
     summary = run_suite(config, frame, ctx.out / "data_docs")
     if not (ctx.out / "data_docs" / "index.html").is_file():
         raise OrchardError(f"Great Expectations built no Data Docs in {ctx.out / 'data_docs'}")
@@ -221,11 +202,14 @@ def validate_corpus(config: ValidateConfig, corpus_dir: Path, ctx: StepContext) 
     return StepOutput(counts={"documents": len(frame)}, metrics=metrics, artifacts=["data_docs"])
 
 
+STEP = StepSpec("validate", ValidateConfig, default_name="corpus", doc=__doc__)
+
+
 def run(
     config: ValidateConfig,
     inputs: Manifest | Sequence[Manifest],
     settings: Settings,
-    name: str = "corpus",
+    name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
     """Validate the corpus of a curate (or mix) manifest; return the validate manifest."""
@@ -233,17 +217,10 @@ def run(
     corpora = [m for m in inputs if m.step in ("curate", "mix")]
     if len(corpora) != 1:
         raise OrchardError("validate needs exactly one curate (or mix) manifest as input")
-    corpus = Path(corpora[0].path) / "documents"
+    corpus = Path(corpora[0].path)
     try:
-        return run_step(
-            step="validate",
-            name=name,
-            config=config,
-            data_root=Path(settings.data_dir),
-            inputs=inputs,
-            body=lambda ctx: validate_corpus(config, corpus, ctx),
-            force=force,
-            mlflow_uri=settings.mlflow_uri,
+        return STEP.run(
+            settings, config, lambda ctx: validate_corpus(config, corpus, ctx), inputs, name, force
         )
     except CorpusValidationError as error:
         if settings.mlflow_uri:
@@ -294,13 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {manifest} is a {step} manifest, not curate's", file=sys.stderr)
             return 2
     rest += [arg for path in known.inputs for arg in ("--input", path)]
-    return step_main(
-        rest,
-        description=__doc__.splitlines()[0],
-        config_cls=ValidateConfig,
-        run=run,
-        default_name="corpus",
-    )
+    return STEP.main(run, rest)
 
 
 if __name__ == "__main__":

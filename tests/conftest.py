@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+# Re-exported: test modules import these from here.
+from testkit.stack import ORCHARD_BIN as ORCHARD_BIN
+from testkit.stack import REPO, orchard, stack_env
+from testkit.stack import free_port as free_port
+from testkit.stack import free_port_block as free_port_block
+from testkit.stack import wait_champion as wait_champion
+
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="orchard-test-airflow-"))
 os.environ.update(
     {
@@ -31,8 +35,6 @@ os.environ.update(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
     }
 )
-
-ORCHARD_BIN = str(Path(sys.executable).parent / "orchard")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -71,94 +73,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return nodeid.split("::", 1)[0]
 
     return StackThenModules(config, log)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_port_block(size: int, start: int = 30000, stop: int = 60000) -> int:
-    """The first port of `size` consecutive free loopback ports."""
-    base = start + (os.getpid() * 97) % 1000 * 20
-    while base + size < stop:
-        taken = False
-        for port in range(base, base + size):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    taken = True
-                    break
-        if not taken:
-            return base
-        base += size
-    raise RuntimeError("no block of free ports")
-
-
-def stack_env(home: Path) -> dict[str, str]:
-    """An environment for the `orchard` CLI: a private home and free ports for everything."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHARD_")}
-    base = free_port_block(10 + 16)
-    site = home.parent / f"{home.name}-site"
-    if not (site / "index.html").exists():
-        from tests.corpus import planted_corpus, write_site
-
-        write_site(site, planted_corpus())
-    ports = {
-        "ORCHARD_HOME": str(home),
-        "ORCHARD_SITE_DIR": str(site),
-        "ORCHARD_RAY_INTERNAL_PORT_BASE": str(base),
-        "ORCHARD_RAY_WORKER_PORTS": "16",
-    }
-    for name in (
-        "API_PORT",
-        "SITE_PORT",
-        "MLFLOW_PORT",
-        "AIRFLOW_PORT",
-        "AIRFLOW_WORKER_LOG_PORT",
-        "AIRFLOW_TRIGGER_LOG_PORT",
-        "AIRFLOW_SCHEDULER_HEALTH_PORT",
-        "RAY_PORT",
-        "RAY_DASHBOARD_PORT",
-        "RAY_CLIENT_PORT",
-        "SERVE_PORT",
-    ):
-        port = free_port()
-        while base <= port < base + 26 or str(port) in ports.values():
-            port = free_port()
-        ports[f"ORCHARD_{name}"] = str(port)
-    env.update(ports)
-    return env
-
-
-def orchard(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real `orchard` CLI as a user would."""
-    return subprocess.run(
-        [ORCHARD_BIN, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def wait_champion(base_url: str, timeout: float = 300) -> str:
-    """Until serving at `base_url` serves a `champion`; returns its version (for benches)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            serving = httpx.get(f"{base_url}/healthz", timeout=10).json()["serving"]
-        except httpx.HTTPError:  # a busy 2-core machine can be slow to answer
-            serving = {}
-        if "champion" in serving:
-            return serving["champion"]
-        time.sleep(1)
-    raise SystemExit("the champion never loaded: see the serve log and Ray's serve logs")
 
 
 @pytest.fixture

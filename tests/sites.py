@@ -7,7 +7,7 @@ logged (path, time and headers) so tests can prove what a crawler never asked fo
 `(status, headers, body)` or to a callable returning one, called per request in the
 server's thread: that is how the special behaviours below work, and how other tests
 (curation: planted duplicates, PII, foreign pages) add their own. `directory(root)` turns
-a site written to disk (e.g. `tests.corpus.write_site`) into pages. The dict may be
+a site written to disk (e.g. `testkit.corpus.write_site`) into pages. The dict may be
 changed while the site is served.
 """
 

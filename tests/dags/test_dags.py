@@ -66,7 +66,7 @@ def test_dag_test_tokenizes_and_pretrains_a_corpus_on_the_stack(
     from pathlib import Path
 
     from orchard.steps import latest
-    from tests.corpus import corpus_step
+    from testkit.corpus import corpus_step
 
     settings = stack.settings()
     for key, value in settings.to_env().items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchard.airflow_client import AirflowClient
-from tests.corpus import planted_corpus
+from testkit.corpus import planted_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAG = "orchard_data"
@@ -128,7 +128,7 @@ def test_imported_sources_join_the_crawl_and_are_mixed_by_weight(
 ):
     import random
 
-    from tests.corpus import article
+    from testkit.corpus import article
 
     rng = random.Random(99)
     books = tmp_path / "books.jsonl"

@@ -24,8 +24,8 @@ from orchard.steps import run_step
 from ray_jobs.pretrain import PretrainConfig, read_datasets, unigram_entropy
 from ray_jobs.tokenize import TokenizeConfig, tokenize
 from ray_jobs.tokenizer import TokenizerConfig, train_tokenizer
+from testkit.corpus import corpus_step
 from tests.conftest import REPO
-from tests.corpus import corpus_step
 
 # A few seconds of training a tiny nano: short sequences, small batches, frequent
 # checkpoints so a kill lands between two of them.

@@ -15,26 +15,11 @@ from sqlmodel import Session, select
 from platform_api.db import make_engine
 from platform_api.metering import prompt_token_bound
 from platform_api.models import UsageRecord
+from testkit.platform import grant, new_key
 from tests.platform.conftest import Account, Api
 from tests.platform.serving_stub import Reply
 
 HELLO = [{"role": "user", "content": "Hi"}]
-
-
-def grant(api: Api, account: Account, amount: int) -> None:
-    root = api.admin("root")
-    response = api.http.post(
-        f"/admin/users/{account.id}/credits",
-        json={"amount": amount, "reason": "test"},
-        headers=root.headers,
-    )
-    assert response.status_code == 201, response.text
-
-
-def new_key(api: Api, account: Account) -> str:
-    response = api.http.post("/api-keys", json={"name": "sdk"}, headers=account.headers)
-    assert response.status_code == 201, response.text
-    return response.json()["key"]
 
 
 def sdk(api: Api, key: str) -> openai.OpenAI:

@@ -24,7 +24,7 @@ from platform_api.app import create_app
 from serving.tiny import build_tiny_chat_model
 from tests.conftest import REPO, local_services, wait_serving
 from tests.platform.conftest import FAST_ARGON2, Account, Api, LiveServer
-from tests.ui.browser import chromium, missing_browser
+from testkit.browser import chromium, missing_browser
 
 UI_DIST = REPO / "ui" / "dist"
 ARTIFACTS = REPO / "test-artifacts" / "ui"

@@ -16,11 +16,11 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from orchard import steps
+from orchard.crawl_frontier import allowed_host
 from orchard.errors import OrchardError
 from orchard.settings import Settings
 from orchard.steps import run_step
 from ray_jobs.crawl import CrawlConfig, crawl, normalize, run
-from ray_jobs.crawl_frontier import allowed_host
 from tests.sites import (
     blocking,
     flaky,

@@ -12,9 +12,10 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from orchard.pii import PHONE_PLACEHOLDER
 from orchard.steps import run_step
-from ray_jobs.curate import PHONE_PLACEHOLDER, CurateConfig, curate
-from tests.corpus import article, planted_corpus
+from ray_jobs.curate import CurateConfig, curate
+from testkit.corpus import article, planted_corpus
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ the weights, re-runs are skipped, and inputs that do not fit are refused."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -205,8 +206,9 @@ def test_sft_trains_on_assistant_turns_and_writes_a_chat_model(env, sft_done, mo
     assert sft.run(config, [m["chat_data"], m["pretrain"]], settings) == done
 
 
-def test_the_trainer_logs_into_the_steps_mlflow_run(env, tmp_path):
-    """One MLflow run per step: the trainer's loss curve, the step's params and manifest."""
+def test_the_trainer_logs_into_the_steps_mlflow_run(env, tmp_path, monkeypatch):
+    """One MLflow run per step: the trainer's loss curve, the step's params and manifest;
+    the MLflow variables the trainer reads are set for the step only."""
     from mlflow import MlflowClient
 
     from ray_jobs import sft
@@ -215,7 +217,11 @@ def test_the_trainer_logs_into_the_steps_mlflow_run(env, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = SimpleNamespace(data_dir=str(tmp_path / "data"), mlflow_uri=uri)
     config = sft.SftConfig(steps=2, batch_size=4, max_length=128, logging_steps=1)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "someone-elses")
     done = sft.run(config, [m["chat_data"], m["pretrain"]], settings)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "someone-elses"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("orchard-sft")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -298,7 +304,8 @@ def test_inputs_that_do_not_fit_are_refused(env, sft_done):
 
 
 def test_trainers_tokenize_only_the_rows_their_steps_reach():
-    from model.posttrain import TrainStepConfig, spread, train_rows
+    from model.posttrain import spread, train_rows
+    from orchard.model_steps import TrainStepConfig
 
     rows = [{"id": i} for i in range(1000)]
     config = TrainStepConfig(steps=10, batch_size=4, grad_accum=2)

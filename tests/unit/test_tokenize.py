@@ -19,7 +19,7 @@ from orchard.errors import OrchardError
 from orchard.steps import Manifest, locate, run_step
 from ray_jobs.tokenize import TokenizeConfig, inputs_of, main, split_point, tokenize, vocab_dtype
 from ray_jobs.tokenizer import TokenizerConfig, load, train_tokenizer
-from tests.corpus import article
+from testkit.corpus import article
 from tests.unit.test_tokenizer import write_corpus
 
 VALID = 0.25

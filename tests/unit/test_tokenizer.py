@@ -24,7 +24,7 @@ from ray_jobs.tokenizer import (
     read_shard,
     train_tokenizer,
 )
-from tests.corpus import article
+from testkit.corpus import article
 
 VOCAB = 512
 HELDOUT = 0.1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import free_port
+from testkit.stack import free_port
 
 SUPERUSER = "orchard"
 
