@@ -23,6 +23,8 @@ writeFileSync(new URL("schema.d.ts", dir), stamp + astToString(ast));
 // [constant, schema, property, keyword]: the keyword is read from the property or from the
 // branch of its anyOf that has it (an optional field is `anyOf: [{...}, {type: null}]`).
 const LIMITS = [
+  ["ROLES", "UserPublic", "role", "enum"],
+  ["USER_STATUSES", "UserPublic", "status", "enum"],
   ["MODEL_ALIAS_MAX", "ChatCreate", "model_alias", "maxLength"],
   ["TEMPERATURE_MAX", "ChatCreate", "temperature", "maximum"],
   ["MAX_TOKENS_LIMIT", "ChatCreate", "max_tokens", "maximum"],

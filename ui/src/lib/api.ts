@@ -189,7 +189,13 @@ function transport(anonymous: boolean) {
     const url = new URL(request.url);
     const target = url.origin === origin() ? `${url.pathname}${url.search}` : request.url;
     const body = request.body === null ? undefined : await request.text();
-    const init: RequestInit = { method: request.method, headers: request.headers, body, signal: request.signal };
+    const init: RequestInit = {
+      method: request.method,
+      headers: request.headers,
+      body,
+      signal: request.signal,
+      keepalive: request.keepalive,
+    };
     return apiFetch(target, init, anonymous);
   };
 }

@@ -133,7 +133,7 @@ function FlagDialog({ flag, onClose, onSaved }: { flag: FeatureFlag | "new" | nu
     setDraft(
       flag === "new"
         ? { key: "", description: "", enabled: false, roles: [], users: "" }
-        : { key: flag.key, description: flag.description, enabled: flag.enabled, roles: flag.roles, users: flag.users.join("\n") },
+        : { key: flag.key, description: flag.description, enabled: flag.enabled, roles: ROLES.filter((r) => flag.roles.includes(r)), users: flag.users.join("\n") },
     );
   }, [flag]);
   const isNew = flag === "new";

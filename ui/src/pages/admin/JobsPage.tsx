@@ -18,7 +18,7 @@ const STATE_STYLE: Record<string, string> = {
   queued: "text-muted-foreground",
 };
 
-function when(value: string | null) {
+function when(value: string | null | undefined) {
   return value ? formatDateTime(value) : "—";
 }
 
