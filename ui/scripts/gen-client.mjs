@@ -25,6 +25,9 @@ writeFileSync(new URL("schema.d.ts", dir), stamp + astToString(ast));
 const LIMITS = [
   ["ROLES", "UserPublic", "role", "enum"],
   ["USER_STATUSES", "UserPublic", "status", "enum"],
+  ["PASSWORD_MIN", "RegisterRequest", "password", "minLength"],
+  ["PASSWORD_MAX", "RegisterRequest", "password", "maxLength"],
+  ["DISPLAY_NAME_MAX", "RegisterRequest", "display_name", "maxLength"],
   ["MODEL_ALIAS_MAX", "ChatCreate", "model_alias", "maxLength"],
   ["TEMPERATURE_MAX", "ChatCreate", "temperature", "maximum"],
   ["MAX_TOKENS_LIMIT", "ChatCreate", "max_tokens", "maximum"],

@@ -5,6 +5,12 @@
 export const ROLES = ["user", "admin"] as const;
 /** UserPublic.status: enum. */
 export const USER_STATUSES = ["active", "suspended", "banned"] as const;
+/** RegisterRequest.password: minLength. */
+export const PASSWORD_MIN = 10;
+/** RegisterRequest.password: maxLength. */
+export const PASSWORD_MAX = 256;
+/** RegisterRequest.display_name: maxLength. */
+export const DISPLAY_NAME_MAX = 100;
 /** ChatCreate.model_alias: maxLength. */
 export const MODEL_ALIAS_MAX = 64;
 /** ChatCreate.temperature: maximum. */
