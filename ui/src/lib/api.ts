@@ -10,7 +10,6 @@ import type { paths } from "../api/schema";
 import { formatWait } from "./billing";
 import type { TokenPair } from "./types";
 
-export const API_BASE = "/api/v1";
 const ACCESS_KEY = "orchard.access_token";
 const REFRESH_KEY = "orchard.refresh_token";
 
@@ -95,13 +94,7 @@ export function refreshTokens(): Promise<boolean> {
       const refresh = tokens.refresh;
       if (!refresh) return false;
       try {
-        const response = await fetch(`${API_BASE}/auth/refresh`, {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ refresh_token: refresh }),
-        });
-        if (!response.ok) return false;
-        tokens.set((await response.json()) as TokenPair);
+        tokens.set(await unwrap(publicClient.POST("/api/v1/auth/refresh", { body: { refresh_token: refresh } })));
         return true;
       } catch {
         return false;
@@ -211,7 +204,7 @@ export const publicClient = createClient<paths>({ baseUrl: origin(), fetch: tran
 
 /** A call's success body. Every other answer has already thrown ApiError (see apiFetch),
  * so this drops the `undefined` of openapi-fetch's error branch. */
-export async function unwrap<T>(call: Promise<{ data?: T; response: Response }>): Promise<T> {
+export async function unwrap<T>(call: Promise<{ data?: T }>): Promise<T> {
   return (await call).data as T;
 }
 
@@ -264,32 +257,4 @@ export function describeError(error: unknown): string {
   if (error instanceof DOMException && error.name === "AbortError") return "Stopped.";
   if (error instanceof TypeError) return "Could not reach the server: check your connection and try again.";
   return error instanceof Error ? error.message : String(error);
-}
-
-// -- legacy: hand-written paths, until every call site uses `client` --------------------------
-export interface RequestOptions extends Omit<RequestInit, "body"> {
-  json?: unknown;
-  anonymous?: boolean;
-}
-
-function legacyFetch(path: string, options: RequestOptions = {}): Promise<Response> {
-  const { json, anonymous, headers, ...init } = options;
-  const h = new Headers(headers);
-  if (json !== undefined) h.set("Content-Type", "application/json");
-  const url = path.startsWith("/api/") || path.startsWith("/v1/") ? path : `${API_BASE}${path}`;
-  return apiFetch(url, { ...init, headers: h, body: json !== undefined ? JSON.stringify(json) : undefined }, !!anonymous);
-}
-
-/** A JSON request; 204 answers resolve to undefined. */
-export async function api<T>(path: string, options: RequestOptions = {}): Promise<T> {
-  const response = await legacyFetch(path, options);
-  if (response.status === 204) return undefined as T;
-  const text = await response.text();
-  return (text ? JSON.parse(text) : undefined) as T;
-}
-
-export { legacyFetch as apiFetch };
-
-export async function download(path: string, fallbackName: string): Promise<void> {
-  return saveDownload(legacyFetch(path).then(async (response) => ({ data: await response.blob(), response })), fallbackName);
 }
