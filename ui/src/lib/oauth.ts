@@ -1,11 +1,14 @@
 // Sign-in with an OAuth provider (platform_api/routes/oauth.py): the providers list, the
 // one-time code the callback page exchanges, and what an `oauth_error` means to a person.
+import type { paths } from "../api/schema";
 import { publicClient, unwrap } from "./api";
 import type { OAuthProvider, TokenPair } from "./types";
 
 export type { OAuthProvider };
 
-export const oauthLoginUrl = (name: string) => `/api/v1/auth/oauth/${encodeURIComponent(name)}/login`;
+/** A full-page link (the provider redirects back), not a client call; the path is checked. */
+const LOGIN_PATH = "/api/v1/auth/oauth/{name}/login" satisfies keyof paths;
+export const oauthLoginUrl = (name: string) => LOGIN_PATH.replace("{name}", encodeURIComponent(name));
 
 /** The configured providers; none (no buttons) when the server has none or cannot say. */
 export async function loadProviders(): Promise<OAuthProvider[]> {
