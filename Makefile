@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test install ui ui-test lint format lock prereqs demo-site test-services down clean
+.PHONY: run test install ui ui-test ui-client lint format lock prereqs demo-site test-services down clean
 
 # The web UI (ui/, Vite + React): `npm ci` when the lock file changes, `npm run build`
 # into ui/dist (served by the platform API at /) when a source of the build changes.
@@ -46,8 +46,15 @@ $(UI_DEPS): $(UI)/package.json $(UI)/package-lock.json
 $(UI_BUILT): $(UI_DEPS) $(UI_INPUTS)
 	cd $(UI) && npm run build
 	@touch $@
+
+# The UI's typed client (ui/src/api/): the platform API's OpenAPI document, then the types
+# and the form limits generated from it. Run it after changing a route or a schema, and
+# commit ui/src/api/: tests/unit/test_ui_client.py fails until then.
+ui-client: $(STAMP) $(UI_DEPS)
+	$(BIN)/python -m platform_api.openapi $(UI)/src/api/openapi.json
+	cd $(UI) && npm run --silent gen:client
 else
-ui ui-test:
+ui ui-test ui-client:
 	@echo "note: ui/ has no package.json: no web UI to build or test"
 endif
 

@@ -1,6 +1,7 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { Copy } from "lucide-react";
-import { api, describeError } from "../lib/api";
+import { TITLE_MAX } from "../api/limits";
+import { client, describeError, unwrap } from "../lib/api";
 import { copyText } from "../lib/clipboard";
 import { formatDateTime } from "../lib/dates";
 import type { Chat, ShareLink, ShareLinkCreated } from "../lib/types";
@@ -18,7 +19,7 @@ export function NameDialog({
   label,
   initial,
   onSave,
-  max = 200,
+  max = TITLE_MAX,
 }: {
   open: boolean;
   onOpenChange: (open: boolean) => void;
@@ -123,7 +124,7 @@ export function ShareDialog({ chat, open, onOpenChange }: { chat: Chat; open: bo
   const [busy, setBusy] = useState(false);
 
   const refresh = () =>
-    api<ShareLink[]>(`/chats/${chat.id}/shares`)
+    unwrap(client.GET("/api/v1/chats/{chat_id}/shares", { params: { path: { chat_id: chat.id } } }))
       .then(setLinks)
       .catch((e) => setError(describeError(e)));
 
@@ -172,7 +173,9 @@ export function ShareDialog({ chat, open, onOpenChange }: { chat: Chat; open: bo
               setBusy(true);
               setError(null);
               try {
-                setCreated(await api<ShareLinkCreated>(`/chats/${chat.id}/shares`, { method: "POST" }));
+                setCreated(
+                  await unwrap(client.POST("/api/v1/chats/{chat_id}/shares", { params: { path: { chat_id: chat.id } } })),
+                );
                 void refresh();
               } catch (e) {
                 setError(describeError(e));
@@ -198,7 +201,9 @@ export function ShareDialog({ chat, open, onOpenChange }: { chat: Chat; open: bo
                       variant="outline"
                       onClick={async () => {
                         try {
-                          await api(`/chats/${chat.id}/shares/${l.id}`, { method: "DELETE" });
+                          await client.DELETE("/api/v1/chats/{chat_id}/shares/{share_id}", {
+                            params: { path: { chat_id: chat.id, share_id: l.id } },
+                          });
                           void refresh();
                         } catch (e) {
                           setError(describeError(e));

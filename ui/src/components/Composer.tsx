@@ -1,5 +1,6 @@
 import { useEffect, useRef, type KeyboardEvent } from "react";
 import { ArrowUp, Square } from "lucide-react";
+import { MESSAGE_MAX } from "../api/limits";
 import { Button } from "./ui/button";
 import { cn } from "../lib/cn";
 import { formatUsd } from "../lib/billing";
@@ -59,7 +60,7 @@ export function Composer({
         data-testid="composer"
         rows={1}
         value={value}
-        maxLength={32000}
+        maxLength={MESSAGE_MAX}
         placeholder="Message Orchard (Enter to send, Shift+Enter for a new line)"
         onChange={(e) => onChange(e.target.value)}
         onKeyDown={onKeyDown}

@@ -1,5 +1,6 @@
 import { useState } from "react";
 import { Check, Copy, Pencil, RefreshCw, ThumbsDown, ThumbsUp } from "lucide-react";
+import { FEEDBACK_COMMENT_MAX } from "../api/limits";
 import { describeError } from "../lib/api";
 import { copyText } from "../lib/clipboard";
 import { cn } from "../lib/cn";
@@ -94,7 +95,7 @@ function FeedbackControls({ chatId, message }: { chatId: string; message: Messag
           <input
             id={`comment-${message.id}`}
             data-testid="feedback-comment"
-            maxLength={2000}
+            maxLength={FEEDBACK_COMMENT_MAX}
             value={comment}
             placeholder="Add a comment (optional)"
             onChange={(e) => setComment(e.target.value)}

@@ -2,13 +2,13 @@ import { useEffect, useState } from "react";
 import { useLocation } from "react-router";
 import { loadProviders, oauthLoginUrl, rememberReturn, type OAuthProvider } from "../lib/oauth";
 import { confirmNeed, hasPassword, reauthProviders, type ConfirmNeed } from "../lib/reauth";
-import type { User } from "../lib/types";
+import type { Me } from "../lib/types";
 import { useSession } from "../store/session";
 import { ErrorBanner } from "./ui/misc";
 
 /** A sensitive form's confirmation: whether to ask for the password, and what a refused
  * confirmation said. `handle(error)` is true when the error was that (and is now shown). */
-export function useConfirmation(user: User) {
+export function useConfirmation(user: Me) {
   const loadMe = useSession((s) => s.loadMe);
   const [need, setNeed] = useState<ConfirmNeed | null>(null);
   return {
@@ -25,7 +25,7 @@ export function useConfirmation(user: User) {
 }
 
 /** What `useConfirmation` found, shown above the form. */
-export function ConfirmNotice({ need, user }: { need: ConfirmNeed | null; user: User }) {
+export function ConfirmNotice({ need, user }: { need: ConfirmNeed | null; user: Me }) {
   if (!need) return null;
   if (need.kind === "password") return <ErrorBanner message={need.message} />;
   return <ReauthNotice message={need.message} linked={user.oauth_providers} />;

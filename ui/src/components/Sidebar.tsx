@@ -18,7 +18,8 @@ import {
   User as UserIcon,
   X,
 } from "lucide-react";
-import { api, describeError, download } from "../lib/api";
+import { FOLDER_NAME_MAX } from "../api/limits";
+import { client, describeError, saveDownload, unwrap } from "../lib/api";
 import { cn } from "../lib/cn";
 import { groupByDate } from "../lib/dates";
 import type { Chat, Folder, SearchHit } from "../lib/types";
@@ -31,6 +32,13 @@ import { useUi } from "../store/ui";
 import { MoveDialog, NameDialog, ShareDialog } from "./ChatDialogs";
 import { Button } from "./ui/button";
 import { Input } from "./ui/input";
+
+function exportChat(chatId: string, format: "markdown" | "json", fallbackName: string) {
+  return saveDownload(
+    client.GET("/api/v1/chats/{chat_id}/export", { params: { path: { chat_id: chatId }, query: { format } }, parseAs: "blob" }),
+    fallbackName,
+  );
+}
 
 const menuItem =
   "flex cursor-pointer select-none items-center gap-2 rounded px-2 py-1.5 text-sm outline-none data-[highlighted]:bg-accent";
@@ -101,14 +109,14 @@ function ChatItem({ chat, snippet }: { chat: Chat; snippet?: string }) {
             <Menu.Item
               className={menuItem}
               data-testid="chat-export-markdown"
-              onSelect={run(() => download(`/chats/${chat.id}/export?format=markdown`, `chat-${chat.id}.md`))}
+              onSelect={run(() => exportChat(chat.id, "markdown", `chat-${chat.id}.md`))}
             >
               Export Markdown
             </Menu.Item>
             <Menu.Item
               className={menuItem}
               data-testid="chat-export-json"
-              onSelect={run(() => download(`/chats/${chat.id}/export?format=json`, `chat-${chat.id}.json`))}
+              onSelect={run(() => exportChat(chat.id, "json", `chat-${chat.id}.json`))}
             >
               Export JSON
             </Menu.Item>
@@ -204,7 +212,7 @@ function FolderGroup({ folder, chats }: { folder: Folder; chats: Chat[] }) {
         title="Rename folder"
         label="Name"
         initial={folder.name}
-        max={100}
+        max={FOLDER_NAME_MAX}
         onSave={(name) => renameFolder(folder.id, name)}
       />
     </section>
@@ -219,7 +227,7 @@ function SearchResults({ q }: { q: string }) {
     let live = true;
     setError(null);
     const t = setTimeout(() => {
-      api<SearchHit[]>(`/chats/search?q=${encodeURIComponent(q)}`)
+      unwrap(client.GET("/api/v1/chats/search", { params: { query: { q } } }))
         .then((h) => live && setHits(h))
         .catch((e) => live && setError(describeError(e)));
     }, 250);
@@ -398,7 +406,7 @@ export function Sidebar() {
         title="New folder"
         label="Name"
         initial=""
-        max={100}
+        max={FOLDER_NAME_MAX}
         onSave={(name) => createFolder(name)}
       />
     </div>

@@ -1,11 +1,15 @@
-// The platform API client: JSON under /api/v1, bearer tokens kept in localStorage,
-// one refresh (single-flight: refresh tokens rotate and a reused one revokes the
-// session) and one retry on an expired access token, then back to /login.
+// The platform API client. `client` is openapi-fetch over the paths and types generated
+// from the API's OpenAPI document (src/api/, `make ui-client`): a path, its parameters,
+// its body and its answer are checked by tsc. Underneath, one transport: bearer tokens
+// kept in localStorage, one refresh (single-flight: refresh tokens rotate and a reused one
+// revokes the session) and one retry on an expired access token, then back to /login; any
+// answer that is not 2xx throws ApiError, so a call's `data` is its success body.
 
+import createClient from "openapi-fetch";
+import type { paths } from "../api/schema";
 import { formatWait } from "./billing";
 import type { TokenPair } from "./types";
 
-export const API_BASE = "/api/v1";
 const ACCESS_KEY = "orchard.access_token";
 const REFRESH_KEY = "orchard.refresh_token";
 
@@ -90,13 +94,7 @@ export function refreshTokens(): Promise<boolean> {
       const refresh = tokens.refresh;
       if (!refresh) return false;
       try {
-        const response = await fetch(`${API_BASE}/auth/refresh`, {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ refresh_token: refresh }),
-        });
-        if (!response.ok) return false;
-        tokens.set((await response.json()) as TokenPair);
+        tokens.set(await unwrap(publicClient.POST("/api/v1/auth/refresh", { body: { refresh_token: refresh } })));
         return true;
       } catch {
         return false;
@@ -130,27 +128,18 @@ export async function errorFrom(response: Response): Promise<ApiError> {
   return new ApiError(response.status, code, detail, errors, retryAfter, body);
 }
 
-export interface RequestOptions extends Omit<RequestInit, "body"> {
-  /** A JSON body (serialised here). */
-  json?: unknown;
-  /** Send no Authorization header (login, register, shared links). */
-  anonymous?: boolean;
-}
-
 const REFRESHABLE = new Set(["invalid_token", "not_authenticated", "token_expired"]);
 
-/** fetch under /api/v1 with the bearer token; on an expired token, refresh once and
- * retry. Returns the Response when it is OK; throws ApiError otherwise. */
-export async function apiFetch(path: string, options: RequestOptions = {}): Promise<Response> {
-  const { json, anonymous, headers, ...init } = options;
+/** fetch with the bearer token (unless `anonymous`: login, register, shared links); on an
+ * expired token, refresh once and retry. Returns the Response when it is OK; throws
+ * ApiError otherwise. */
+async function apiFetch(url: string, init: RequestInit, anonymous: boolean): Promise<Response> {
   const build = (): RequestInit => {
-    const h = new Headers(headers);
-    if (json !== undefined) h.set("Content-Type", "application/json");
+    const h = new Headers(init.headers);
     const access = tokens.access;
     if (!anonymous && access) h.set("Authorization", `Bearer ${access}`);
-    return { ...init, headers: h, body: json !== undefined ? JSON.stringify(json) : undefined };
+    return { ...init, headers: h };
   };
-  const url = path.startsWith("/api/") || path.startsWith("/v1/") ? path : `${API_BASE}${path}`;
 
   if (!anonymous && tokens.access && tokens.refresh) {
     const exp = jwtExpiry(tokens.access);
@@ -186,21 +175,49 @@ export async function apiFetch(path: string, options: RequestOptions = {}): Prom
   return response;
 }
 
-/** A JSON request; 204 answers resolve to undefined. */
-export async function api<T>(path: string, options: RequestOptions = {}): Promise<T> {
-  const response = await apiFetch(path, options);
-  if (response.status === 204) return undefined as T;
-  const text = await response.text();
-  return (text ? JSON.parse(text) : undefined) as T;
+/** openapi-fetch's fetch: the Request it built, sent through apiFetch (same-origin URLs
+ * as paths, so a test's fetch sees `/api/v1/...`). */
+function transport(anonymous: boolean) {
+  return async (request: Request): Promise<Response> => {
+    const url = new URL(request.url);
+    const target = url.origin === origin() ? `${url.pathname}${url.search}` : request.url;
+    const body = request.body === null ? undefined : await request.text();
+    const init: RequestInit = {
+      method: request.method,
+      headers: request.headers,
+      body,
+      signal: request.signal,
+      keepalive: request.keepalive,
+    };
+    return apiFetch(target, init, anonymous);
+  };
 }
 
-/** Download an authenticated file (exports) under the name the server gives. */
-export async function download(path: string, fallbackName: string): Promise<void> {
-  const response = await apiFetch(path);
+function origin(): string {
+  return typeof window !== "undefined" ? window.location.origin : "http://localhost";
+}
+
+/** The platform API, signed in: `client.GET("/api/v1/chats/{chat_id}", { params: { path: { chat_id } } })`. */
+export const client = createClient<paths>({ baseUrl: origin(), fetch: transport(false) });
+/** The same without the Authorization header (login, register, OAuth, shared links). */
+export const publicClient = createClient<paths>({ baseUrl: origin(), fetch: transport(true) });
+
+/** A call's success body. Every other answer has already thrown ApiError (see apiFetch),
+ * so this drops the `undefined` of openapi-fetch's error branch. */
+export async function unwrap<T>(call: Promise<{ data?: T }>): Promise<T> {
+  return (await call).data as T;
+}
+
+/** Save a downloaded file (exports, fetched with `parseAs: "blob"`) under the name the
+ * server gives. */
+export async function saveDownload(
+  call: Promise<{ data?: Blob; response: Response }>,
+  fallbackName: string,
+): Promise<void> {
+  const { data, response } = await call;
   const disposition = response.headers.get("Content-Disposition") ?? "";
   const match = /filename="?([^";]+)"?/.exec(disposition);
-  const blob = await response.blob();
-  const url = URL.createObjectURL(blob);
+  const url = URL.createObjectURL(data ?? new Blob());
   const a = document.createElement("a");
   a.href = url;
   a.download = match?.[1] ?? fallbackName;

@@ -1,9 +1,8 @@
-// Plans, token limits and costs: what the forms accept (platform_api/schemas.py's bounds)
+// Plans, token limits and costs: what the forms accept (the API's bounds, src/api/limits.ts)
 // and how figures read.
+import { CREDIT_GRANT_MAX, TOKEN_LIMIT_MAX } from "../api/limits";
 
-/** TOKEN_LIMIT_MAX and CREDIT_GRANT_MAX of platform_api/schemas.py. */
-export const TOKEN_LIMIT_MAX = 1_000_000_000_000;
-export const CREDIT_GRANT_MAX = 1_000_000_000;
+export { CREDIT_GRANT_MAX, TOKEN_LIMIT_MAX };
 
 /** A limit field's text: empty is null (unlimited, or the plan's for a user override). */
 export function parseLimit(

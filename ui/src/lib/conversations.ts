@@ -1,5 +1,9 @@
 // Conversation monitoring's queries (GET /admin/conversations and its export).
+import type { paths } from "../api/schema";
 import type { ChatFlag } from "./types";
+
+type ListQuery = NonNullable<paths["/api/v1/admin/conversations"]["get"]["parameters"]["query"]>;
+type ExportQuery = NonNullable<paths["/api/v1/admin/conversations/export"]["get"]["parameters"]["query"]>;
 
 /** The list's tabs; "all" sends no `flagged` filter. */
 export type FlagFilter = "all" | "open" | "resolved" | "any";
@@ -18,21 +22,25 @@ export interface ListFilters {
   offset?: number;
 }
 
-export function listPath({ q, flagged, userId, offset = 0 }: ListFilters): string {
-  const params = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
-  if (q.trim()) params.set("q", q.trim());
-  if (flagged !== "all") params.set("flagged", flagged);
-  if (userId) params.set("user_id", userId);
-  return `/admin/conversations?${params}`;
+/** The list's query (absent filters are not sent). */
+export function listQuery({ q, flagged, userId, offset = 0 }: ListFilters): ListQuery {
+  return {
+    limit: PAGE,
+    offset,
+    q: q.trim() || undefined,
+    flagged: flagged === "all" ? undefined : flagged,
+    user_id: userId || undefined,
+  };
 }
 
 /** The export takes `flagged=open|any` only: "resolved" exports every flagged chat. */
-export function exportPath({ q, flagged }: ListFilters, format: "jsonl" | "json"): string {
-  const params = new URLSearchParams({ format, limit: "1000" });
-  if (q.trim()) params.set("q", q.trim());
-  if (flagged === "open") params.set("flagged", "open");
-  else if (flagged !== "all") params.set("flagged", "any");
-  return `/admin/conversations/export?${params}`;
+export function exportQuery({ q, flagged }: ListFilters, format: "jsonl" | "json"): ExportQuery {
+  return {
+    format,
+    limit: 1000,
+    q: q.trim() || undefined,
+    flagged: flagged === "all" ? undefined : flagged === "open" ? "open" : "any",
+  };
 }
 
 /** Open flags by what they point at: a message id, or "" for the whole chat. */

@@ -3,7 +3,7 @@
 // own history, system prompt and max_tokens. The API computes it (the price per credit
 // is not published elsewhere), so the UI asks rather than guessing.
 import { useEffect, useState } from "react";
-import { api } from "./api";
+import { client, unwrap } from "./api";
 import type { CostEstimate } from "./types";
 
 export const ESTIMATE_DEBOUNCE_MS = 400;
@@ -16,7 +16,13 @@ export function useCostEstimate(chatId: string | null, text: string, delay = EST
     if (!chatId || !content) return;
     const controller = new AbortController();
     const timer = setTimeout(() => {
-      api<CostEstimate>(`/chats/${chatId}/estimate`, { method: "POST", json: { content }, signal: controller.signal })
+      unwrap(
+        client.POST("/api/v1/chats/{chat_id}/estimate", {
+          params: { path: { chat_id: chatId } },
+          body: { content },
+          signal: controller.signal,
+        }),
+      )
         .then((value) => setEstimate({ key, value }))
         .catch(() => undefined); // an estimate is a hint: a failure shows none
     }, delay);

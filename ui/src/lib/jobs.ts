@@ -2,12 +2,12 @@
 // check of the conf typed as JSON. Airflow validates the Params themselves and the API
 // passes its refusal back (422 `conf_refused`).
 
-/** platform_api/schemas.py `JobDag`. */
-export const JOB_DAGS = ["orchard_build", "orchard_posttrain"] as const;
-export type JobDag = (typeof JOB_DAGS)[number];
+import { JOB_CONF_MAX, JOB_DAGS } from "../api/limits";
+import type { JobDag } from "./types";
 
-/** platform_api/schemas.py `JOB_CONF_MAX`: characters of the conf as JSON. */
-export const JOB_CONF_MAX = 65_536;
+/** The DAGs the API lets an admin trigger, and the most characters of a conf as JSON. */
+export { JOB_CONF_MAX, JOB_DAGS };
+export type { JobDag };
 
 export const CONF_EXAMPLES: Record<JobDag, string> = {
   orchard_build: '{\n  "data": {"max_pages": 500}\n}',

@@ -1,19 +1,19 @@
 // Sign-in with an OAuth provider (platform_api/routes/oauth.py): the providers list, the
 // one-time code the callback page exchanges, and what an `oauth_error` means to a person.
-import { api } from "./api";
-import type { TokenPair } from "./types";
+import type { paths } from "../api/schema";
+import { publicClient, unwrap } from "./api";
+import type { OAuthProvider, TokenPair } from "./types";
 
-export interface OAuthProvider {
-  name: string;
-  label: string;
-}
+export type { OAuthProvider };
 
-export const oauthLoginUrl = (name: string) => `/api/v1/auth/oauth/${encodeURIComponent(name)}/login`;
+/** A full-page link (the provider redirects back), not a client call; the path is checked. */
+const LOGIN_PATH = "/api/v1/auth/oauth/{name}/login" satisfies keyof paths;
+export const oauthLoginUrl = (name: string) => LOGIN_PATH.replace("{name}", encodeURIComponent(name));
 
 /** The configured providers; none (no buttons) when the server has none or cannot say. */
 export async function loadProviders(): Promise<OAuthProvider[]> {
   try {
-    const list = await api<OAuthProvider[]>("/auth/oauth/providers", { anonymous: true });
+    const list = await unwrap(publicClient.GET("/api/v1/auth/oauth/providers"));
     return Array.isArray(list) ? list : [];
   } catch {
     return [];
@@ -27,11 +27,9 @@ export function exchangeCode(code: string, totpCode?: string): Promise<TokenPair
   const key = `${code}\n${totpCode ?? ""}`;
   let pending = exchanges.get(key);
   if (!pending) {
-    pending = api<TokenPair>("/auth/oauth/exchange", {
-      method: "POST",
-      anonymous: true,
-      json: totpCode ? { code, totp_code: totpCode } : { code },
-    });
+    pending = unwrap(
+      publicClient.POST("/api/v1/auth/oauth/exchange", { body: totpCode ? { code, totp_code: totpCode } : { code } }),
+    );
     exchanges.set(key, pending);
     // a failed try (a wrong TOTP code) may be retried with another
     pending.catch(() => exchanges.delete(key));

@@ -1,6 +1,7 @@
-// The plan form: text fields in, the POST/PATCH body out (routes/plans.py's bounds).
+// The plan form: text fields in, the POST/PATCH body out (the API's bounds, src/api/limits.ts).
+import { PLAN_DESCRIPTION_MAX, PLAN_NAME_MAX } from "../api/limits";
 import { CREDIT_GRANT_MAX, limitText, parseLimit } from "./billing";
-import type { Plan } from "./types";
+import type { Plan, PlanCreate } from "./types";
 
 export interface PlanDraft {
   name: string;
@@ -14,7 +15,7 @@ export interface PlanDraft {
 export type PlanErrors = Partial<Record<keyof PlanDraft, string>>;
 
 /** What POST/PATCH /admin/plans take: a plan's own fields. */
-export type PlanBody = Omit<Plan, "id" | "created_at" | "updated_at">;
+export type PlanBody = Required<PlanCreate>;
 
 export const emptyPlan: PlanDraft = {
   name: "",
@@ -40,8 +41,8 @@ export function validatePlan(d: PlanDraft): { ok: true; body: PlanBody } | { ok:
   const errors: PlanErrors = {};
   const name = d.name.trim();
   if (!name) errors.name = "Give the plan a name.";
-  else if (name.length > 64) errors.name = "A name is at most 64 characters.";
-  if (d.description.trim().length > 200) errors.description = "At most 200 characters.";
+  else if (name.length > PLAN_NAME_MAX) errors.name = `A name is at most ${PLAN_NAME_MAX} characters.`;
+  if (d.description.trim().length > PLAN_DESCRIPTION_MAX) errors.description = `At most ${PLAN_DESCRIPTION_MAX} characters.`;
   const credits = parseLimit(d.monthly_credits, CREDIT_GRANT_MAX);
   if (!credits.ok) errors.monthly_credits = credits.error;
   else if (credits.value === null) errors.monthly_credits = "A whole number of credits (0 for none).";

@@ -1,8 +1,11 @@
-// Chat settings: the limits of platform_api/schemas.py, validation of the form's text
-// fields, and the PATCH body (only what changed: PATCH /chats/{id} changes only the
-// fields sent).
+// Chat settings: validation of the form's text fields against the API's own bounds
+// (src/api/limits.ts, generated from its OpenAPI document), and the PATCH body (only what
+// changed: PATCH /chats/{id} changes only the fields sent).
 
+import { MAX_TOKENS_LIMIT, MODEL_ALIAS_MAX, SYSTEM_PROMPT_MAX, TEMPERATURE_MAX, TONES } from "../api/limits";
 import type { ChatSettings, Tone } from "./types";
+
+export { MAX_TOKENS_LIMIT, SYSTEM_PROMPT_MAX, TEMPERATURE_MAX, TONES };
 
 /** ORCHARD_SERVE_ALIASES' defaults (orchard/settings.py), used until `GET /models` (the
  * aliases this user may chat with, store/access.ts) has answered. The API answers 422
@@ -14,10 +17,6 @@ export const MODEL_ALIASES = ["champion", "challenger"] as const;
 export function modelChoices(allowed: readonly string[], current: string): string[] {
   return allowed.includes(current) || !current ? [...allowed] : [current, ...allowed];
 }
-export const TONES: Tone[] = ["neutral", "friendly", "formal", "concise"];
-export const TEMPERATURE_MAX = 2;
-export const MAX_TOKENS_LIMIT = 4096;
-export const SYSTEM_PROMPT_MAX = 8000;
 
 export const DEFAULT_SETTINGS: ChatSettings = {
   model_alias: "champion",
@@ -54,7 +53,7 @@ export function validateSettings(
   const errors: SettingsErrors = {};
   const alias = draft.model_alias.trim();
   if (!alias) errors.model_alias = "Choose a model.";
-  else if (alias.length > 64) errors.model_alias = "A model alias is at most 64 characters.";
+  else if (alias.length > MODEL_ALIAS_MAX) errors.model_alias = `A model alias is at most ${MODEL_ALIAS_MAX} characters.`;
 
   const t = draft.temperature.trim();
   const temperature = Number(t);
@@ -71,7 +70,7 @@ export function validateSettings(
   if (draft.system_prompt.length > SYSTEM_PROMPT_MAX)
     errors.system_prompt = `The system prompt is at most ${SYSTEM_PROMPT_MAX} characters (now ${draft.system_prompt.length}).`;
 
-  if (!(TONES as string[]).includes(draft.tone)) errors.tone = `Tone must be one of ${TONES.join(", ")}.`;
+  if (!(TONES as readonly string[]).includes(draft.tone)) errors.tone = `Tone must be one of ${TONES.join(", ")}.`;
 
   if (Object.keys(errors).length) return { ok: false, errors };
   return {

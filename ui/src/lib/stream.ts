@@ -274,6 +274,15 @@ export function streamReducer(state: ConversationState, action: StreamAction): C
   }
 }
 
+/** The payloads of a turn's events (platform_api/routes/messages.py): the messages are the
+ * schema's MessagePublic; the SSE body itself has no schema in the OpenAPI document. */
+export interface TurnEvents {
+  start: { user_message?: Message | null; assistant_message: Message };
+  delta: { content: string };
+  done: Message;
+  failed: Message;
+}
+
 /** An SSE event of POST /chats/{id}/messages as a reducer action (null: not ours). */
 export function eventToAction(event: SseEvent, mode: TurnMode, replaceFrom?: string | null): StreamAction | null {
   let data: unknown;
@@ -282,22 +291,26 @@ export function eventToAction(event: SseEvent, mode: TurnMode, replaceFrom?: str
   } catch {
     return null;
   }
-  const d = data as Record<string, unknown>;
+  if (data === null || typeof data !== "object") return null;
   switch (event.event) {
-    case "start":
+    case "start": {
+      const d = data as TurnEvents["start"];
       return {
         type: "start",
         mode,
-        user_message: (d.user_message as Message | undefined) ?? null,
-        assistant_message: d.assistant_message as Message,
+        user_message: d.user_message ?? null,
+        assistant_message: d.assistant_message,
         replaceFrom: replaceFrom ?? null,
       };
-    case "delta":
+    }
+    case "delta": {
+      const d = data as Partial<TurnEvents["delta"]>;
       return typeof d.content === "string" ? { type: "delta", content: d.content } : null;
+    }
     case "done":
-      return { type: "done", message: d as unknown as Message };
+      return { type: "done", message: data as TurnEvents["done"] };
     case "failed":
-      return { type: "failed", message: d as unknown as Message };
+      return { type: "failed", message: data as TurnEvents["failed"] };
     default:
       return null;
   }

@@ -1,7 +1,7 @@
 import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { Link, useNavigate } from "react-router";
-import { api, ApiError, describeError } from "../lib/api";
-import type { TokenPair } from "../lib/types";
+import { DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN } from "../api/limits";
+import { ApiError, describeError, publicClient, unwrap } from "../lib/api";
 import { Button } from "../components/ui/button";
 import { Field, Input } from "../components/ui/input";
 import { ErrorBanner } from "../components/ui/misc";
@@ -83,11 +83,11 @@ export function LoginPage() {
     }
     setBusy(true);
     try {
-      const pair = await api<TokenPair>("/auth/login", {
-        method: "POST",
-        anonymous: true,
-        json: { email: email.trim(), password, ...(needTotp ? { totp_code: totp.trim() } : {}) },
-      });
+      const pair = await unwrap(
+        publicClient.POST("/api/v1/auth/login", {
+          body: { email: email.trim(), password, ...(needTotp ? { totp_code: totp.trim() } : {}) },
+        }),
+      );
       await login(pair);
       navigate("/", { replace: true });
     } catch (err) {
@@ -184,23 +184,18 @@ export function RegisterPage() {
     setError(null);
     const local: Record<string, string> = {};
     if (!/^\S+@\S+\.\S+$/.test(email.trim())) local.email = "Enter a valid e-mail address.";
-    if (password.length < 10) local.password = "The password needs at least 10 characters.";
-    else if (password.length > 256) local.password = "The password is at most 256 characters.";
-    if (name.trim().length > 100) local.display_name = "The display name is at most 100 characters.";
+    if (password.length < PASSWORD_MIN) local.password = `The password needs at least ${PASSWORD_MIN} characters.`;
+    else if (password.length > PASSWORD_MAX) local.password = `The password is at most ${PASSWORD_MAX} characters.`;
+    if (name.trim().length > DISPLAY_NAME_MAX)
+      local.display_name = `The display name is at most ${DISPLAY_NAME_MAX} characters.`;
     setErrors(local);
     if (Object.keys(local).length) return;
     setBusy(true);
     try {
-      await api("/auth/register", {
-        method: "POST",
-        anonymous: true,
-        json: { email: email.trim(), password, display_name: name.trim() },
+      await publicClient.POST("/api/v1/auth/register", {
+        body: { email: email.trim(), password, display_name: name.trim() },
       });
-      const pair = await api<TokenPair>("/auth/login", {
-        method: "POST",
-        anonymous: true,
-        json: { email: email.trim(), password },
-      });
+      const pair = await unwrap(publicClient.POST("/api/v1/auth/login", { body: { email: email.trim(), password } }));
       await login(pair);
       navigate("/", { replace: true });
     } catch (err) {
@@ -230,7 +225,7 @@ export function RegisterPage() {
         <Field label="E-mail" error={errors.email}>
           {(p) => <Input {...p} data-testid="email" type="email" autoComplete="email" value={email} onChange={(e) => setEmail(e.target.value)} />}
         </Field>
-        <Field label="Password" error={errors.password} hint="10 to 256 characters.">
+        <Field label="Password" error={errors.password} hint={`${PASSWORD_MIN} to ${PASSWORD_MAX} characters.`}>
           {(p) => (
             <Input
               {...p}

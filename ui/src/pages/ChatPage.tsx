@@ -1,7 +1,7 @@
 import { useEffect, useLayoutEffect, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
 import { SlidersHorizontal } from "lucide-react";
-import { api, describeError } from "../lib/api";
+import { client, describeError, unwrap } from "../lib/api";
 import { chatTitleFrom } from "../lib/format";
 import { pickSettings } from "../lib/settings";
 import { initialConversation } from "../lib/stream";
@@ -41,7 +41,7 @@ export default function ChatPage() {
     if (!chatId) return;
     if ((useConversation.getState().byChat[chatId]?.phase ?? "idle") === "idle") void loadMessages(chatId);
     if (!useChats.getState().chats.some((c) => c.id === chatId)) {
-      api<Chat>(`/chats/${chatId}`)
+      unwrap(client.GET("/api/v1/chats/{chat_id}", { params: { path: { chat_id: chatId } } }))
         .then(setChat)
         .catch((e) => setNotFound(describeError(e)));
     }

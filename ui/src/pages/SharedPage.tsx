@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
 import { Link, useParams } from "react-router";
-import { api, describeError } from "../lib/api";
+import { describeError, publicClient, unwrap } from "../lib/api";
 import type { SharedChat } from "../lib/types";
 import { LazyMarkdown as Markdown } from "../components/LazyMarkdown";
 import { ErrorBanner, Spinner } from "../components/ui/misc";
@@ -11,7 +11,7 @@ export default function SharedPage() {
   const [chat, setChat] = useState<SharedChat | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    api<SharedChat>(`/shared/${encodeURIComponent(token)}`, { anonymous: true })
+    unwrap(publicClient.GET("/api/v1/shared/{token}", { params: { path: { token } } }))
       .then(setChat)
       .catch((e) => setError(describeError(e)));
   }, [token]);

@@ -2,7 +2,7 @@
 // feature flags on for them (GET /features). Loaded with the session; the UI hides what
 // the server would refuse (a share link with `shares` off) but the server still decides.
 import { create } from "zustand";
-import { api } from "../lib/api";
+import { client, unwrap } from "../lib/api";
 import type { ChatModels } from "../lib/types";
 
 interface AccessState {
@@ -18,8 +18,8 @@ export const useAccess = create<AccessState>((set) => ({
   features: null,
   async load() {
     const [models, features] = await Promise.allSettled([
-      api<ChatModels>("/models"),
-      api<{ features: string[] }>("/features"),
+      unwrap(client.GET("/api/v1/models")),
+      unwrap(client.GET("/api/v1/features")),
     ]);
     set({
       models: models.status === "fulfilled" ? models.value : null,

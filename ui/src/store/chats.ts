@@ -1,6 +1,6 @@
 import { create } from "zustand";
-import { api, describeError, tokens, API_BASE } from "../lib/api";
-import type { Chat, ChatSettings, Folder } from "../lib/types";
+import { client, describeError, unwrap } from "../lib/api";
+import type { Chat, ChatSettings, ChatUpdate, Folder } from "../lib/types";
 import { toast, useToasts } from "./toasts";
 
 export const UNDO_DELAY_MS = 5_000;
@@ -13,7 +13,7 @@ interface ChatsState {
   pendingDelete: string[];
   load: () => Promise<void>;
   create: (settings: ChatSettings, title: string) => Promise<Chat>;
-  update: (id: string, patch: Partial<Chat> & Record<string, unknown>) => Promise<Chat>;
+  update: (id: string, patch: ChatUpdate) => Promise<Chat>;
   upsert: (chat: Chat) => void;
   remove: (id: string, onGone?: () => void) => void;
   createFolder: (name: string) => Promise<void>;
@@ -36,18 +36,18 @@ export const useChats = create<ChatsState>((set, get) => ({
   pendingDelete: [],
   async load() {
     const [chats, folders] = await Promise.all([
-      api<Chat[]>("/chats?limit=500"),
-      api<Folder[]>("/folders").catch(() => get().folders),
+      unwrap(client.GET("/api/v1/chats", { params: { query: { limit: 500 } } })),
+      unwrap(client.GET("/api/v1/folders")).catch(() => get().folders),
     ]);
     set({ chats: sortChats(chats), folders, loaded: true });
   },
   async create(settings, title) {
-    const chat = await api<Chat>("/chats", { method: "POST", json: { ...settings, title } });
+    const chat = await unwrap(client.POST("/api/v1/chats", { body: { ...settings, title } }));
     get().upsert(chat);
     return chat;
   },
   async update(id, patch) {
-    const chat = await api<Chat>(`/chats/${id}`, { method: "PATCH", json: patch });
+    const chat = await unwrap(client.PATCH("/api/v1/chats/{chat_id}", { params: { path: { chat_id: id } }, body: patch }));
     get().upsert(chat);
     return chat;
   },
@@ -79,7 +79,7 @@ export const useChats = create<ChatsState>((set, get) => ({
       setTimeout(async () => {
         timers.delete(id);
         try {
-          await api(`/chats/${id}`, { method: "DELETE" });
+          await client.DELETE("/api/v1/chats/{chat_id}", { params: { path: { chat_id: id } } });
           set({ chats: get().chats.filter((c) => c.id !== id) });
           unhide();
         } catch (error) {
@@ -90,15 +90,17 @@ export const useChats = create<ChatsState>((set, get) => ({
     );
   },
   async createFolder(name) {
-    const folder = await api<Folder>("/folders", { method: "POST", json: { name } });
+    const folder = await unwrap(client.POST("/api/v1/folders", { body: { name } }));
     set({ folders: [...get().folders, folder] });
   },
   async renameFolder(id, name) {
-    const folder = await api<Folder>(`/folders/${id}`, { method: "PATCH", json: { name } });
+    const folder = await unwrap(
+      client.PATCH("/api/v1/folders/{folder_id}", { params: { path: { folder_id: id } }, body: { name } }),
+    );
     set({ folders: get().folders.map((f) => (f.id === id ? folder : f)) });
   },
   async deleteFolder(id) {
-    await api(`/folders/${id}`, { method: "DELETE" });
+    await client.DELETE("/api/v1/folders/{folder_id}", { params: { path: { folder_id: id } } });
     set({
       folders: get().folders.filter((f) => f.id !== id),
       chats: get().chats.map((c) => (c.folder_id === id ? { ...c, folder_id: null } : c)),
@@ -106,17 +108,15 @@ export const useChats = create<ChatsState>((set, get) => ({
   },
 }));
 
-// Leaving the page inside the undo delay still deletes (keepalive outlives the page).
+// Leaving the page inside the undo delay still deletes (keepalive outlives the page; the
+// client calls fetch before its first await unless the token needs a refresh).
 if (typeof window !== "undefined") {
   window.addEventListener("pagehide", () => {
     for (const [id, timer] of timers) {
       clearTimeout(timer);
-      const access = tokens.access;
-      void fetch(`${API_BASE}/chats/${id}`, {
-        method: "DELETE",
-        keepalive: true,
-        headers: access ? { Authorization: `Bearer ${access}` } : {},
-      }).catch(() => undefined);
+      void client
+        .DELETE("/api/v1/chats/{chat_id}", { params: { path: { chat_id: id } }, keepalive: true })
+        .catch(() => undefined);
     }
     timers.clear();
   });

@@ -2,7 +2,7 @@
 // React, so navigating from "/" to "/c/:id" mid-turn loses nothing; the state changes
 // themselves are the pure streamReducer (lib/stream.ts).
 import { create } from "zustand";
-import { api, ApiError, apiFetch, describeError } from "../lib/api";
+import { ApiError, client, describeError, unwrap } from "../lib/api";
 import {
   eventToAction,
   initialConversation,
@@ -37,6 +37,8 @@ interface ConversationStore {
 }
 
 const controllers = new Map<string, AbortController>();
+/** A turn's answer is read as a stream of server-sent events. */
+const SSE = { parseAs: "stream", headers: { Accept: "text/event-stream" } } as const;
 const turnSeq = new Map<string, number>();
 
 export const selectConversation = (chatId: string) => (s: ConversationStore) =>
@@ -45,11 +47,11 @@ export const selectConversation = (chatId: string) => (s: ConversationStore) =>
 export const useConversation = create<ConversationStore>((set, get) => {
   const state = (chatId: string) => get().byChat[chatId] ?? initialConversation;
 
+  /** `start` opens the turn's SSE answer (send, regenerate or edit) with `signal`. */
   async function runTurn(
     chatId: string,
     mode: TurnMode,
-    path: string,
-    body: unknown,
+    start: (signal: AbortSignal) => Promise<{ data?: ReadableStream<Uint8Array> | null }>,
     replaceFrom: string | null,
   ): Promise<boolean> {
     if (state(chatId).phase !== "idle") return false;
@@ -59,14 +61,9 @@ export const useConversation = create<ConversationStore>((set, get) => {
     get().dispatch(chatId, { type: "send" });
     let started = false;
     try {
-      const response = await apiFetch(path, {
-        method: "POST",
-        json: body,
-        signal: controller.signal,
-        headers: { Accept: "text/event-stream" },
-      });
-      if (!response.body) throw new Error("The answer had no body.");
-      for await (const events of readSse(response.body)) {
+      const { data: body } = await start(controller.signal);
+      if (!body) throw new Error("The answer had no body.");
+      for await (const events of readSse(body)) {
         const actions = events
           .map((e) => eventToAction(e, mode, replaceFrom))
           .filter((a): a is StreamAction => a !== null);
@@ -125,7 +122,9 @@ export const useConversation = create<ConversationStore>((set, get) => {
       const seq = turnSeq.get(chatId) ?? 0;
       set({ loading: { ...get().loading, [chatId]: true } });
       try {
-        const messages = await api<Message[]>(`/chats/${chatId}/messages`);
+        const messages = await unwrap(
+          client.GET("/api/v1/chats/{chat_id}/messages", { params: { path: { chat_id: chatId } } }),
+        );
         if ((turnSeq.get(chatId) ?? 0) !== seq || state(chatId).phase !== "idle") return;
         get().dispatch(chatId, { type: "load", messages });
         set({ feedback: feedbackFrom(get().feedback, messages) });
@@ -136,13 +135,33 @@ export const useConversation = create<ConversationStore>((set, get) => {
       }
     },
     send(chatId, content) {
-      return runTurn(chatId, "send", `/chats/${chatId}/messages`, { content }, null);
+      const turn = (signal: AbortSignal) =>
+        client.POST("/api/v1/chats/{chat_id}/messages", {
+          params: { path: { chat_id: chatId } },
+          body: { content },
+          ...SSE,
+          signal,
+        });
+      return runTurn(chatId, "send", turn, null);
     },
     regenerate(chatId, messageId) {
-      return runTurn(chatId, "regenerate", `/chats/${chatId}/messages/${messageId}/regenerate`, undefined, messageId);
+      const turn = (signal: AbortSignal) =>
+        client.POST("/api/v1/chats/{chat_id}/messages/{message_id}/regenerate", {
+          params: { path: { chat_id: chatId, message_id: messageId } },
+          ...SSE,
+          signal,
+        });
+      return runTurn(chatId, "regenerate", turn, messageId);
     },
     edit(chatId, messageId, content) {
-      return runTurn(chatId, "edit", `/chats/${chatId}/messages/${messageId}/edit`, { content }, messageId);
+      const turn = (signal: AbortSignal) =>
+        client.POST("/api/v1/chats/{chat_id}/messages/{message_id}/edit", {
+          params: { path: { chat_id: chatId, message_id: messageId } },
+          body: { content },
+          ...SSE,
+          signal,
+        });
+      return runTurn(chatId, "edit", turn, messageId);
     },
     async stop(chatId) {
       const controller = controllers.get(chatId);
@@ -150,7 +169,11 @@ export const useConversation = create<ConversationStore>((set, get) => {
       let saved: Message | null = null;
       if (id) {
         try {
-          saved = await api<Message>(`/chats/${chatId}/messages/${id}/stop`, { method: "POST" });
+          saved = await unwrap(
+            client.POST("/api/v1/chats/{chat_id}/messages/{message_id}/stop", {
+              params: { path: { chat_id: chatId, message_id: id } },
+            }),
+          );
         } catch {
           /* not streaming any more, or already gone: aborting saves what arrived */
         }
@@ -159,14 +182,18 @@ export const useConversation = create<ConversationStore>((set, get) => {
       get().dispatch(chatId, { type: "stopped", message: saved });
     },
     async setFeedback(chatId, messageId, rating, comment) {
-      const feedback = await api<Feedback>(`/chats/${chatId}/messages/${messageId}/feedback`, {
-        method: "PUT",
-        json: { rating, comment },
-      });
+      const feedback = await unwrap(
+        client.PUT("/api/v1/chats/{chat_id}/messages/{message_id}/feedback", {
+          params: { path: { chat_id: chatId, message_id: messageId } },
+          body: { rating, comment },
+        }),
+      );
       set({ feedback: { ...get().feedback, [messageId]: feedback } });
     },
     async clearFeedback(chatId, messageId) {
-      await api(`/chats/${chatId}/messages/${messageId}/feedback`, { method: "DELETE" });
+      await client.DELETE("/api/v1/chats/{chat_id}/messages/{message_id}/feedback", {
+        params: { path: { chat_id: chatId, message_id: messageId } },
+      });
       const feedback = { ...get().feedback };
       delete feedback[messageId];
       set({ feedback });

@@ -1,10 +1,10 @@
 import { create } from "zustand";
-import { api, describeError, tokens } from "../lib/api";
+import { client, describeError, tokens, unwrap } from "../lib/api";
 import { useAccess } from "./access";
-import type { CreditStatement, TokenPair, User } from "../lib/types";
+import type { Me, TokenPair, User } from "../lib/types";
 
 interface SessionState {
-  user: User | null;
+  user: Me | null;
   /** loading: tokens exist and /users/me is on its way. */
   status: "loading" | "ready" | "anonymous" | "error";
   error: string | null;
@@ -13,7 +13,7 @@ interface SessionState {
   loadCredits: () => Promise<void>;
   login: (pair: TokenPair) => Promise<void>;
   logout: () => Promise<void>;
-  setUser: (user: User) => void;
+  setUser: (user: User | Me) => void;
   reset: () => void;
 }
 
@@ -28,7 +28,7 @@ export const useSession = create<SessionState>((set, get) => ({
       return;
     }
     try {
-      const user = await api<User>("/users/me");
+      const user = await unwrap(client.GET("/api/v1/users/me"));
       set({ user, status: "ready", error: null });
       void get().loadCredits();
       void useAccess.getState().load();
@@ -39,7 +39,7 @@ export const useSession = create<SessionState>((set, get) => ({
   },
   async loadCredits() {
     try {
-      const statement = await api<CreditStatement>("/credits");
+      const statement = await unwrap(client.GET("/api/v1/credits"));
       set({ credits: statement.balance });
     } catch {
       /* the balance stays as it was */
@@ -52,7 +52,7 @@ export const useSession = create<SessionState>((set, get) => ({
   },
   async logout() {
     try {
-      await api("/auth/logout", { method: "POST" });
+      await client.POST("/api/v1/auth/logout");
     } catch {
       /* the tokens go anyway */
     }
@@ -60,7 +60,8 @@ export const useSession = create<SessionState>((set, get) => ({
   },
   setUser(user) {
     // /auth/totp/* answer without the linked providers (only /users/me lists them)
-    const providers = get().user?.id === user.id ? get().user?.oauth_providers : undefined;
+    const known = get().user;
+    const providers = known && known.id === user.id ? known.oauth_providers : [];
     set({ user: { oauth_providers: providers, ...user } });
   },
   reset() {

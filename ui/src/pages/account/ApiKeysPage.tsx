@@ -1,6 +1,6 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { Copy } from "lucide-react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { copyText } from "../../lib/clipboard";
 import { formatDateTime } from "../../lib/dates";
 import type { ApiKey, ApiKeyCreated } from "../../lib/types";
@@ -16,7 +16,10 @@ export function ApiKeysPage() {
   const [error, setError] = useState<string | null>(null);
   const [nameError, setNameError] = useState<string | null>(null);
 
-  const refresh = () => api<ApiKey[]>("/api-keys").then(setKeys).catch((e) => setError(describeError(e)));
+  const refresh = () =>
+    unwrap(client.GET("/api/v1/api-keys"))
+      .then(setKeys)
+      .catch((e) => setError(describeError(e)));
   useEffect(() => {
     void refresh();
   }, []);
@@ -27,7 +30,7 @@ export function ApiKeysPage() {
     if (name.trim().length > 100) return setNameError("A name is at most 100 characters.");
     setNameError(null);
     try {
-      setCreated(await api<ApiKeyCreated>("/api-keys", { method: "POST", json: { name: name.trim() } }));
+      setCreated(await unwrap(client.POST("/api/v1/api-keys", { body: { name: name.trim() } })));
       setName("");
       void refresh();
     } catch (err) {
@@ -35,10 +38,10 @@ export function ApiKeysPage() {
     }
   }
 
-  async function act(path: string, method: "POST" | "DELETE") {
+  async function act(call: () => Promise<{ data?: ApiKeyCreated }>) {
     setError(null);
     try {
-      const result = await api<ApiKeyCreated | undefined>(path, { method });
+      const { data: result } = await call();
       if (result && "key" in result) setCreated(result);
       void refresh();
     } catch (err) {
@@ -92,10 +95,10 @@ export function ApiKeysPage() {
                 </span>
                 {!k.revoked_at && (
                   <span className="ml-auto flex gap-2">
-                    <Button size="sm" variant="outline" onClick={() => act(`/api-keys/${k.id}/rotate`, "POST")}>
+                    <Button size="sm" variant="outline" onClick={() => act(() => client.POST("/api/v1/api-keys/{key_id}/rotate", { params: { path: { key_id: k.id } } }))}>
                       Rotate
                     </Button>
-                    <Button size="sm" variant="destructive" data-testid="api-key-revoke" onClick={() => act(`/api-keys/${k.id}`, "DELETE")}>
+                    <Button size="sm" variant="destructive" data-testid="api-key-revoke" onClick={() => act(() => client.DELETE("/api/v1/api-keys/{key_id}", { params: { path: { key_id: k.id } } }))}>
                       Revoke
                     </Button>
                   </span>

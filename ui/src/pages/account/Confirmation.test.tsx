@@ -7,12 +7,12 @@ import { DataPage } from "./DataPage";
 import { ProfilePage } from "./ProfilePage";
 import { SecurityPage } from "./SecurityPage";
 import { tokens } from "../../lib/api";
-import type { User } from "../../lib/types";
+import type { Me } from "../../lib/types";
 import { useSession } from "../../store/session";
 
 const json = (status: number, body: unknown) =>
   new Response(status === 204 ? null : JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
-const BASE: User = {
+const BASE: Me = {
   id: "u1",
   email: "ada@example.org",
   display_name: "Ada",
@@ -21,15 +21,16 @@ const BASE: User = {
   totp_enabled: false,
   created_at: "2025-01-01T00:00:00Z",
   deleted_at: null,
+  oauth_providers: [],
 };
-const OAUTH_ONLY: User = { ...BASE, has_password: false, oauth_providers: ["corp"] };
+const OAUTH_ONLY: Me = { ...BASE, has_password: false, oauth_providers: ["corp"] };
 const REAUTH = {
   code: "reauth_required",
   detail: "this account has no password, so this needs a recent sign-in: sign in again with Corp SSO and retry within 10 minutes",
 };
 
 /** fetch: `answer` for the action's route, the providers list and /users/me (`me`). */
-function mockApi(route: string, answer: () => Response, me: () => User = () => OAUTH_ONLY) {
+function mockApi(route: string, answer: () => Response, me: () => Me = () => OAUTH_ONLY) {
   const sent: unknown[] = [];
   vi.stubGlobal(
     "fetch",
@@ -48,7 +49,7 @@ function mockApi(route: string, answer: () => Response, me: () => User = () => O
   return sent;
 }
 
-function show(page: ReactNode, user: User) {
+function show(page: ReactNode, user: Me) {
   useSession.setState({ user, status: "ready" });
   return render(<MemoryRouter initialEntries={["/account"]}>{page}</MemoryRouter>);
 }

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import type { CreditStatement, UsageHistory } from "../../lib/types";
 import { formatUsd } from "../../lib/billing";
@@ -12,14 +12,14 @@ export function CreditsPage() {
   const [usage, setUsage] = useState<UsageHistory | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    api<CreditStatement>("/credits")
+    unwrap(client.GET("/api/v1/credits"))
       .then((s) => {
         setStatement(s);
         useSession.setState({ credits: s.balance });
       })
       .catch((e) => setError(describeError(e)));
     // the counts toward the limits (today's and this month's tokens)
-    api<UsageHistory>("/usage?by=day&days=1")
+    unwrap(client.GET("/api/v1/usage", { params: { query: { by: "day", days: 1 } } }))
       .then(setUsage)
       .catch(() => undefined);
   }, []);

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { useNavigate } from "react-router";
-import { api, describeError, download } from "../../lib/api";
+import { client, describeError, saveDownload } from "../../lib/api";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Card, ErrorBanner } from "../../components/ui/misc";
@@ -26,9 +26,8 @@ export function DataPage() {
     if (user.totp_enabled && !/^\d{6}$/.test(code.trim())) return setError("Enter the 6-digit code from your authenticator app.");
     if (confirm !== "DELETE") return setError("Type DELETE to confirm.");
     try {
-      await api("/users/me", {
-        method: "DELETE",
-        json: {
+      await client.DELETE("/api/v1/users/me", {
+        body: {
           ...(confirmation.askPassword ? { password } : {}),
           ...(user.totp_enabled ? { totp_code: code.trim() } : {}),
         },
@@ -50,7 +49,7 @@ export function DataPage() {
         <ErrorBanner message={exportError} />
         <Button
           data-testid="export-data"
-          onClick={() => download("/users/me/export", "orchard-data.json").catch((e) => setExportError(describeError(e)))}
+          onClick={() => saveDownload(client.GET("/api/v1/users/me/export", { parseAs: "blob" }), "orchard-data.json").catch((e) => setExportError(describeError(e)))}
         >
           Download my data
         </Button>

@@ -1,7 +1,7 @@
 import { useState, type FormEvent } from "react";
-import { api, ApiError, describeError } from "../../lib/api";
+import { DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN } from "../../api/limits";
+import { ApiError, client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
-import type { User } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
@@ -23,10 +23,11 @@ export function ProfilePage() {
 
   async function saveName(e: FormEvent) {
     e.preventDefault();
-    if (name.trim().length > 100) return setNameError("The display name is at most 100 characters.");
+    if (name.trim().length > DISPLAY_NAME_MAX)
+      return setNameError(`The display name is at most ${DISPLAY_NAME_MAX} characters.`);
     setNameError(null);
     try {
-      setUser(await api<User>("/users/me", { method: "PATCH", json: { display_name: name.trim() } }));
+      setUser(await unwrap(client.PATCH("/api/v1/users/me", { body: { display_name: name.trim() } })));
       toast("Profile saved.", "success");
     } catch (err) {
       setNameError(err instanceof ApiError && err.errors.length ? err.errors[0].message : describeError(err));
@@ -37,14 +38,14 @@ export function ProfilePage() {
     e.preventDefault();
     const errors: typeof pwErrors = {};
     if (!setting && !pw.current) errors.current = "Enter your current password.";
-    if (pw.next.length < 10) errors.next = "The new password needs at least 10 characters.";
-    else if (pw.next.length > 256) errors.next = "The password is at most 256 characters.";
+    if (pw.next.length < PASSWORD_MIN) errors.next = `The new password needs at least ${PASSWORD_MIN} characters.`;
+    else if (pw.next.length > PASSWORD_MAX) errors.next = `The password is at most ${PASSWORD_MAX} characters.`;
     setPwErrors(errors);
     confirmation.clear();
     if (Object.keys(errors).length) return;
     try {
-      const json = setting ? { new_password: pw.next } : { current_password: pw.current, new_password: pw.next };
-      await api("/users/me/password", { method: "POST", json });
+      const body = setting ? { new_password: pw.next } : { current_password: pw.current, new_password: pw.next };
+      await client.POST("/api/v1/users/me/password", { body });
       setPw({ current: "", next: "" });
       if (setting) {
         await loadMe(); // has_password is true from now on
@@ -94,7 +95,7 @@ export function ProfilePage() {
               )}
             </Field>
           )}
-          <Field label="New password" error={pwErrors.next} hint="10 to 256 characters.">
+          <Field label="New password" error={pwErrors.next} hint={`${PASSWORD_MIN} to ${PASSWORD_MAX} characters.`}>
             {(p) => (
               <Input {...p} type="password" autoComplete="new-password" value={pw.next} onChange={(e) => setPw({ ...pw, next: e.target.value })} />
             )}

@@ -1,7 +1,7 @@
 import { useState, type FormEvent } from "react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { copyText } from "../../lib/clipboard";
-import type { TotpSetup, User } from "../../lib/types";
+import type { TotpSetup } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
@@ -24,7 +24,7 @@ export function SecurityPage() {
   async function start() {
     setError(null);
     try {
-      setSetup(await api<TotpSetup>("/auth/totp/setup", { method: "POST" }));
+      setSetup(await unwrap(client.POST("/api/v1/auth/totp/setup")));
     } catch (e) {
       setError(describeError(e));
     }
@@ -34,7 +34,7 @@ export function SecurityPage() {
     e.preventDefault();
     if (!CODE.test(code.trim())) return setError("Enter the 6 digits your authenticator app shows.");
     try {
-      setUser(await api<User>("/auth/totp/enable", { method: "POST", json: { code: code.trim() } }));
+      setUser(await unwrap(client.POST("/api/v1/auth/totp/enable", { body: { code: code.trim() } })));
       setSetup(null);
       setCode("");
       setError(null);
@@ -51,8 +51,8 @@ export function SecurityPage() {
     if (confirmation.askPassword && !password) return setError("Enter your password.");
     if (!CODE.test(code.trim())) return setError("Enter the 6 digits your authenticator app shows.");
     try {
-      const json = { ...(confirmation.askPassword ? { password } : {}), code: code.trim() };
-      setUser(await api<User>("/auth/totp/disable", { method: "POST", json }));
+      const body = { ...(confirmation.askPassword ? { password } : {}), code: code.trim() };
+      setUser(await unwrap(client.POST("/api/v1/auth/totp/disable", { body })));
       setCode("");
       setPassword("");
       toast("Two-factor authentication is off.", "success");

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { windowDays } from "../../lib/dates";
 import type { UsageHistory } from "../../lib/types";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
@@ -24,7 +24,10 @@ export default function UsagePage() {
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     setError(null);
-    Promise.all([api<UsageHistory>(`/usage?by=day&days=${days}`), api<UsageHistory>(`/usage?by=model&days=${days}`)])
+    Promise.all([
+      unwrap(client.GET("/api/v1/usage", { params: { query: { by: "day", days } } })),
+      unwrap(client.GET("/api/v1/usage", { params: { query: { by: "model", days } } })),
+    ])
       .then(([d, m]) => {
         setByDay(d);
         setByModel(m);

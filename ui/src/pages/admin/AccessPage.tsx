@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { api, describeError } from "../../lib/api";
+import { FLAG_DESCRIPTION_MAX, ROLES } from "../../api/limits";
+import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import type { AccessRule, FeatureFlag, Role } from "../../lib/types";
 import { Button } from "../../components/ui/button";
@@ -9,7 +10,6 @@ import { Badge, Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { TableHead } from "../../components/ui/table";
 import { toast } from "../../store/toasts";
 
-const ROLES: Role[] = ["user", "admin"];
 /** routes/admin_access.py's FLAG_KEY. */
 export const FLAG_KEY = /^[a-z0-9_.-]{1,64}$/;
 
@@ -26,7 +26,7 @@ function RulesCard() {
   const [userId, setUserId] = useState("");
   const [model, setModel] = useState("");
   const load = useCallback(() => {
-    api<AccessRule[]>("/admin/model-access")
+    unwrap(client.GET("/api/v1/admin/model-access"))
       .then(setRules)
       .catch((e) => setError(describeError(e)));
   }, []);
@@ -38,9 +38,8 @@ function RulesCard() {
     if (!model.trim()) return setError("Name a model: a serve alias, the model name, <name>/<version> or *.");
     if (subject === "user" && !userId.trim()) return setError("Give the user's id (Admin → Users shows it).");
     try {
-      await api("/admin/model-access", {
-        method: "POST",
-        json: { model: model.trim(), ...(subject === "role" ? { role } : { user_id: userId.trim() }) },
+      await client.POST("/api/v1/admin/model-access", {
+        body: { model: model.trim(), ...(subject === "role" ? { role } : { user_id: userId.trim() }) },
       });
       setModel("");
       load();
@@ -52,7 +51,7 @@ function RulesCard() {
   async function remove(rule: AccessRule) {
     setError(null);
     try {
-      await api(`/admin/model-access/${rule.id}`, { method: "DELETE" });
+      await client.DELETE("/api/v1/admin/model-access/{rule_id}", { params: { path: { rule_id: rule.id } } });
       load();
     } catch (err) {
       setError(describeError(err));
@@ -133,7 +132,7 @@ function FlagDialog({ flag, onClose, onSaved }: { flag: FeatureFlag | "new" | nu
     setDraft(
       flag === "new"
         ? { key: "", description: "", enabled: false, roles: [], users: "" }
-        : { key: flag.key, description: flag.description, enabled: flag.enabled, roles: flag.roles, users: flag.users.join("\n") },
+        : { key: flag.key, description: flag.description, enabled: flag.enabled, roles: ROLES.filter((r) => flag.roles.includes(r)), users: flag.users.join("\n") },
     );
   }, [flag]);
   const isNew = flag === "new";
@@ -143,13 +142,13 @@ function FlagDialog({ flag, onClose, onSaved }: { flag: FeatureFlag | "new" | nu
     const key = draft.key.trim();
     const errs: typeof errors = {};
     if (!FLAG_KEY.test(key)) errs.key = "Lower-case letters, digits, _, . and -; 1 to 64 characters.";
-    if (draft.description.length > 200) errs.description = "At most 200 characters.";
+    if (draft.description.length > FLAG_DESCRIPTION_MAX) errs.description = `At most ${FLAG_DESCRIPTION_MAX} characters.`;
     setErrors(errs);
     if (Object.keys(errs).length) return;
     try {
-      await api(`/admin/feature-flags/${encodeURIComponent(key)}`, {
-        method: "PUT",
-        json: { description: draft.description, enabled: draft.enabled, roles: draft.roles, users: parseIds(draft.users) },
+      await client.PUT("/api/v1/admin/feature-flags/{key}", {
+        params: { path: { key } },
+        body: { description: draft.description, enabled: draft.enabled, roles: draft.roles, users: parseIds(draft.users) },
       });
       toast(`Feature flag ${key} saved.`, "success");
       onSaved();
@@ -217,7 +216,7 @@ function FlagsCard() {
   const [error, setError] = useState<string | null>(null);
   const [editing, setEditing] = useState<FeatureFlag | "new" | null>(null);
   const load = useCallback(() => {
-    api<FeatureFlag[]>("/admin/feature-flags")
+    unwrap(client.GET("/api/v1/admin/feature-flags"))
       .then(setFlags)
       .catch((e) => setError(describeError(e)));
   }, []);
@@ -226,7 +225,7 @@ function FlagsCard() {
   async function reset(flag: FeatureFlag) {
     setError(null);
     try {
-      await api(`/admin/feature-flags/${encodeURIComponent(flag.key)}`, { method: "DELETE" });
+      await client.DELETE("/api/v1/admin/feature-flags/{key}", { params: { path: { key: flag.key } } });
       toast(`Feature flag ${flag.key} deleted.`, "success");
       load();
     } catch (err) {

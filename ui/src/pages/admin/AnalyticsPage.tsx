@@ -11,7 +11,7 @@ import {
   XAxis,
   YAxis,
 } from "recharts";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { windowDays } from "../../lib/dates";
 import type { UsageAnalytics } from "../../lib/types";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
@@ -63,7 +63,7 @@ export default function AnalyticsPage() {
     setError(null);
     setPerDay(null);
     setTable(null);
-    const load = (b: By) => api<UsageAnalytics>(`/admin/analytics?${new URLSearchParams({ by: b, days: String(days) })}`);
+    const load = (b: By) => unwrap(client.GET("/api/v1/admin/analytics", { params: { query: { by: b, days } } }));
     Promise.all([load("day"), by === "day" ? null : load(by)])
       .then(([d, t]) => {
         setPerDay(d);

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import type { AuditEntry } from "../../lib/types";
 import { Button } from "../../components/ui/button";
@@ -17,9 +17,8 @@ export function AuditPage() {
 
   useEffect(() => {
     setEntries(null);
-    const params = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
-    if (applied) params.set("action", applied);
-    api<AuditEntry[]>(`/admin/audit?${params}`)
+    const query = { limit: PAGE, offset, action: applied || undefined };
+    unwrap(client.GET("/api/v1/admin/audit", { params: { query } }))
       .then(setEntries)
       .catch((e) => setError(describeError(e)));
   }, [applied, offset]);

@@ -4,7 +4,7 @@ import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes } from "react-router";
 import ConversationsPage from "./ConversationsPage";
 import { tokens } from "../../lib/api";
-import { exportPath } from "../../lib/conversations";
+import { exportQuery } from "../../lib/conversations";
 import type { ChatFlag, ConversationDetail, ConversationSummary, Message } from "../../lib/types";
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
@@ -72,11 +72,11 @@ function renderAt(path: string) {
 
 afterEach(() => vi.unstubAllGlobals());
 
-describe("exportPath", () => {
+describe("exportQuery", () => {
   it("sends only the filters the export takes", () => {
-    expect(exportPath({ q: " apples ", flagged: "open" }, "json")).toBe("/admin/conversations/export?format=json&limit=1000&q=apples&flagged=open");
-    expect(exportPath({ q: "", flagged: "resolved" }, "jsonl")).toBe("/admin/conversations/export?format=jsonl&limit=1000&flagged=any");
-    expect(exportPath({ q: "", flagged: "all" }, "jsonl")).toBe("/admin/conversations/export?format=jsonl&limit=1000");
+    expect(exportQuery({ q: " apples ", flagged: "open" }, "json")).toEqual({ format: "json", limit: 1000, q: "apples", flagged: "open" });
+    expect(exportQuery({ q: "", flagged: "resolved" }, "jsonl")).toMatchObject({ format: "jsonl", limit: 1000, q: undefined, flagged: "any" });
+    expect(exportQuery({ q: "", flagged: "all" }, "jsonl")).toMatchObject({ q: undefined, flagged: undefined });
   });
 });
 

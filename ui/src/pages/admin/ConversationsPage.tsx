@@ -1,9 +1,9 @@
 import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react";
 import { Link, Route, Routes, useLocation, useParams, useSearchParams } from "react-router";
 import { ArrowLeft, Flag } from "lucide-react";
-import { api, describeError, download } from "../../lib/api";
+import { client, describeError, saveDownload, unwrap } from "../../lib/api";
 import { cn } from "../../lib/cn";
-import { exportPath, FLAG_TABS, listPath, openFlagsByTarget, PAGE, type FlagFilter } from "../../lib/conversations";
+import { exportQuery, FLAG_TABS, listQuery, openFlagsByTarget, PAGE, type FlagFilter } from "../../lib/conversations";
 import { formatDateTime } from "../../lib/dates";
 import type { ChatFlag, ConversationDetail, ConversationSummary, Message } from "../../lib/types";
 import { Button } from "../../components/ui/button";
@@ -49,24 +49,29 @@ export function ConversationList() {
   const [format, setFormat] = useState<"jsonl" | "json">("jsonl");
   const [exporting, setExporting] = useState(false);
   const { search } = useLocation(); // kept on the way to a chat and back
-  const path = listPath(filters);
+  const query = listQuery(filters);
+  const queryKey = JSON.stringify(query);
 
   useEffect(() => {
     let live = true;
     setRows(null);
     setError(null);
-    api<ConversationSummary[]>(path)
+    unwrap(client.GET("/api/v1/admin/conversations", { params: { query } }))
       .then((r) => live && setRows(r))
       .catch((e) => live && setError(describeError(e)));
     return () => {
       live = false;
     };
-  }, [path]);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [queryKey]);
 
   async function exportNow() {
     setExporting(true);
     try {
-      await download(exportPath(filters, format), `orchard-conversations.${format}`);
+      await saveDownload(
+        client.GET("/api/v1/admin/conversations/export", { params: { query: exportQuery(filters, format) }, parseAs: "blob" }),
+        `orchard-conversations.${format}`,
+      );
     } catch (e) {
       setError(`Export failed: ${describeError(e)}`);
     } finally {
@@ -249,7 +254,7 @@ export function ConversationView() {
 
   const load = useCallback(() => {
     setError(null);
-    api<ConversationDetail>(`/admin/conversations/${encodeURIComponent(chatId)}`)
+    unwrap(client.GET("/api/v1/admin/conversations/{chat_id}", { params: { path: { chat_id: chatId } } }))
       .then(setDetail)
       .catch((e) => setError(describeError(e)));
   }, [chatId]);
@@ -258,10 +263,12 @@ export function ConversationView() {
   const open = useMemo(() => openFlagsByTarget(detail?.flags ?? []), [detail]);
 
   async function flag(reason: string) {
-    const created = await api<ChatFlag>(`/admin/conversations/${encodeURIComponent(chatId)}/flags`, {
-      method: "POST",
-      json: { reason, ...(target?.message ? { message_id: target.message.id } : {}) },
-    });
+    const created = await unwrap(
+      client.POST("/api/v1/admin/conversations/{chat_id}/flags", {
+        params: { path: { chat_id: chatId } },
+        body: { reason, ...(target?.message ? { message_id: target.message.id } : {}) },
+      }),
+    );
     setDetail((d) => d && { ...d, flags: [created, ...d.flags] });
     toast("Flagged for review.", "success");
   }
@@ -270,7 +277,9 @@ export function ConversationView() {
     setError(null);
     try {
       const done = await Promise.all(
-        flags.map((f) => api<ChatFlag>(`/admin/conversation-flags/${encodeURIComponent(f.id)}/resolve`, { method: "POST" })),
+        flags.map((f) =>
+          unwrap(client.POST("/api/v1/admin/conversation-flags/{flag_id}/resolve", { params: { path: { flag_id: f.id } } })),
+        ),
       );
       const byId = new Map(done.map((f) => [f.id, f]));
       setDetail((d) => d && { ...d, flags: d.flags.map((f) => byId.get(f.id) ?? f) });

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from "react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import type { RecentError } from "../../lib/types";
 import { Button } from "../../components/ui/button";
@@ -16,7 +16,7 @@ export default function ErrorsPage() {
 
   const load = useCallback(() => {
     setFailure(null);
-    return api<RecentError[]>(`/admin/errors?limit=${limit}`)
+    return unwrap(client.GET("/api/v1/admin/errors", { params: { query: { limit } } }))
       .then(setErrors)
       .catch((e) => setFailure(describeError(e)));
   }, [limit]);

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from "react";
-import { ApiError, api, describeError } from "../../lib/api";
+import { ApiError, client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import { CONF_EXAMPLES, JOB_DAGS, isActive, validateConf, type JobDag } from "../../lib/jobs";
 import type { JobRuns, JobTriggered } from "../../lib/types";
@@ -18,7 +18,7 @@ const STATE_STYLE: Record<string, string> = {
   queued: "text-muted-foreground",
 };
 
-function when(value: string | null) {
+function when(value: string | null | undefined) {
   return value ? formatDateTime(value) : "—";
 }
 
@@ -41,7 +41,7 @@ export function TriggerForm({ onTriggered }: { onTriggered: (run: JobTriggered) 
     setConfError(null);
     setBusy(true);
     try {
-      onTriggered(await api<JobTriggered>("/admin/jobs", { method: "POST", json: { dag, conf: checked.conf } }));
+      onTriggered(await unwrap(client.POST("/api/v1/admin/jobs", { body: { dag, conf: checked.conf } })));
     } catch (err) {
       // Airflow's Param validation (conf_refused) and the API's own (invalid_request) are
       // about the conf: show them on the field.
@@ -91,9 +91,7 @@ export default function JobsPage() {
   const [error, setError] = useState<string | null>(null);
 
   const load = useCallback(() => {
-    const params = new URLSearchParams({ limit: "25" });
-    if (filter) params.set("dag", filter);
-    return api<JobRuns>(`/admin/jobs?${params}`)
+    return unwrap(client.GET("/api/v1/admin/jobs", { params: { query: { limit: 25, dag: filter || undefined } } }))
       .then((r) => {
         setRuns(r);
         setError(null);

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from "react";
-import { api, describeError } from "../../lib/api";
+import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import type { ModelRegistry, PromotionResult } from "../../lib/types";
 import { Button } from "../../components/ui/button";
@@ -28,7 +28,7 @@ export function ModelsPage() {
   const [busy, setBusy] = useState(false);
 
   const load = useCallback(() => {
-    api<ModelRegistry>("/admin/models")
+    unwrap(client.GET("/api/v1/admin/models"))
       .then((r) => {
         setRegistry(r);
         setError(null);
@@ -37,11 +37,11 @@ export function ModelsPage() {
   }, []);
   useEffect(load, [load]);
 
-  async function change(path: string, body?: unknown) {
+  async function change(call: () => Promise<{ data?: PromotionResult }>) {
     setBusy(true);
     setError(null);
     try {
-      const result = await api<PromotionResult>(path, { method: "POST", json: body });
+      const result = await unwrap(call());
       toast(
         `Champion is now version ${result.champion}${result.previous ? ` (was ${result.previous})` : ""}.`,
         "success",
@@ -72,7 +72,7 @@ export function ModelsPage() {
               data-testid="rollback"
               disabled={busy || registry.champion_history.length === 0}
               title={registry.champion_history.length ? `Back to version ${registry.champion_history.at(-1)}` : "No earlier champion"}
-              onClick={() => change("/admin/models/rollback")}
+              onClick={() => change(() => client.POST("/api/v1/admin/models/rollback"))}
             >
               Roll back champion
             </Button>
@@ -135,7 +135,7 @@ export function ModelsPage() {
                           data-testid="promote"
                           disabled={busy || isChampion}
                           title={isChampion ? "Already the champion" : `Make v${v.version} the champion`}
-                          onClick={() => change("/admin/models/promote", { version: v.version })}
+                          onClick={() => change(() => client.POST("/api/v1/admin/models/promote", { body: { version: v.version } }))}
                         >
                           Promote
                         </Button>

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { api, ApiError, describeError } from "../../lib/api";
+import { ApiError, client, describeError, unwrap } from "../../lib/api";
 import { formatTokens } from "../../lib/billing";
 import { emptyPlan, planDraft, validatePlan, type PlanDraft, type PlanErrors } from "../../lib/plans";
 import type { Plan } from "../../lib/types";
@@ -35,7 +35,10 @@ function PlanDialog({ open, plan, onClose, onSaved }: { open: boolean; plan: Pla
     }
     setSaving(true);
     try {
-      await api<Plan>(plan ? `/admin/plans/${plan.id}` : "/admin/plans", { method: plan ? "PATCH" : "POST", json: result.body });
+      const body = result.body;
+      await (plan
+        ? client.PATCH("/api/v1/admin/plans/{plan_id}", { params: { path: { plan_id: plan.id } }, body })
+        : client.POST("/api/v1/admin/plans", { body }));
       toast(`Plan ${result.body.name} saved.`, "success");
       onSaved();
       onClose();
@@ -94,7 +97,7 @@ export default function PlansPage() {
   const [deleting, setDeleting] = useState<Plan | null>(null);
 
   const load = useCallback(() => {
-    api<Plan[]>("/admin/plans")
+    unwrap(client.GET("/api/v1/admin/plans"))
       .then(setPlans)
       .catch((e) => setError(describeError(e)));
   }, []);
@@ -144,7 +147,7 @@ export default function PlansPage() {
                     <div className="flex justify-end gap-2">
                       {!p.is_default && (
                         <Button size="sm" variant="outline" data-testid="plan-make-default"
-                          onClick={() => act(() => api(`/admin/plans/${p.id}`, { method: "PATCH", json: { is_default: true } }), `${p.name} is the default plan.`)}>
+                          onClick={() => act(() => client.PATCH("/api/v1/admin/plans/{plan_id}", { params: { path: { plan_id: p.id } }, body: { is_default: true } }), `${p.name} is the default plan.`)}>
                           Make default
                         </Button>
                       )}
@@ -173,7 +176,7 @@ export default function PlansPage() {
             onClick={() => {
               const p = deleting;
               setDeleting(null);
-              if (p) void act(() => api(`/admin/plans/${p.id}`, { method: "DELETE" }), `Plan ${p.name} deleted.`);
+              if (p) void act(() => client.DELETE("/api/v1/admin/plans/{plan_id}", { params: { path: { plan_id: p.id } } }), `Plan ${p.name} deleted.`);
             }}>
             Delete
           </Button>

@@ -1,8 +1,8 @@
 import { ThumbsDown, ThumbsUp } from "lucide-react";
 import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { api, ApiError, describeError } from "../../lib/api";
+import { ApiError, client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
-import type { SplitResults, TrafficSplit } from "../../lib/types";
+import type { SplitResults } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Input } from "../../components/ui/input";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
@@ -28,7 +28,7 @@ export function SplitCard() {
   const [saving, setSaving] = useState(false);
 
   const load = useCallback((resetInput: boolean) => {
-    api<SplitResults>("/admin/models/split/results")
+    unwrap(client.GET("/api/v1/admin/models/split/results"))
       .then((r) => {
         setResults(r);
         if (resetInput) setPercent(String(r.split.challenger_percent));
@@ -45,7 +45,7 @@ export function SplitCard() {
     setError(null);
     setConflict(null);
     try {
-      const split = await api<TrafficSplit>("/admin/models/split", { method: "PUT", json: { challenger_percent: value } });
+      const split = await unwrap(client.PUT("/api/v1/admin/models/split", { body: { challenger_percent: value } }));
       toast(`The challenger now answers ${split.challenger_percent}% of the champion's traffic.`, "success");
       load(true);
     } catch (err) {

@@ -1,5 +1,6 @@
 import { useEffect, useMemo, useState, type FormEvent } from "react";
-import { api, describeError } from "../../lib/api";
+import { CREDIT_GRANT_MAX, ROLES, USER_STATUSES } from "../../api/limits";
+import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
 import { formatTokens, limitText, parseLimit } from "../../lib/billing";
 import type { Plan, Role, User, UserStatus } from "../../lib/types";
@@ -18,12 +19,16 @@ function GrantDialog({ user, onClose }: { user: User | null; onClose: () => void
     e.preventDefault();
     const n = Number(amount);
     const errs: typeof errors = {};
-    if (!/^\d+$/.test(amount.trim()) || n < 1 || n > 1_000_000_000) errs.amount = "A whole number from 1 to 1,000,000,000.";
+    if (!/^\d+$/.test(amount.trim()) || n < 1 || n > CREDIT_GRANT_MAX)
+      errs.amount = `A whole number from 1 to ${CREDIT_GRANT_MAX.toLocaleString("en-US")}.`;
     if (!reason.trim()) errs.reason = "Say why (it goes in the ledger and the audit log).";
     setErrors(errs);
     if (Object.keys(errs).length || !user) return;
     try {
-      await api(`/admin/users/${user.id}/credits`, { method: "POST", json: { amount: n, reason: reason.trim() } });
+      await client.POST("/api/v1/admin/users/{user_id}/credits", {
+        params: { path: { user_id: user.id } },
+        body: { amount: n, reason: reason.trim() },
+      });
       toast(`Granted ${n} credits to ${user.email}.`, "success");
       setReason("");
       onClose();
@@ -75,10 +80,12 @@ function LimitsDialog({ user, onClose, onSaved }: { user: User | null; onClose: 
     setErrors(errs);
     if (!d.ok || !m.ok || !user) return;
     try {
-      const updated = await api<User>(`/admin/users/${user.id}`, {
-        method: "PATCH",
-        json: { daily_token_limit: d.value, monthly_token_limit: m.value },
-      });
+      const updated = await unwrap(
+        client.PATCH("/api/v1/admin/users/{user_id}", {
+          params: { path: { user_id: user.id } },
+          body: { daily_token_limit: d.value, monthly_token_limit: m.value },
+        }),
+      );
       toast(`Token limits of ${user.email} saved.`, "success");
       onSaved(updated);
       onClose();
@@ -111,13 +118,9 @@ function LimitsDialog({ user, onClose, onSaved }: { user: User | null; onClose: 
 
 export const SEARCH_DEBOUNCE_MS = 300;
 
-/** The list's query string: the search (`q`), role and status filters, the API's maximum page. */
-export function usersQuery(q: string, role: string, status: string): string {
-  const params = new URLSearchParams({ limit: "500" });
-  if (q.trim()) params.set("q", q.trim());
-  if (role) params.set("role", role);
-  if (status) params.set("status", status);
-  return `/admin/users?${params}`;
+/** The list's query: the search (`q`), role and status filters, the API's maximum page. */
+function usersQuery(q: string, role: Role | "", status: UserStatus | "") {
+  return { limit: 500, q: q.trim() || undefined, role: role || undefined, status: status || undefined };
 }
 
 export function UsersPage() {
@@ -125,8 +128,8 @@ export function UsersPage() {
   const [users, setUsers] = useState<User[] | null>(null);
   const [plans, setPlans] = useState<Plan[]>([]);
   const [q, setQ] = useState("");
-  const [role, setRole] = useState("");
-  const [status, setStatus] = useState("");
+  const [role, setRole] = useState<Role | "">("");
+  const [status, setStatus] = useState<UserStatus | "">("");
   const [error, setError] = useState<string | null>(null);
   const [granting, setGranting] = useState<User | null>(null);
   const [limiting, setLimiting] = useState<User | null>(null);
@@ -136,7 +139,7 @@ export function UsersPage() {
     const controller = new AbortController();
     const timer = setTimeout(
       () => {
-        api<User[]>(usersQuery(q, role, status), { signal: controller.signal })
+        unwrap(client.GET("/api/v1/admin/users", { params: { query: usersQuery(q, role, status) }, signal: controller.signal }))
           .then((list) => {
             setUsers(list);
             setError(null);
@@ -153,7 +156,7 @@ export function UsersPage() {
     };
   }, [q, role, status]);
   useEffect(() => {
-    api<Plan[]>("/admin/plans")
+    unwrap(client.GET("/api/v1/admin/plans"))
       .then(setPlans)
       .catch(() => setPlans([]));
   }, []);
@@ -164,7 +167,7 @@ export function UsersPage() {
   async function patch(user: User, body: { role?: Role; status?: UserStatus; plan_id?: string | null }) {
     setError(null);
     try {
-      replace(await api<User>(`/admin/users/${user.id}`, { method: "PATCH", json: body }));
+      replace(await unwrap(client.PATCH("/api/v1/admin/users/{user_id}", { params: { path: { user_id: user.id } }, body })));
     } catch (e) {
       setError(describeError(e));
     }
@@ -172,7 +175,9 @@ export function UsersPage() {
   async function resetLimits(user: User) {
     setError(null);
     try {
-      replace(await api<User>(`/admin/users/${user.id}/limits/reset`, { method: "POST" }));
+      replace(
+        await unwrap(client.POST("/api/v1/admin/users/{user_id}/limits/reset", { params: { path: { user_id: user.id } } })),
+      );
       toast(`The token counts of ${user.email} start afresh.`, "success");
     } catch (e) {
       setError(describeError(e));
@@ -197,16 +202,21 @@ export function UsersPage() {
             value={q}
             onChange={(e) => setQ(e.target.value)}
           />
-          <Select aria-label="Filter by role" className="w-28" data-testid="user-filter-role" value={role} onChange={(e) => setRole(e.target.value)}>
+          <Select aria-label="Filter by role" className="w-28" data-testid="user-filter-role" value={role} onChange={(e) => setRole(e.target.value as Role | "")}>
             <option value="">any role</option>
-            <option value="user">user</option>
-            <option value="admin">admin</option>
+            {ROLES.map((r) => (
+              <option key={r} value={r}>
+                {r}
+              </option>
+            ))}
           </Select>
-          <Select aria-label="Filter by status" className="w-32" data-testid="user-filter-status" value={status} onChange={(e) => setStatus(e.target.value)}>
+          <Select aria-label="Filter by status" className="w-32" data-testid="user-filter-status" value={status} onChange={(e) => setStatus(e.target.value as UserStatus | "")}>
             <option value="">any status</option>
-            <option value="active">active</option>
-            <option value="suspended">suspended</option>
-            <option value="banned">banned</option>
+            {USER_STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
           </Select>
         </div>
       }
@@ -254,8 +264,11 @@ export function UsersPage() {
                         disabled={self}
                         onChange={(e) => patch(u, { role: e.target.value as Role })}
                       >
-                        <option value="user">user</option>
-                        <option value="admin">admin</option>
+                        {ROLES.map((r) => (
+                          <option key={r} value={r}>
+                            {r}
+                          </option>
+                        ))}
                       </Select>
                     </td>
                     <td className="py-2 pr-3 max-md:p-0">
