@@ -109,14 +109,21 @@ def _openai_error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def error_response(path: str, error: ApiError) -> JSONResponse:
+    """`error` in the shape of the route at `path`: OpenAI's under /v1, ours elsewhere."""
+    if path.startswith(OPENAI_PREFIX):
+        return _openai_error(error.status, error.detail, error.code, error.param, error.headers)
+    return JSONResponse(
+        {"detail": error.detail, "code": error.code},
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if _openai(request):
-            return _openai_error(exc.status, exc.detail, exc.code, exc.param, exc.headers)
-        return JSONResponse(
-            {"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=exc.headers
-        )
+        return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
