@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from platform_api.access import gateway_route, models_for
 from platform_api.credits import InsufficientCredits
 from platform_api.deps import Principal, PrincipalDep, SessionDep
-from platform_api.errors import ApiError
+from platform_api.errors import ApiError, clip
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
 from platform_api.plans import grant_due
 from platform_api.schemas import MAX_TOKENS_LIMIT
@@ -132,7 +132,7 @@ async def chat_completions(
         raise ApiError(
             404,
             "model_not_found",
-            f"The model {model!r} does not exist or you do not have access to it. "
+            f"The model {clip(model)!r} does not exist or you do not have access to it. "
             f"Use one of: {usable.describe()}.",
             param="model",
         )

@@ -152,3 +152,35 @@ def test_nesting_is_measured_exactly_on_valid_json_with_brackets_in_strings():
 )
 def test_invalid_json_is_measured_at_least_as_deep_as_a_parser_gets(body, deeper_than_3):
     assert nesting_exceeds(body, 3) is deeper_than_3
+
+
+# 20 errors of (80-character field + 240-character message), and the detail joining the
+# messages: about 12,000 characters, whatever the request (docs/platform-api.md, Errors).
+ERROR_BODY_MAX = 12_500
+
+
+def test_a_validation_error_stays_small_whatever_the_request(api: Api):
+    alice = api.user("alice")
+    unknown = {f"unknown_field_{i:05d}": i for i in range(20_000)}
+    unknown["x" * 10_000] = "a field name longer than any message"
+    body = json.dumps({"title": 5, **unknown}).encode()
+    assert len(body) > 400_000
+    response = api.http.post("/chats", content=body, headers=_bearer(alice.tokens["access_token"]))
+    assert response.status_code == 422
+    assert len(response.content) < ERROR_BODY_MAX
+    error = response.json()
+    assert len(error["errors"]) == 20
+    assert error["errors_not_shown"] == 20_002 - 20
+    assert error["errors"][0]["field"] == "title"  # the first errors, in the body's order
+    assert error["detail"].endswith("and 19982 more (fix these first)")
+    assert all(len(e["field"]) <= 80 and len(e["message"]) <= 240 for e in error["errors"])
+
+    # The gateway: 1,000 malformed messages, a 10,000-character model name.
+    key = new_key(api, alice)
+    messages = [{"role": "nobody", "content": {"x": i}} for i in range(1000)]
+    for request in ({"model": "champion", "messages": messages}, {"model": "m" * 10_000}):
+        response = httpx.post(
+            f"{api.root}/v1/chat/completions", json=request, headers=_bearer(key), timeout=30
+        )
+        assert 400 <= response.status_code < 500, response.text
+        assert len(response.content) < 2_500
