@@ -88,6 +88,8 @@ def _explain(error: dict) -> str:
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', message)})"
     if kind == "model_attributes_type" or (kind == "dict_type" and field == "body"):
         return "the body must be a JSON object"
+    if kind == "model_type":
+        return f"{field}: must be a JSON object"
     return f"{field}: {message}"
 
 
