@@ -193,8 +193,9 @@ class ChatSocket:
         A refused credential or chat closes the connection; a rate limit does not."""
         limit_ip(self.websocket)
         try:
-            user = authenticate(self.websocket, session, self.state.keys, self.token).user
-            return user, owned_chat(session, user, self.chat_id)
+            principal = authenticate(self.websocket, session, self.state.keys, self.token)
+            principal.require("chats:write", "the chat WebSocket")
+            return principal.user, owned_chat(session, principal.user, self.chat_id)
         except ApiError as error:
             if error.status == 429:
                 raise

@@ -26,9 +26,10 @@ import time
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import SecurityScopes
 from pydantic import ValidationError
 
 from platform_api.access import gateway_route, models_for
@@ -45,7 +46,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 VERSION_HEADER = "X-Orchard-Model-Version"
 
 
-def gateway_principal(principal: PrincipalDep) -> Principal:
+def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
     if principal.api_key_id is None:
         raise ApiError(
             403,
@@ -53,10 +54,12 @@ def gateway_principal(principal: PrincipalDep) -> Principal:
             "the OpenAI gateway takes personal API keys: create one at /api/v1/api-keys "
             "and send it as the SDK's api_key",
         )
+    for scope in security_scopes.scopes:
+        principal.require(scope, "the OpenAI gateway")
     return principal
 
 
-GatewayPrincipal = Annotated[Principal, Depends(gateway_principal)]
+GatewayPrincipal = Annotated[Principal, Security(gateway_principal, scopes=["inference"])]
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
