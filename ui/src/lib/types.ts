@@ -175,10 +175,13 @@ export interface UsageHistory {
   credit_price_usd?: number;
 }
 
+export type ApiKeyScope = "inference" | "chats:read" | "chats:write" | "usage:read";
+
 export interface ApiKey {
   id: string;
   name: string;
   prefix: string;
+  scopes: ApiKeyScope[];
   created_at: string;
   last_used_at: string | null;
   revoked_at: string | null;
