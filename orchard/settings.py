@@ -221,6 +221,19 @@ class Settings(BaseSettings):
     rate_limit_auth_ip: str = Field(
         "20/minute", description="Register, login and refresh attempts per client IP address."
     )
+    request_max_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="The largest request body (and WebSocket frame) the platform API reads, "
+        "in bytes; a larger one is refused with 413 before it is parsed.",
+    )
+    request_max_json_depth: int = Field(
+        64,
+        ge=2,
+        le=500,  # under Python's recursion limit, which the JSON parser recurses against
+        description="How deeply a JSON body may nest arrays and objects; a deeper one is "
+        "refused with 400 before it is parsed.",
+    )
     credits_per_1k_prompt_tokens: int = Field(
         1000, ge=0, description="Credits charged per 1,000 prompt tokens (1 per token)."
     )

@@ -25,6 +25,7 @@ from platform_api.errors import install_error_handlers
 from platform_api.oauth import install as install_oauth
 from platform_api.plans import ensure_starter_plan
 from platform_api.ratelimit import RateLimiter, limit_ip
+from platform_api.request_limits import RequestLimits
 from platform_api.routes import (
     admin,
     admin_access,
@@ -88,6 +89,12 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     install_error_handlers(app)
+    # Before anything parses a body (inside the metrics, which count its refusals).
+    app.add_middleware(
+        RequestLimits,
+        max_bytes=settings.request_max_bytes,
+        max_depth=settings.request_max_json_depth,
+    )
     observability.install(app, settings)
     install_oauth(app, settings)  # sign-in providers, and their state cookie's middleware
 

@@ -4,16 +4,23 @@ A caller is identified by `Authorization: Bearer <credential>`, where the creden
 either an access token (a JWT naming a live login session) or a personal API key
 (`orch_...`). Both are checked against the database on every request, so a logout, a
 revoked session or key, and a ban take effect at once, not when a token expires.
+
+An access token may do everything its account may. An API key only what its scopes
+(`API_KEY_SCOPES`) name: a route opts in by asking for a scope (`ChatsReader`,
+`ChatsWriter`, `UsageReader`, the gateway's `inference`); a route that names none
+(`CurrentUser`, `LoginPrincipal`, `AdminUser`) refuses every key, so a new route is closed
+to keys until it says otherwise. A key without the scope a route names is 403
+`insufficient_scope` naming it; a route no key may use is 403 `login_required`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy import update
 from sqlmodel import Session, select
 from starlette.requests import HTTPConnection
@@ -46,11 +53,44 @@ _bearer = HTTPBearer(
 )
 
 
+ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
+API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
+    "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
+    "chats:read": "read chats, their messages, folders and share links; search; the chat "
+    "models and feature flags; cost estimates",
+    "chats:write": "create, change and delete chats, folders and share links; send, "
+    "regenerate, edit and stop messages (spends credits); feedback; the chat WebSocket",
+    "usage:read": "the credit balance and ledger, and usage",
+}
+DEFAULT_API_KEY_SCOPES: tuple[str, ...] = ("inference",)
+assert set(API_KEY_SCOPES) == set(get_args(ApiKeyScope))
+
+
 @dataclass(frozen=True)
 class Principal:
     user: User
     session_id: str | None = None  # the login session, when authenticated by access token
     api_key_id: str | None = None  # the key, when authenticated by API key
+    scopes: frozenset[str] = frozenset()  # the key's; a login session is not limited by them
+
+    def require(self, scope: str | None, what: str = "this endpoint") -> None:
+        """Refuse an API key that lacks `scope` (None: a route no key may use)."""
+        if self.api_key_id is None:
+            return
+        if scope is None:
+            raise ApiError(
+                403,
+                "login_required",
+                f"{what} needs a login session: use an access token, not an API key",
+            )
+        if scope not in self.scopes:
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                f"this API key lacks the scope {scope!r} that {what} needs (it has "
+                f"{', '.join(sorted(self.scopes))}): create a key with that scope",
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
 
 
 def ensure_active(user: User) -> None:
@@ -124,24 +164,22 @@ def _api_key_principal(session: Session, key: str) -> Principal:
     ensure_active(user)
     session.exec(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=utcnow()))
     session.commit()
-    return Principal(user=user, api_key_id=api_key.id)
+    return Principal(user=user, api_key_id=api_key.id, scopes=frozenset(api_key.scope_list))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_current_user(principal: PrincipalDep) -> User:
+def get_current_user(security_scopes: SecurityScopes, principal: PrincipalDep) -> User:
+    """The caller; an API key only where the route asks for a scope the key has."""
+    for scope in security_scopes.scopes or [None]:
+        principal.require(scope)
     return principal.user
 
 
 def get_login_principal(principal: PrincipalDep) -> Principal:
     """For what only the account holder at a login may do (keys, 2FA, password)."""
-    if principal.session_id is None:
-        raise ApiError(
-            403,
-            "login_required",
-            "this endpoint needs a login session: use an access token, not an API key",
-        )
+    principal.require(None)
     return principal
 
 
@@ -151,6 +189,9 @@ def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
     return user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[User, Depends(get_current_user)]  # no API key
+ChatsReader = Annotated[User, Security(get_current_user, scopes=["chats:read"])]
+ChatsWriter = Annotated[User, Security(get_current_user, scopes=["chats:write"])]
+UsageReader = Annotated[User, Security(get_current_user, scopes=["usage:read"])]
 LoginPrincipal = Annotated[Principal, Depends(get_login_principal)]
 AdminUser = Annotated[User, Depends(get_admin)]

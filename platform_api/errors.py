@@ -2,6 +2,11 @@
 "code": "<stable machine-readable name>"}`, plus `errors` (one per field) for a request
 that failed validation. Nothing answers with a traceback; an unexpected exception is
 logged and answered with a 500 that says only that.
+
+An error is never much larger than the request that caused it: a validation error lists
+the first `MAX_REPORTED_ERRORS` fields and counts the rest (`errors_not_shown`), a field
+name or value quoted back is cut to `ECHO_MAX` characters (`clip`), a field's message to
+`FIELD_MESSAGE_MAX`, and any message to `MESSAGE_MAX`.
 """
 
 from __future__ import annotations
@@ -57,9 +62,20 @@ _STATUS_CODES = {
 }
 
 
+MAX_REPORTED_ERRORS = 20
+ECHO_MAX = 80  # characters of a client's field name or value quoted in a message
+FIELD_MESSAGE_MAX = 240
+MESSAGE_MAX = 2_000
+
+
+def clip(text: str, limit: int = ECHO_MAX) -> str:
+    """`text`, cut to `limit` characters (the cut marked with an ellipsis)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _field(loc: tuple) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    return clip(".".join(parts) or "body")
 
 
 def _explain(error: dict) -> str:
@@ -72,14 +88,24 @@ def _explain(error: dict) -> str:
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', message)})"
     if kind == "model_attributes_type" or (kind == "dict_type" and field == "body"):
         return "the body must be a JSON object"
+    if kind == "model_type":
+        return f"{field}: must be a JSON object"
     return f"{field}: {message}"
 
 
 def invalid_request_body(errors: list[dict]) -> dict:
-    """The 422 body for pydantic's validation errors: what is wrong, field by field."""
-    fields = [{"field": _field(e["loc"]), "message": _explain(e)} for e in errors]
+    """The 422 body for pydantic's validation errors: what is wrong, field by field (the
+    first MAX_REPORTED_ERRORS of them, and how many more there are)."""
+    shown = errors[:MAX_REPORTED_ERRORS]
+    fields = [
+        {"field": _field(e["loc"]), "message": clip(_explain(e), FIELD_MESSAGE_MAX)} for e in shown
+    ]
     detail = "; ".join(e["message"] for e in fields)
-    return {"detail": detail, "code": "invalid_request", "errors": fields}
+    body = {"detail": detail, "code": "invalid_request", "errors": fields}
+    if len(errors) > len(shown):
+        body["errors_not_shown"] = len(errors) - len(shown)
+        body["detail"] += f"; and {len(errors) - len(shown)} more (fix these first)"
+    return body
 
 
 # The OpenAI gateway (/v1/...) answers errors in OpenAI's shape, so SDKs raise their own
@@ -105,18 +131,26 @@ def _openai_error(
     status: int, message: str, code: str, param: str | None = None, headers=None
 ) -> JSONResponse:
     kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    message = clip(message, MESSAGE_MAX)
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(path: str, error: ApiError) -> JSONResponse:
+    """`error` in the shape of the route at `path`: OpenAI's under /v1, ours elsewhere."""
+    if path.startswith(OPENAI_PREFIX):
+        return _openai_error(error.status, error.detail, error.code, error.param, error.headers)
+    return JSONResponse(
+        {"detail": clip(error.detail, MESSAGE_MAX), "code": error.code},
+        status_code=error.status,
+        headers=error.headers,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if _openai(request):
-            return _openai_error(exc.status, exc.detail, exc.code, exc.param, exc.headers)
-        return JSONResponse(
-            {"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=exc.headers
-        )
+        return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -129,7 +163,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        detail = clip(exc.detail if isinstance(exc.detail, str) else str(exc.detail), MESSAGE_MAX)
         if _openai(request):
             headers = getattr(exc, "headers", None)
             return _openai_error(exc.status_code, detail, code, headers=headers)

@@ -167,9 +167,17 @@ class ApiKey(PlatformTable, table=True):
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=16)  # the key's first characters, to recognise it
     key_hash: str = Field(max_length=64, unique=True)  # SHA-256 hex of the key
+    # What the key may do (deps.API_KEY_SCOPES), space-separated as in OAuth's `scope`.
+    scopes: str = Field(
+        default="inference", max_length=200, sa_column_kwargs={"server_default": "inference"}
+    )
     created_at: datetime = _created()
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()
 
 
 # -- chats -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from platform_api.deps import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES, ApiKeyScope
 from platform_api.security import has_usable_password
 
 # Limits: named here, enforced by the schemas below.
@@ -168,15 +169,34 @@ class AdminUserUpdate(Request):
 
 class ApiKeyCreate(Request):
     name: Trimmed = Field(min_length=1, max_length=NAME_MAX)
+    scopes: list[ApiKeyScope] = Field(
+        default_factory=lambda: list(DEFAULT_API_KEY_SCOPES),
+        min_length=1,
+        max_length=len(API_KEY_SCOPES),
+        description="What the key may do (default: inference, the /v1 gateway): "
+        + "; ".join(f"{name}: {what}" for name, what in API_KEY_SCOPES.items())
+        + ". Never: the profile, password, 2FA, API keys, account export or deletion.",
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _distinct_scopes(cls, value: list[str]) -> list[str]:
+        return sorted(set(value), key=list(API_KEY_SCOPES).index)
 
 
 class ApiKeyPublic(Public):
     id: str
     name: str
     prefix: str
+    scopes: list[ApiKeyScope]
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: str | list[str]) -> list[str]:
+        return value.split() if isinstance(value, str) else value  # stored space-separated
 
 
 class ApiKeyCreated(ApiKeyPublic):

@@ -20,7 +20,7 @@ from platform_api.access import (
     valid_model,
 )
 from platform_api.audit import audit
-from platform_api.deps import AdminUser, CurrentUser, SessionDep
+from platform_api.deps import AdminUser, ChatsReader, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import FeatureFlag, ModelAccessRule, User, utcnow
 from platform_api.schemas import OFFSET_MAX, Public, Role
@@ -110,7 +110,7 @@ FlagKey = Annotated[
 
 # -- for every signed-in user --------------------------------------------------------------
 @router.get("/models", response_model=ChatModels)
-def list_chat_models(request: Request, user: CurrentUser, session: SessionDep) -> ChatModels:
+def list_chat_models(request: Request, user: ChatsReader, session: SessionDep) -> ChatModels:
     """The serve aliases the caller may set a chat to (the chat settings' choices)."""
     aliases = models_for(session, request.app.state.settings, user).aliases(
         request.app.state.settings
@@ -119,7 +119,7 @@ def list_chat_models(request: Request, user: CurrentUser, session: SessionDep) -
 
 
 @router.get("/features", response_model=Features)
-def list_features(user: CurrentUser, session: SessionDep) -> Features:
+def list_features(user: ChatsReader, session: SessionDep) -> Features:
     """The feature flags on for the caller."""
     return Features(features=features_for(session, user))
 

@@ -38,6 +38,7 @@ from platform_api.deps import authenticate
 from platform_api.errors import ApiError, invalid_request_body, unauthorized
 from platform_api.models import Chat, User
 from platform_api.ratelimit import limit_ip
+from platform_api.request_limits import body_problem, too_large
 from platform_api.routes.chats import owned_chat
 from platform_api.schemas import (
     SOCKET_FRAMES,
@@ -127,8 +128,19 @@ class ChatSocket:
         text = message.get("text")
         if text is None:
             raise InvalidFrame(self._invalid("send JSON text frames, not binary ones"))
+        raw = text.encode()
+        settings = self.state.settings
+        problem = (
+            too_large(settings.request_max_bytes)
+            if len(raw) > settings.request_max_bytes
+            else body_problem(raw, settings.request_max_json_depth)
+        )
+        if problem is not None:  # checked before parsing, as request_limits does for HTTP
+            raise InvalidFrame(
+                {"status": problem.status, "code": problem.code, "detail": problem.detail}
+            )
         try:
-            data = json.loads(text)
+            data = json.loads(raw)
         except ValueError:
             raise InvalidFrame(self._invalid("the frame is not valid JSON")) from None
         kind = data.get("type") if isinstance(data, dict) else None
@@ -181,8 +193,9 @@ class ChatSocket:
         A refused credential or chat closes the connection; a rate limit does not."""
         limit_ip(self.websocket)
         try:
-            user = authenticate(self.websocket, session, self.state.keys, self.token).user
-            return user, owned_chat(session, user, self.chat_id)
+            principal = authenticate(self.websocket, session, self.state.keys, self.token)
+            principal.require("chats:write", "the chat WebSocket")
+            return principal.user, owned_chat(session, principal.user, self.chat_id)
         except ApiError as error:
             if error.status == 429:
                 raise

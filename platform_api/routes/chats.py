@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from platform_api import search
 from platform_api.access import check_chat_alias, default_chat_alias
-from platform_api.deps import CurrentUser, SessionDep
+from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, Message, User, utcnow
 from platform_api.routes.folders import owned_folder
@@ -59,7 +59,7 @@ def _check_alias(request: Request, session: Session, user: User, alias: str) -> 
 
 @router.get("", response_model=list[ChatPublic])
 def list_chats(
-    user: CurrentUser,
+    user: ChatsReader,
     session: SessionDep,
     folder_id: str | None = Query(None, description="Only the chats in this folder."),
     pinned: bool | None = Query(None, description="Only pinned (true) or unpinned (false)."),
@@ -77,7 +77,7 @@ def list_chats(
 
 
 @router.post("", response_model=ChatPublic, status_code=201)
-def create_chat(body: ChatCreate, request: Request, user: CurrentUser, session: SessionDep) -> Chat:
+def create_chat(body: ChatCreate, request: Request, user: ChatsWriter, session: SessionDep) -> Chat:
     if body.folder_id is not None:
         owned_folder(session, user, body.folder_id)
     values = body.model_dump(exclude_none=True)
@@ -92,7 +92,7 @@ def create_chat(body: ChatCreate, request: Request, user: CurrentUser, session: 
 
 @router.get("/search", response_model=list[SearchHit])
 def search_chats(
-    user: CurrentUser,
+    user: ChatsReader,
     session: SessionDep,
     q: str = Query(
         min_length=1,
@@ -131,13 +131,13 @@ def search_chats(
 
 
 @router.get("/{chat_id}", response_model=ChatPublic)
-def read_chat(chat_id: str, user: CurrentUser, session: SessionDep) -> Chat:
+def read_chat(chat_id: str, user: ChatsReader, session: SessionDep) -> Chat:
     return owned_chat(session, user, chat_id)
 
 
 @router.patch("/{chat_id}", response_model=ChatPublic)
 def update_chat(
-    chat_id: str, body: ChatUpdate, request: Request, user: CurrentUser, session: SessionDep
+    chat_id: str, body: ChatUpdate, request: Request, user: ChatsWriter, session: SessionDep
 ) -> Chat:
     """Change only the fields sent. Sending `null` for anything but `folder_id` is refused."""
     chat = owned_chat(session, user, chat_id)
@@ -160,7 +160,7 @@ def update_chat(
 
 
 @router.delete("/{chat_id}", status_code=204)
-def delete_chat(chat_id: str, user: CurrentUser, session: SessionDep) -> Response:
+def delete_chat(chat_id: str, user: ChatsWriter, session: SessionDep) -> Response:
     """The chat, its messages and its share links go."""
     session.delete(owned_chat(session, user, chat_id))
     session.commit()
@@ -174,7 +174,7 @@ def delete_chat(chat_id: str, user: CurrentUser, session: SessionDep) -> Respons
 )
 def export_chat(
     chat_id: str,
-    user: CurrentUser,
+    user: ChatsReader,
     session: SessionDep,
     format: Literal["markdown", "json"] = Query("markdown"),
 ) -> Response:

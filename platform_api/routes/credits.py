@@ -8,7 +8,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from platform_api.credits import CreditLedger
-from platform_api.deps import CurrentUser, SessionDep
+from platform_api.deps import ChatsReader, SessionDep, UsageReader
 from platform_api.metering import Pricing
 from platform_api.models import Message
 from platform_api.plans import grant_due, limits_of
@@ -37,7 +37,7 @@ class CostEstimate(BaseModel):
 
 @router.get("/credits", response_model=CreditStatement)
 def read_credits(
-    request: Request, user: CurrentUser, session: SessionDep, limit: int = Query(50, ge=1, le=500)
+    request: Request, user: UsageReader, session: SessionDep, limit: int = Query(50, ge=1, le=500)
 ) -> CreditStatement:
     grant_due(session, user)  # this month's plan credits show up when the balance is read
     ledger = CreditLedger(session)
@@ -56,7 +56,7 @@ def read_credits(
 
 @router.post("/chats/{chat_id}/estimate", response_model=CostEstimate, tags=["messages"])
 def estimate_message(
-    chat_id: str, body: MessageCreate, request: Request, user: CurrentUser, session: SessionDep
+    chat_id: str, body: MessageCreate, request: Request, user: ChatsReader, session: SessionDep
 ) -> CostEstimate:
     """What sending `content` to this chat could cost at most (its history, system prompt
     and max_tokens included), and the balance it would be reserved from."""

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from platform_api.deps import CurrentUser, SessionDep
+from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Folder, User
 from platform_api.schemas import FolderPublic, FolderWrite
@@ -24,12 +24,12 @@ def owned_folder(session: Session, user: User, folder_id: str) -> Folder:
 
 
 @router.get("", response_model=list[FolderPublic])
-def list_folders(user: CurrentUser, session: SessionDep) -> list[Folder]:
+def list_folders(user: ChatsReader, session: SessionDep) -> list[Folder]:
     return list(session.exec(select(Folder).where(Folder.user_id == user.id).order_by(Folder.name)))
 
 
 @router.post("", response_model=FolderPublic, status_code=201)
-def create_folder(body: FolderWrite, user: CurrentUser, session: SessionDep) -> Folder:
+def create_folder(body: FolderWrite, user: ChatsWriter, session: SessionDep) -> Folder:
     folder = Folder(user_id=user.id, name=body.name)
     session.add(folder)
     _commit_name(session, body.name)
@@ -38,7 +38,7 @@ def create_folder(body: FolderWrite, user: CurrentUser, session: SessionDep) -> 
 
 @router.patch("/{folder_id}", response_model=FolderPublic)
 def rename_folder(
-    folder_id: str, body: FolderWrite, user: CurrentUser, session: SessionDep
+    folder_id: str, body: FolderWrite, user: ChatsWriter, session: SessionDep
 ) -> Folder:
     folder = owned_folder(session, user, folder_id)
     folder.name = body.name
@@ -48,7 +48,7 @@ def rename_folder(
 
 
 @router.delete("/{folder_id}", status_code=204)
-def delete_folder(folder_id: str, user: CurrentUser, session: SessionDep) -> Response:
+def delete_folder(folder_id: str, user: ChatsWriter, session: SessionDep) -> Response:
     session.delete(owned_folder(session, user, folder_id))
     session.commit()
     return Response(status_code=204)

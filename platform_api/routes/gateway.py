@@ -6,7 +6,9 @@ gateway checks the caller may use the model, reserves the most the request can c
 (`metering.py`), forwards the request to serving unchanged but for an explicit
 `max_tokens` and, when streaming, `stream_options.include_usage`, passes serving's answer
 back byte for byte (the usage chunk only if the client asked for it), then settles the
-cost from serving's `usage` and records it. Errors are OpenAI's error JSON.
+cost from serving's `usage` and records it. Errors are OpenAI's error JSON; a request is
+checked first against `openai_schemas.ChatCompletionRequest` (every field's type and
+bounds, 400 naming the field).
 
 Who may use what: `access.models_for`, the rule set the chats use too (by default everyone
 the served aliases and the bare model name, administrators also any version such as
@@ -21,30 +23,30 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import SecurityScopes
+from pydantic import ValidationError
 
 from platform_api.access import gateway_route, models_for
 from platform_api.credits import InsufficientCredits
 from platform_api.deps import Principal, PrincipalDep, SessionDep
-from platform_api.errors import ApiError
+from platform_api.errors import ApiError, clip, invalid_request_body
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
+from platform_api.openai_schemas import ChatCompletionRequest, problems, request_schema
 from platform_api.plans import grant_due
-from platform_api.schemas import MAX_TOKENS_LIMIT
 from platform_api.serving import fit_max_tokens
 
 router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 
 VERSION_HEADER = "X-Orchard-Model-Version"
-MAX_CHOICES = 16
-MAX_MESSAGES = 1000
 
 
-def gateway_principal(principal: PrincipalDep) -> Principal:
+def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
     if principal.api_key_id is None:
         raise ApiError(
             403,
@@ -52,42 +54,32 @@ def gateway_principal(principal: PrincipalDep) -> Principal:
             "the OpenAI gateway takes personal API keys: create one at /api/v1/api-keys "
             "and send it as the SDK's api_key",
         )
+    for scope in security_scopes.scopes:
+        principal.require(scope, "the OpenAI gateway")
     return principal
 
 
-GatewayPrincipal = Annotated[Principal, Depends(gateway_principal)]
+GatewayPrincipal = Annotated[Principal, Security(gateway_principal, scopes=["inference"])]
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, "invalid_request_error", message, param=param)
 
 
-def _int_field(body: dict, name: str, low: int, high: int, default: int) -> int:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _bad(f"{name} must be an integer from {low} to {high}", param=name)
-    return value
-
-
-def _texts(messages: Any) -> list[str]:
-    if not isinstance(messages, list) or not messages:
-        raise _bad("messages must be a non-empty list of {role, content}", param="messages")
-    if len(messages) > MAX_MESSAGES:
-        raise _bad(f"at most {MAX_MESSAGES} messages per request", param="messages")
-    texts = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise _bad(f"messages[{index}] must be an object", param="messages")
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):  # content parts: only text parts carry tokens here
-            texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
-        elif content is not None:
-            raise _bad(f"messages[{index}].content must be a string", param="messages")
-    return texts
+def _read(raw: bytes) -> tuple[dict, ChatCompletionRequest]:
+    """The body as sent (what is forwarded) and as checked: a 400 naming the first field
+    at fault, in OpenAI's shape, for any field of the wrong type or out of bounds."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise _bad("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    try:
+        return body, ChatCompletionRequest.model_validate(body)
+    except ValidationError as error:
+        invalid = invalid_request_body(problems(error, body))
+        raise _bad(invalid["detail"], param=invalid["errors"][0]["field"]) from None
 
 
 @router.get("/models")
@@ -112,19 +104,22 @@ async def list_models(
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    # Read by hand (any content type, forwarded as sent); documented for clients and fuzzers.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": request_schema()}},
+        }
+    },
+)
 async def chat_completions(
     request: Request, principal: GatewayPrincipal, session: SessionDep
 ) -> Response:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise _bad("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _bad("the body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("model is required: one of GET /v1/models", param="model")
+    body, checked = _read(await request.body())
+    model = checked.model
     settings = request.app.state.settings
     route = await run_in_threadpool(gateway_route, session, settings, principal.user, model)
     if route is None:
@@ -132,14 +127,13 @@ async def chat_completions(
         raise ApiError(
             404,
             "model_not_found",
-            f"The model {model!r} does not exist or you do not have access to it. "
+            f"The model {clip(model)!r} does not exist or you do not have access to it. "
             f"Use one of: {usable.describe()}.",
             param="model",
         )
     target, variant = route
     body["model"] = target
-    texts = _texts(body.get("messages"))
-    prompt_bound = prompt_token_bound(texts)
+    prompt_bound = prompt_token_bound(checked.texts())
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
         body["max_tokens"] = body["max_completion_tokens"]  # the newer name, same meaning
     if body.get("max_tokens") is None:
@@ -149,14 +143,11 @@ async def chat_completions(
         context = await request.app.state.turns.contexts.get(target)
         default = {"max_tokens": settings.gateway_max_tokens}
         body["max_tokens"] = fit_max_tokens(default, prompt_bound, context)["max_tokens"]
-    max_tokens = _int_field(body, "max_tokens", 1, MAX_TOKENS_LIMIT, settings.gateway_max_tokens)
-    n = _int_field(body, "n", 1, MAX_CHOICES, 1)
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("stream must be true or false", param="stream")
+    max_tokens: int = body["max_tokens"]
+    n = checked.n or 1
+    stream = bool(checked.stream)
     body.pop("max_completion_tokens", None)
-    body["max_tokens"] = max_tokens
-    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    wants_usage = checked.include_usage
     if stream:
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 

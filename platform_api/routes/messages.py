@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from platform_api.deps import CurrentUser, SessionDep
+from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.metering import Pricing
 from platform_api.models import Message, MessageFeedback, utcnow
@@ -81,7 +81,7 @@ class TurnStream(StreamingResponse):
 
 @router.get("", response_model=list[MessagePublic])
 def list_messages(
-    chat_id: str, request: Request, user: CurrentUser, session: SessionDep
+    chat_id: str, request: Request, user: ChatsReader, session: SessionDep
 ) -> list[MessagePublic]:
     """With the caller's own rating on each answer, so a reloaded chat shows its thumbs,
     and what each answer cost (`credits`, `cost_usd`)."""
@@ -114,7 +114,7 @@ STREAMED = {
 
 @router.post("", **STREAMED)
 async def send_message(
-    chat_id: str, body: MessageCreate, request: Request, user: CurrentUser, session: SessionDep
+    chat_id: str, body: MessageCreate, request: Request, user: ChatsWriter, session: SessionDep
 ):
     chat = await run_in_threadpool(owned_chat, session, user, chat_id)
     return await _answer(
@@ -127,7 +127,7 @@ async def send_message(
 
 @router.post("/{message_id}/regenerate", **STREAMED)
 async def regenerate_message(
-    chat_id: str, message_id: str, request: Request, user: CurrentUser, session: SessionDep
+    chat_id: str, message_id: str, request: Request, user: ChatsWriter, session: SessionDep
 ):
     """Answer the last question again: `message_id` is the chat's last answer (not one
     still streaming, 409 otherwise). The old answer is superseded (kept, with its
@@ -145,7 +145,7 @@ async def edit_message(
     message_id: str,
     body: MessageCreate,
     request: Request,
-    user: CurrentUser,
+    user: ChatsWriter,
     session: SessionDep,
 ):
     """Edit and resend: `message_id` is one of the user's messages in the chat; it and
@@ -177,7 +177,7 @@ async def _answer(request: Request, opened: OpenedTurn):
 
 @router.post("/{message_id}/stop", response_model=MessagePublic)
 async def stop_message(
-    chat_id: str, message_id: str, request: Request, user: CurrentUser, session: SessionDep
+    chat_id: str, message_id: str, request: Request, user: ChatsWriter, session: SessionDep
 ) -> MessagePublic:
     """Stop a streaming answer; what was received is kept (status partial)."""
     message = await run_in_threadpool(_owned_message, session, user, chat_id, message_id)
@@ -212,7 +212,7 @@ def _rated_answer(session, user, chat_id: str, message_id: str) -> Message:
 
 @router.put("/{message_id}/feedback", response_model=FeedbackPublic)
 def set_feedback(
-    chat_id: str, message_id: str, body: FeedbackSet, user: CurrentUser, session: SessionDep
+    chat_id: str, message_id: str, body: FeedbackSet, user: ChatsWriter, session: SessionDep
 ) -> MessageFeedback:
     """Thumbs up or down on an answer, with an optional comment; setting it again changes it."""
     message = _rated_answer(session, user, chat_id, message_id)
@@ -235,7 +235,7 @@ def set_feedback(
 
 @router.delete("/{message_id}/feedback", status_code=204)
 def delete_feedback(
-    chat_id: str, message_id: str, user: CurrentUser, session: SessionDep
+    chat_id: str, message_id: str, user: ChatsWriter, session: SessionDep
 ) -> Response:
     message = _owned_message(session, user, chat_id, message_id)
     feedback = session.get(MessageFeedback, message.id)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from sqlmodel import select
 
 from platform_api.access import feature_enabled, require_feature
-from platform_api.deps import CurrentUser, SessionDep
+from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import not_found
 from platform_api.models import Chat, ShareLink, User, utcnow
 from platform_api.routes.chats import chat_messages, owned_chat
@@ -30,7 +30,7 @@ SHARES = "shares"  # the feature flag
 
 
 @router.post("/chats/{chat_id}/shares", response_model=ShareLinkCreated, status_code=201)
-def create_share(chat_id: str, user: CurrentUser, session: SessionDep) -> ShareLinkCreated:
+def create_share(chat_id: str, user: ChatsWriter, session: SessionDep) -> ShareLinkCreated:
     chat = owned_chat(session, user, chat_id)
     require_feature(session, user, SHARES)
     token = new_share_token()
@@ -45,7 +45,7 @@ def create_share(chat_id: str, user: CurrentUser, session: SessionDep) -> ShareL
 
 
 @router.get("/chats/{chat_id}/shares", response_model=list[ShareLinkPublic])
-def list_shares(chat_id: str, user: CurrentUser, session: SessionDep) -> list[ShareLink]:
+def list_shares(chat_id: str, user: ChatsReader, session: SessionDep) -> list[ShareLink]:
     chat = owned_chat(session, user, chat_id)
     return list(
         session.exec(
@@ -55,7 +55,7 @@ def list_shares(chat_id: str, user: CurrentUser, session: SessionDep) -> list[Sh
 
 
 @router.delete("/chats/{chat_id}/shares/{share_id}", status_code=204)
-def revoke_share(chat_id: str, share_id: str, user: CurrentUser, session: SessionDep) -> Response:
+def revoke_share(chat_id: str, share_id: str, user: ChatsWriter, session: SessionDep) -> Response:
     chat = owned_chat(session, user, chat_id)
     link = session.exec(
         select(ShareLink).where(

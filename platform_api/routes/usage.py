@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import func
 from sqlmodel import select
 
-from platform_api.deps import CurrentUser, SessionDep
+from platform_api.deps import SessionDep, UsageReader
 from platform_api.models import UsageRecord, utcnow
 from platform_api.plans import day_start, limits_of, month_start, tokens_used
 from platform_api.schemas import TokenLimits, UsageHistory, UsageRow
@@ -57,7 +57,7 @@ def usd(credits: int, price: float) -> float:
 @router.get("/usage", response_model=UsageHistory)
 def read_usage(
     request: Request,
-    user: CurrentUser,
+    user: UsageReader,
     session: SessionDep,
     by: Literal["day", "model"] = Query("day", description="Group by UTC day or by model."),
     days: int = Query(30, ge=1, le=366, description="How many days back, today included."),

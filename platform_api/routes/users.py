@@ -1,4 +1,4 @@
-"""The caller's own account: profile, password, personal API keys."""
+"""The caller's own account: profile, password, personal API keys (their scopes: deps.py)."""
 
 from __future__ import annotations
 
@@ -104,16 +104,16 @@ def create_api_key(
         raise ApiError(
             409, "too_many_api_keys", f"{MAX_API_KEYS} live API keys at most: revoke one first"
         )
-    return _new_key(session, principal.user.id, body.name)
+    return _new_key(session, principal.user.id, body.name, body.scopes)
 
 
 @router.post("/api-keys/{key_id}/rotate", response_model=ApiKeyCreated, status_code=201)
 def rotate_api_key(key_id: str, principal: LoginPrincipal, session: SessionDep) -> ApiKeyCreated:
-    """Revoke the key and issue a new one with the same name."""
+    """Revoke the key and issue a new one with the same name and scopes."""
     old = _live_key(session, principal.user.id, key_id)
     old.revoked_at = utcnow()
     session.add(old)
-    return _new_key(session, principal.user.id, old.name)
+    return _new_key(session, principal.user.id, old.name, old.scope_list)
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
@@ -136,9 +136,15 @@ def _live_key(session, user_id: str, key_id: str) -> ApiKey:
     return key
 
 
-def _new_key(session, user_id: str, name: str) -> ApiKeyCreated:
+def _new_key(session, user_id: str, name: str, scopes: list[str]) -> ApiKeyCreated:
     secret = new_api_key()
-    key = ApiKey(user_id=user_id, name=name, prefix=secret[:12], key_hash=digest(secret))
+    key = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=secret[:12],
+        key_hash=digest(secret),
+        scopes=" ".join(scopes),
+    )
     session.add(key)
     session.commit()
     return ApiKeyCreated(**ApiKeyPublic.model_validate(key).model_dump(), key=secret)

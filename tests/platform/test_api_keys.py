@@ -1,5 +1,6 @@
-"""Personal API keys: shown once, stored hashed, usable as a bearer credential, rotated,
-revoked, with last use recorded; they cannot manage credentials themselves."""
+"""Personal API keys: shown once, stored hashed, usable as a bearer credential, rotated
+(scopes kept), revoked, with last use recorded; they cannot manage credentials or the
+account itself, whatever their scopes (test_api_key_scopes.py)."""
 
 from __future__ import annotations
 
@@ -31,24 +32,27 @@ def test_a_key_is_shown_once_stored_hashed_and_authenticates(api):
         engine.dispose()
     assert key["key"] not in stored and len(stored) == 64
 
-    me = api.http.get("/users/me", headers=_bearer(key["key"]))
-    assert me.status_code == 200 and me.json()["id"] == alice.id
+    assert key["scopes"] == ["inference"]  # the gateway only, unless asked (test_api_key_scopes)
+    models = api.http.get(f"{api.root}/v1/models", headers=_bearer(key["key"]))
+    assert models.status_code == 200
     used = api.http.get("/api-keys", headers=alice.headers).json()[0]
     assert used["last_used_at"] is not None
 
 
 def test_rotate_replaces_the_key_and_revoke_ends_it(api):
     alice = api.user("alice")
-    old = api.http.post("/api-keys", json={"name": "ci"}, headers=alice.headers).json()
+    body = {"name": "ci", "scopes": ["chats:read"]}
+    old = api.http.post("/api-keys", json=body, headers=alice.headers).json()
     rotated = api.http.post(f"/api-keys/{old['id']}/rotate", headers=alice.headers)
     assert rotated.status_code == 201
     new = rotated.json()
     assert new["name"] == "ci" and new["key"] != old["key"]
-    assert api.http.get("/users/me", headers=_bearer(old["key"])).status_code == 401
-    assert api.http.get("/users/me", headers=_bearer(new["key"])).status_code == 200
+    assert new["scopes"] == ["chats:read"]
+    assert api.http.get("/chats", headers=_bearer(old["key"])).status_code == 401
+    assert api.http.get("/chats", headers=_bearer(new["key"])).status_code == 200
 
     assert api.http.delete(f"/api-keys/{new['id']}", headers=alice.headers).status_code == 204
-    refused = api.http.get("/users/me", headers=_bearer(new["key"]))
+    refused = api.http.get("/chats", headers=_bearer(new["key"]))
     assert refused.status_code == 401 and refused.json()["code"] == "invalid_api_key"
     again = api.http.delete(f"/api-keys/{new['id']}", headers=alice.headers)
     assert again.status_code == 404
@@ -64,18 +68,25 @@ def test_another_users_key_is_not_found(api):
         response = api.http.request(method, path, headers=mallory.headers)
         assert response.status_code == 404
     assert api.http.get("/api-keys", headers=mallory.headers).json() == []
-    assert api.http.get("/users/me", headers=_bearer(key["key"])).status_code == 200
+    assert api.http.get(f"{api.root}/v1/models", headers=_bearer(key["key"])).status_code == 200
 
 
 def test_a_key_cannot_manage_keys_passwords_or_2fa(api):
     alice = api.user("alice")
-    key = api.http.post("/api-keys", json={"name": "bot"}, headers=alice.headers).json()["key"]
+    every_scope = {
+        "name": "bot",
+        "scopes": ["inference", "chats:read", "chats:write", "usage:read"],
+    }
+    key = api.http.post("/api-keys", json=every_scope, headers=alice.headers).json()["key"]
     for method, path, body in (
         ("POST", "/api-keys", {"name": "another"}),
         ("GET", "/api-keys", None),
         ("POST", "/users/me/password", {"current_password": "x", "new_password": "y" * 12}),
         ("POST", "/auth/totp/setup", None),
         ("POST", "/auth/logout", None),
+        ("GET", "/users/me", None),
+        ("PATCH", "/users/me", {"display_name": "Mallory"}),
+        ("GET", "/users/me/export", None),
     ):
         response = api.http.request(method, path, json=body, headers=_bearer(key))
         assert response.status_code == 403, path
@@ -83,5 +94,5 @@ def test_a_key_cannot_manage_keys_passwords_or_2fa(api):
 
 
 def test_made_up_keys_are_refused(api):
-    response = api.http.get("/users/me", headers=_bearer("orch_" + "A" * 43))
+    response = api.http.get("/chats", headers=_bearer("orch_" + "A" * 43))
     assert response.status_code == 401 and response.json()["code"] == "invalid_api_key"

@@ -200,7 +200,8 @@ def test_a_socket_that_never_authenticates_is_closed(api, monkeypatch):
 def test_an_api_key_works_and_another_users_chat_is_not_found(api, serving):
     alice, mallory = api.user("alice"), api.user("mallory")
     chat = api.chat(alice)
-    key = api.http.post("/api-keys", json={"name": "bot"}, headers=alice.headers).json()["key"]
+    body = {"name": "bot", "scopes": ["chats:write"]}
+    key = api.http.post("/api-keys", json=body, headers=alice.headers).json()["key"]
     with socket(api, chat, key) as ws:
         ws.send(type="send", content="via a key")
         assert ws.turn()[-1]["status"] == "complete"

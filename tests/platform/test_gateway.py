@@ -166,6 +166,16 @@ def test_bad_requests_and_credentials_get_openai_errors(api, alice):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model="champion", messages=HELLO, max_tokens=100_000)
     assert error.value.body["param"] == "max_tokens"
+    # A field of the wrong type is a 400 naming it, never a 500 (issue 24).
+    for bad in (5, "yes", [True]):
+        with pytest.raises(openai.BadRequestError) as error:
+            client.chat.completions.create(
+                model="champion", messages=HELLO, stream=True, stream_options=bad
+            )
+        assert error.value.body["param"] == "stream_options"
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="champion", messages=[{"role": "user", "content": 5}])
+    assert error.value.body["param"] == "messages.0.content"
     with pytest.raises(openai.AuthenticationError):
         sdk(api, "orch_not_a_key").models.list()
     # A login's access token is not an API key.

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from orchard.settings import Settings
 from platform_api import search
 from platform_api.db import DatabaseURLError, alembic_config, database_url, make_engine, migrate
-from platform_api.models import Chat, metadata
+from platform_api.models import ApiKey, Chat, metadata
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,7 +38,7 @@ def test_migrate_creates_the_models_schema_and_is_idempotent(empty_database):
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-            assert version == [("0009",)]
+            assert version == [("0010",)]
             context = MigrationContext.configure(
                 connection,
                 opts={"compare_type": True, "include_object": search.include_object},
@@ -148,5 +148,45 @@ def test_migrating_indexes_what_was_there_before(empty_database):
                     search.chat_matches(dialect, search.SearchQuery.parse(q))
                 )
                 assert list(session.exec(query)) == matched, q
+    finally:
+        engine.dispose()
+
+
+def test_keys_made_before_scopes_keep_the_gateway(empty_database):
+    """0010 gives every existing API key `inference`, the scope of the /v1 gateway."""
+    engine = make_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0009")
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, display_name, role, status,"
+                    " totp_enabled, created_at, updated_at) VALUES ('u1', 'a@b.c', 'x', '',"
+                    " 'user', 'active', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at)"
+                    " VALUES ('k1', 'u1', 'sdk', 'orch_abc', :hash, CURRENT_TIMESTAMP)"
+                ),
+                {"hash": "0" * 64},
+            )
+    finally:
+        engine.dispose()
+    migrate(empty_database)
+
+    engine = make_engine(empty_database)
+    try:
+        with Session(engine) as session:
+            key = session.get(ApiKey, "k1")
+            assert key.scope_list == ["inference"]
+            session.add(ApiKey(user_id="u1", name="new", prefix="orch_def", key_hash="1" * 64))
+            session.commit()
+            assert session.exec(select(ApiKey.scopes).where(ApiKey.name == "new")).one() == (
+                "inference"
+            )
     finally:
         engine.dispose()

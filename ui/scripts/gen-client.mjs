@@ -43,6 +43,7 @@ const LIMITS = [
   ["CREDIT_GRANT_MAX", "CreditGrant", "amount", "maximum"],
   ["CREDIT_REASON_MAX", "CreditGrant", "reason", "maxLength"],
   ["FLAG_DESCRIPTION_MAX", "FeatureFlagWrite", "description", "maxLength"],
+  ["API_KEY_NAME_MAX", "ApiKeyCreate", "name", "maxLength"],
   ["JOB_DAGS", "JobTrigger", "dag", "enum"],
   ["JOB_CONF_MAX", "JobTrigger", "conf", "x-orchard-max-json-length"],
 ];

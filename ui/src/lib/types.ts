@@ -16,6 +16,7 @@ export type TotpSetup = Schemas["TotpSetup"];
 export type OAuthProvider = Schemas["OAuthProviderPublic"];
 export type ApiKey = Schemas["ApiKeyPublic"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
+export type ApiKeyScope = ApiKey["scopes"][number];
 
 // -- chats ---------------------------------------------------------------------------------
 export type Folder = Schemas["FolderPublic"];
