@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from starlette.middleware.sessions import SessionMiddleware
 
-from orchard import credentials as stack_secrets
+from orchard import credentials
 from orchard.settings import OAuthProvider, Settings
 from platform_api.credits import CreditLedger
 from platform_api.deps import ensure_active
@@ -334,7 +334,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.oauth = Providers(settings)
     if not settings.oauth_providers:
         return
-    secret, _ = stack_secrets.get_or_create(
+    secret, _ = credentials.get_or_create(
         settings.secrets_dir, "platform-oauth-state-key", lambda: random.token_urlsafe(48)
     )
     app.add_middleware(

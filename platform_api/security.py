@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from orchard import credentials as stack_secrets
+from orchard import credentials
 from orchard.settings import Settings
 from platform_api.config import PlatformOptions
 
@@ -110,11 +110,11 @@ class Keys:
     @classmethod
     def load(cls, settings: Settings) -> Keys:
         directory = settings.secrets_dir
-        jwt_secret, _ = stack_secrets.get_or_create(
+        jwt_secret, _ = credentials.get_or_create(
             directory, "platform-jwt-secret", lambda: random.token_urlsafe(48)
         )
-        fernet_key, _ = stack_secrets.get_or_create(
-            directory, "platform-totp-key", stack_secrets.fernet_key
+        fernet_key, _ = credentials.get_or_create(
+            directory, "platform-totp-key", credentials.fernet_key
         )
         return cls(jwt_secret=jwt_secret, totp_fernet=Fernet(fernet_key))
 
