@@ -14,7 +14,6 @@ from sqlmodel import select
 
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.models import UsageRecord, User
-from platform_api.routes.usage import usage_counts, usage_day, usage_sums, window_start
 from platform_api.schemas import (
     ANALYTICS_DAYS_MAX,
     POPULAR_MODELS,
@@ -23,6 +22,7 @@ from platform_api.schemas import (
     PopularModel,
     UsageAnalytics,
 )
+from platform_api.usage import usage_counts, usage_day, usage_sums, window_start
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -34,12 +34,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from platform_api.chats import owned_chat
 from platform_api.deps import authenticate
 from platform_api.errors import ApiError, invalid_request_body, unauthorized
 from platform_api.models import Chat, User
 from platform_api.ratelimit import limit_ip
 from platform_api.request_limits import body_problem, too_large
-from platform_api.routes.chats import owned_chat
 from platform_api.schemas import (
     SOCKET_FRAMES,
     SocketAuth,

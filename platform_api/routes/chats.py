@@ -14,10 +14,10 @@ from sqlmodel import Session, select
 
 from platform_api import search
 from platform_api.access import check_chat_alias, default_chat_alias
+from platform_api.chats import chat_messages, owned_chat, owned_folder
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
-from platform_api.errors import ApiError, not_found
+from platform_api.errors import ApiError
 from platform_api.models import Chat, Message, User, utcnow
-from platform_api.routes.folders import owned_folder
 from platform_api.schemas import (
     OFFSET_MAX,
     ChatCreate,
@@ -31,25 +31,6 @@ from platform_api.search import SearchQuery
 SEARCH_LIMIT = 50
 
 router = APIRouter(prefix="/chats", tags=["chats"])
-
-
-def owned_chat(session: Session, user: User, chat_id: str) -> Chat:
-    chat = session.exec(select(Chat).where(Chat.id == chat_id, Chat.user_id == user.id)).first()
-    if chat is None:
-        raise not_found("chat")
-    return chat
-
-
-def chat_messages(session: Session, chat_id: str) -> list[Message]:
-    """What the chat shows, in order: superseded messages (replaced by a regenerated
-    answer or an edited question) are left out."""
-    return list(
-        session.exec(
-            select(Message)
-            .where(Message.chat_id == chat_id, Message.superseded_at.is_(None))
-            .order_by(Message.seq)
-        )
-    )
 
 
 def _check_alias(request: Request, session: Session, user: User, alias: str) -> None:

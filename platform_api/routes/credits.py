@@ -7,12 +7,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import select
 
+from platform_api.chats import owned_chat
 from platform_api.credits import CreditLedger
 from platform_api.deps import ChatsReader, SessionDep, UsageReader
 from platform_api.metering import Pricing
 from platform_api.models import Message
 from platform_api.plans import grant_due, limits_of
-from platform_api.routes.chats import owned_chat
 from platform_api.schemas import (
     CreditEntryPublic,
     CreditStatement,

@@ -6,21 +6,13 @@ from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from platform_api.chats import owned_folder
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
-from platform_api.errors import ApiError, not_found
-from platform_api.models import Folder, User
+from platform_api.errors import ApiError
+from platform_api.models import Folder
 from platform_api.schemas import FolderPublic, FolderWrite
 
 router = APIRouter(prefix="/folders", tags=["chats"])
-
-
-def owned_folder(session: Session, user: User, folder_id: str) -> Folder:
-    folder = session.exec(
-        select(Folder).where(Folder.id == folder_id, Folder.user_id == user.id)
-    ).first()
-    if folder is None:
-        raise not_found("folder")
-    return folder
 
 
 @router.get("", response_model=list[FolderPublic])

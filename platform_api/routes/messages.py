@@ -28,11 +28,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from platform_api.chats import chat_messages, owned_chat
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.metering import Pricing
 from platform_api.models import Message, MessageFeedback, utcnow
-from platform_api.routes.chats import chat_messages, owned_chat
 from platform_api.schemas import (
     FeedbackPublic,
     FeedbackSet,

@@ -26,9 +26,9 @@ from platform_api.oauth import (
     spend_code,
 )
 from platform_api.ratelimit import limit_auth_ip
-from platform_api.routes.auth import check_second_factor
 from platform_api.schemas import Request as RequestBody
 from platform_api.schemas import TokenPair
+from platform_api.second_factor import check_second_factor
 
 router = APIRouter(prefix="/auth/oauth", tags=["auth"])
 

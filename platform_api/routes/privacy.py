@@ -32,7 +32,6 @@ from platform_api.models import (
     utcnow,
 )
 from platform_api.reauth import ConfirmationDep
-from platform_api.routes.auth import spend_totp_code
 from platform_api.schemas import (
     AccountDelete,
     ApiKeyPublic,
@@ -44,6 +43,7 @@ from platform_api.schemas import (
     ShareLinkPublic,
     UserPublic,
 )
+from platform_api.second_factor import spend_totp_code
 from platform_api.security import UNUSABLE_PASSWORD_MARK
 
 router = APIRouter(tags=["privacy"])

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Response
 from sqlmodel import select
 
 from platform_api.access import feature_enabled, require_feature
+from platform_api.chats import chat_messages, owned_chat
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import not_found
 from platform_api.models import Chat, ShareLink, User, utcnow
-from platform_api.routes.chats import chat_messages, owned_chat
 from platform_api.schemas import (
     SharedChat,
     SharedMessage,

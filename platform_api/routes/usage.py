@@ -4,54 +4,18 @@ this month's limits (`plans.py`), with the limits."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import func
 from sqlmodel import select
 
 from platform_api.deps import SessionDep, UsageReader
 from platform_api.models import UsageRecord, utcnow
 from platform_api.plans import day_start, limits_of, month_start, tokens_used
 from platform_api.schemas import TokenLimits, UsageHistory, UsageRow
+from platform_api.usage import usage_counts, usage_day, usage_sums, usd, window_start
 
 router = APIRouter(tags=["usage"])
-
-
-def window_start(days: int) -> datetime:
-    """UTC midnight `days - 1` days ago: a window of `days` UTC days, today included."""
-    return (utcnow() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def usage_day():
-    """A usage record's UTC day (records are stored in naive UTC), on SQLite and PostgreSQL."""
-    return func.date(UsageRecord.created_at)
-
-
-def usage_sums() -> tuple:
-    """Requests, prompt tokens, completion tokens and credits of a group of usage records."""
-    return (
-        func.count(UsageRecord.id),
-        func.sum(UsageRecord.prompt_tokens),
-        func.sum(UsageRecord.completion_tokens),
-        func.sum(UsageRecord.credits),
-    )
-
-
-def usage_counts(requests: int, prompt: int | None, completion: int | None, credits: int | None):
-    """`usage_sums()` of one group as `UsageRow` fields (a SUM over no rows is NULL)."""
-    return {
-        "requests": requests,
-        "prompt_tokens": prompt or 0,
-        "completion_tokens": completion or 0,
-        "credits": credits or 0,
-    }
-
-
-def usd(credits: int, price: float) -> float:
-    """What `credits` cost in US dollars, rounded as `metering.Pricing.usd` rounds."""
-    return round(credits * price, 9)
 
 
 @router.get("/usage", response_model=UsageHistory)

@@ -6,7 +6,9 @@ lazy ones inside functions), so they stay true:
 - a step never imports another step: no ray_jobs module imports a ray_jobs module
   (what steps share lives in orchard/ or model/);
 - bench/ never imports tests/ (whose conftest changes the environment on import): what
-  both use lives in testkit/, and testkit/ never imports tests/ either.
+  both use lives in testkit/, and testkit/ never imports tests/ either;
+- a platform_api route never imports another route module: what routes share is a service
+  module beside them (platform_api/chats.py, second_factor.py, usage.py, ...).
 """
 
 from __future__ import annotations
@@ -98,6 +100,46 @@ def test_benchmarks_and_testkit_never_import_the_tests():
     }
     found = {name: hits for name, hits in found.items() if hits}
     assert not found, f"bench/ and testkit/ must not import tests/ (move it to testkit/): {found}"
+
+
+def route_imports(routes: dict[str, Path]) -> dict[str, list[str]]:
+    """The route modules each route module imports (the package `platform_api.routes`
+    itself too: `from platform_api.routes import chats` names it and `...routes.chats`)."""
+    found = {
+        name: sorted(
+            m
+            for m in imports(path)
+            if m.startswith("platform_api.routes.") and m != name and m in routes
+        )
+        for name, path in routes.items()
+    }
+    return {name: hits for name, hits in found.items() if hits}
+
+
+def test_no_route_imports_another_route():
+    routes = modules("platform_api/routes")
+    assert len(routes) > 10, "the scan found no route modules: has platform_api/routes moved?"
+    found = route_imports(routes)
+    assert not found, (
+        f"a platform_api route imports another route module (move what they share to a "
+        f"service module in platform_api/): {found}"
+    )
+
+
+def test_the_route_rule_sees_a_route_importing_a_route(tmp_path, monkeypatch):
+    routes = tmp_path / "platform_api" / "routes"
+    routes.mkdir(parents=True)
+    (tmp_path / "platform_api" / "__init__.py").write_text("")
+    (routes / "__init__.py").write_text("")
+    (routes / "a.py").write_text("from platform_api.chats import owned_chat\n")
+    (routes / "b.py").write_text("from platform_api.routes.a import helper\n")
+    (routes / "c.py").write_text("def f():\n    from . import a\n")
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    found = route_imports(modules("platform_api/routes"))
+    assert found == {
+        "platform_api.routes.b": ["platform_api.routes.a"],
+        "platform_api.routes.c": ["platform_api.routes.a"],
+    }
 
 
 def test_the_scan_sees_lazy_relative_and_from_imports(tmp_path, monkeypatch):
