@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from platform_api.deps import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES, ApiKeyScope
@@ -38,6 +39,7 @@ CREDIT_GRANT_MAX = 1_000_000_000
 OFFSET_MAX = 1_000_000_000  # list offsets: far past any table, well inside a 64-bit integer
 FEEDBACK_COMMENT_MAX = 2_000
 TOKEN_LIMIT_MAX = 10**12
+REASON_MAX = 2_000  # an administrator's reason for flagging a conversation
 
 Tone = Literal["neutral", "friendly", "formal", "concise"]
 Role = Literal["user", "admin"]
@@ -570,3 +572,171 @@ class RecentError(BaseModel):
     method: str | None
     path: str | None = Field(description="The route template, or the path when none matched.")
     exception: str | None = Field(description="The exception's type, when one was logged.")
+
+
+# -- sign-in with an OAuth provider (routes/oauth.py) -----------------------------------------
+class OAuthProviderPublic(BaseModel):
+    name: str
+    label: str
+
+
+class OAuthExchange(Request):
+    code: str = Field(min_length=1, max_length=200)
+    totp_code: str | None = Field(None, pattern=r"^\d{6}$", description="With 2FA on.")
+
+
+# -- what a message would cost (routes/credits.py) --------------------------------------------
+class CostEstimate(BaseModel):
+    """The most sending a message can cost: the same bound a turn reserves."""
+
+    prompt_tokens_max: int
+    completion_tokens_max: int = Field(description="The chat's max_tokens.")
+    credits_max: int
+    cost_usd_max: float
+    balance: int
+
+
+# -- billing plans, for administrators (routes/plans.py) --------------------------------------
+class PlanUpdate(Request):
+    """Only the fields sent change; a null limit means unlimited."""
+
+    name: Trimmed | None = Field(None, min_length=1, max_length=64)
+    description: Trimmed | None = Field(None, max_length=200)
+    monthly_credits: int | None = Field(None, ge=0, le=CREDIT_GRANT_MAX)
+    daily_token_limit: int | None = Field(None, ge=0, le=TOKEN_LIMIT_MAX)
+    monthly_token_limit: int | None = Field(None, ge=0, le=TOKEN_LIMIT_MAX)
+    is_default: bool | None = None
+
+
+class PlanCreate(PlanUpdate):
+    name: Trimmed = Field(min_length=1, max_length=64)
+
+
+# -- model access rules and feature flags (routes/admin_access.py) ----------------------------
+class AccessRuleCreate(Request):
+    role: Role | None = None
+    user_id: str | None = Field(None, max_length=32)
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A serve alias, the model name, `<model name>/<version>`, or `*`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> AccessRuleCreate:
+        if (self.role is None) == (self.user_id is None):
+            raise ValueError("send either role or user_id, not both and not neither")
+        return self
+
+
+class AccessRulePublic(Public):
+    id: int
+    role: str | None
+    user_id: str | None
+    model: str
+    created_at: datetime
+    created_by: str | None
+
+
+class FeatureFlagWrite(Request):
+    description: str = Field("", max_length=200)
+    enabled: bool = False
+    roles: list[Role] = Field(
+        default_factory=list, description="Only these roles when enabled (empty: everyone)."
+    )
+    users: list[str] = Field(
+        default_factory=list, max_length=1000, description="User ids it is always on for."
+    )
+
+
+class FeatureFlagPublic(Public):
+    key: str
+    description: str
+    enabled: bool
+    roles: list[str]
+    users: list[str]
+    stored: bool  # false: no row, the flag has its built-in default
+    updated_at: datetime | None
+    updated_by: str | None
+
+
+class ChatModels(Public):
+    aliases: list[str]  # what a chat's model_alias may be set to
+    default: str | None  # what a new chat gets
+
+
+class Features(Public):
+    features: list[str]
+
+
+# -- the champion/challenger A/B split (routes/admin_models.py) -------------------------------
+class SplitWrite(Request):
+    challenger_percent: int = Field(
+        ge=0, le=100, description="Share (%) of the champion's requests the challenger answers."
+    )
+
+
+class SplitPublic(BaseModel):
+    model_name: str
+    challenger_percent: int
+    updated_at: datetime | None
+    updated_by: str | None
+
+
+class VariantResult(BaseModel):
+    variant: str
+    messages: int  # answers given on this side (regenerated ones included)
+    thumbs_up: int
+    thumbs_down: int
+    mean_completion_tokens: float | None
+    mean_latency_ms: float | None
+    gateway_requests: int = 0  # OpenAI-gateway requests for the champion sent to this side
+    gateway_mean_completion_tokens: float | None = None  # of those that completed
+
+
+class SplitResults(BaseModel):
+    split: SplitPublic
+    since: datetime | None
+    variants: list[VariantResult]
+
+
+# -- conversation monitoring, for administrators (routes/admin_monitoring.py) -----------------
+class UserRef(Public):
+    id: str
+    email: str
+
+
+class FlagCreate(Request):
+    reason: Trimmed = Field(min_length=1, max_length=REASON_MAX, description="Why it needs review.")
+    message_id: str | None = Field(None, max_length=32, description="One message of the chat.")
+
+
+class FlagPublic(BaseModel):
+    id: str
+    chat_id: str
+    message_id: str | None
+    reason: str
+    flagged_by: UserRef | None = Field(description="Null once that account is gone.")
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: UserRef | None
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    title: str
+    user: UserRef
+    model_alias: str
+    message_count: int = Field(description="Messages the chat shows (superseded ones not).")
+    updated_at: datetime
+    open_flags: int
+    snippet: str | None = Field(None, description="With `q`: where the text was found.")
+
+
+class ConversationDetail(BaseModel):
+    chat: ChatPublic
+    user: UserRef
+    messages: list[MessagePublic] = Field(
+        description="In order, superseded ones too (their `superseded_at` is set)."
+    )
+    flags: list[FlagPublic] = Field(description="Newest first, resolved ones too.")

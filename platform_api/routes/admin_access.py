@@ -5,11 +5,9 @@ in `platform_api/access.py`."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import Field, model_validator
 from sqlmodel import select
 
 from platform_api.access import (
@@ -23,67 +21,17 @@ from platform_api.audit import audit
 from platform_api.deps import AdminUser, ChatsReader, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import FeatureFlag, ModelAccessRule, User, utcnow
-from platform_api.schemas import OFFSET_MAX, Public, Role
-from platform_api.schemas import Request as Body
+from platform_api.schemas import (
+    OFFSET_MAX,
+    AccessRuleCreate,
+    AccessRulePublic,
+    ChatModels,
+    FeatureFlagPublic,
+    FeatureFlagWrite,
+    Features,
+)
 
 router = APIRouter(tags=["access"])
-
-
-# -- schemas -----------------------------------------------------------------------------
-class AccessRuleCreate(Body):
-    role: Role | None = None
-    user_id: str | None = Field(None, max_length=32)
-    model: str = Field(
-        min_length=1,
-        max_length=200,
-        description="A serve alias, the model name, `<model name>/<version>`, or `*`.",
-    )
-
-    @model_validator(mode="after")
-    def _one_subject(self) -> AccessRuleCreate:
-        if (self.role is None) == (self.user_id is None):
-            raise ValueError("send either role or user_id, not both and not neither")
-        return self
-
-
-class AccessRulePublic(Public):
-    id: int
-    role: str | None
-    user_id: str | None
-    model: str
-    created_at: datetime
-    created_by: str | None
-
-
-class FeatureFlagWrite(Body):
-    description: str = Field("", max_length=200)
-    enabled: bool = False
-    roles: list[Role] = Field(
-        default_factory=list, description="Only these roles when enabled (empty: everyone)."
-    )
-    users: list[str] = Field(
-        default_factory=list, max_length=1000, description="User ids it is always on for."
-    )
-
-
-class FeatureFlagPublic(Public):
-    key: str
-    description: str
-    enabled: bool
-    roles: list[str]
-    users: list[str]
-    stored: bool  # false: no row, the flag has its built-in default
-    updated_at: datetime | None
-    updated_by: str | None
-
-
-class ChatModels(Public):
-    aliases: list[str]  # what a chat's model_alias may be set to
-    default: str | None  # what a new chat gets
-
-
-class Features(Public):
-    features: list[str]
 
 
 def _flag_public(flag: FeatureFlag) -> FeatureFlagPublic:

@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
 from sqlalchemy import case, func
 from sqlmodel import select
 
@@ -33,8 +32,11 @@ from platform_api.schemas import (
     ModelVersionPublic,
     Promotion,
     PromotionResult,
+    SplitPublic,
+    SplitResults,
+    SplitWrite,
+    VariantResult,
 )
-from platform_api.schemas import Request as Body
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -99,36 +101,6 @@ def rollback_champion(request: Request, admin: AdminUser, session: SessionDep) -
     audit(session, admin, "model.rollback", f"{registry.name}/{restored}", replaced=replaced)
     session.commit()
     return PromotionResult(champion=restored, previous=replaced)
-
-
-class SplitWrite(Body):
-    challenger_percent: int = Field(
-        ge=0, le=100, description="Share (%) of the champion's requests the challenger answers."
-    )
-
-
-class SplitPublic(BaseModel):
-    model_name: str
-    challenger_percent: int
-    updated_at: datetime | None
-    updated_by: str | None
-
-
-class VariantResult(BaseModel):
-    variant: str
-    messages: int  # answers given on this side (regenerated ones included)
-    thumbs_up: int
-    thumbs_down: int
-    mean_completion_tokens: float | None
-    mean_latency_ms: float | None
-    gateway_requests: int = 0  # OpenAI-gateway requests for the champion sent to this side
-    gateway_mean_completion_tokens: float | None = None  # of those that completed
-
-
-class SplitResults(BaseModel):
-    split: SplitPublic
-    since: datetime | None
-    variants: list[VariantResult]
 
 
 def _split(session, model_name: str) -> SplitPublic:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 from sqlalchemy import false, func
 from sqlmodel import Session, select
 
@@ -26,13 +24,20 @@ from platform_api.audit import audit
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Chat, ChatFlag, Message, User, utcnow
-from platform_api.schemas import OFFSET_MAX, ChatPublic, MessagePublic, Public, Trimmed
-from platform_api.schemas import Request as RequestBody
+from platform_api.schemas import (
+    OFFSET_MAX,
+    ChatPublic,
+    ConversationDetail,
+    ConversationSummary,
+    FlagCreate,
+    FlagPublic,
+    MessagePublic,
+    UserRef,
+)
 from platform_api.search import SearchQuery
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-REASON_MAX = 2_000
 EXPORT_LIMIT_MAX = 1_000
 Flagged = Literal["open", "resolved", "any"]
 SearchText = Query(
@@ -41,48 +46,6 @@ SearchText = Query(
     max_length=200,
     description="Words in a title or a shown message, as in /chats/search.",
 )
-
-
-# -- what these endpoints accept and return ---------------------------------------------------
-class UserRef(Public):
-    id: str
-    email: str
-
-
-class FlagCreate(RequestBody):
-    reason: Trimmed = Field(min_length=1, max_length=REASON_MAX, description="Why it needs review.")
-    message_id: str | None = Field(None, max_length=32, description="One message of the chat.")
-
-
-class FlagPublic(BaseModel):
-    id: str
-    chat_id: str
-    message_id: str | None
-    reason: str
-    flagged_by: UserRef | None = Field(description="Null once that account is gone.")
-    created_at: datetime
-    resolved_at: datetime | None
-    resolved_by: UserRef | None
-
-
-class ConversationSummary(BaseModel):
-    id: str
-    title: str
-    user: UserRef
-    model_alias: str
-    message_count: int = Field(description="Messages the chat shows (superseded ones not).")
-    updated_at: datetime
-    open_flags: int
-    snippet: str | None = Field(None, description="With `q`: where the text was found.")
-
-
-class ConversationDetail(BaseModel):
-    chat: ChatPublic
-    user: UserRef
-    messages: list[MessagePublic] = Field(
-        description="In order, superseded ones too (their `superseded_at` is set)."
-    )
-    flags: list[FlagPublic] = Field(description="Newest first, resolved ones too.")
 
 
 # -- queries ---------------------------------------------------------------------------------

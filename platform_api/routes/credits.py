@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -14,6 +13,7 @@ from platform_api.metering import Pricing
 from platform_api.models import Message
 from platform_api.plans import grant_due, limits_of
 from platform_api.schemas import (
+    CostEstimate,
     CreditEntryPublic,
     CreditStatement,
     MessageCreate,
@@ -23,16 +23,6 @@ from platform_api.schemas import (
 from platform_api.turns import context_messages, turn_bound
 
 router = APIRouter(tags=["credits"])
-
-
-class CostEstimate(BaseModel):
-    """The most sending a message can cost: the same bound a turn reserves."""
-
-    prompt_tokens_max: int
-    completion_tokens_max: int = Field(description="The chat's max_tokens.")
-    credits_max: int
-    cost_usd_max: float
-    balance: int
 
 
 @router.get("/credits", response_model=CreditStatement)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from platform_api import sessions
@@ -26,24 +25,13 @@ from platform_api.oauth import (
     spend_code,
 )
 from platform_api.ratelimit import limit_auth_ip
-from platform_api.schemas import Request as RequestBody
-from platform_api.schemas import TokenPair
+from platform_api.schemas import OAuthExchange, OAuthProviderPublic, TokenPair
 from platform_api.second_factor import check_second_factor
 
 router = APIRouter(prefix="/auth/oauth", tags=["auth"])
 
 # Headers of the redirects that carry a code: not cached, not sent on as a referrer.
 _PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-
-
-class OAuthProviderPublic(BaseModel):
-    name: str
-    label: str
-
-
-class OAuthExchange(RequestBody):
-    code: str = Field(min_length=1, max_length=200)
-    totp_code: str | None = Field(None, pattern=r"^\d{6}$", description="With 2FA on.")
 
 
 def _providers(request: Request) -> Providers:

@@ -6,7 +6,6 @@ transaction; a plan id left dangling by a concurrent change also reads as the de
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from pydantic import Field
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -15,24 +14,9 @@ from platform_api.audit import audit
 from platform_api.deps import AdminUser, SessionDep
 from platform_api.errors import ApiError, not_found
 from platform_api.models import Plan, User, utcnow
-from platform_api.schemas import CREDIT_GRANT_MAX, TOKEN_LIMIT_MAX, PlanPublic, Request, Trimmed
+from platform_api.schemas import PlanCreate, PlanPublic, PlanUpdate
 
 router = APIRouter(prefix="/admin/plans", tags=["admin"])
-
-
-class PlanUpdate(Request):
-    """Only the fields sent change; a null limit means unlimited."""
-
-    name: Trimmed | None = Field(None, min_length=1, max_length=64)
-    description: Trimmed | None = Field(None, max_length=200)
-    monthly_credits: int | None = Field(None, ge=0, le=CREDIT_GRANT_MAX)
-    daily_token_limit: int | None = Field(None, ge=0, le=TOKEN_LIMIT_MAX)
-    monthly_token_limit: int | None = Field(None, ge=0, le=TOKEN_LIMIT_MAX)
-    is_default: bool | None = None
-
-
-class PlanCreate(PlanUpdate):
-    name: Trimmed = Field(min_length=1, max_length=64)
 
 
 NULLABLE = {"daily_token_limit", "monthly_token_limit"}
