@@ -49,6 +49,7 @@ from platform_api.routes import (
     users,
 )
 from platform_api.security import Keys, Passwords
+from platform_api.serving import Serving
 from platform_api.turns import TurnRunner
 from platform_api.webui import mount_webui
 
@@ -78,11 +79,13 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         app.state.passwords = await run_in_threadpool(Passwords, options)
         app.state.engine = make_engine(url)
         await run_in_threadpool(_seed, app.state.engine, settings)
-        app.state.turns = TurnRunner(app.state.engine, settings.serving_base_url)
+        app.state.serving = Serving(settings.serving_base_url)
+        app.state.turns = TurnRunner(app.state.engine, app.state.serving)
         try:
             yield
         finally:
             await app.state.turns.aclose()
+            await app.state.serving.aclose()
             app.state.engine.dispose()
 
     app = FastAPI(title="Orchard platform API", version=orchard.__version__, lifespan=lifespan)

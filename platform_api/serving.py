@@ -8,6 +8,10 @@ the model version that answered (serving puts `orchard-chat/<registry version>` 
 Anything else (a status other than 200, a connection that breaks, a stream that ends
 without `[DONE]`, an `error` object) is a `ServingError` whose message says what
 happened.
+
+`read_events` is the one parser of that stream: `stream_chat` reads a chat turn's text from
+it, and the OpenAI gateway (`routes/gateway.py`) relays its events to the client as sent.
+Both reach serving through the app's one `Serving` (HTTP client and context lengths).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import httpx
@@ -45,6 +50,81 @@ def http_client() -> httpx.AsyncClient:
     )
 
 
+class MalformedChunk(ServingError):
+    """A `data:` event that is not a JSON object."""
+
+
+class StreamUnfinished(ServingError):
+    """Serving's stream ended without `data: [DONE]`."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One `data:` event of serving's stream: as sent (`data`, which the gateway relays
+    byte for byte) and parsed (`payload`, a JSON object)."""
+
+    data: str
+    payload: dict
+
+    @property
+    def is_error(self) -> bool:
+        """Serving's own error event (`{"error": {...}}`, OpenAI's shape)."""
+        return "error" in self.payload
+
+    @property
+    def model(self) -> str | None:
+        return self.payload.get("model")
+
+    @property
+    def usage(self) -> dict:
+        """The token counts (on the last chunk, when asked with `include_usage`), or {}."""
+        return self.payload.get("usage") or {}
+
+    @property
+    def choices(self) -> list[dict]:
+        return self.payload.get("choices") or []
+
+    def pieces(self) -> int:
+        """How many choices this event adds text to (one piece each)."""
+        return sum(1 for c in self.choices if (c.get("delta") or {}).get("content"))
+
+    def chunk(self) -> Chunk:
+        """What a chat turn reads: the first choice's text, the model, the usage."""
+        text = ""
+        for choice in self.choices:
+            if choice.get("index", 0) == 0:
+                text += (choice.get("delta") or {}).get("content") or ""
+        usage = self.usage
+        return Chunk(
+            text=text,
+            model=self.model,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+
+async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
+    """Serving's events, in order, until `data: [DONE]` (not yielded: the iteration just
+    ends). Lines other than `data:` (blank separators, comments such as keep-alives, event
+    names) are skipped. Raises `MalformedChunk` for an event that is not a JSON object and
+    `StreamUnfinished` when the stream ends without `[DONE]`; a broken connection is
+    httpx's error, for the caller to word."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise MalformedChunk(f"serving sent a chunk that is not JSON: {data[:100]!r}") from None
+        if not isinstance(payload, dict):
+            raise MalformedChunk(f"serving sent a chunk that is not an object: {data[:100]!r}")
+        yield Event(data, payload)
+    raise StreamUnfinished("serving closed the stream without finishing it ([DONE] missing)")
+
+
 async def stream_chat(
     client: httpx.AsyncClient, base_url: str, request: dict
 ) -> AsyncIterator[Chunk]:
@@ -56,13 +136,11 @@ async def stream_chat(
                 if response.status_code >= 500:
                     log.error("serving answered %d: %s", response.status_code, body)
                 raise ServingError(f"serving answered {response.status_code}: {body}")
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (keep-alives), event names
-                data = line[len("data:") :].strip()
-                if data == "[DONE]":
-                    return
-                yield _parse(data)
+            async with aclosing(read_events(response)) as events:
+                async for event in events:
+                    if event.is_error:
+                        raise ServingError(f"serving reported an error: {event.payload['error']}")
+                    yield event.chunk()
     except httpx.ConnectError as error:
         log.error("serving at %s is unreachable (%s)", base_url, error)
         raise ServingError(f"serving at {base_url} is unreachable ({error})") from None
@@ -71,29 +149,6 @@ async def stream_chat(
         raise ServingError(
             f"the serving stream broke off ({type(error).__name__}: {error})"
         ) from None
-    raise ServingError("serving closed the stream without finishing it ([DONE] missing)")
-
-
-def _parse(data: str) -> Chunk:
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        raise ServingError(f"serving sent a chunk that is not JSON: {data[:100]!r}") from None
-    if not isinstance(payload, dict):
-        raise ServingError(f"serving sent a chunk that is not an object: {data[:100]!r}")
-    if "error" in payload:
-        raise ServingError(f"serving reported an error: {payload['error']}")
-    text = ""
-    for choice in payload.get("choices") or []:
-        if choice.get("index", 0) == 0:
-            text += (choice.get("delta") or {}).get("content") or ""
-    usage = payload.get("usage") or {}
-    return Chunk(
-        text=text,
-        model=payload.get("model"),
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-    )
 
 
 class ContextLengths:
@@ -127,6 +182,23 @@ class ContextLengths:
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
                 log.warning("could not read the models' context lengths from serving: %s", error)
         return self._lengths.get(model)
+
+
+class Serving:
+    """The platform's connection to serving, one per app (`app.state.serving`): a pooled
+    HTTP client and the context lengths serving reports. The chat turns (`turns.py`) and
+    the OpenAI gateway (`routes/gateway.py`) share it; the app's lifespan closes it."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.client = http_client()
+        self.contexts = ContextLengths(self.client, base_url)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 def fit_max_tokens(request: dict, prompt_bound: int, context: int | None) -> dict:

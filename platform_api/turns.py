@@ -55,9 +55,9 @@ from platform_api.schemas import MessagePublic
 from platform_api.serving import (
     READ_TIMEOUT_S,
     ContextLengths,
+    Serving,
     ServingError,
     fit_max_tokens,
-    http_client,
     stream_chat,
 )
 
@@ -355,14 +355,18 @@ class Turn:
 
 
 class TurnRunner:
-    """Owns the running turns of this process and their HTTP client to serving."""
+    """Owns the running turns of this process; reaches serving through the app's `Serving`
+    (which it does not close: the app does, after `aclose`)."""
 
-    def __init__(self, engine: Engine, serving_base_url: str) -> None:
+    def __init__(self, engine: Engine, serving: Serving) -> None:
         self.engine = engine
-        self.serving_base_url = serving_base_url
-        self.client = http_client()
-        self.contexts = ContextLengths(self.client, serving_base_url)
+        self.serving = serving
         self.running: dict[str, Turn] = {}
+
+    @property
+    def contexts(self) -> ContextLengths:
+        """The context lengths answers are fitted to (the shared `Serving`'s)."""
+        return self.serving.contexts
 
     def start(self, opened: OpenedTurn) -> Turn:
         turn = Turn(opened)
@@ -385,7 +389,6 @@ class TurnRunner:
         tasks = [t.task for t in self.running.values()]
         if tasks:
             await asyncio.wait(tasks)
-        await self.client.aclose()
 
     async def _run(self, turn: Turn) -> None:
         started = time.monotonic()
@@ -395,8 +398,8 @@ class TurnRunner:
         unsaved, saved_at = 0, started
         request = turn.opened.serving_request
         bound = prompt_token_bound([m["content"] for m in request["messages"]])
-        request = fit_max_tokens(request, bound, await self.contexts.get(request["model"]))
-        chunks = stream_chat(self.client, self.serving_base_url, request)
+        request = fit_max_tokens(request, bound, await self.serving.contexts.get(request["model"]))
+        chunks = stream_chat(self.serving.client, self.serving.base_url, request)
         try:
             # aclosing: however the loop ends, the connection to serving closes now, so
             # serving stops generating for a turn nobody reads any more.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import aclosing
 from typing import Annotated
 
 import httpx
@@ -39,7 +40,13 @@ from platform_api.errors import ApiError, clip, invalid_request_body
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
 from platform_api.openai_schemas import ChatCompletionRequest, problems, request_schema
 from platform_api.plans import grant_due
-from platform_api.serving import fit_max_tokens
+from platform_api.serving import (
+    MalformedChunk,
+    Serving,
+    StreamUnfinished,
+    fit_max_tokens,
+    read_events,
+)
 
 router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 
@@ -90,10 +97,10 @@ async def list_models(
     models = await run_in_threadpool(
         models_for, session, request.app.state.settings, principal.user
     )
-    url = f"{request.app.state.settings.serving_base_url}/v1/models"
+    serving: Serving = request.app.state.serving
     try:
-        response = await request.app.state.turns.client.get(
-            url, headers={"Accept": "application/json"}
+        response = await serving.client.get(
+            serving.url("/v1/models"), headers={"Accept": "application/json"}
         )
     except httpx.HTTPError as error:
         raise _unavailable(error) from None
@@ -140,7 +147,7 @@ async def chat_completions(
         # No cap asked for: the default, or what the model's context leaves after the
         # prompt's bound when that is less (an explicit cap is the caller's: serving
         # answers context_length_exceeded for one that does not fit, as OpenAI does).
-        context = await request.app.state.turns.contexts.get(target)
+        context = await request.app.state.serving.contexts.get(target)
         default = {"max_tokens": settings.gateway_max_tokens}
         body["max_tokens"] = fit_max_tokens(default, prompt_bound, context)["max_tokens"]
     max_tokens: int = body["max_tokens"]
@@ -189,8 +196,9 @@ class Meter:
         variant: str | None,
     ):
         self.app = request.app
-        self.url = f"{request.app.state.settings.serving_base_url}/v1/chat/completions"
-        self.client: httpx.AsyncClient = request.app.state.turns.client
+        serving: Serving = request.app.state.serving
+        self.url = serving.url("/v1/chat/completions")
+        self.client = serving.client
         self.pricing = pricing
         self.reservation = reservation
         self.model = model
@@ -260,6 +268,9 @@ class Meter:
         )
 
     async def _relay(self, response: httpx.Response, wants_usage: bool):
+        """Serving's events to the client as sent (`serving.read_events` parses them), but
+        the usage the client did not ask for; then settles from the usage, or, for a
+        stream that did not complete, from the pieces relayed."""
         version: str | None = None
         pieces = 0
         status = "partial"  # unless the loop below ends otherwise: the client left
@@ -267,38 +278,31 @@ class Meter:
         broke: str | None = None  # why serving's stream ended early, told to the client
         try:
             try:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[len("data:") :].strip()
-                    if data == "[DONE]":
+                async with aclosing(read_events(response)) as events:
+                    async for event in events:
+                        data = event.data
+                        if event.is_error:  # serving's own error event, OpenAI's shape already
+                            status = "failed"
+                            yield f"data: {data}\n\n"
+                            break
+                        version = version or event.model
+                        pieces += event.pieces()
+                        if event.usage:
+                            usage = event.usage
+                            if not wants_usage:
+                                if not event.choices:
+                                    continue  # the usage-only chunk the client did not ask for
+                                data = json.dumps(
+                                    {k: v for k, v in event.payload.items() if k != "usage"}
+                                )
+                        yield f"data: {data}\n\n"
+                    else:  # serving sent [DONE]
                         status = "complete"
                         yield "data: [DONE]\n\n"
-                        break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        status, broke = "failed", "the model server sent a malformed chunk"
-                        break
-                    if "error" in chunk:  # serving's own error event, already OpenAI's shape
-                        status = "failed"
-                        yield f"data: {data}\n\n"
-                        break
-                    version = version or chunk.get("model")
-                    pieces += sum(
-                        1
-                        for c in chunk.get("choices") or []
-                        if (c.get("delta") or {}).get("content")
-                    )
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                        if not wants_usage:
-                            if not chunk.get("choices"):
-                                continue  # the usage-only chunk the client did not ask for
-                            data = json.dumps({k: v for k, v in chunk.items() if k != "usage"})
-                    yield f"data: {data}\n\n"
-                else:
-                    status, broke = "failed", "the model server ended the stream unfinished"
+            except MalformedChunk:
+                status, broke = "failed", "the model server sent a malformed chunk"
+            except StreamUnfinished:
+                status, broke = "failed", "the model server ended the stream unfinished"
             except httpx.HTTPError as error:
                 status = "failed"
                 broke = f"the model server broke off the stream ({type(error).__name__})"
