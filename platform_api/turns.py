@@ -54,7 +54,6 @@ from platform_api.plans import grant_due
 from platform_api.schemas import MessagePublic
 from platform_api.serving import (
     READ_TIMEOUT_S,
-    ContextLengths,
     Serving,
     ServingError,
     fit_max_tokens,
@@ -362,11 +361,6 @@ class TurnRunner:
         self.engine = engine
         self.serving = serving
         self.running: dict[str, Turn] = {}
-
-    @property
-    def contexts(self) -> ContextLengths:
-        """The context lengths answers are fitted to (the shared `Serving`'s)."""
-        return self.serving.contexts
 
     def start(self, opened: OpenedTurn) -> Turn:
         turn = Turn(opened)

@@ -116,7 +116,7 @@ class PlatformPool:
         if running and running[0] == settings and running[1].thread.is_alive():
             server = running[1]
             server.app.state.rate_limiter.storage.reset()
-            server.app.state.turns.contexts.forget()
+            server.app.state.serving.contexts.forget()
         else:
             if running:
                 running[1].stop()
