@@ -7,15 +7,6 @@ import os
 
 import pytest
 
-from tests.conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"))
-
 
 @pytest.fixture(scope="module")
 def airflow_db():
