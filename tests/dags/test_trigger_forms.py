@@ -75,7 +75,8 @@ def ui(stack, airflow) -> Iterator[AirflowUI]:
     settings = stack.settings()
     password, _ = secrets.get_or_create(settings.secrets_dir, AIRFLOW_PASSWORD_SECRET)
     with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        # Tall enough for a whole dialog, so its screenshot shows the Trigger button.
+        context = browser.new_context(viewport={"width": 1280, "height": 1800})
         context.set_default_timeout(60_000)
         page = context.new_page()
         page.goto(settings.airflow_base_url)
@@ -159,12 +160,14 @@ def test_orchard_smoke_runs_from_its_trigger_dialog_to_success(airflow, ui):
     check_submittable(dialog, SMOKE)
     run = submit(ui, dialog, SMOKE)
     assert run["conf"] == defaults(SMOKE)
-    # The dialog opens the new run's page, which follows its state.
+    # The dialog opens the new run's page, whose header follows the run's state.
     ui.page.wait_for_url(re.compile(f"/dags/{SMOKE}/runs/{re.escape(run['dag_run_id'])}"))
-    state = ui.page.get_by_test_id("dag-run-state")
-    expect(state).to_contain_text(re.compile("Success|Failed"), timeout=SMOKE_TIMEOUT)
+    header = ui.page.get_by_test_id("header-card")
+    expect(header.get_by_role("heading", name=run["dag_run_id"])).to_be_visible()
+    state = header.get_by_test_id("state-badge")
+    expect(state).to_have_text(re.compile("Success|Failed"), timeout=SMOKE_TIMEOUT)
     ui.page.screenshot(path=ARTIFACTS / f"{SMOKE}-run.png")
-    expect(state).to_contain_text("Success")
+    expect(state).to_have_text("Success")
 
 
 @pytest.mark.parametrize("dag_id", dag_ids())
