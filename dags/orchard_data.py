@@ -24,16 +24,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from orchard.dag_inputs import step_job
+
 CURATED_CORPUS = Asset("orchard_curated_corpus")
 IMPORT_KINDS = ["warc", "wet", "jsonl", "parquet", "folder"]
 CATEGORIES = ["web", "books", "code", "conversations", "instructions"]
 FILTERS = ["url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb"]
-
-
-def _job_id(context: dict, step: str) -> str:
-    from orchard.ray_submit import submission_base
-
-    return submission_base("orchard_data", context["run_id"], step)
 
 
 @dag(
@@ -44,6 +40,8 @@ def _job_id(context: dict, step: str) -> str:
     doc_md=__doc__,
     tags=["orchard", "data"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    # The trigger form opens on its first section (Airflow's "Run Parameters"): the sources
+    # and Rebuild. Each step's knobs have a section of their own, collapsed until opened.
     params={
         "seeds": Param(
             [],
@@ -58,6 +56,7 @@ def _job_id(context: dict, step: str) -> str:
             items={"type": "string"},
             title="Allowed domains",
             description="Hosts the crawl may visit, and their subdomains (empty: the seeds').",
+            section="Crawl",
         ),
         "max_pages": Param(
             600,
@@ -66,6 +65,7 @@ def _job_id(context: dict, step: str) -> str:
             maximum=1_000_000,
             title="Max pages",
             description="Pages the crawl stores at most.",
+            section="Crawl",
         ),
         "max_depth": Param(
             6,
@@ -74,6 +74,7 @@ def _job_id(context: dict, step: str) -> str:
             maximum=100,
             title="Max depth",
             description="Links followed from a seed at most.",
+            section="Crawl",
         ),
         "per_host_delay_s": Param(
             0.02,
@@ -83,6 +84,7 @@ def _job_id(context: dict, step: str) -> str:
             title="Delay per host (s)",
             description="Minimum time between two requests to one host (robots.txt "
             "Crawl-delay wins when larger).",
+            section="Crawl",
         ),
         "imports": Param(
             [],
@@ -103,6 +105,7 @@ def _job_id(context: dict, step: str) -> str:
             minItems=1,
             title="Languages",
             description="Languages to keep (ISO 639-1 codes).",
+            section="Curation",
         ),
         "filters": Param(
             FILTERS,
@@ -110,6 +113,7 @@ def _job_id(context: dict, step: str) -> str:
             items={"type": "string", "enum": FILTERS},
             title="Filters",
             description="Quality filters to run, in this order.",
+            section="Curation",
         ),
         "min_alpha_words_ratio": Param(
             0.8,
@@ -119,15 +123,21 @@ def _job_id(context: dict, step: str) -> str:
             title="Least share of words with a letter",
             description="Gopher quality filter: 0.8 suits prose; technical documentation "
             "full of code and numbers (the demo corpus) wants about 0.6.",
+            section="Curation",
         ),
         "exact_dedup": Param(
-            True, type="boolean", title="Exact dedup", description="Drop identical texts."
+            True,
+            type="boolean",
+            title="Exact dedup",
+            description="Drop identical texts.",
+            section="Curation",
         ),
         "near_dedup": Param(
             True,
             type="boolean",
             title="Near dedup (MinHash)",
             description="Drop near-duplicates.",
+            section="Curation",
         ),
         "minhash_buckets": Param(
             20,
@@ -136,6 +146,7 @@ def _job_id(context: dict, step: str) -> str:
             maximum=64,
             title="MinHash bands",
             description="More bands catch less similar pairs (threshold ≈ (1/bands)^(1/rows)).",
+            section="Curation",
         ),
         "minhash_hashes_per_bucket": Param(
             5,
@@ -144,6 +155,15 @@ def _job_id(context: dict, step: str) -> str:
             maximum=32,
             title="MinHash rows per band",
             description="More rows demand more similarity (20×5 ≈ Jaccard 0.55 and up).",
+            section="Curation",
+        ),
+        "executor": Param(
+            "local",
+            type="string",
+            enum=["local", "ray"],
+            title="Curation executor",
+            description="datatrove's local processes, or spread over the Ray cluster.",
+            section="Curation",
         ),
         "max_duplicate_rate": Param(
             0.01,
@@ -152,19 +172,14 @@ def _job_id(context: dict, step: str) -> str:
             maximum=1,
             title="Max duplicate rate",
             description="Validation fails when more of the corpus than this is duplicated.",
+            section="Validation and mix",
         ),
         "weights": Param(
             {"web": 1.0},
             type="object",
             title="Mix weights",
             description="Target share per category: web, books, code, conversations, instructions.",
-        ),
-        "executor": Param(
-            "local",
-            type="string",
-            enum=["local", "ray"],
-            title="Curation executor",
-            description="datatrove's local processes, or spread over the Ray cluster.",
+            section="Validation and mix",
         ),
         "force": Param(
             False, type="boolean", title="Rebuild", description="Redo steps already done."
@@ -178,7 +193,6 @@ def orchard_data():
 
         from airflow.exceptions import AirflowFailException
 
-        from orchard.ray_submit import run_step_job
         from orchard.settings import load_settings
         from ray_jobs.crawl import CrawlConfig
 
@@ -202,17 +216,7 @@ def orchard_data():
             max_depth=params["max_depth"],
             per_host_delay_s=params["per_host_delay_s"],
         )
-        manifest = run_step_job(
-            settings,
-            module="crawl",
-            step="crawl",
-            name="web",
-            config=config,
-            inputs=[],
-            base_id=_job_id(context, "crawl"),
-            force=params["force"],
-        )
-        return manifest.path
+        return step_job(context, params, "crawl", "web", config, [], settings=settings).path
 
     @task
     def import_sources(params: dict | None = None, **context) -> str | None:
@@ -222,8 +226,6 @@ def orchard_data():
         from airflow.exceptions import AirflowFailException
 
         from orchard.errors import OrchardError
-        from orchard.ray_submit import run_step_job
-        from orchard.settings import load_settings
         from ray_jobs.ingest import ImportConfig
 
         sources = []
@@ -235,30 +237,14 @@ def orchard_data():
             config = ImportConfig.from_sources(sources)
         except OrchardError as error:  # a wrong path: retrying will not help
             raise AirflowFailException(str(error)) from None
-        manifest = run_step_job(
-            load_settings(),
-            module="ingest",
-            step="import",
-            name="sources",
-            config=config,
-            inputs=[],
-            base_id=_job_id(context, "import"),
-            force=params["force"],
-        )
-        return manifest.path
+        return step_job(context, params, "ingest", "sources", config, [], step="import").path
 
     @task
     def curate(
         crawled: str | None, imported: str | None, params: dict | None = None, **context
     ) -> str:
-        from pathlib import Path
-
-        from orchard.ray_submit import run_step_job
-        from orchard.settings import load_settings
-        from orchard.steps import Manifest
         from ray_jobs.curate import CurateConfig
 
-        sources = [Manifest.read(Path(p)) for p in (crawled, imported) if p]
         config = CurateConfig(
             languages=tuple(params["languages"]),
             filters=tuple(params["filters"]),
@@ -269,17 +255,8 @@ def orchard_data():
             minhash_hashes_per_bucket=params["minhash_hashes_per_bucket"],
             executor=params["executor"],
         )
-        manifest = run_step_job(
-            load_settings(),
-            module="curate",
-            step="curate",
-            name="corpus",
-            config=config,
-            inputs=sources,
-            base_id=_job_id(context, "curate"),
-            force=params["force"],
-        )
-        return manifest.path
+        sources = [path for path in (crawled, imported) if path]
+        return step_job(context, params, "curate", "corpus", config, sources).path
 
     @task
     def validate(curated: str, params: dict | None = None, **context) -> str:
@@ -287,7 +264,7 @@ def orchard_data():
 
         from airflow.exceptions import AirflowFailException
 
-        from orchard.ray_submit import RayJobFailed, run_step_job
+        from orchard.ray_submit import RayJobFailed
         from orchard.settings import load_settings
         from orchard.steps import Manifest, locate
         from ray_jobs.validate import ValidateConfig
@@ -297,20 +274,13 @@ def orchard_data():
             max_duplicate_rate=params["max_duplicate_rate"],
         )
         settings = load_settings()
-        inputs = [Manifest.read(Path(curated))]
         try:
-            manifest = run_step_job(
-                settings,
-                module="validate",
-                step="validate",
-                name="corpus",
-                config=config,
-                inputs=inputs,
-                base_id=_job_id(context, "validate"),
-                force=params["force"],
+            manifest = step_job(
+                context, params, "validate", "corpus", config, [curated], settings=settings
             )
         except RayJobFailed as error:
             # validate keeps a failing report at <data_root>/validate/failed-<key>.
+            inputs = [Manifest.read(Path(curated))]
             report = locate(Path(settings.data_dir), "validate", "failed", config, inputs)
             if report.exists():
                 # The suite failed: the data will not change on a retry, so stop here.
@@ -322,22 +292,10 @@ def orchard_data():
     def mix(curated: str, validated: str, params: dict | None = None, **context) -> str:
         from pathlib import Path
 
-        from orchard.ray_submit import run_step_job
-        from orchard.settings import load_settings
-        from orchard.steps import Manifest
         from ray_jobs.mix import MixConfig
 
-        inputs = [Manifest.read(Path(curated)), Manifest.read(Path(validated))]
-        manifest = run_step_job(
-            load_settings(),
-            module="mix",
-            step="mix",
-            name="corpus",
-            config=MixConfig(weights=params["weights"]),
-            inputs=inputs,
-            base_id=_job_id(context, "mix"),
-            force=params["force"],
-        )
+        config = MixConfig(weights=params["weights"])
+        manifest = step_job(context, params, "mix", "corpus", config, [curated, validated])
         context["outlet_events"][CURATED_CORPUS].extra = {
             "manifest": str(Path(manifest.path) / "manifest.json"),
             "documents": manifest.counts.get("documents", 0),

@@ -29,35 +29,13 @@ Runs, losses and metrics are in MLflow, one experiment per step (`orchard-sft`, 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
+
+from orchard.dag_inputs import DAG_DEFAULTS, manifest_param, step_job
 
 PRETRAINED_MODEL = Asset("pretrained_model")
 CHAT_MODEL = Asset("orchard_chat_model")
 STAGES = ["sft", "reward", "dpo", "grpo"]
-
-
-def _job(context: dict, params: dict, module: str, name: str, config, inputs: list[str]) -> str:
-    """Run `ray_jobs.<module>` as a Ray job on these step outputs; its output directory."""
-    from pathlib import Path
-
-    from orchard.ray_submit import run_step_job, submission_base
-    from orchard.settings import load_settings
-    from orchard.steps import Manifest
-
-    manifest = run_step_job(
-        load_settings(),
-        module=module,
-        step=module,
-        name=name,
-        config=config,
-        inputs=[Manifest.read(Path(path)) for path in inputs],
-        base_id=submission_base("orchard_posttrain", context["run_id"], module),
-        force=params["force"],
-    )
-    return manifest.path
 
 
 def _registered_from(settings, version: str, model) -> bool:
@@ -70,7 +48,8 @@ def _registered_from(settings, version: str, model) -> bool:
 
 
 def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str, Param]:
-    """The trigger form's steps and peak learning rate of one post-training stage."""
+    """The trigger form's steps and peak learning rate of one post-training stage, in the
+    form's section of that stage."""
     return {
         f"{stage}_steps": Param(
             steps,
@@ -78,6 +57,7 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             minimum=1,
             title=f"{title} steps",
             description=f"Optimizer steps of {title}.",
+            section=title,
         ),
         f"{stage}_lr": Param(
             lr,
@@ -85,6 +65,7 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             exclusiveMinimum=0,
             title=f"{title} learning rate",
             description=f"Peak learning rate of {title} (warmup, then cosine decay).",
+            section=title,
         ),
     }
 
@@ -92,20 +73,13 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
 @dag(
     dag_id="orchard_posttrain",
     schedule=[PRETRAINED_MODEL],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["orchard", "model"],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    **DAG_DEFAULTS,
+    # The form's first section (Airflow's "Run Parameters") holds what a run is about; each
+    # stage's knobs have a section of their own, collapsed until opened.
     params={
-        "pretrained": Param(
-            "",
-            type="string",
-            title="Pretrained model manifest",
-            description="A pretrain step's manifest.json. Empty: the asset event that "
-            "triggered the run, else the newest pretrained model.",
-        ),
+        "pretrained": manifest_param("pretrain", "pretrained model"),
         "stages": Param(
             STAGES,
             type="array",
@@ -123,6 +97,7 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             exclusiveMinimum=0,
             title="DPO beta",
             description="Strength of the KL pull towards the SFT model (DPO).",
+            section="DPO",
         ),
         "labels": Param(
             "reference",
@@ -131,6 +106,7 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             title="Preference labels",
             description="reference: chosen = the grounded answer; judge: the reward model "
             "picks between two of the policy's own samples (RLAIF).",
+            section="DPO",
         ),
         **_training_params("grpo", "GRPO", steps=40, lr=3e-5),
         "champion_if_none": Param(
@@ -171,7 +147,9 @@ def orchard_posttrain():
                 f"no curated corpus behind {base}: post-training builds its chat data from "
                 "the corpus the model was pretrained on"
             )
-        return _job(context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base])
+        return step_job(
+            context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base]
+        ).path
 
     @task
     def sft(chat: str, base: str, params: dict | None = None, **context) -> str:
@@ -180,7 +158,7 @@ def orchard_posttrain():
         if "sft" not in params["stages"]:
             return base
         config = SftConfig(steps=params["sft_steps"], lr=params["sft_lr"])
-        return _job(context, params, "sft", "chat", config, [chat, base])
+        return step_job(context, params, "sft", "chat", config, [chat, base]).path
 
     @task
     def reward(chat: str, policy: str, params: dict | None = None, **context) -> str | None:
@@ -189,7 +167,7 @@ def orchard_posttrain():
         if "reward" not in params["stages"]:
             return None
         config = RewardConfig(steps=params["reward_steps"], lr=params["reward_lr"])
-        return _job(context, params, "reward", "rm", config, [chat, policy])
+        return step_job(context, params, "reward", "rm", config, [chat, policy]).path
 
     @task
     def dpo(chat: str, policy: str, rm: str | None, params: dict | None = None, **context):
@@ -208,7 +186,7 @@ def orchard_posttrain():
             labels=params["labels"],
         )
         inputs = [chat, policy] + ([rm] if params["labels"] == "judge" else [])
-        return _job(context, params, "dpo", "chat", config, inputs)
+        return step_job(context, params, "dpo", "chat", config, inputs).path
 
     @task
     def grpo(chat: str, policy: str, rm: str | None, params: dict | None = None, **context):
@@ -221,7 +199,7 @@ def orchard_posttrain():
         if not rm:
             raise AirflowFailException("grpo needs the reward stage: add it to stages")
         config = GrpoConfig(steps=params["grpo_steps"], lr=params["grpo_lr"])
-        return _job(context, params, "grpo", "chat", config, [chat, policy, rm])
+        return step_job(context, params, "grpo", "chat", config, [chat, policy, rm]).path
 
     @task
     def evaluate(
@@ -251,7 +229,7 @@ def orchard_posttrain():
             baselines=steps, model_name=settings.model_name, champion_version=champion
         )
         inputs = [chat, candidate, *earlier] + ([rm] if rm else [])
-        return _job(context, params, "evaluate", Path(candidate).name, config, inputs)
+        return step_job(context, params, "evaluate", Path(candidate).name, config, inputs).path
 
     @task(outlets=[CHAT_MODEL])
     def register(candidate: str, evaluation: str, params: dict | None = None, **context):
@@ -266,7 +244,7 @@ def orchard_posttrain():
         config = RegisterConfig(
             model_name=settings.model_name, champion_if_none=params["champion_if_none"]
         )
-        path = _job(context, params, "register", "chat", config, [candidate, evaluation])
+        path = step_job(context, params, "register", "chat", config, [candidate, evaluation]).path
         record = json.loads((Path(path) / "registered.json").read_text())
         version = f"{record['model_name']}/versions/{record['version']}"
         url = f"{mlflow_ui_url(settings)}/#/models/{version}"

@@ -15,10 +15,9 @@ and published as the `pretrained_model` asset, which post-training builds on.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
+
+from orchard.dag_inputs import DAG_DEFAULTS, manifest_param, step_job
 
 TOKENIZED_CORPUS = Asset("orchard_tokenized_corpus")
 PRETRAINED_MODEL = Asset("pretrained_model")
@@ -28,28 +27,18 @@ PRESETS = ["nano", "micro", "small", "medium", "large"]
 @dag(
     dag_id="orchard_pretrain",
     schedule=[TOKENIZED_CORPUS],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    # Two runs of one step key would train into the same work directory: one at a time.
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["orchard", "model"],
     # A retry resumes from the last checkpoint (same step key, same work directory).
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    **DAG_DEFAULTS,
     params={
-        "tokenized": Param(
-            "",
-            type="string",
-            title="Tokenized corpus manifest",
-            description="A tokenize step's manifest.json. Empty: the asset event that "
-            "triggered the run, else the newest tokenized corpus.",
-        ),
+        "tokenized": manifest_param("tokenize", "tokenized corpus"),
         "preset": Param(
             "nano",
             type="string",
             enum=PRESETS,
             title="Model preset",
-            description="nano/micro train on a CPU; small (7B), medium (30B), large (70B) "
+            description="nano/micro train on a CPU; small (5.9B), medium (13.5B), large (69.0B) "
             "need a GPU cluster (tensor/pipeline parallel sizes are in the preset).",
         ),
         "steps": Param(
@@ -99,9 +88,6 @@ def orchard_pretrain():
     def pretrain(tokenized_manifest: str, params: dict | None = None, **context) -> str:
         from pathlib import Path
 
-        from orchard.ray_submit import run_step_job, submission_base
-        from orchard.settings import load_settings
-        from orchard.steps import Manifest
         from ray_jobs.pretrain import PretrainConfig
 
         config = PretrainConfig(
@@ -112,15 +98,8 @@ def orchard_pretrain():
             lr=params["lr"] or None,
             workers=params["workers"],
         )
-        manifest = run_step_job(
-            load_settings(),
-            module="pretrain",
-            step="pretrain",
-            name=params["preset"],
-            config=config,
-            inputs=[Manifest.read(Path(tokenized_manifest).parent)],
-            base_id=submission_base("orchard_pretrain", context["run_id"], "pretrain"),
-            force=params["force"],
+        manifest = step_job(
+            context, params, "pretrain", params["preset"], config, [tokenized_manifest]
         )
         context["outlet_events"][PRETRAINED_MODEL].extra = {
             "manifest": str(Path(manifest.path) / "manifest.json"),

@@ -16,39 +16,22 @@ Both steps are content-addressed: the same corpus and Params reuse the finished 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
+
+from orchard.dag_inputs import DAG_DEFAULTS, manifest_param, step_job
 
 CURATED_CORPUS = Asset("orchard_curated_corpus")
 TOKENIZED_CORPUS = Asset("orchard_tokenized_corpus")
 
 
-def _job_id(context: dict, step: str) -> str:
-    from orchard.ray_submit import submission_base
-
-    return submission_base("orchard_tokenizer", context["run_id"], step)
-
-
 @dag(
     dag_id="orchard_tokenizer",
     schedule=[CURATED_CORPUS],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    # Two runs of one step key would train into the same work directory: one at a time.
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["orchard", "model"],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20)},
+    **DAG_DEFAULTS,
     params={
-        "corpus": Param(
-            "",
-            type="string",
-            title="Corpus manifest",
-            description="A mix step's manifest.json. Empty: the asset event that triggered "
-            "the run, else the newest curated corpus.",
-        ),
+        "corpus": manifest_param("mix", "curated corpus"),
         "vocab_size": Param(
             8192,
             type="integer",
@@ -80,26 +63,12 @@ def orchard_tokenizer():
 
     @task
     def tokenizer(corpus_manifest: str, params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
-        from orchard.ray_submit import run_step_job
-        from orchard.settings import load_settings
-        from orchard.steps import Manifest
         from ray_jobs.tokenizer import TokenizerConfig
 
-        manifest = run_step_job(
-            load_settings(),
-            module="tokenizer",
-            step="tokenizer",
-            name="bpe",
-            config=TokenizerConfig(
-                vocab_size=params["vocab_size"], valid_fraction=params["valid_fraction"]
-            ),
-            inputs=[Manifest.read(Path(corpus_manifest).parent)],
-            base_id=_job_id(context, "tokenizer"),
-            force=params["force"],
+        config = TokenizerConfig(
+            vocab_size=params["vocab_size"], valid_fraction=params["valid_fraction"]
         )
-        return manifest.path
+        return step_job(context, params, "tokenizer", "bpe", config, [corpus_manifest]).path
 
     @task(outlets=[TOKENIZED_CORPUS])
     def tokenize(
@@ -107,23 +76,11 @@ def orchard_tokenizer():
     ) -> str:
         from pathlib import Path
 
-        from orchard.ray_submit import run_step_job
-        from orchard.settings import load_settings
-        from orchard.steps import Manifest
         from ray_jobs.tokenize import TokenizeConfig
 
-        manifest = run_step_job(
-            load_settings(),
-            module="tokenize",
-            step="tokenize",
-            name="corpus",
-            config=TokenizeConfig(valid_fraction=params["valid_fraction"]),
-            inputs=[
-                Manifest.read(Path(tokenizer_dir)),
-                Manifest.read(Path(corpus_manifest).parent),
-            ],
-            base_id=_job_id(context, "tokenize"),
-            force=params["force"],
+        config = TokenizeConfig(valid_fraction=params["valid_fraction"])
+        manifest = step_job(
+            context, params, "tokenize", "corpus", config, [tokenizer_dir, corpus_manifest]
         )
         context["outlet_events"][TOKENIZED_CORPUS].extra = {
             "manifest": str(Path(manifest.path) / "manifest.json"),

@@ -5,6 +5,7 @@ that `make test` installs (scripts/install-test-services)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,17 @@ def missing_browser() -> str | None:
     except ImportError:
         return "the playwright package is missing: run `make install`"
     return None
+
+
+def require_browser() -> None:
+    """Skip the calling test, saying what to install, when the browser cannot run here;
+    fail it instead under CI=true (CI must run the browser tests)."""
+    import pytest
+
+    if reason := missing_browser():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: {reason}")
+        pytest.skip(reason)
 
 
 @contextmanager

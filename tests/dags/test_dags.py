@@ -4,17 +4,35 @@ runs its task in-process against the real stack (Ray job + MLflow)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections import Counter
 
 import pytest
 
 from tests.conftest import REPO
 
-
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"))
+# What a DAG file must not import when Airflow parses it (often): task bodies import these.
+HEAVY_MODULES = {
+    "torch",
+    "ray",
+    "mlflow",
+    "transformers",
+    "trl",
+    "megatron",
+    "datatrove",
+    "great_expectations",
+    "tokenizers",
+    "pandas",
+    "numpy",
+    "ray_jobs",
+    "model",
+    "serving",
+    "platform_api",
+}
+# Airflow's trigger form opens its first section and collapses the others: a longer form
+# groups its Params into sections (Param `section`) of at most this many.
+FORM_SECTION_MAX = 8
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +60,50 @@ def test_every_param_has_a_title_and_description(dagbag):
         for name, param in dag.params.items():
             schema = param.schema
             assert schema.get("title") and param.description, f"{dag_id}.{name}"
+
+
+def test_every_param_default_submits_from_the_airflow_trigger_form(dagbag):
+    """Airflow's UI takes a Param whose type does not allow "null" as required, and an
+    empty value (None, "") of a required Param disables the dialog's Trigger button. So an
+    optional Param is typed ["null", ...] and every default validates against its schema
+    (tests/dags/test_trigger_forms.py checks the same in a browser)."""
+    for dag_id, dag in dagbag.dags.items():
+        for name, param in dag.params.items():
+            types = param.schema.get("type")
+            optional = isinstance(types, list) and "null" in types
+            if not optional:
+                assert param.value not in (None, ""), f"{dag_id}.{name}: required, empty default"
+            else:
+                param.resolve(None)  # the form's empty value passes Airflow's validation
+            param.resolve(param.value)
+
+
+def test_long_trigger_forms_group_their_params_into_sections(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        sections = Counter(param.schema.get("section") for _, param in dag.params.items())
+        crowded = {s or "Run Parameters": n for s, n in sections.items() if n > FORM_SECTION_MAX}
+        assert not crowded, f"{dag_id}: more than {FORM_SECTION_MAX} Params in {crowded}"
+
+
+def test_parsing_the_dag_files_imports_no_heavy_module():
+    """A fresh interpreter parses dags/ as the DAG processor does; the modules it had to
+    import for that are light (task bodies import the heavy ones when they run)."""
+    code = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "before = set(sys.modules)\n"
+        "bag = DagBag(dag_folder=sys.argv[1])\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "print(' '.join({m.split('.')[0] for m in set(sys.modules) - before}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "dags")], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = set(result.stdout.split())
+    assert "orchard" in loaded  # the DAG files' shared arguments and Params
+    assert not loaded & HEAVY_MODULES, sorted(loaded & HEAVY_MODULES)
 
 
 @pytest.mark.slow
