@@ -3,11 +3,14 @@ idempotent, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
@@ -99,14 +102,16 @@ def test_bad_database_urls_say_what_to_use(tmp_path, url, hint):
         database_url(Settings(home=tmp_path, database_url=url))
 
 
-def test_migrating_indexes_what_was_there_before(empty_database):
-    """Chats and messages written under 0007 are found once 0008 and 0009 have run."""
-    engine = make_engine(empty_database)
+@contextmanager
+def rows_at_revision(url: str, revision: str) -> Iterator[Connection]:
+    """The database migrated to `revision`, with one user `u1`; the rows the block writes
+    there are committed, then the database is migrated to head."""
+    engine = make_engine(url)
     try:
         with engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, "0007")
+            command.upgrade(config, revision)
             connection.execute(
                 text(
                     "INSERT INTO users (id, email, password_hash, display_name, role, status,"
@@ -114,24 +119,30 @@ def test_migrating_indexes_what_was_there_before(empty_database):
                     " 'user', 'active', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 )
             )
-            connection.execute(
-                text(
-                    "INSERT INTO chats (id, user_id, title, model_alias, temperature,"
-                    " max_tokens, system_prompt, tone, pinned, created_at, updated_at)"
-                    " VALUES ('c1', 'u1', 'Old orchard', 'champion', 0.7, 512, '', 'neutral',"
-                    " false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO messages (id, chat_id, seq, role, content, status, created_at,"
-                    " updated_at) VALUES ('m1', 'c1', 1, 'user', 'Cider from russet apples',"
-                    " 'complete', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                )
-            )
+            yield connection
     finally:
         engine.dispose()
-    migrate(empty_database)
+    migrate(url)
+
+
+def test_migrating_indexes_what_was_there_before(empty_database):
+    """Chats and messages written under 0007 are found once 0008 and 0009 have run."""
+    with rows_at_revision(empty_database, "0007") as connection:
+        connection.execute(
+            text(
+                "INSERT INTO chats (id, user_id, title, model_alias, temperature,"
+                " max_tokens, system_prompt, tone, pinned, created_at, updated_at)"
+                " VALUES ('c1', 'u1', 'Old orchard', 'champion', 0.7, 512, '', 'neutral',"
+                " false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO messages (id, chat_id, seq, role, content, status, created_at,"
+                " updated_at) VALUES ('m1', 'c1', 1, 'user', 'Cider from russet apples',"
+                " 'complete', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
 
     engine = make_engine(empty_database)
     try:
@@ -154,29 +165,14 @@ def test_migrating_indexes_what_was_there_before(empty_database):
 
 def test_keys_made_before_scopes_keep_the_gateway(empty_database):
     """0010 gives every existing API key `inference`, the scope of the /v1 gateway."""
-    engine = make_engine(empty_database)
-    try:
-        with engine.begin() as connection:
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0009")
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, email, password_hash, display_name, role, status,"
-                    " totp_enabled, created_at, updated_at) VALUES ('u1', 'a@b.c', 'x', '',"
-                    " 'user', 'active', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at)"
-                    " VALUES ('k1', 'u1', 'sdk', 'orch_abc', :hash, CURRENT_TIMESTAMP)"
-                ),
-                {"hash": "0" * 64},
-            )
-    finally:
-        engine.dispose()
-    migrate(empty_database)
+    with rows_at_revision(empty_database, "0009") as connection:
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at)"
+                " VALUES ('k1', 'u1', 'sdk', 'orch_abc', :hash, CURRENT_TIMESTAMP)"
+            ),
+            {"hash": "0" * 64},
+        )
 
     engine = make_engine(empty_database)
     try:
