@@ -8,9 +8,7 @@ involved (`POST /auth/token`, one authenticated GET) and records what it was sen
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,6 +16,7 @@ from orchard import credentials
 from orchard.airflow_client import AirflowClient, AirflowError
 from orchard.settings import load_settings
 from orchard.stack.services import airflow_env
+from testkit.http import JsonHandler, LoopbackServer
 
 USERS = {"orchard-bot": "s3cret-from-settings", "admin": "generated-by-orchard-up"}
 ISSUED = {"token-for-orchard-bot": "orchard-bot", "token-for-admin": "admin"}
@@ -32,45 +31,32 @@ class AirflowStandIn:
         self.bearers: list[str] = []
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.json_body()
                 stand_in.logins.append(body)
                 if USERS.get(body.get("username")) != body.get("password"):
-                    self._reply(401, {"detail": "Invalid credentials"})
+                    self.reply(401, {"detail": "Invalid credentials"})
                 else:
-                    self._reply(201, {"access_token": f"token-for-{body['username']}"})
+                    self.reply(201, {"access_token": f"token-for-{body['username']}"})
 
             def do_GET(self) -> None:
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 stand_in.bearers.append(token)
                 if token in ISSUED:
-                    self._reply(200, {"dag_id": "x", "user": ISSUED[token]})
+                    self.reply(200, {"dag_id": "x", "user": ISSUED[token]})
                 else:
-                    self._reply(401, {"detail": "Invalid token"})
+                    self.reply(401, {"detail": "Invalid token"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
+        self.url = self.http.url
 
 
 @pytest.fixture
 def airflow() -> Iterator[AirflowStandIn]:
     stand_in = AirflowStandIn()
     yield stand_in
-    stand_in.server.shutdown()
-    stand_in.server.server_close()
+    stand_in.http.stop()
 
 
 def signed_in_user(client: AirflowClient) -> str:

@@ -8,12 +8,9 @@ stack's answers); the client, tracker and display are the real ones."""
 from __future__ import annotations
 
 import io
-import json
 import re
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -29,6 +26,7 @@ from orchard.progress import (
     step_line,
     training_progress_callback,
 )
+from testkit.http import JsonHandler, LoopbackServer
 
 BUILD_RUN = "manual__2026-12-07T06:00:00.000000+00:00"
 PRETRAIN_RUN = "asset_triggered__2026-12-07T06:10:48.500000+00:00"
@@ -124,33 +122,21 @@ class AirflowStandIn:
         self.since_asked: list[str] = []
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _reply(self, body: dict, status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self._reply({"access_token": "t"}, 201)
+                self.json_body()
+                self.reply(201, {"access_token": "t"})
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if stand_in.log_missing and "/logs/" in url.path:
-                    self._reply({"detail": "TaskInstance not found"}, 404)
+                    self.reply(404, {"detail": "TaskInstance not found"})
                     return
-                self._reply(stand_in.answer(url.path, query))
+                self.reply(200, stand_in.answer(url.path, query))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
+        self.url = self.http.url
 
     def answer(self, path: str, query: dict) -> dict:
         build_task = "pretrain" if self.stage != "queued" else None
@@ -209,8 +195,7 @@ class AirflowStandIn:
 def airflow() -> Iterator[AirflowStandIn]:
     stand_in = AirflowStandIn()
     yield stand_in
-    stand_in.server.shutdown()
-    stand_in.server.server_close()
+    stand_in.http.stop()
 
 
 def tracker(airflow: AirflowStandIn, log_every: float = 0.0) -> ProgressTracker:
@@ -299,8 +284,7 @@ def test_a_failing_poll_keeps_the_last_line_and_the_run_followed(airflow):
         plain_every=0,
     )
     display.update(BUILD_RUN_ENTRY)
-    airflow.server.shutdown()  # Airflow stops answering
-    airflow.server.server_close()
+    airflow.http.stop()  # Airflow stops answering
     display.update(BUILD_RUN_ENTRY)
     first, second = out.getvalue().splitlines()
     # The same task, step and loss (elapsed times may have ticked on between the polls).
