@@ -273,6 +273,7 @@ class Meter:
         stream that did not complete, from the pieces relayed."""
         version: str | None = None
         pieces = 0
+        settling: asyncio.Task | None = None
         status = "partial"  # unless the loop below ends otherwise: the client left
         usage: dict = {}
         broke: str | None = None  # why serving's stream ended early, told to the client
@@ -298,6 +299,10 @@ class Meter:
                         yield f"data: {data}\n\n"
                     else:  # serving sent [DONE]
                         status = "complete"
+                        # Settled before the client sees [DONE]: its next request must not
+                        # find this one's reservation still held (a spurious 402).
+                        settling = _detach(self._settle_stream(status, version, usage, pieces))
+                        await asyncio.shield(settling)
                         yield "data: [DONE]\n\n"
             except MalformedChunk:
                 status, broke = "failed", "the model server sent a malformed chunk"
@@ -318,11 +323,19 @@ class Meter:
             # Detached from this (maybe cancelled) generator: closing serving's stream stops
             # its generation, and the settlement refunds what was not used.
             _detach(response.aclose())
-            if status == "complete" and usage:
-                prompt, completion = usage.get("prompt_tokens", 0), usage["completion_tokens"]
-            else:
-                prompt, completion = 0, pieces
-            _detach(self.settle(status, version, prompt, completion))
+            if settling is None:
+                _detach(self._settle_stream(status, version, usage, pieces))
+
+    async def _settle_stream(
+        self, status: str, version: str | None, usage: dict, pieces: int
+    ) -> None:
+        """A stream's settlement: from serving's usage when it completed with one, else
+        from the pieces relayed."""
+        if status == "complete" and usage:
+            prompt, completion = usage.get("prompt_tokens", 0), usage["completion_tokens"]
+        else:
+            prompt, completion = 0, pieces
+        await self.settle(status, version, prompt, completion)
 
 
 _background: set[asyncio.Task] = set()
