@@ -17,22 +17,15 @@ from typing import Any
 
 from orchard.settings import load_settings
 from platform_api.app import create_app
-from platform_api.schemas import JOB_CONF_MAX
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "ui" / "src" / "api" / "openapi.json"
-# A bound JSON Schema cannot state: the length of a training job's conf serialised as JSON
-# (schemas.JobTrigger's validator). The UI checks it before sending, so it travels here.
-CONF_MAX_KEY = "x-orchard-max-json-length"
 
 
 def openapi_document() -> dict[str, Any]:
     """What the app serves at /openapi.json. The routes do not depend on the settings;
     a throwaway home keeps an app built here from touching real state."""
     with tempfile.TemporaryDirectory(prefix="orchard-openapi-") as home:
-        document = create_app(load_settings(home=home)).openapi()
-    conf = document["components"]["schemas"]["JobTrigger"]["properties"]["conf"]
-    conf[CONF_MAX_KEY] = JOB_CONF_MAX
-    return document
+        return create_app(load_settings(home=home)).openapi()
 
 
 def render(document: dict[str, Any]) -> str:

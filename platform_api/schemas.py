@@ -528,6 +528,8 @@ class JobTrigger(Request):
     conf: dict[str, Any] = Field(
         default_factory=dict,
         description="The run's Params (the DAG's trigger form), validated by Airflow.",
+        # A bound JSON Schema cannot state (the validator below): published for clients.
+        json_schema_extra={"x-orchard-max-json-length": JOB_CONF_MAX},
     )
 
     @field_validator("conf")
