@@ -22,8 +22,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
+from testkit.http import JsonHandler
 from tests.conftest import free_port
 
 
@@ -43,11 +44,8 @@ class ServingStub:
         self.reset()
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
 
             def setup(self) -> None:
                 super().setup()
@@ -59,8 +57,8 @@ class ServingStub:
 
             def do_GET(self) -> None:
                 if self.path == "/v1/models":
-                    return stub._json(self, 200, {"object": "list", "data": stub.models})
-                return stub._json(self, 404, {"error": {"message": "not found"}})
+                    return self.reply(200, {"object": "list", "data": stub.models})
+                return self.reply(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
                 try:
@@ -128,18 +126,18 @@ class ServingStub:
         self.stopped = True
 
     # -- the endpoint -------------------------------------------------------------------
-    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+    def _answer(self, handler: JsonHandler) -> None:
         length = int(handler.headers.get("Content-Length", 0))
         request = json.loads(handler.rfile.read(length))
         if handler.path != "/v1/chat/completions":
-            return self._json(handler, 404, {"error": {"message": "not found"}})
+            return handler.reply(404, {"error": {"message": "not found"}})
         self.requests.append(request)
         reply = self.replies.popleft() if self.replies else Reply()
         if reply.status != 200:
             error = {"message": "model crashed", "type": "server_error"}
-            return self._json(handler, reply.status, {"error": error})
+            return handler.reply(reply.status, {"error": error})
         if not request.get("stream"):
-            return self._json(handler, 200, self._completion(request, reply))
+            return handler.reply(200, self._completion(request, reply))
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
@@ -205,12 +203,3 @@ class ServingStub:
                 "total_tokens": reply.prompt_tokens + completion,
             },
         }
-
-    @staticmethod
-    def _json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
