@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 # Re-exported: test modules import these from here.
@@ -43,21 +44,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 # -- running on two cores (pytest-xdist) --------------------------------------------------
 # `make test` runs `pytest -n 2 --dist loadgroup`. Every test that uses the session's
-# `stack` runs on one worker, in file order (one stack, started once, stopped by
-# test_stack.py's last test); every other module is a unit of its own, so its
-# module-scoped fixtures (the platform tests' servers, a serving stack) start once.
+# `stack` runs on one worker (one stack, started once); every other module is a unit of
+# its own, so its module-scoped fixtures (the platform tests' servers) start once.
+# No test relies on another having run: a test that stops the stack (marked
+# `stops_stack`) is placed last only so that nothing has to start it again, and if a
+# stack test still follows it, the stack is started again before that test.
 STACK_GROUP = "stack"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stops_stack: the test stops the session stack (placed after its users)"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The session stack's tests first (in file order), then the rest (in file order):
-    under xdist the stack group is the longest unit, so it starts first."""
+    """The session stack's tests first, the ones that stop it last among them, then the
+    rest: under xdist the stack group is the longest unit, so it starts first."""
     stack = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
+    stack.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
     for item in stack:
         item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
     chosen = set(map(id, stack))
     items[:] = stack + [item for item in items if id(item) not in chosen]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the item's fixtures (module ones included) are set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _SESSION_STACK and _SESSION_STACK.stopped and "stack" in item.fixturenames:
+        _SESSION_STACK.start()
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
@@ -91,11 +107,44 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 class Stack:
     env: dict[str, str]
     home: Path
-    up_output: str
+    up_output: str = ""
+    stopped: bool = True
 
     def settings(self):
         """The stack's settings, built from the same ORCHARD_* values the CLI got."""
         return settings_from_env(self.env)
+
+    def start(self) -> None:
+        output = up_or_fail(self.env, self.home).stdout
+        self.up_output = self.up_output or output  # the first start shows the password
+        self.stopped = False
+
+    def down(self) -> subprocess.CompletedProcess:
+        """`orchard down`; the next test that uses the stack starts it again."""
+        self.stopped = True
+        return orchard(self.env, "down")
+
+    @contextmanager
+    def serving(self, model_name: str) -> Iterator[dict[str, str]]:
+        """The stack's serving restarted to serve the registered model `model_name` (a
+        test's own, so its aliases and versions are the test's alone); yields the CLI
+        environment of that serving. After, serving is restarted as it was and the aliases
+        it served before are served again."""
+        before = httpx.get(f"{self.settings().serving_base_url}/healthz", timeout=30).json()
+        env = {**self.env, "ORCHARD_MODEL_NAME": model_name}
+        _restart_serve(env, self.home)
+        try:
+            yield env
+        finally:
+            _restart_serve(self.env, self.home)
+            for alias, version in before["serving"].items():
+                wait_serving(self.settings().serving_base_url, alias, version)
+
+
+def _restart_serve(env: dict[str, str], home: Path) -> None:
+    result = orchard(env, "down", "serve")
+    assert result.returncode == 0, result.stdout + result.stderr
+    up_or_fail(env, home, "serve")
 
 
 def settings_from_env(env: dict[str, str]):
@@ -124,20 +173,14 @@ def up_or_fail(env: dict[str, str], home: Path, *services: str) -> subprocess.Co
 
 
 @contextmanager
-def local_services(root: Path, *services: str) -> Iterator[Stack]:
-    """`orchard up SERVICES` on free loopback ports under `root/home`, `orchard down` after.
-
-    TMPDIR points into `root` meanwhile: mlflow.transformers.log_model leaves temporary
-    directories behind."""
+def private_tmpdir(root: Path) -> Iterator[Path]:
+    """TMPDIR points into `root` meanwhile: mlflow.transformers.log_model leaves
+    temporary directories behind."""
     saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
     os.environ["TMPDIR"] = tempfile.tempdir = str(root)
-    home = root / "home"
-    env = stack_env(home)
     try:
-        result = up_or_fail(env, home, *services)
-        yield Stack(env=env, home=home, up_output=result.stdout)
+        yield root
     finally:
-        orchard(env, "down")
         if saved_tmp[0] is None:
             os.environ.pop("TMPDIR")
         else:
@@ -163,13 +206,19 @@ def wait_serving(base_url: str, alias: str, version: str, timeout: float = 180) 
     raise AssertionError(f"{alias} never served version {version}: {detail}")
 
 
+_SESSION_STACK: Stack | None = None
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole local stack, started once with `orchard up` on free loopback ports."""
+    global _SESSION_STACK
     home = tmp_path_factory.mktemp("stack") / "home"
-    env = stack_env(home)
-    result = up_or_fail(env, home)
+    _SESSION_STACK = Stack(env=stack_env(home), home=home)
     try:
-        yield Stack(env=env, home=home, up_output=result.stdout)
+        _SESSION_STACK.start()
+        yield _SESSION_STACK
     finally:
-        orchard(env, "down")
+        if not _SESSION_STACK.stopped:
+            _SESSION_STACK.down()
+        _SESSION_STACK = None

@@ -1,8 +1,10 @@
-"""Serving end to end: `orchard up ray mlflow serve` on free loopback ports, tiny random
-chat models registered in the real MLflow with `register_hf_model`, and the official
-`openai` SDK as the client. Nothing of ours is mocked.
+"""Serving end to end: the session stack's serving, restarted to serve a registered model
+of this module's own (`Stack.serving`), tiny random chat models registered in the stack's
+MLflow with `register_hf_model`, and the official `openai` SDK as the client. Nothing of
+ours is mocked.
 
-Tests run in file order: the first one needs an empty registry, the last one stops serving.
+Each test sets the aliases it needs (the `champion` and `no_aliases` fixtures), so the
+tests run in any order.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import openai
@@ -23,7 +26,7 @@ from orchard.registry import register_hf_model
 from orchard.settings import Settings
 from platform_api.app import create_app
 from serving.tiny import build_tiny_chat_model
-from tests.conftest import local_services, orchard, wait_serving
+from tests.conftest import orchard, private_tmpdir, settings_from_env, up_or_fail, wait_serving
 from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
 from tests.platform.test_gateway import balance, new_key
 from tests.platform.test_gateway import grant as grant_credits
@@ -39,6 +42,11 @@ class Serving:
     env: dict[str, str]
     settings: Settings
     model_dirs: dict[str, str]
+    versions: dict[str, str] = field(default_factory=dict)  # model key -> registered version
+
+    @property
+    def name(self) -> str:  # the registered model it serves
+        return self.settings.model_name
 
     @property
     def base_url(self) -> str:
@@ -52,18 +60,41 @@ class Serving:
     def async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0)
 
-    def register(self, key: str, alias: str | None) -> str:
-        return register_hf_model(
-            self.model_dirs[key],
-            tracking_uri=self.settings.mlflow_uri,
-            name=self.settings.model_name,
-            alias=alias,
-            tags={"orchard.test": key},
-        )
+    def version(self, key: str) -> str:
+        """The registered version of the model `key` (registered on first use, no alias)."""
+        if key not in self.versions:
+            self.versions[key] = register_hf_model(
+                self.model_dirs[key],
+                tracking_uri=self.settings.mlflow_uri,
+                name=self.settings.model_name,
+                alias=None,
+                tags={"orchard.test": key},
+            )
+        return self.versions[key]
 
     def move_alias(self, alias: str, version: str) -> None:
         client = MlflowClient(self.settings.mlflow_uri, registry_uri=self.settings.mlflow_uri)
         client.set_registered_model_alias(self.settings.model_name, alias, version)
+
+    def set_aliases(self, **aliases: str | None) -> None:
+        """Point each alias at its version (None: remove it), then wait until serving
+        serves exactly that."""
+        client = MlflowClient(self.settings.mlflow_uri, registry_uri=self.settings.mlflow_uri)
+        name = self.settings.model_name
+        current = client.get_registered_model(name).aliases if self.versions else {}
+        for alias, version in aliases.items():
+            if version is not None and current.get(alias) != version:
+                client.set_registered_model_alias(name, alias, version)
+            elif version is None and alias in current:
+                client.delete_registered_model_alias(name, alias)
+        wanted = {alias: version for alias, version in aliases.items() if version is not None}
+        deadline = time.monotonic() + 180
+        while (served := self.health()["serving"]) != wanted:
+            assert time.monotonic() < deadline, f"serving {served}, not {wanted}"
+            time.sleep(0.5)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.base_url}/healthz", timeout=30).json()
 
     def wait_serving(self, alias: str, version: str, timeout: float = 180) -> None:
         """Until the ingress answers `alias` with `version` (it polls the registry)."""
@@ -94,21 +125,28 @@ class Serving:
 
 
 @pytest.fixture(scope="module")
-def serving(tmp_path_factory) -> Iterator[Serving]:
+def serving(stack, tmp_path_factory) -> Iterator[Serving]:
     root = tmp_path_factory.mktemp("serving")
-    with local_services(root, "ray", "mlflow", "serve") as services:
+    with private_tmpdir(root), stack.serving(f"serving-test-{uuid.uuid4().hex[:8]}") as env:
         dirs = {
             key: str(build_tiny_chat_model(root / key, seed=seed, max_context=MAX_CONTEXT))
             for key, seed in (("first", 0), ("second", 1))
         }
-        yield Serving(env=services.env, settings=services.settings(), model_dirs=dirs)
+        yield Serving(env=env, settings=settings_from_env(env), model_dirs=dirs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def champion(serving) -> str:
-    version = serving.register("first", alias="champion")
-    serving.wait_serving("champion", version)
+    """The model `first` is champion and nothing is challenger, whatever came before."""
+    version = serving.version("first")
+    serving.set_aliases(champion=version, challenger=None)
     return version
+
+
+@pytest.fixture
+def no_aliases(serving) -> None:
+    """No version of the served model has an alias: nothing is served."""
+    serving.set_aliases(champion=None, challenger=None)
 
 
 def error_body(error: openai.APIStatusError) -> dict:
@@ -120,8 +158,8 @@ def greedy(client: openai.OpenAI, model: str = "champion", **kwargs):
     return client.chat.completions.create(model=model, messages=HELLO, **params)
 
 
-# -- before any model is registered ----------------------------------------------------------
-def test_with_no_registered_model_the_app_is_up_and_answers_503(serving):
+# -- before any version is aliased -------------------------------------------------------------
+def test_with_no_aliased_version_the_app_is_up_and_answers_503(serving, no_aliases):
     client = serving.client()
     assert httpx.get(f"{serving.base_url}/healthz", timeout=10).json()["status"] == "ok"
     assert client.models.list().data == []
@@ -144,7 +182,7 @@ def test_chat_completion_in_openai_shape_with_the_version(serving, champion):
     assert raw.headers["x-orchard-model-version"] == champion
     answer = raw.parse()
     assert answer.object == "chat.completion" and answer.id.startswith("chatcmpl-")
-    assert answer.model == f"orchard-chat/{champion}"
+    assert answer.model == f"{serving.name}/{champion}"
     assert answer.model_extra["model_version"] == champion
     choice = answer.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
@@ -152,14 +190,14 @@ def test_chat_completion_in_openai_shape_with_the_version(serving, champion):
     assert answer.usage.completion_tokens == 24 and answer.usage.prompt_tokens > 5
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + 24
     # temperature 0 is deterministic, and every name for the champion is the same model
-    for name in ("orchard-chat", "orchard-chat@champion", f"orchard-chat/{champion}",
-                 "models:/orchard-chat@champion"):  # fmt: skip
-        assert greedy(client, name).choices[0].message.content == choice.message.content
+    name = serving.name
+    for model in (name, f"{name}@champion", f"{name}/{champion}", f"models:/{name}@champion"):
+        assert greedy(client, model).choices[0].message.content == choice.message.content
     listed = {m.id: m.model_extra["version"] for m in client.models.list().data}
     assert listed == {
-        "orchard-chat": champion,
+        serving.name: champion,
         "champion": champion,
-        f"orchard-chat/{champion}": champion,
+        f"{serving.name}/{champion}": champion,
     }
     # Each entry says how many tokens the model takes (vLLM's max_model_len): the platform
     # fits a chat's max_tokens into it.
@@ -235,7 +273,7 @@ def test_completions_endpoint(serving, champion):
 
 def test_an_unknown_model_is_404_in_openai_shape(serving, champion):
     client = serving.client()
-    for name in ("gpt-4o", "orchard-chat@nightly", "orchard-chat/99"):
+    for name in ("gpt-4o", f"{serving.name}@nightly", f"{serving.name}/99"):
         with pytest.raises(openai.NotFoundError) as caught:
             greedy(client, name)
         body = error_body(caught.value)
@@ -283,6 +321,13 @@ def test_bad_requests_are_400s_that_name_the_parameter(serving, champion):
 
 def test_concurrent_streams_are_batched_and_each_is_exact(serving, champion):
     expected = greedy(serving.client(), max_tokens=40).choices[0].message.content
+    hist = "ray_orchard_serve_batch_size_per_step"
+
+    def batched_steps() -> float:  # decoding steps with more than one sequence
+        steps = sum(serving.samples(f"{hist}_count", model_version=champion))
+        return steps - sum(serving.samples(f"{hist}_bucket", le="1.0", model_version=champion))
+
+    before = batched_steps()
 
     async def one(client: openai.AsyncOpenAI) -> str:
         stream = await client.chat.completions.create(
@@ -296,17 +341,16 @@ def test_concurrent_streams_are_batched_and_each_is_exact(serving, champion):
 
     assert asyncio.run(many()) == [expected] * 8
     # The engine decoded several sequences per step: some steps had a batch above 1.
-    hist = "ray_orchard_serve_batch_size_per_step"
-
-    def batched(counts: list[float]) -> bool:
-        singles = sum(serving.samples(f"{hist}_bucket", le="1.0", model_version=champion))
-        return sum(counts) > singles
-
-    serving.wait_metric(f"{hist}_count", batched, model_version=champion)
+    deadline = time.monotonic() + 90  # Ray exports metrics every few seconds
+    while batched_steps() <= before:
+        assert time.monotonic() < deadline, "no decoding step had more than one sequence"
+        time.sleep(2)
 
 
 def test_a_client_that_disconnects_frees_its_slot(serving, champion):
     client = serving.client()
+    finished = "ray_orchard_serve_finished_sequences_total"
+    cancelled = sum(serving.samples(finished, reason="cancelled"))
     stream = client.chat.completions.create(
         model="champion",
         messages=HELLO,
@@ -315,9 +359,7 @@ def test_a_client_that_disconnects_frees_its_slot(serving, champion):
     )
     next(iter(stream))
     stream.close()  # the client goes away mid-answer
-    serving.wait_metric(
-        "ray_orchard_serve_finished_sequences_total", lambda v: sum(v) >= 1, reason="cancelled"
-    )
+    serving.wait_metric(finished, lambda v: sum(v) > cancelled, reason="cancelled")
     serving.wait_metric("ray_orchard_serve_batch_size", lambda v: max(v) == 0)
 
 
@@ -343,6 +385,13 @@ def test_a_full_queue_answers_429_and_an_oversized_request_400(serving, champion
 
 
 def test_metrics_cover_requests_latency_throughput_queue_batch_and_errors(serving, champion):
+    client = serving.client()
+    greedy(client, max_tokens=4)
+    with pytest.raises(openai.NotFoundError):
+        greedy(client, "gpt-4o")
+    errors, requests = "ray_orchard_serve_errors_total", "ray_orchard_serve_requests_total"
+    serving.wait_metric(errors, lambda v: sum(v) >= 1, code="model_not_found")
+    serving.wait_metric(requests, lambda v: sum(v) >= 1, model_version=champion, status="200")
     names = {
         sample.name: sample.labels
         for family in text_string_to_metric_families(serving.metrics())
@@ -360,18 +409,16 @@ def test_metrics_cover_requests_latency_throughput_queue_batch_and_errors(servin
         "ray_orchard_serve_batch_size",
     ):
         assert name in names, f"{name} is not exported"
-    assert serving.samples("ray_orchard_serve_errors_total", code="model_not_found")
     assert serving.samples("ray_orchard_serve_generated_tokens_total", model_version=champion)
-    assert serving.samples("ray_orchard_serve_requests_total", model_version=champion, status="200")
 
 
 # -- a second version: aliases move without downtime ------------------------------------------
 def test_alias_switch_mid_stream_finishes_the_old_stream_then_serves_the_new(serving, champion):
     client = serving.client()
-    second = serving.register("second", alias=None)
+    second = serving.version("second")
     params = {"max_tokens": 600, "temperature": 0}
-    old_answer = greedy(client, f"orchard-chat/{champion}", **params).choices[0].message.content
-    new_answer = greedy(client, f"orchard-chat/{second}", **params).choices[0].message.content
+    old_answer = greedy(client, f"{serving.name}/{champion}", **params).choices[0].message.content
+    new_answer = greedy(client, f"{serving.name}/{second}", **params).choices[0].message.content
     assert old_answer != new_answer  # two different models
 
     stream = greedy(client, "champion", stream=True, **params)
@@ -397,15 +444,17 @@ def test_alias_switch_mid_stream_finishes_the_old_stream_then_serves_the_new(ser
     assert greedy(client, "challenger", **params).model_extra["model_version"] == champion
     listed = {m.id: m.model_extra["version"] for m in client.models.list().data}
     assert listed["champion"] == second and listed["challenger"] == champion
-    assert listed["orchard-chat"] == second
+    assert listed[serving.name] == second
 
 
 # -- the platform's metered OpenAI gateway in front of the real app ------------------------------
-def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, tmp_path):
+def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, champion, tmp_path):
+    name = serving.settings.model_name
     settings = Settings(
         home=tmp_path / "platform-home",
         database_url=f"sqlite:///{tmp_path / 'platform.db'}",
         serving_url=serving.base_url,
+        model_name=name,
         starter_plan_credits=0,  # alice's balance is the grant below alone
     )
     platform = LiveServer(create_app(settings, FAST_ARGON2))
@@ -426,7 +475,7 @@ def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, t
         text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
         assert text == direct.choices[0].message.content
         usage = streamed[-1].usage
-        assert {m.id for m in gateway.models.list()} == {"orchard-chat", "champion", "challenger"}
+        assert {m.id for m in gateway.models.list()} == {name, "champion"}  # no versions
 
         # Billed from the real usage, one credit per token; the stream settles just after.
         spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage))
@@ -439,8 +488,11 @@ def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, t
         platform.stop()
 
 
-def test_down_stops_serving_and_frees_its_port(serving):
+def test_down_stops_serving_and_up_brings_the_aliases_back(serving, champion):
     result = orchard(serving.env, "down", "serve")
     assert result.returncode == 0 and "stopped serve" in result.stdout
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", serving.settings.serve_port)) != 0
+    up_or_fail(serving.env, serving.settings.home, "serve")
+    serving.wait_serving("champion", champion)  # read again from the registry
+    assert greedy(serving.client()).model_extra["model_version"] == champion

@@ -139,13 +139,14 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.stops_stack
 def test_down_leaves_no_orchard_process(stack):
     settings = stack.settings()
     records = [process.read_record(settings.run_dir, name) for name in SERVICE_NAMES]
     families = {p.pid for r in records if r for p in process.family(r)}
     assert len(families) > len(SERVICE_NAMES)  # supervisors have children
 
-    result = orchard(stack.env, "down")
+    result = stack.down()
     assert result.returncode == 0, result.stderr
     for name in SERVICE_NAMES:
         assert f"stopped {name}" in result.stdout

@@ -1,7 +1,8 @@
 """Fixtures of the web UI's end-to-end tests: the built UI, a headless Chromium, and the
-product behind them — Ray, MLflow and serving started with `orchard up ray mlflow serve`,
-two tiny chat models registered in that MLflow (the first one champion and served), and
-the platform API (LiveServer) pointed at them, serving `ui/dist`.
+product behind them — the session stack's serving, restarted to serve a registered model
+of these tests' own (`Stack.serving`), two tiny chat models registered in the stack's
+MLflow (the first one champion and served), and the platform API (LiveServer) pointed at
+them, serving `ui/dist`.
 
 Without a UI build or without the browser these tests skip with what to run, and fail
 under CI=true. Screenshots, and the page of a failed test, go to test-artifacts/ui/.
@@ -11,18 +12,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
 
 from orchard.registry import register_hf_model
 from orchard.settings import Settings
 from platform_api.app import create_app
 from serving.tiny import build_tiny_chat_model
-from tests.conftest import REPO, local_services, wait_serving
+from tests.conftest import REPO, private_tmpdir, settings_from_env, wait_serving
 from tests.platform.conftest import FAST_ARGON2, Account, Api, LiveServer
 from testkit.browser import chromium, missing_browser
 
@@ -75,12 +78,20 @@ class Product:
     def wait_champion(self, version: str) -> None:
         wait_serving(self.serving_url, "champion", version)
 
+    def set_champion(self, version: str) -> None:
+        """What an admin's promotion does, through the registry; waits until served."""
+        uri = self.settings.mlflow_uri
+        client = MlflowClient(uri, registry_uri=uri)
+        client.set_registered_model_alias(self.settings.model_name, "champion", version)
+        self.wait_champion(version)
+
 
 @pytest.fixture(scope="module")
-def product(browser, tmp_path_factory) -> Iterator[Product]:
+def product(browser, stack, tmp_path_factory) -> Iterator[Product]:
     root = tmp_path_factory.mktemp("ui-e2e")
-    with local_services(root, "ray", "mlflow", "serve") as services:
-        stack = services.settings()
+    name = f"ui-e2e-{uuid.uuid4().hex[:8]}"
+    with private_tmpdir(root), stack.serving(name) as env:
+        served = settings_from_env(env)
         versions = []
         for seed, alias in ((0, "champion"), (1, None)):
             model = build_tiny_chat_model(root / f"m{seed}", seed=seed, max_context=MAX_CONTEXT)
@@ -88,14 +99,14 @@ def product(browser, tmp_path_factory) -> Iterator[Product]:
             versions.append(
                 register_hf_model(
                     model,
-                    tracking_uri=stack.mlflow_uri,
-                    name=stack.model_name,
+                    tracking_uri=served.mlflow_uri,
+                    name=served.model_name,
                     alias=alias,
                     tags=tags,
                 )
             )
-        wait_serving(stack.serving_base_url, "champion", versions[0])
-        settings = stack.model_copy(
+        wait_serving(served.serving_base_url, "champion", versions[0])
+        settings = served.model_copy(
             update={
                 "home": root / "platform-home",
                 "database_url": f"sqlite:///{root / 'platform.db'}",
@@ -115,7 +126,7 @@ def product(browser, tmp_path_factory) -> Iterator[Product]:
                 url=server.url,
                 api=api,
                 settings=settings,
-                serving_url=stack.serving_base_url,
+                serving_url=served.serving_base_url,
                 versions=versions,
             )
         finally:

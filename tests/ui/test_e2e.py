@@ -1,7 +1,8 @@
 """The web UI end to end: headless Chromium against the platform API serving `ui/dist`,
 in front of real serving with two tiny registered models (tests/ui/conftest.py).
 
-Tests run in file order; the promotion test, which moves the champion, is last.
+The tests run in any order: the promotion test starts from the first version as champion
+and puts it back after.
 Screenshots land in test-artifacts/ui/ (tests/ui/README.md).
 """
 
@@ -356,7 +357,14 @@ def test_the_admin_creates_a_plan_and_reads_the_split(product, page):
     screenshot(page, "admin-models-split")
 
 
-def test_the_admin_promotes_a_version_and_the_next_reply_uses_it(product, page):
+@pytest.fixture
+def first_is_champion(product):
+    product.set_champion(product.versions[0])
+    yield
+    product.set_champion(product.versions[0])
+
+
+def test_the_admin_promotes_a_version_and_the_next_reply_uses_it(product, first_is_champion, page):
     first, second = product.versions
     log_in(page, product, product.api.admin("chief"))
     page.get_by_test_id("nav-admin").click()
