@@ -407,6 +407,8 @@ def test_migrations_run_as_a_pre_upgrade_hook_with_the_platform_command(
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     [container] = job["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["migrate"]
+    [mlflow_upgrade] = job["spec"]["template"]["spec"]["initContainers"]
+    assert "mlflow db upgrade" in mlflow_upgrade["command"][-1]
     # The image's migrate role really migrates a database (SQLite here, PostgreSQL there).
     db = tmp_path / "platform.db"
     env = {"PATH": "/usr/bin:/bin", "ORCHARD_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
