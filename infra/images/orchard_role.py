@@ -7,6 +7,9 @@
     orchard-role ray ARGS...          any Ray command (KubeRay pods run `ray start` directly)
     orchard-role serve-config ARGS... print the Serve config (python -m serving.config)
     orchard-role healthcheck          probe the running role's health endpoint (HEALTHCHECK)
+    orchard-role bash|sh|python ...   run it as it is: charts that pass a whole command as
+                                      arguments (the official Airflow chart's `bash -c
+                                      "exec airflow scheduler"`) work with this image
 
 The commands, ports and health endpoints are those of the local stack
 (orchard/stack/services.py); only the bind address differs (0.0.0.0 in a container).
@@ -23,6 +26,7 @@ from pathlib import Path
 
 ROLE_FILE = Path(tempfile.gettempdir()) / "orchard-role"
 ROLES = ("api", "migrate", "mlflow", "airflow", "ray", "serve-config", "healthcheck")
+PASSTHROUGH = ("bash", "sh", "python")
 
 
 def _port(name: str, default: int) -> str:
@@ -59,11 +63,14 @@ def command(role: str, args: list[str]) -> list[str]:
         # Host, port, artifacts destination and allowed hosts come from MLFLOW_HOST,
         # MLFLOW_PORT, MLFLOW_ARTIFACTS_DESTINATION, MLFLOW_SERVER_ALLOWED_HOSTS.
         return ["mlflow", "server", *args]
-    if role in ("airflow", "ray"):
+    if role in ("airflow", "ray") or role in PASSTHROUGH:
         return [role, *args]
     if role == "serve-config":
         return [python, "-m", "serving.config", *args]
-    raise ValueError(f"unknown role {role!r}: the first argument is one of {', '.join(ROLES)}")
+    raise ValueError(
+        f"unknown role {role!r}: the first argument is one of {', '.join(ROLES)} "
+        f"(or a command: {', '.join(PASSTHROUGH)})"
+    )
 
 
 def health_url(role: str) -> str | None:

@@ -92,8 +92,14 @@ def test_an_unknown_role_is_one_line_naming_the_roles() -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "orchard-role: unknown role 'apii': the first argument is one of "
-        "api, migrate, mlflow, airflow, ray, serve-config, healthcheck"
+        "api, migrate, mlflow, airflow, ray, serve-config, healthcheck (or a command: "
+        "bash, sh, python)"
     )
+    assert orchard_role.command("bash", ["-c", "exec airflow scheduler"]) == [
+        "bash",
+        "-c",
+        "exec airflow scheduler",
+    ]
 
 
 def test_health_urls_are_those_the_stack_checks() -> None:
