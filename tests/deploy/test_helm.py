@@ -423,3 +423,21 @@ def test_migrations_run_as_a_pre_upgrade_hook_with_the_platform_command(
     assert result.returncode == 0, result.stderr
     assert "platform database is at the newest schema" in result.stdout
     assert db.stat().st_size > 0
+
+
+def test_ray_autoscaling_keeps_what_kuberay_needs(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """KubeRay gives the autoscaler sidecar its own ServiceAccount and RBAC only when the
+    head names none, and the sidecar needs its token; it is held to the same policies
+    through autoscalerOptions."""
+    for manifest in rendered["values-gpu.yaml"]:
+        if manifest["kind"] not in ("RayCluster", "RayService"):
+            continue
+        cluster = manifest["spec"].get("rayClusterConfig") or manifest["spec"]
+        assert cluster["enableInTreeAutoscaling"] is True
+        head = cluster["headGroupSpec"]["template"]["spec"]
+        assert "serviceAccountName" not in head and "automountServiceAccountToken" not in head
+        options = cluster["autoscalerOptions"]
+        assert {"cpu", "memory"} <= set(options["resources"]["limits"])
+        assert options["securityContext"]["readOnlyRootFilesystem"] is True

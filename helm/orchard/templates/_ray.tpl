@@ -11,8 +11,12 @@ metadata:
   labels:
     {{- include "orchard.labels" (dict "root" $root "component" .component) | nindent 4 }}
 spec:
+  {{- if not .head }}
   serviceAccountName: {{ include "orchard.serviceAccountName" $root }}
   automountServiceAccountToken: false
+  {{- end }}
+  {{- /* The head keeps KubeRay's defaults: with no serviceAccountName KubeRay makes the
+  autoscaler's ServiceAccount and RBAC, and the autoscaler sidecar needs the token. */}}
   securityContext:
     {{- include "orchard.podSecurityContext" $root | nindent 4 }}
   {{- with $root.Values.imagePullSecrets }}
