@@ -6,15 +6,20 @@ commands. No Docker daemon here: the images are linted and read, not built."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from orchard.settings import Settings
 from orchard.stack.services import api_service, mlflow_service
+from testkit.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "infra" / "images"
@@ -107,3 +112,28 @@ def test_health_urls_are_those_the_stack_checks() -> None:
     assert orchard_role.health_url("api") == api_service(settings).health_url
     assert orchard_role.health_url("mlflow") == mlflow_service(settings).health_url
     assert orchard_role.health_url("migrate") is None
+
+
+def test_the_healthcheck_probes_the_running_role(tmp_path: Path) -> None:
+    """HEALTHCHECK: healthy while the role's endpoint answers, unhealthy (with the URL)
+    once it does not; the role is what the entry point recorded when it started."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "healthz").write_text("ok")
+    (tmp_path / "orchard-role").write_text("api\n")
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "ORCHARD_API_PORT": str(port)}
+    check = [sys.executable, str(IMAGES / "orchard_role.py"), "healthcheck"]
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert subprocess.run(check, env=env, capture_output=True).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = subprocess.run(check, env=env, capture_output=True, text=True)
+    assert down.returncode == 1
+    assert f"api: http://127.0.0.1:{port}/healthz does not answer" in down.stderr
+    (tmp_path / "orchard-role").write_text("migrate\n")  # no endpoint: healthy
+    assert subprocess.run(check, env=env, capture_output=True).returncode == 0
