@@ -38,15 +38,6 @@ CHAT_MODEL = Asset("orchard_chat_model")
 STAGES = ["sft", "reward", "dpo", "grpo"]
 
 
-def _registered_from(settings, version: str, model) -> bool:
-    """Whether registry version `version` is the model of step output `model`."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-    tags = client.get_model_version(settings.model_name, version).tags
-    return tags.get(f"orchard.lineage.{model.step}") == model.path
-
-
 def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str, Param]:
     """The trigger form's steps and peak learning rate of one post-training stage, in the
     form's section of that stage."""
@@ -212,7 +203,7 @@ def orchard_posttrain():
     ) -> str:
         from pathlib import Path
 
-        from orchard.registry import aliases
+        from orchard.registry import aliases, version_tag
         from orchard.settings import load_settings
         from orchard.steps import Manifest
         from ray_jobs.evaluate import EvaluateConfig
@@ -222,8 +213,12 @@ def orchard_posttrain():
         chain = list(dict.fromkeys([base, *models]))
         candidate, earlier = chain[-1], chain[:-1]
         steps = [Manifest.read(Path(path)).step for path in earlier]
-        champion = aliases(settings.mlflow_uri, settings.model_name).get("champion")
-        if champion and _registered_from(settings, champion, Manifest.read(Path(candidate))):
+        uri, name = settings.mlflow_uri, settings.model_name
+        champion = aliases(uri, name).get("champion")
+        made = Manifest.read(Path(candidate))
+        if champion and version_tag(uri, name, champion, f"orchard.lineage.{made.step}") == str(
+            made.path
+        ):
             champion = None  # a re-run whose first run made this very model champion
         config = EvaluateConfig(
             baselines=steps, model_name=settings.model_name, champion_version=champion

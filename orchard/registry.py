@@ -126,3 +126,11 @@ def aliases(tracking_uri: str, name: str) -> dict[str, str]:
     except MlflowException:
         return {}
     return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def version_tag(tracking_uri: str, name: str, version: str, tag: str) -> str | None:
+    """Tag `tag` of version `version` of registered model `name` (None when unset)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return client.get_model_version(name, version).tags.get(tag)
