@@ -173,6 +173,31 @@ def test_republishing_is_idempotent_and_a_forced_rebuild_replaces_the_whole_resu
     assert other.ref.path == first.path  # lineage names the published location
 
 
+def test_a_failure_report_beside_the_output_is_published_and_the_step_is_not(
+    endpoint, bucket, tmp_path
+):
+    root = store(endpoint, bucket, tmp_path / "cache")
+
+    def fails_its_suite(ctx: StepContext) -> StepOutput:
+        # What validate and chat_data do: keep a report people open, then fail the step.
+        report = ctx.out.parent / f"failed-{ctx.key}"
+        report.mkdir()
+        (report / "validation.json").write_text('{"success": false}')
+        raise OrchardError("the corpus failed 1 rule")
+
+    with pytest.raises(OrchardError, match="failed 1 rule"):
+        run_step(
+            step="validate",
+            name="c",
+            config=Fixture(label="d"),
+            data_root=root,
+            body=fails_its_suite,
+        )
+    (key,) = objects(endpoint, bucket)
+    assert key.startswith("data/validate/failed-") and key.endswith("/validation.json")
+    assert latest(root, "validate") is None
+
+
 def test_a_reader_never_sees_a_manifest_before_its_data(endpoint, bucket, tmp_path):
     root = store(endpoint, bucket, tmp_path / "cache")
     files = {f"part-{i:02d}.txt": "x" * (i + 1) for i in range(30)}
