@@ -227,6 +227,41 @@ def test_a_reader_never_sees_a_manifest_before_its_data(endpoint, bucket, tmp_pa
     assert seen == [done] and len(done.files) == 30
 
 
+def test_a_dag_task_finds_a_published_step_on_s3_without_a_ray_job(endpoint, bucket, tmp_path):
+    from orchard.ray_submit import run_step_job
+    from orchard.settings import Settings
+
+    settings = Settings(
+        home=tmp_path / "home",
+        data_root=f"s3://{bucket}/data",
+        s3_endpoint=endpoint,
+        s3_access_key="testing",
+        s3_secret_key="testing",
+        ray_address="http://127.0.0.1:9",  # nothing listens: a job submission would fail
+    )
+    config = Fixture(label="e")
+    done = run_step(
+        step="mix",
+        name="m",
+        config=config,
+        data_root=Storage.from_settings(settings),
+        body=writes({"x": "1"}),
+    )
+    logged: list[str] = []
+    found = run_step_job(
+        settings,
+        module="mix",
+        step="mix",
+        name="m",
+        config=config,
+        inputs=[],
+        base_id="t",
+        log=logged.append,
+    )
+    assert found == done and logged == [f"mix: already done, skipped: {done.path}"]
+    assert not (tmp_path / "home" / "data").exists()
+
+
 def corpus_body(ctx: StepContext) -> StepOutput:
     rng = random.Random(5)
     (ctx.out / "documents").mkdir()
