@@ -260,13 +260,12 @@ def orchard_data():
 
     @task
     def validate(curated: str, params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
         from airflow.exceptions import AirflowFailException
 
         from orchard.ray_submit import RayJobFailed
         from orchard.settings import load_settings
-        from orchard.steps import Manifest, locate
+        from orchard.steps import Manifest, output_location
+        from orchard.storage import Storage
         from ray_jobs.validate import ValidateConfig
 
         config = ValidateConfig(
@@ -280,9 +279,10 @@ def orchard_data():
             )
         except RayJobFailed as error:
             # validate keeps a failing report at <data_root>/validate/failed-<key>.
-            inputs = [Manifest.read(Path(curated))]
-            report = locate(Path(settings.data_dir), "validate", "failed", config, inputs)
-            if report.exists():
+            inputs = [Manifest.read(curated)]
+            store = Storage.from_settings(settings)
+            report = output_location(store, "validate", "failed", config, inputs)
+            if store.files(report):
                 # The suite failed: the data will not change on a retry, so stop here.
                 raise AirflowFailException(f"{error} (report: {report})") from None
             raise
@@ -290,14 +290,13 @@ def orchard_data():
 
     @task(outlets=[CURATED_CORPUS])
     def mix(curated: str, validated: str, params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
+        from orchard.storage import join
         from ray_jobs.mix import MixConfig
 
         config = MixConfig(weights=params["weights"])
         manifest = step_job(context, params, "mix", "corpus", config, [curated, validated])
         context["outlet_events"][CURATED_CORPUS].extra = {
-            "manifest": str(Path(manifest.path) / "manifest.json"),
+            "manifest": join(manifest.path, "manifest.json"),
             "documents": manifest.counts.get("documents", 0),
             "key": manifest.key,
         }

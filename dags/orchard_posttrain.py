@@ -115,23 +115,19 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
 def orchard_posttrain():
     @task
     def pretrained(params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
         from orchard.dag_inputs import upstream_manifest
 
         found = upstream_manifest(context, PRETRAINED_MODEL, params["pretrained"], "pretrain")
-        return str(Path(found).parent)
+        return found.removesuffix("manifest.json").rstrip("/")  # a local path or s3:// URI
 
     @task
     def chat_data(base: str, params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
         from airflow.sdk.exceptions import AirflowFailException
 
         from orchard.steps import Manifest, ancestors
         from ray_jobs.chat_data import ChatDataConfig
 
-        behind = ancestors([Manifest.read(Path(base))])
+        behind = ancestors([Manifest.read(base)])
         corpora = [m.path for m in behind if m.step == "curate" and m.code_version != "unknown"]
         if not corpora:
             raise AirflowFailException(
@@ -201,8 +197,6 @@ def orchard_posttrain():
         params: dict | None = None,
         **context,
     ) -> str:
-        from pathlib import Path
-
         from orchard.registry import aliases, version_tag
         from orchard.settings import load_settings
         from orchard.steps import Manifest
@@ -212,10 +206,10 @@ def orchard_posttrain():
         # Each stage's output once, in pipeline order; the last one is the candidate.
         chain = list(dict.fromkeys([base, *models]))
         candidate, earlier = chain[-1], chain[:-1]
-        steps = [Manifest.read(Path(path)).step for path in earlier]
+        steps = [Manifest.read(path).step for path in earlier]
         uri, name = settings.mlflow_uri, settings.model_name
         champion = aliases(uri, name).get("champion")
-        made = Manifest.read(Path(candidate))
+        made = Manifest.read(candidate)
         if champion and version_tag(uri, name, champion, f"orchard.lineage.{made.step}") == str(
             made.path
         ):
@@ -224,15 +218,16 @@ def orchard_posttrain():
             baselines=steps, model_name=settings.model_name, champion_version=champion
         )
         inputs = [chat, candidate, *earlier] + ([rm] if rm else [])
-        return step_job(context, params, "evaluate", Path(candidate).name, config, inputs).path
+        name = candidate.rstrip("/").rsplit("/", 1)[-1]
+        return step_job(context, params, "evaluate", name, config, inputs).path
 
     @task(outlets=[CHAT_MODEL])
     def register(candidate: str, evaluation: str, params: dict | None = None, **context):
         import json
-        from pathlib import Path
 
         from orchard.pipeline import mlflow_ui_url
         from orchard.settings import load_settings
+        from orchard.storage import join, storage_for
         from ray_jobs.register import RegisterConfig
 
         settings = load_settings()
@@ -240,7 +235,7 @@ def orchard_posttrain():
             model_name=settings.model_name, champion_if_none=params["champion_if_none"]
         )
         path = step_job(context, params, "register", "chat", config, [candidate, evaluation]).path
-        record = json.loads((Path(path) / "registered.json").read_text())
+        record = json.loads(storage_for(path).read_text(join(path, "registered.json")))
         version = f"{record['model_name']}/versions/{record['version']}"
         url = f"{mlflow_ui_url(settings)}/#/models/{version}"
         print(f"registered {record['uri']} as {', '.join(record['aliases'])}: {url}")

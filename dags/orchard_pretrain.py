@@ -86,8 +86,7 @@ def orchard_pretrain():
 
     @task(outlets=[PRETRAINED_MODEL])
     def pretrain(tokenized_manifest: str, params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
+        from orchard.storage import join
         from ray_jobs.pretrain import PretrainConfig
 
         config = PretrainConfig(
@@ -102,8 +101,8 @@ def orchard_pretrain():
             context, params, "pretrain", params["preset"], config, [tokenized_manifest]
         )
         context["outlet_events"][PRETRAINED_MODEL].extra = {
-            "manifest": str(Path(manifest.path) / "manifest.json"),
-            "hf_dir": str(Path(manifest.path) / "hf"),
+            "manifest": join(manifest.path, "manifest.json"),
+            "hf_dir": join(manifest.path, "hf"),
             "val_loss": manifest.metrics.get("val_loss"),
             "key": manifest.key,
         }

@@ -74,8 +74,7 @@ def orchard_tokenizer():
     def tokenize(
         corpus_manifest: str, tokenizer_dir: str, params: dict | None = None, **context
     ) -> str:
-        from pathlib import Path
-
+        from orchard.storage import join
         from ray_jobs.tokenize import TokenizeConfig
 
         config = TokenizeConfig(valid_fraction=params["valid_fraction"])
@@ -83,7 +82,7 @@ def orchard_tokenizer():
             context, params, "tokenize", "corpus", config, [tokenizer_dir, corpus_manifest]
         )
         context["outlet_events"][TOKENIZED_CORPUS].extra = {
-            "manifest": str(Path(manifest.path) / "manifest.json"),
+            "manifest": join(manifest.path, "manifest.json"),
             "tokens": manifest.counts.get("tokens.train", 0),
             "key": manifest.key,
         }

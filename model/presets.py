@@ -4,7 +4,11 @@ Every preset is a decoder-only Llama: RMSNorm, SwiGLU MLP, RoPE, grouped-query a
 no biases, untied input/output embeddings. `nano` and `micro` train on a laptop CPU;
 `small`, `medium` and `large` are ~6B, ~13.5B and ~70B shapes (Llama-2-7B with 8 KV
 groups, a 48-layer Llama-2-13B with 8 KV groups, Llama-3-70B), split the way those sizes
-are usually split over 8-GPU nodes.
+are usually split over 8-GPU nodes: TP within a node (NVLink), PP across nodes, and data
+parallelism (DP = GPUs / (TP × PP)) over the rest. On H100 80 GB nodes `orchard plan`
+(`model/plan.py`) shows the fit: at 128 GPUs `small` is TP 2 × DP 64 without recompute,
+`medium` TP 4 × PP 2 × DP 16 without recompute, `large` TP 8 × PP 4 × DP 4 with
+selective recompute.
 
 A variant is a copy: `dataclasses.replace(get_preset("nano"), seq_length=512, name="nano-512")`.
 """

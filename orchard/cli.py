@@ -262,6 +262,43 @@ def run(
     console.print(f"Stop everything with: {sys.argv[0]} down")
 
 
+@app.command()
+def plan(
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(help="Model preset (repeatable; default: small, medium and large)."),
+    ] = None,
+    tokens: Annotated[str, typer.Option(help="Training tokens: 1T, 300B, 2e12.")] = "1T",
+    gpus: Annotated[int, typer.Option(help="GPUs in all (a multiple of TP × PP).")] = 128,
+    mfu: Annotated[float, typer.Option(help="Model FLOPs utilization you expect.")] = 0.4,
+    price: Annotated[float, typer.Option(help="Dollars per GPU-hour.")] = 2.5,
+    gpu: Annotated[str, typer.Option(help="GPU kind: h100 (989 TFLOP/s bf16) or a100.")] = "h100",
+    vocab: Annotated[int, typer.Option(help="Vocabulary size.")] = 32_000,
+    micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
+) -> None:
+    """Plan a pretraining run: memory per GPU, fit, tokens/s, days, GPU-hours and cost."""
+    from model.plan import SEED_PRESETS, describe
+    from model.plan import plan as make_plan
+
+    for name in preset or SEED_PRESETS:
+        made = make_plan(
+            name,
+            tokens=tokens,
+            gpus=gpus,
+            mfu=mfu,
+            price=price,
+            gpu=gpu,
+            vocab_size=vocab,
+            micro_batch=micro_batch,
+        )
+        table = Table(title=f"{name} pretraining plan", title_justify="left", show_header=False)
+        table.add_column("")
+        table.add_column("")
+        for label, value in describe(made):
+            table.add_row(label, value)
+        console.print(table)
+
+
 def main() -> None:
     try:
         app()

@@ -49,8 +49,15 @@ def upstream_manifest(context: dict, asset: Any, given: str | None, step: str) -
 
     from orchard.settings import load_settings
     from orchard.steps import latest
+    from orchard.storage import Storage, is_uri, join, storage_for
 
+    settings = load_settings()
     if given:
+        if is_uri(given):  # an s3:// data root: the manifest object or its directory
+            directory = given.rstrip("/").removesuffix("/manifest.json")
+            if not storage_for(directory, settings).is_file(join(directory, "manifest.json")):
+                raise AirflowFailException(f"no manifest at {given}: give a finished {step} output")
+            return join(directory, "manifest.json")
         path = Path(given)
         path = path / "manifest.json" if path.is_dir() else path
         if not path.is_file():
@@ -59,14 +66,18 @@ def upstream_manifest(context: dict, asset: Any, given: str | None, step: str) -
     events = (context.get("triggering_asset_events") or {}).get(asset) or []
     for event in reversed(list(events)):
         manifest = (event.extra or {}).get("manifest")
-        if manifest and Path(manifest).is_file():
+        if manifest and (
+            storage_for(manifest, settings).is_file(manifest)
+            if is_uri(manifest)
+            else Path(manifest).is_file()
+        ):
             return manifest
-    newest = latest(Path(load_settings().data_dir), step)
+    newest = latest(Storage.from_settings(settings), step)
     if newest is None:
         raise AirflowFailException(
             f"no finished {step} output yet: run the DAG that makes it first"
         )
-    return str(Path(newest.path) / "manifest.json")
+    return join(newest.path, "manifest.json")
 
 
 def step_job(
@@ -91,7 +102,14 @@ def step_job(
     from orchard.steps import MANIFEST, Manifest
 
     step = step or module
-    directories = [Path(p).parent if Path(p).name == MANIFEST else Path(p) for p in inputs]
+    directories = [
+        str(p).rstrip("/").removesuffix(f"/{MANIFEST}")
+        if "://" in str(p)
+        else Path(p).parent
+        if Path(p).name == MANIFEST
+        else Path(p)
+        for p in inputs
+    ]
     return run_step_job(
         settings or load_settings(),
         module=module,

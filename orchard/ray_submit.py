@@ -14,14 +14,14 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from orchard.credentials import ray_auth_headers
 from orchard.errors import OrchardError
 from orchard.settings import Settings
-from orchard.steps import MANIFEST, Manifest, StepConfig, locate
+from orchard.steps import MANIFEST, Manifest, StepConfig, output_location
+from orchard.storage import Storage, join
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 AIRFLOW_LOGIN_VARIABLES = {"ORCHARD_AIRFLOW_PASSWORD", "ORCHARD_AIRFLOW_TOKEN"}
@@ -137,17 +137,18 @@ def run_step_job(
     """Run `ray_jobs.<module>` as a Ray job unless its output already exists; return its
     manifest. The output path is derived here from the same config and inputs the job
     gets, so a finished step costs no job at all on a re-run."""
-    final = locate(Path(settings.data_dir), step, name, config, inputs)
-    if (final / MANIFEST).exists() and not force:
+    store = Storage.from_settings(settings)
+    final = output_location(store, step, name, config, inputs)
+    if store.is_file(join(final, MANIFEST)) and not force:
         log(f"{step}: already done, skipped: {final}")
-        return Manifest.read(final)
+        return Manifest.read(final, store)
     args = ["python", "-m", f"ray_jobs.{module}", "--config", config.model_dump_json()]
     args += ["--name", name]
     for manifest in inputs:
-        args += ["--input", str(Path(manifest.path) / MANIFEST)]
+        args += ["--input", join(manifest.ref.path, MANIFEST)]
     if force:
         args.append("--force")
     run_ray_job(settings, base_id=base_id, entrypoint=shlex.join(args), log=log)
-    if not (final / MANIFEST).exists():
+    if not store.is_file(join(final, MANIFEST)):
         raise OrchardError(f"the {step} job succeeded but left no manifest at {final}")
-    return Manifest.read(final)
+    return Manifest.read(final, store)

@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     data_root: str | None = Field(
         None,
         description="Where datasets, checkpoints and step outputs go: a local directory "
-        "(default <home>/data), or a mounted one; an s3:// URI is not supported yet.",
+        "(default <home>/data), or s3://bucket/prefix on S3 or MinIO (endpoint and keys: "
+        "the s3_* settings; steps stage locally under <home>/cache, then publish).",
     )
 
     # -- the local stack ------------------------------------------------------------
@@ -328,6 +329,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_path(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root(cls, value: str | None) -> str | None:
+        from orchard.storage import check_root
+
+        return check_root(value) if value else value
 
     @field_validator(
         "mlflow_tracking_uri",

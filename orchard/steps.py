@@ -10,6 +10,11 @@ Every `ray_jobs` step runs through `run_step`:
   written last, inside staging, and the directory is renamed into place, so the final
   path either holds a finished result or does not exist (a killed or retried task can
   never half-overwrite one);
+- with an `s3://bucket/prefix` data root (`orchard.storage`) staging is a local
+  directory, published by uploading the data objects first and `manifest.json` last:
+  the manifest is the publish marker, and a directory without one is ignored and
+  rebuilt; inputs are downloaded into a local cache keyed by their manifest's content
+  (`localize`), so step bodies read local files either way;
 - when the manifest already exists the step is skipped and that manifest returned;
   one written by another code version is reused with a loud warning, unless the caller
   forces a rebuild;
@@ -37,9 +42,19 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 import orchard
+from orchard.storage import (
+    Storage,
+    cache_dir_for,
+    download_published,
+    is_uri,
+    join,
+    local_files,
+    publish_remote,
+    storage_for,
+)
 
 if TYPE_CHECKING:
     from orchard.settings import Settings
@@ -82,14 +97,22 @@ class Manifest(BaseModel):
     timings: dict[str, float] = {}
     mlflow_run_id: str | None = None
     created_at: str
+    # On object storage: the published files (relative name -> bytes), what readers fetch.
+    files: dict[str, int] = {}
+    # Where a localized copy came from (`localize`): lineage records that, not the cache.
+    _origin: str | None = PrivateAttr(default=None)
 
     @property
     def ref(self) -> InputRef:
-        return InputRef(step=self.step, key=self.key, path=self.path)
+        return InputRef(step=self.step, key=self.key, path=self._origin or self.path)
 
     @classmethod
-    def read(cls, directory: Path) -> Manifest:
-        return cls.model_validate_json((directory / MANIFEST).read_text())
+    def read(cls, directory: Path | str, storage: Storage | None = None) -> Manifest:
+        """The manifest in `directory`: a local path, or an `s3://` step directory."""
+        if is_uri(directory):
+            store = storage or storage_for(directory)
+            return cls.model_validate_json(store.read_text(join(directory, MANIFEST)))
+        return cls.model_validate_json((Path(directory) / MANIFEST).read_text())
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,19 @@ class StepContext:
     out: Path
     work: Path
     key: str
+    # Scratch that outlives the host (on S3: `<step>/.<name>-<key>.work/` in the bucket,
+    # e.g. Ray Train checkpoints), and the pyarrow filesystem to reach it; None = `work`.
+    durable_work: str | None = None
+    filesystem: Any = None
+
+    def durable(self, name: str) -> tuple[str, Any]:
+        """(path, pyarrow filesystem or None) of `name` in the scratch space that outlives
+        this host: Ray Train's `RunConfig(storage_path=..., storage_filesystem=...)`.
+        Locally `work/name`; on S3 `bucket/<step>/.<name>-<key>.work/name`, its checkpoints
+        then resume on any host."""
+        if self.durable_work is None:
+            return str(self.work / name), None
+        return join(self.durable_work, name).removeprefix("s3://"), self.filesystem
 
 
 @dataclass
@@ -161,28 +197,23 @@ def run_step(
     step: str,
     name: str,
     config: StepConfig,
-    data_root: Path,
+    data_root: Path | Storage,
     body: Callable[[StepContext], StepOutput],
     inputs: list[Manifest] | None = None,
     force: bool = False,
     mlflow_uri: str | None = None,
 ) -> Manifest:
-    """Run `body(context)` once per (config, inputs); return the step's manifest."""
+    """Run `body(context)` once per (config, inputs); return the step's manifest.
+    `data_root` is a local directory or a `Storage` (`Storage.from_settings`)."""
+    store = data_root if isinstance(data_root, Storage) else None
+    if store is not None and store.remote:
+        return _run_step_remote(step, name, config, store, body, inputs, force, mlflow_uri)
+    data_root = Path(store.root) if store is not None else Path(data_root)
     refs = [manifest.ref for manifest in inputs or []]
     key = step_key(step, config, refs)
     final = data_root / step / f"{name}-{key}"
     if (final / MANIFEST).exists() and not force:
-        done = Manifest.read(final)
-        if done.code_version != code_version():
-            log.warning(
-                "REUSING %s written by code %s (running %s): pass force=True to rebuild",
-                final,
-                done.code_version,
-                code_version(),
-            )
-        else:
-            log.info("skip %s: already done (%s)", step, final)
-        return done
+        return _reuse(Manifest.read(final), str(final), step)
 
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -221,6 +252,117 @@ def run_step(
         raise
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def _reuse(done: Manifest, where: str, step: str) -> Manifest:
+    if done.code_version != code_version():
+        log.warning(
+            "REUSING %s written by code %s (running %s): pass force=True to rebuild",
+            where,
+            done.code_version,
+            code_version(),
+        )
+    else:
+        log.info("skip %s: already done (%s)", step, where)
+    return done
+
+
+def _run_step_remote(
+    step: str,
+    name: str,
+    config: StepConfig,
+    store: Storage,
+    body: Callable[[StepContext], StepOutput],
+    inputs: list[Manifest] | None,
+    force: bool,
+    mlflow_uri: str | None,
+) -> Manifest:
+    """`run_step` on object storage: stage locally, then publish data first, manifest last."""
+    refs = [manifest.ref for manifest in inputs or []]
+    key = step_key(step, config, refs)
+    final = store.join(step, f"{name}-{key}")
+    marker = join(final, MANIFEST)
+    if store.is_file(marker) and not force:
+        return _reuse(Manifest.read(final, store), final, step)
+    store.check_writable()
+    local = store.cache / "steps" / step
+    local.mkdir(parents=True, exist_ok=True)
+    staging = local / f".{name}-{key}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    work = local / f".{name}-{key}.work"
+    work.mkdir(exist_ok=True)
+    durable = store.join(step, f".{name}-{key}.work")
+    started = time.monotonic()
+    context = StepContext(staging, work, key, durable_work=durable, filesystem=store.fs)
+    try:
+        try:
+            output = body(context)
+        except BaseException:
+            # validate and chat_data keep a failure report beside their output: publish it.
+            report = local / f"failed-{key}"
+            if report.is_dir():
+                for relative, path in local_files(report):
+                    store.upload_file(path, store.join(step, f"failed-{key}", relative))
+            raise
+        manifest = Manifest(
+            step=step,
+            name=name,
+            key=key,
+            path=final,
+            config=config.model_dump(mode="json"),
+            inputs=refs,
+            code_version=code_version(),
+            counts=output.counts,
+            metrics=output.metrics,
+            timings={"seconds": round(time.monotonic() - started, 3)},
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        if mlflow_uri:
+            artifacts = {name: staging / name for name in output.artifacts}
+            manifest.mlflow_run_id = _log_to_mlflow(
+                mlflow_uri, manifest, artifacts, run_id=output.mlflow_run_id
+            )
+        if store.is_file(marker):
+            if not force:
+                # A concurrent run of the same step finished first: keep its result.
+                shutil.rmtree(staging, ignore_errors=True)
+                return Manifest.read(final, store)
+            store.delete(marker)  # a forced rebuild: unpublish first, never mix two runs
+
+        def render(files: dict[str, int]) -> str:
+            manifest.files = files
+            return manifest.model_dump_json(indent=2)
+
+        text = publish_remote(store, staging, final, MANIFEST, render)
+        (staging / MANIFEST).write_text(text)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # The staged copy is what a later step on this host would download: keep it as such.
+    cached = cache_dir_for(store, final, text)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staging, cached)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    store.delete_tree(durable)
+    return manifest
+
+
+def localize(manifest: Manifest, store: Storage | None = None) -> Manifest:
+    """`manifest` with `path` pointing at a local copy of its files: itself when it is
+    local already, else a copy downloaded once into the cache (keyed by the manifest's
+    content); its `ref` still names where it was published, for lineage."""
+    if not is_uri(manifest.path):
+        return manifest
+    store = store or storage_for(manifest.path)
+    text = store.read_text(join(manifest.path, MANIFEST))
+    names = sorted(Manifest.model_validate_json(text).files) or None
+    local = download_published(store, manifest.path, MANIFEST, text, names)
+    copy = manifest.model_copy(update={"path": str(local)})
+    copy._origin = manifest.path
+    return copy
 
 
 def _publish(staging: Path, final: Path) -> None:
@@ -265,11 +407,31 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def latest(data_root: Path, step: str) -> Manifest | None:
+def latest(data_root: Path | Storage, step: str) -> Manifest | None:
     """The newest finished output of `step` under `data_root` (by creation time), if any:
     what a manually triggered DAG builds on when no upstream run handed it a manifest."""
-    done = [Manifest.read(path.parent) for path in (data_root / step).glob(f"*/{MANIFEST}")]
+    if isinstance(data_root, Storage) and data_root.remote:
+        store = data_root
+        found = [store.join(step, d) for d in store.subdirs(store.join(step))]
+        done = [
+            Manifest.read(directory, store)
+            for directory in found
+            if not directory.rsplit("/", 1)[-1].startswith(".")
+            and store.is_file(join(directory, MANIFEST))
+        ]
+    else:
+        root = Path(data_root.root) if isinstance(data_root, Storage) else data_root
+        done = [Manifest.read(path.parent) for path in (root / step).glob(f"*/{MANIFEST}")]
     return max(done, key=lambda manifest: manifest.created_at, default=None)
+
+
+def _published(location: str) -> Manifest | None:
+    """The manifest at a recorded input location, or None when it is gone."""
+    if is_uri(location):
+        store = storage_for(location)
+        return Manifest.read(location, store) if store.is_file(join(location, MANIFEST)) else None
+    path = Path(location)
+    return Manifest.read(path) if (path / MANIFEST).is_file() else None
 
 
 def ancestors(manifests: list[Manifest]) -> list[Manifest]:
@@ -285,16 +447,18 @@ def ancestors(manifests: list[Manifest]) -> list[Manifest]:
         seen.add(manifest.path)
         found.append(manifest)
         for ref in manifest.inputs:
-            path = Path(ref.path)
-            if (path / MANIFEST).is_file():
-                queue.append(Manifest.read(path))
+            upstream = _published(ref.path)
+            if upstream is not None:
+                queue.append(upstream)
             elif ref.path not in seen:
-                log.warning("lineage: %s (%s) is gone; recorded by its key only", path, ref.step)
+                log.warning(
+                    "lineage: %s (%s) is gone; recorded by its key only", ref.path, ref.step
+                )
                 seen.add(ref.path)
                 found.append(
                     Manifest(
                         step=ref.step,
-                        name=path.name,
+                        name=ref.path.rstrip("/").rsplit("/", 1)[-1],
                         key=ref.key,
                         path=ref.path,
                         config={},
@@ -318,6 +482,13 @@ def locate(
 ) -> Path:
     """Where `run_step` puts (or has put) this step's output, without running it."""
     return data_root / step / f"{name}-{step_key(step, config, [m.ref for m in inputs])}"
+
+
+def output_location(
+    store: Storage, step: str, name: str, config: StepConfig, inputs: list[Manifest]
+) -> str:
+    """`locate` for any data root: a local path or an `s3://` URI, as a string."""
+    return store.join(step, f"{name}-{step_key(step, config, [m.ref for m in inputs])}")
 
 
 @dataclass(frozen=True)
@@ -356,7 +527,7 @@ class StepSpec:
             step=self.step,
             name=name or self.default_name,
             config=config,
-            data_root=Path(settings.data_dir),
+            data_root=Storage.from_settings(settings),
             body=body,
             inputs=inputs,
             force=force,
@@ -414,21 +585,38 @@ def step_main(
         where = ".".join(str(part) for part in first["loc"]) or "config"
         print(f"error: bad {where} in --config: {first['msg']}", file=sys.stderr)
         return 2
-    inputs = []
-    for path in args.input:
-        manifest = Path(path)
-        manifest = manifest / MANIFEST if manifest.is_dir() else manifest
-        if not manifest.is_file():
-            print(
-                f"error: no manifest at {manifest}: pass a finished step's manifest.json",
-                file=sys.stderr,
-            )
-            return 2
-        inputs.append(Manifest.model_validate_json(manifest.read_text()))
     try:
-        done = run(config, inputs, load_settings(), args.name, args.force)
+        settings = load_settings()
+        store = Storage.from_settings(settings)
+        inputs = []
+        for path in args.input:
+            manifest = _input_manifest(path, settings)
+            if manifest is None:
+                print(
+                    f"error: no manifest at {path}: pass a finished step's manifest.json",
+                    file=sys.stderr,
+                )
+                return 2
+            inputs.append(localize(manifest, store if is_uri(manifest.path) else None))
+        done = run(config, inputs, settings, args.name, args.force)
     except OrchardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"manifest: {Path(done.path) / MANIFEST}")
+    print(f"manifest: {join(done.path, MANIFEST)}")
     return 0
+
+
+def _input_manifest(path: str, settings: Settings) -> Manifest | None:
+    """The manifest an `--input` names (its manifest.json or its directory; a local path
+    or an `s3://` URI), or None when there is none."""
+    if is_uri(path):
+        store = storage_for(path, settings)
+        directory = path.rstrip("/").removesuffix(f"/{MANIFEST}")
+        if not store.is_file(join(directory, MANIFEST)):
+            return None
+        return Manifest.read(directory, store)
+    manifest = Path(path)
+    manifest = manifest / MANIFEST if manifest.is_dir() else manifest
+    if not manifest.is_file():
+        return None
+    return Manifest.model_validate_json(manifest.read_text())

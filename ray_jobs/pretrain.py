@@ -415,6 +415,7 @@ def pretrain(
         "peak_flops": peak * config.workers,
     }
     resources = {"CPU": config.threads_per_worker}
+    storage_path, storage_filesystem = ctx.durable("ray-train")  # S3 with an s3:// data root
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop,
@@ -423,7 +424,8 @@ def pretrain(
         ),
         run_config=RunConfig(
             name=f"pretrain-{ctx.key}",
-            storage_path=str(ctx.work / "ray-train"),
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             # A dead worker restarts the group from the last checkpoint.
             failure_config=FailureConfig(max_failures=3),
@@ -437,7 +439,7 @@ def pretrain(
 
             MlflowClient(mlflow_uri).set_terminated(run_id, status="FAILED")
         raise OrchardError(
-            f"pretraining failed: {error}. The last checkpoint is kept in {ctx.work}: "
+            f"pretraining failed: {error}. The last checkpoint is kept in {storage_path}: "
             "run the step again to resume"
         ) from None
     if result.checkpoint is None:

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -342,7 +343,9 @@ def tokenize(
     }
     datasets = {
         "format": "megatron-indexed-dataset",
-        "tokenizer": str(tokenizer_dir),
+        # A copy inside this output (relative path): pretraining on another host, or
+        # reading the output from object storage, finds it without the tokenizer step's.
+        "tokenizer": TOKENIZER_DIR,
         "vocab_size": info.vocab_size,
         "eod_id": info.eod_id,
         "pad_id": info.pad_id,
@@ -354,6 +357,7 @@ def tokenize(
         "valid": entries["valid"],
         "totals": totals,
     }
+    shutil.copytree(tokenizer_dir, ctx.out / TOKENIZER_DIR)
     (ctx.out / DATASETS).write_text(json.dumps(datasets, indent=2))
 
     tokens = sum(total["tokens"] for total in totals.values())

@@ -24,6 +24,7 @@ from orchard import credentials
 from orchard.credentials import ray_auth_env, ray_auth_headers
 from orchard.errors import OrchardError
 from orchard.settings import Settings
+from orchard.storage import is_uri, join
 
 
 def _status_ok(response: httpx.Response) -> bool:
@@ -88,8 +89,10 @@ def s3_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ensure_bucket(settings: Settings) -> None:
-    """Create the artifact bucket on the S3/MinIO endpoint if it does not exist yet."""
+def ensure_bucket(settings: Settings, bucket: str | None = None) -> None:
+    """Create the artifact bucket (or `bucket`: the data root's) on the S3/MinIO endpoint
+    if it does not exist yet."""
+    bucket = bucket or settings.s3_bucket
     endpoint = urlparse(settings.s3_endpoint)
     client = Minio(
         endpoint.netloc,
@@ -99,11 +102,11 @@ def ensure_bucket(settings: Settings) -> None:
         region=settings.s3_region,
     )
     try:
-        if not client.bucket_exists(settings.s3_bucket):
-            client.make_bucket(settings.s3_bucket)
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
     except (S3Error, OSError) as error:
         raise OrchardError(
-            f"cannot use bucket {settings.s3_bucket!r} at {settings.s3_endpoint} ({error}): "
+            f"cannot use bucket {bucket!r} at {settings.s3_endpoint} ({error}): "
             "check ORCHARD_S3_ENDPOINT and the ORCHARD_S3_* credentials"
         ) from None
 
@@ -180,7 +183,10 @@ def mlflow_service(settings: Settings) -> Service:
     if settings.mlflow_tracking_uri:
         return Service("mlflow", "MLflow", url, f"{url}/health")
     state = settings.home / "mlflow"
-    if settings.s3_endpoint:
+    remote_root = is_uri(settings.data_dir)
+    if remote_root:  # the same store as the step outputs and checkpoints
+        artifacts = join(settings.data_dir, "mlflow-artifacts")
+    elif settings.s3_endpoint:
         artifacts = f"s3://{settings.s3_bucket}/mlflow"
     else:
         artifacts = str(Path(settings.data_dir) / "mlflow-artifacts")
@@ -193,6 +199,8 @@ def mlflow_service(settings: Settings) -> Service:
         env.update(s3_env(settings))
         if settings.s3_endpoint:
             ensure_bucket(settings)
+            if remote_root:
+                ensure_bucket(settings, urlparse(settings.data_dir).netloc)
         return env
 
     command = [

@@ -113,7 +113,10 @@ def test_bin_idx_read_back_is_the_token_stream_in_order_with_the_split(tmp_path,
         for ids in docs:
             assert [i for i, token in enumerate(ids) if token == 0] == [len(ids) - 1]
     datasets = json.loads(Path(done.path, "datasets.json").read_text())
-    assert datasets["tokenizer"] == str(Path(sources[0].path, "tokenizer"))
+    assert datasets["tokenizer"] == "tokenizer"  # its own copy, beside datasets.json
+    copy, original = Path(done.path, "tokenizer"), Path(sources[0].path, "tokenizer")
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in original.iterdir())
+    assert (copy / "tokenizer.json").read_bytes() == (original / "tokenizer.json").read_bytes()
     assert (datasets["vocab_size"], datasets["eod_id"], datasets["pad_id"]) == (512, 0, 4)
     assert datasets["dtype"] == "uint16"
     assert [e["source"] for e in datasets["train"]] == [
@@ -223,7 +226,7 @@ def test_command_line_records_both_inputs_and_logs_to_mlflow(
         warnings.simplefilter("ignore")
         from megatron.core.tokenizers import MegatronTokenizer
     datasets = json.loads(Path(done.path, "datasets.json").read_text())
-    megatron = MegatronTokenizer.from_pretrained(datasets["tokenizer"])
+    megatron = MegatronTokenizer.from_pretrained(str(Path(done.path, datasets["tokenizer"])))
     assert (megatron.eod, megatron.vocab_size) == (datasets["eod_id"], datasets["vocab_size"])
     assert main(args) == 0  # done: skipped, same manifest
     assert capsys.readouterr().out.strip().removeprefix("manifest: ") == printed
