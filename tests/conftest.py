@@ -79,8 +79,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if id(item) not in chosen and "cluster_session" in getattr(item, "fixturenames", ())
     ]
     hosts.sort(key=lambda item: item.get_closest_marker("stops_cluster") is not None)
+    # A test that needs both the stack and the cluster is in the stack's group: then the
+    # cluster's other tests join that group too, so that one worker starts one cluster.
+    uses_both = any("cluster_session" in getattr(item, "fixturenames", ()) for item in stack)
     for item in hosts:
-        item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+        item.add_marker(pytest.mark.xdist_group(STACK_GROUP if uses_both else CLUSTER_GROUP))
     chosen |= set(map(id, hosts))
     items[:] = stack + hosts + [item for item in items if id(item) not in chosen]
 
