@@ -280,6 +280,9 @@ def cluster_down() -> None:
     from orchard import cluster
 
     settings = _settings()
+    swept = cluster.sweep_orphans()
+    if swept:
+        console.print(f"removed clusters left by killed test runs: {', '.join(swept)}")
     layout = cluster.load(settings)
     stopped = cluster.down(settings)
     if layout is None or stopped is None:

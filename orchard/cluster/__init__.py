@@ -11,14 +11,34 @@ a user runs them, reach the head at `layout.dashboard_url` / `layout.gcs_address
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 
 from orchard import credentials
 from orchard.cluster import network, ray_nodes
-from orchard.cluster.layout import ClusterError, Host, Layout, RayPorts, new_layout, state_path
+from orchard.cluster.layout import (
+    BASE_DIR_GLOB,
+    ClusterError,
+    Host,
+    Layout,
+    RayPorts,
+    new_layout,
+    state_path,
+)
 from orchard.settings import Settings
 
-__all__ = ["ClusterError", "Host", "Layout", "down", "load", "status", "up"]
+__all__ = [
+    "ClusterError",
+    "Host",
+    "Layout",
+    "RayPorts",
+    "down",
+    "load",
+    "status",
+    "sweep_orphans",
+    "up",
+]
 
 RAY_START_WAIT = 90.0
 DEFAULT_OBJECT_STORE_MB = 200
@@ -50,8 +70,9 @@ def load(settings: Settings) -> Layout | None:
     return Layout.from_json(path.read_text())
 
 
-def up(settings: Settings) -> Layout:
-    """Create the hosts and start Ray on them; return once three nodes are alive."""
+def up(settings: Settings, owner_bound: bool = False) -> Layout:
+    """Create the hosts and start Ray on them; return once three nodes are alive.
+    `owner_bound`: the cluster belongs to this process (a test run), see `sweep_orphans`."""
     network.check_can_create()
     existing = load(settings)
     if existing is not None:
@@ -67,13 +88,18 @@ def up(settings: Settings) -> Layout:
     try:
         with network.creation_lock():
             layout = new_layout(
-                network.subnets_in_use(), token_path, _ports(settings), object_store_mb * 2**20
+                network.subnets_in_use(),
+                token_path,
+                _ports(settings),
+                object_store_mb * 2**20,
+                owner_bound,
             )
             # Saved before anything exists: an interrupted `up` leaves a layout `down` can use.
             path.write_text(layout.to_json())
+            for host in layout.hosts:
+                Path(host.local_dir).mkdir(parents=True, exist_ok=True)
+            (Path(layout.base_dir) / "layout.json").write_text(layout.to_json())
             network.create(layout)
-        for host in layout.hosts:
-            Path(host.local_dir).mkdir(parents=True, exist_ok=True)
         env = node_env(settings, layout)
         ray_nodes.start(layout, env)
         nodes = ray_nodes.alive_nodes(layout, env, len(layout.hosts), RAY_START_WAIT)
@@ -88,6 +114,32 @@ def up(settings: Settings) -> Layout:
             down(settings)
         raise
     return layout
+
+
+def sweep_orphans() -> list[str]:
+    """Remove the test runs' clusters whose owning process is gone (a pytest run killed
+    before its finalizer ran); return their run ids. A cluster made by `orchard cluster
+    up` is never swept: it lives until `orchard cluster down`."""
+    swept: list[str] = []
+    if os.geteuid() != 0:  # only root can have made (and can remove) one
+        return swept
+    for path in glob.glob(BASE_DIR_GLOB):
+        try:
+            layout = Layout.from_json(Path(path).read_text())
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if layout.owner_bound and not _alive(layout.owner_pid):
+            network.destroy(layout)
+            swept.append(layout.run_id)
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def down(settings: Settings) -> dict[str, int] | None:

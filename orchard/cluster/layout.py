@@ -69,6 +69,9 @@ class Layout:
     ports: RayPorts
     hosts: tuple[Host, ...]
     object_store_bytes: int
+    # True for a test run's cluster: it dies with owner_pid, and a later run removes it
+    # if that process was killed before its finalizer ran (see `sweep_orphans`).
+    owner_bound: bool = False
 
     @property
     def head(self) -> Host:
@@ -118,11 +121,16 @@ def state_path(home: Path) -> Path:
     return home / "cluster" / "layout.json"
 
 
+# A copy of each layout also sits in its base dir, where a later run can find it.
+BASE_DIR_GLOB = "/tmp/orc-*/layout.json"
+
+
 def new_layout(
     taken_subnets: set[str],
     token_path: Path,
     ports: RayPorts,
     object_store_bytes: int,
+    owner_bound: bool = False,
 ) -> Layout:
     """A fresh layout: a random run id (names never collide with another run's) and a
     /24 of the test range that no interface or route of this machine uses yet."""
@@ -162,4 +170,5 @@ def new_layout(
         ports=ports,
         hosts=hosts,
         object_store_bytes=object_store_bytes,
+        owner_bound=owner_bound,
     )

@@ -30,7 +30,7 @@ class ClusterHosts:
 
     def ensure_up(self) -> cluster.Layout:
         if self.layout is None:
-            self.layout = cluster.up(self.settings)
+            self.layout = cluster.up(self.settings, owner_bound=True)
             self.netns_inodes = network.netns_inodes(self.layout)
         return self.layout
 
@@ -62,6 +62,7 @@ def cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
         network.check_can_create()
     except cluster.ClusterError as error:
         pytest.skip(f"no test cluster here: {error}")
+    cluster.sweep_orphans()  # what a killed earlier run left behind
     home: Path = tmp_path_factory.mktemp("cluster-home")
     hosts = ClusterHosts(Settings(home=home))
     try:

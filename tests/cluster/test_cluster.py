@@ -4,6 +4,7 @@ leaves nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from orchard import cluster
 from orchard.cluster import network, ray_nodes
-from orchard.cluster.layout import TEST_NETWORK, state_path
+from orchard.cluster.layout import TEST_NETWORK, new_layout, state_path
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -91,3 +92,29 @@ def test_teardown_leaves_no_namespace_link_process_or_dir(cluster_hosts):
     assert not any(h.netns in network.ip("netns", "list") for h in layout.hosts)
     assert not state_path(cluster_hosts.settings.home).exists()
     assert cluster.down(cluster_hosts.settings) is None  # idempotent
+
+
+def test_a_killed_runs_hosts_are_swept_by_the_next_run(tmp_path):
+    try:
+        network.check_can_create()
+    except cluster.ClusterError as error:
+        pytest.skip(str(error))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a test run killed before its finalizer: its owner pid is gone
+    ports = cluster.RayPorts(gcs=1, dashboard=2, client=3)
+    with network.creation_lock():
+        layout = new_layout(network.subnets_in_use(), tmp_path / "token", ports, 2**20, True)
+        layout = dataclasses.replace(layout, owner_pid=dead.pid)
+        os.makedirs(layout.base_dir)
+        with open(os.path.join(layout.base_dir, "layout.json"), "w") as handle:
+            handle.write(layout.to_json())
+        network.create(layout)
+    sleeper = subprocess.Popen(network.netns_exec(layout.hosts[1], "sleep", "300"))
+    try:
+        assert network.leftovers(layout)
+        assert layout.run_id in cluster.sweep_orphans()
+        assert sleeper.wait(timeout=30) != 0  # killed with its host
+        assert network.leftovers(layout) == []
+    finally:
+        sleeper.kill()
+        network.destroy(layout)
