@@ -9,6 +9,7 @@ import ipaddress
 import os
 import subprocess
 
+import httpx
 import pytest
 
 from orchard import cluster
@@ -31,6 +32,14 @@ def test_three_ray_nodes_alive_each_with_its_own_address(cluster_hosts):
         assert node["resources"]["CPU"] == 1
         assert ("node:__internal_head__" in node["resources"]) == (host.role == "head")
     assert len({host.address for host in layout.hosts} | {layout.root_address}) == 4
+    # The job API, which Airflow's tasks in the root namespace submit to, answers there.
+    token = open(layout.token_path).read().strip()
+    version = httpx.get(
+        f"{layout.dashboard_url}/api/version",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert version.status_code == 200 and version.json()["ray_version"]
 
 
 def test_each_host_routes_only_to_the_test_hosts(cluster_hosts):
