@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from pathlib import Path
 
 from orchard import credentials
@@ -85,6 +86,7 @@ def up(settings: Settings, owner_bound: bool = False) -> Layout:
     object_store_mb = settings.ray_object_store_mb or DEFAULT_OBJECT_STORE_MB
     path = state_path(settings.home)
     path.parent.mkdir(parents=True, exist_ok=True)
+    layout = None
     try:
         with network.creation_lock():
             layout = new_layout(
@@ -106,14 +108,37 @@ def up(settings: Settings, owner_bound: bool = False) -> Layout:
         if len(nodes) < len(layout.hosts):
             raise ClusterError(
                 f"only {len(nodes)} of {len(layout.hosts)} Ray nodes came up in "
-                f"{RAY_START_WAIT:.0f} s: see the ray-start.log and ray/session_latest/logs "
-                f"under {layout.base_dir}/<host>"
+                f"{RAY_START_WAIT:.0f} s"
             )
-    except BaseException:  # a failure or Ctrl-C half-way: remove what was made
+    except ClusterError as error:
+        if layout is None:
+            raise
+        kept = _keep_logs(layout, settings.logs_dir / f"cluster-{layout.run_id}")
+        down(settings)
+        if kept is None:
+            raise
+        raise ClusterError(f"{error}; the hosts' logs are kept in {kept}") from None
+    except BaseException:  # another failure, or Ctrl-C half-way: remove what was made
         if path.exists():
             down(settings)
         raise
     return layout
+
+
+def _keep_logs(layout: Layout, dest: Path) -> Path | None:
+    """Copy each host's `ray start` output and Ray logs out of its dir before teardown;
+    None when there were none (Ray never started)."""
+    kept = False
+    for host in layout.hosts:
+        start_log = Path(host.local_dir) / "ray-start.log"
+        ray_logs = Path(host.ray_temp_dir) / "session_latest" / "logs"
+        if start_log.exists():
+            (dest / host.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(start_log, dest / host.name)
+            kept = True
+        if ray_logs.is_dir():
+            shutil.copytree(ray_logs, dest / host.name / "ray", dirs_exist_ok=True)
+    return dest if kept else None
 
 
 def sweep_orphans() -> list[str]:

@@ -74,9 +74,7 @@ def start_node(layout: Layout, host: Host, env: dict[str, str]) -> None:
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise ClusterError(
-            f"`ray start` on host {host.name} ({host.address}) failed: "
-            + " | ".join(tail)
-            + f" (full log: {log})"
+            f"`ray start` on host {host.name} ({host.address}) failed: " + " | ".join(tail)
         )
 
 
