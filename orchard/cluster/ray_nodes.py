@@ -40,6 +40,7 @@ def start_command(layout: Layout, host: Host) -> list[str]:
         f"--node-ip-address={host.address}",
         "--num-cpus=1",
         f"--resources={json.dumps({host.resource: 1})}",
+        f"--labels=orchard-host={host.name}",
         f"--object-store-memory={layout.object_store_bytes}",
         f"--temp-dir={host.ray_temp_dir}",
         "--disable-usage-stats",
@@ -100,7 +101,8 @@ while True:
     time.sleep(0.5)
 print(json.dumps([
     {"address": n["NodeManagerAddress"], "hostname": n["NodeManagerHostname"],
-     "node_id": n["NodeID"], "resources": n["Resources"]} for n in nodes
+     "node_id": n["NodeID"], "resources": n["Resources"], "labels": n.get("Labels", {})}
+    for n in nodes
 ]))
 """
 

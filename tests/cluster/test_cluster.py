@@ -29,6 +29,7 @@ def test_three_ray_nodes_alive_each_with_its_own_address(cluster_hosts):
         node = nodes[host.address]
         assert node["hostname"] == host.hostname
         assert node["resources"][host.resource] == 1
+        assert node["labels"]["orchard-host"] == host.name
         assert node["resources"]["CPU"] == 1
         assert ("node:__internal_head__" in node["resources"]) == (host.role == "head")
     assert len({host.address for host in layout.hosts} | {layout.root_address}) == 4
