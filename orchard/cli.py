@@ -27,6 +27,11 @@ app = typer.Typer(
 )
 dag_app = typer.Typer(help="Trigger and follow Airflow DAG runs.", no_args_is_help=True)
 app.add_typer(dag_app, name="dag")
+cluster_app = typer.Typer(
+    help="A cluster of test hosts on this machine (network namespaces, Ray on each); needs root.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
 # Piped output (CI logs, `make run | tee`) gets wide lines so URLs stay whole.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -222,6 +227,86 @@ def dag_trigger(
     if not isinstance(params, dict):
         raise OrchardError('--conf must be a JSON object, e.g. \'{"message": "hi"}\'')
     trigger_and_wait(_settings(), dag_id, params, wait)
+
+
+def _print_cluster(layout, hosts: dict[str, dict] | None = None) -> bool:
+    """The hosts table; True when every host's Ray node is alive."""
+    table = Table(title=f"Test cluster {layout.run_id} ({layout.subnet})", title_justify="left")
+    for column in ("host", "role", "namespace", "address", "hostname", "processes", "ray node"):
+        table.add_column(column)
+    alive = True
+    for host in layout.hosts:
+        info = (hosts or {}).get(host.name, {})
+        node = info.get("node") if hosts is not None else True
+        alive = alive and bool(node)
+        table.add_row(
+            host.name,
+            host.role,
+            host.netns,
+            host.address,
+            host.hostname,
+            str(info.get("processes", "-")),
+            "[green]alive[/]" if node else "[red]down[/]",
+        )
+    console.print(table)
+    console.print(f"root namespace on the bridge: {layout.root_address} ({layout.bridge})")
+    console.print(f"Ray head: {layout.gcs_address}   dashboard and jobs: {layout.dashboard_url}")
+    console.print(
+        f"drivers join with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={layout.token_path} "
+        f"ray.init(address={layout.gcs_address!r}); pin a task to a host with "
+        f"resources={{'host_b': 0.01}}",
+        soft_wrap=True,
+    )
+    return alive
+
+
+@cluster_app.command("up")
+def cluster_up() -> None:
+    """Create hosts a, b, c (network namespaces in 198.18.0.0/15) with a Ray head on a and
+    Ray workers on b and c; wait until the three nodes are alive. Ctrl-C removes them."""
+    from orchard import cluster
+
+    settings = _settings()
+    started_at = time.monotonic()
+    layout = cluster.up(settings)
+    console.print(f"Three Ray nodes alive in {time.monotonic() - started_at:.0f} s.")
+    _print_cluster(layout)
+    console.print(f"Remove everything with: {sys.argv[0]} cluster down")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop every process on the test hosts; remove their namespaces, veths, bridge, dirs."""
+    from orchard import cluster
+
+    settings = _settings()
+    swept = cluster.sweep_orphans()
+    if swept:
+        console.print(f"removed clusters left by killed test runs: {', '.join(swept)}")
+    layout = cluster.load(settings)
+    stopped = cluster.down(settings)
+    if layout is None or stopped is None:
+        console.print(f"Nothing to remove: no test cluster is recorded under {settings.home}.")
+        return
+    counts = ", ".join(f"{name} ({count})" for name, count in stopped.items()) or "none"
+    console.print(
+        f"removed cluster {layout.run_id}: processes stopped per host: {counts}; "
+        "namespaces, veths, bridge and host dirs deleted"
+    )
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Show the test hosts, their processes and Ray nodes. Exit 1 unless all are alive."""
+    from orchard import cluster
+
+    settings = _settings()
+    found = cluster.status(settings)
+    if found is None:
+        console.print(f"No test cluster under {settings.home}: `orchard cluster up` starts one.")
+        raise typer.Exit(1)
+    if not _print_cluster(*found):
+        raise typer.Exit(1)
 
 
 # The demo corpus is the Python documentation: code and numbers throughout. Gopher's prose

@@ -50,24 +50,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # `stops_stack`) is placed last only so that nothing has to start it again, and if a
 # stack test still follows it, the stack is started again before that test.
 STACK_GROUP = "stack"
+# Likewise the three-host test cluster (tests/cluster): one per run, on one worker.
+CLUSTER_GROUP = "cluster"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "stops_stack: the test stops the session stack (placed after its users)"
     )
+    config.addinivalue_line(
+        "markers", "stops_cluster: the test removes the test cluster (placed after its users)"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The session stack's tests first, the ones that stop it last among them, then the
-    rest: under xdist the stack group is the longest unit, so it starts first."""
+    test cluster's tests likewise, then the rest: under xdist the stack group is the
+    longest unit, so it starts first."""
     stack = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
     stack.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
     for item in stack:
         item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
     chosen = set(map(id, stack))
-    items[:] = stack + [item for item in items if id(item) not in chosen]
+    hosts = [
+        item
+        for item in items
+        if id(item) not in chosen and "cluster_session" in getattr(item, "fixturenames", ())
+    ]
+    hosts.sort(key=lambda item: item.get_closest_marker("stops_cluster") is not None)
+    # A test that needs both the stack and the cluster is in the stack's group: then the
+    # cluster's other tests join that group too, so that one worker starts one cluster.
+    uses_both = any("cluster_session" in getattr(item, "fixturenames", ()) for item in stack)
+    for item in hosts:
+        item.add_marker(pytest.mark.xdist_group(STACK_GROUP if uses_both else CLUSTER_GROUP))
+    chosen |= set(map(id, hosts))
+    items[:] = stack + hosts + [item for item in items if id(item) not in chosen]
 
 
 @pytest.hookimpl(tryfirst=True)  # before the item's fixtures (module ones included) are set up
