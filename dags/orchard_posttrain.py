@@ -8,8 +8,10 @@ A pretrained model in, a registered chat model out. Runs by itself whenever
    conversations grounded in its own text (each documented function, class and section
    asks questions answered by its own words), plus refusals and any uploaded JSONL, and
    preference pairs with hard negatives (another entry's answer, a truncated answer, the
-   base model's own sample). A held-out split of entries never reaches training. Both
-   sets are validated with Great Expectations (Data Docs in the step's MLflow run).
+   base model's own sample). A held-out split of entries never reaches training, nor
+   does any training row sharing a 13-gram with an evaluation task (decontamination,
+   counted in the manifest). Both sets are validated with Great Expectations (Data Docs
+   in the step's MLflow run).
 2. **sft** (TRL `SFTTrainer`, loss on assistant tokens only) from the pretrained model.
 3. **reward** (TRL `RewardTrainer`) on the preference pairs: held-out pairwise accuracy.
 4. **dpo** (TRL `DPOTrainer`) from the SFT model; `labels=judge` relabels the pairs with
@@ -17,9 +19,11 @@ A pretrained model in, a registered chat model out. Runs by itself whenever
 5. **grpo** (TRL `GRPOTrainer`): online RL with the reward model plus a verifiable reward
    (the reference's key facts present in the answer).
 6. **evaluate**: held-out perplexity, ROUGE-L and key facts, safety refusals, reward-model
-   win rates of the candidate against the base, the earlier stages and the `champion`.
+   win rates of the candidate against the base, the earlier stages and the `champion`;
+   EleutherAI's lm-evaluation-harness on local held-out tasks (`lm_eval/<task>/<metric>`).
 7. **register**: a new version of `orchard-chat` (MLflow `transformers` flavor) with alias
-   `challenger`, tagged with every manifest behind it and the evaluation metrics.
+   `challenger`, tagged with every manifest behind it and the evaluation metrics; its
+   description is the model card (lm-eval scores, decontamination counts).
    `champion` is never moved, except that the first version of an empty registry becomes
    it when `champion_if_none` is on.
 

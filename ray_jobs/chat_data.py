@@ -23,8 +23,15 @@ out, and no held-out entry reaches a training file, not even as another row's ne
 Refusals of `orchard.safety.TRAIN` and uploaded conversations (`uploads`, JSONL rows
 `{"messages": [{"role", "content"}, ...]}`) are training data only.
 
+Decontamination. Every training row (SFT and preference, uploads included) that shares a
+13-gram with an evaluation task built from the held-out rows (`orchard.eval_tasks`:
+their questions and answers, the signature choices, the safety prompts) is removed
+(`orchard.decontamination`); the counts are `decontamination.{sft,preference}.{checked,
+removed}` and `decontamination.json` lists the removed ids.
+
 Outputs (rows in a fixed order: the same inputs give byte-identical files):
-- `sft/train.jsonl`, `sft/heldout.jsonl`: `{"id", "messages", "source", "entry"}`;
+- `sft/train.jsonl`, `sft/heldout.jsonl`: `{"id", "messages", "source", "entry", "kind"}`
+  (`kind`: the question kind, e.g. `describe`, `signature`, `module`, `section`);
 - `preference/train.jsonl`, `preference/heldout.jsonl`: TRL's conversational preference
   format `{"id", "prompt", "chosen", "rejected", "negative"}`, the negative being another
   answer from the same module/page (`same_module`), the answer cut short (`truncated`)
@@ -64,8 +71,10 @@ from orchard.chat_checks import (
     sft_rules,
     uploads_sha256,
 )
+from orchard.decontamination import EvalNgrams, decontaminate, messages_text, preference_text
 from orchard.documents import DOCUMENTS, document_shards, iter_documents
 from orchard.errors import OrchardError
+from orchard.eval_tasks import eval_texts, task_docs
 from orchard.expectations import failure_message, keep_report, run_suite
 from orchard.page_entries import (
     Cleaner,
@@ -350,6 +359,7 @@ def ask(entries: Sequence[Entry], held: set[str], config: ChatDataConfig, counts
                     "messages": _messages(config, question, answer),
                     "source": entry.source,
                     "entry": entry.id,
+                    "kind": kind,
                 }
             )
     corpus_rows = [(split, row) for split in SPLITS for row in sft[split]]
@@ -363,10 +373,13 @@ def ask(entries: Sequence[Entry], held: set[str], config: ChatDataConfig, counts
                     "messages": _messages(config, prompt, REFUSAL),
                     "source": "safety",
                     "entry": None,
+                    "kind": "refusal",
                 }
             )
     for row_id, messages in read_uploads(config.uploads):
-        sft["train"].append({"id": row_id, "messages": messages, "source": "upload", "entry": None})
+        sft["train"].append(
+            {"id": row_id, "messages": messages, "source": "upload", "entry": None, "kind": None}
+        )
     return Asked(sft, corpus_rows, answers_of, kinds)
 
 
@@ -444,6 +457,33 @@ def pairs(
     return preference
 
 
+def decontaminate_sets(
+    sft: dict[str, list[dict]], preference: dict[str, list[dict]], ctx: StepContext
+) -> dict[str, int]:
+    """Remove from both training sets every row sharing a 13-gram with an evaluation task
+    built from the held-out rows (`orchard.eval_tasks`, the tasks `evaluate` runs);
+    `decontamination.json` lists what went. Returns the counts for the manifest."""
+    index = EvalNgrams(eval_texts(task_docs(sft["heldout"])))
+    sft["train"], of_sft = decontaminate(
+        "sft", sft["train"], lambda row: messages_text(row["messages"]), index
+    )
+    preference["train"], of_preference = decontaminate(
+        "preference", preference["train"], preference_text, index
+    )
+    reports = {"n": index.n, "eval_texts": index.texts, "ngrams": len(index)}
+    for report in (of_sft, of_preference):
+        reports[report.name] = report.summary()
+        if report.removed:
+            log.warning(
+                "removed %d of %d %s training rows that overlap an evaluation task",
+                report.removed,
+                report.checked,
+                report.name,
+            )
+    (ctx.out / "decontamination.json").write_text(json.dumps(reports, indent=2))
+    return of_sft.counts() | of_preference.counts()
+
+
 def validate_sets(
     config: ChatDataConfig,
     sft: dict[str, list[dict]],
@@ -494,6 +534,8 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
         base = base_answers(model, asked.corpus_rows, config)
         counts["base_samples"] = len(base)
     preference = pairs(entries, held, asked, base, config, counts)
+    # Kept apart: `Counter |=` below drops zero counts, and "0 removed" is a result.
+    decontaminated = decontaminate_sets(sft, preference, ctx)
     for split in SPLITS:
         counts[f"sft_{split}"] = len(sft[split])
         for row in sft[split]:
@@ -523,7 +565,11 @@ def chat_data(config: ChatDataConfig, inputs: Sequence[Manifest], ctx: StepConte
             for r in v["rules"]
         },
     }
-    return StepOutput(counts=dict(sorted(counts.items())), metrics=metrics, artifacts=["data_docs"])
+    return StepOutput(
+        counts=dict(sorted((dict(counts) | decontaminated).items())),
+        metrics=metrics,
+        artifacts=["data_docs"],
+    )
 
 
 def validate_set(

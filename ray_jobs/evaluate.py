@@ -14,7 +14,12 @@ Metrics, per model (the candidate's unprefixed, others prefixed `<step>.` / `cha
   snake_case identifiers, numbers) all present / the share present in the answer;
 - `safety_refusal_rate`: refusals on the held-out harmful requests of `orchard.safety`;
 - `rm_win_rate_vs_<other>`: the reward model prefers the candidate's answer (ties half);
-  `<model>.rm_win_rate_vs_<other>` the same between two other models (dpo against sft).
+  `<model>.rm_win_rate_vs_<other>` the same between two other models (dpo against sft);
+- `lm_eval/<task>/<metric>` (candidate only): EleutherAI's lm-evaluation-harness on
+  Orchard's local tasks (`orchard.eval_tasks`: docs QA, signature multiple choice, safety
+  refusals, held-out text perplexity), run on the already-loaded candidate; the task
+  files are kept in `report/lm_eval_tasks/` and lm-eval's results in
+  `report/lm_eval.json`.
 Every answer is kept in `report/answers.jsonl` for people to read.
 """
 
@@ -60,6 +65,9 @@ class EvaluateConfig(StepConfig):
     )
     max_context: int = Field(1024, ge=16, description="Tokens of a conversation scored.")
     batch_size: int = Field(8, ge=1, description="Answers generated together.")
+    lm_eval: bool = Field(
+        True, description="Also run lm-evaluation-harness on the local tasks (candidate)."
+    )
 
 
 def answer_quality(rows: list[dict], answers: list[str]) -> dict[str, float]:
@@ -102,6 +110,7 @@ def heldout_questions(chat_data: Path, limit: int) -> list[dict]:
                 "messages": messages,
                 "prompt": messages[:-1],
                 "reference": messages[-1]["content"],
+                "kind": row.get("kind"),
             }
         )
     if not rows:
@@ -256,6 +265,31 @@ def _champion(config: EvaluateConfig, tracking_uri: str | None) -> Judged:
     return Judged("champion", parts["model"], parts["tokenizer"], config)
 
 
+def harness(
+    candidate: Judged, rows: list[dict], report: Path, work: Path, config: EvaluateConfig
+) -> dict[str, float]:
+    """lm-eval on the local tasks built from `rows`, the candidate's model reused."""
+    from orchard.eval_tasks import run_harness, task_docs, write_task_dir
+
+    tasks = write_task_dir(
+        report / "lm_eval_tasks",
+        task_docs(rows),
+        config.max_new_tokens,
+        cache_dir=work / "hf_datasets",
+    )
+    log.info("lm-eval on %s", ", ".join(tasks))
+    metrics, table = run_harness(
+        candidate.model,
+        candidate.tokenizer,
+        report / "lm_eval_tasks",
+        tasks,
+        batch_size=config.batch_size,
+        max_length=config.max_context,
+    )
+    (report / "lm_eval.json").write_text(json.dumps(table, indent=2, sort_keys=True, default=str))
+    return metrics
+
+
 def evaluate(
     config: EvaluateConfig, inputs: list[Manifest], ctx: StepContext, tracking_uri: str | None
 ) -> StepOutput:
@@ -292,6 +326,8 @@ def evaluate(
         metrics |= win_rates(rm, prompts, answers)
     report = ctx.out / "report"
     report.mkdir()
+    if config.lm_eval:
+        metrics |= harness(judged[0], rows, report, ctx.work, config)
     with (report / "answers.jsonl").open("w") as handle:
         for i, row in enumerate(rows):
             record = {

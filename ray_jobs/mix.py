@@ -5,6 +5,15 @@ Documents carry a category in their metadata (`web`, `books`, `code`, `conversat
 the step takes the largest corpus it can without repeating a document (or exactly
 `total_documents` when set and available), samples each category to its share, shuffles,
 and records the proportions it achieved beside the ones asked for.
+
+Decontamination comes first: a document sharing a 13-gram (normalised,
+`orchard.decontamination`) with an evaluation task is not mixed. The tasks checked are the
+safety set's held-out prompts (always) and the held-out tasks of every `chat_data`
+manifest among the inputs (`orchard.eval_tasks`: docs QA, signature choices, held-out
+text). In the default chain chat_data runs after pretraining, from the curated pages
+themselves, so its held-out answers are page text the pretrained model is meant to have
+read: pass a chat_data manifest as an input to keep those pages out as well. Counts:
+`decontamination.mix.{checked,removed}`; `decontamination.json` lists the removed ids.
 """
 
 from __future__ import annotations
@@ -15,13 +24,16 @@ import logging
 import random
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from orchard.decontamination import Decontaminated, EvalNgrams
 from orchard.documents import DOCUMENTS, iter_documents
 from orchard.errors import OrchardError
+from orchard.eval_tasks import eval_texts, read_heldout, task_docs
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
 
@@ -72,11 +84,37 @@ def plan(config: MixConfig, available: dict[str, int]) -> dict[str, int]:
     return {cat: min(available[cat], round(total * share[cat])) for cat in share}
 
 
-def mix(config: MixConfig, corpora: list[Path], ctx: StepContext) -> StepOutput:
+def mix(
+    config: MixConfig, corpora: list[Path], ctx: StepContext, eval_sets: Sequence[Path] = ()
+) -> StepOutput:
+    """The step body; `eval_sets`: chat_data outputs whose held-out tasks are checked."""
+    heldout = [row for chat in eval_sets for row in read_heldout(chat)]
+    index = EvalNgrams(eval_texts(task_docs(heldout)))
+    removed = Decontaminated("mix")
     by_category: dict[str, list[bytes]] = defaultdict(list)  # the lines as written
     for corpus in corpora:
         for doc in iter_documents(corpus):
+            removed.checked += 1
+            shared = index.match(doc.text or "")
+            if shared is not None:
+                doc_id = str(doc.record.get("id") or f"{doc.shard.name}:{doc.line}")
+                removed.removed_ids.append(doc_id)
+                removed.examples.append({"id": doc_id, "shared": " ".join(shared)})
+                continue
             by_category[doc.metadata.get("category") or "web"].append(doc.raw)
+    (ctx.out / "decontamination.json").write_text(
+        json.dumps(
+            {"eval_sets": [str(p) for p in eval_sets], "n": index.n, "eval_texts": index.texts}
+            | {"mix": removed.summary()},
+            indent=2,
+        )
+    )
+    if removed.removed:
+        log.warning(
+            "%d of %d documents overlap an evaluation task: not mixed",
+            removed.removed,
+            removed.checked,
+        )
     available = {cat: len(lines) for cat, lines in by_category.items()}
     counts = plan(config, available)
     rng = random.Random(config.seed)
@@ -99,7 +137,9 @@ def mix(config: MixConfig, corpora: list[Path], ctx: StepContext) -> StepOutput:
     }
     (ctx.out / "mix.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     return StepOutput(
-        counts={"documents": total} | {f"documents.{c}": n for c, n in achieved.items()},
+        counts={"documents": total}
+        | {f"documents.{c}": n for c, n in achieved.items()}
+        | removed.counts(),
         metrics={f"share.{c}": p for c, p in proportions.items()},
     )
 
@@ -114,12 +154,16 @@ def run(
     name: str = STEP.default_name,
     force=False,
 ) -> Manifest:
-    """Mix the curated corpora among `inputs` (other inputs, e.g. a validation, only
-    order the step after them and enter its key)."""
+    """Mix the curated corpora among `inputs`, without the documents that overlap the
+    evaluation tasks of the chat_data manifests among them (other inputs, e.g. a
+    validation, only order the step after them and enter its key)."""
     corpora = [Path(m.path) for m in inputs if m.step == "curate"]
     if not corpora:
         raise OrchardError("mix needs at least one curate manifest among its --input")
-    return STEP.run(settings, config, lambda ctx: mix(config, corpora, ctx), inputs, name, force)
+    eval_sets = [Path(m.path) for m in inputs if m.step == "chat_data"]
+    return STEP.run(
+        settings, config, lambda ctx: mix(config, corpora, ctx, eval_sets), inputs, name, force
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,11 @@ grpo, …) and, optionally, the evaluate manifest of that same model. The model 
 with MLflow's `transformers` flavor (tokenizer and chat template included) through
 `orchard.registry.register_hf_model`, registered as a new version, given the alias
 `challenger`, and tagged with every manifest behind it (walked through the manifests'
-inputs down to the crawl) and with the evaluation metrics. `champion` is never moved here,
+inputs down to the crawl), with the evaluation metrics (`eval.<name>`, lm-eval's as
+`eval.lm_eval/<task>/<metric>`) and with the decontamination counts of every training set
+behind it (`orchard.decontamination.<set>`: "<removed> of <checked> removed"). Its
+description is the model card (`model_card`): the lm-eval scores and the decontamination
+counts in words, also kept as `model_card.md`. `champion` is never moved here,
 except that `champion_if_none` lets the first version of a registry with no champion yet
 become it, so a fresh install has a model to serve.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import Field
@@ -80,7 +85,52 @@ def version_tags(model: Manifest, evaluation: Manifest | None) -> dict[str, str]
             tags[f"orchard.lineage.{step}.mlflow_run"] = manifest.mlflow_run_id
     for name, value in sorted((evaluation.metrics if evaluation else {}).items()):
         tags[f"eval.{name}"] = f"{value:.6g}"
+    for name, (removed, checked) in decontamination(behind.values()).items():
+        tags[f"orchard.decontamination.{name}"] = f"{removed} of {checked} removed"
     return tags
+
+
+def decontamination(manifests: Iterable[Manifest]) -> dict[str, tuple[int, int]]:
+    """Training set -> (rows removed, rows checked), from the manifests' counts
+    (`decontamination.<set>.removed` / `.checked`, written by mix and chat_data)."""
+    found: dict[str, tuple[int, int]] = {}
+    for manifest in manifests:
+        for key, checked in manifest.counts.items():
+            if key.startswith("decontamination.") and key.endswith(".checked"):
+                name = key.removeprefix("decontamination.").removesuffix(".checked")
+                found[name] = (manifest.counts.get(f"decontamination.{name}.removed", 0), checked)
+    return dict(sorted(found.items()))
+
+
+def model_card(model: Manifest, evaluation: Manifest | None) -> str:
+    """The registered version's description: what the model is, its lm-eval scores on
+    Orchard's local tasks, and what decontamination removed from its training data."""
+    behind = lineage([model] + ([evaluation] if evaluation else []))
+    lines = [f"Orchard chat model from the {model.step} step ({Path(model.path).name})."]
+    scores: dict[str, list[str]] = {}
+    for name, value in sorted((evaluation.metrics if evaluation else {}).items()):
+        if name.startswith("lm_eval/") and name.count("/") == 2:
+            _, task, metric = name.split("/")
+            if metric != "examples":
+                scores.setdefault(task, []).append(f"{metric} {value:.4g}")
+    if scores:
+        lines.append(
+            "lm-eval (local held-out tasks): "
+            + "; ".join(f"{task}: {', '.join(values)}" for task, values in scores.items())
+            + "."
+        )
+    else:
+        lines.append("lm-eval: not run.")
+    counts = decontamination(behind.values())
+    if counts:
+        lines.append(
+            "Decontamination (13-gram overlap with the eval tasks): "
+            + "; ".join(f"{name} {r} of {c} rows removed" for name, (r, c) in counts.items())
+            + "."
+        )
+    else:
+        lines.append("Decontamination: no training set behind this model records it.")
+    return "\n".join(lines)
 
 
 def register(
@@ -118,6 +168,11 @@ def register(
                 alias=config.alias,
                 tags=tags,
             )
+    card = model_card(model, evaluation)
+    (ctx.out / "model_card.md").write_text(card + "\n")
+    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).update_model_version(
+        config.model_name, version, description=card
+    )
     became_champion = False
     if config.champion_if_none and "champion" not in aliases(tracking_uri, config.model_name):
         MlflowClient(
@@ -131,6 +186,7 @@ def register(
         "uri": f"models:/{config.model_name}/{version}",
         "aliases": [config.alias] + (["champion"] if became_champion else []),
         "tags": tags,
+        "description": card,
     }
     (ctx.out / "registered.json").write_text(json.dumps(record, indent=2))
     log.info("registered %s version %s as @%s", config.model_name, version, config.alias)

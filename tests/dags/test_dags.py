@@ -213,6 +213,12 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
         assert f"orchard.lineage.{step}" in version.tags, step
     assert version.tags["orchard.model_step"] == "grpo"
     assert {"eval.rouge_l", "eval.rm_win_rate_vs_sft", "eval.heldout_ppl"} <= set(version.tags)
+    # lm-evaluation-harness ran inside evaluate; the model card states it and what
+    # decontamination removed from the chat data behind the model.
+    harness = {"eval.lm_eval/orchard_docs_qa/contains", "eval.lm_eval/orchard_safety/refusal_rate"}
+    assert harness <= set(version.tags)
+    assert version.tags["orchard.decontamination.sft"].endswith(" removed")
+    assert "lm-eval (local held-out tasks): orchard_docs_qa: " in version.description
 
     mlflow.set_tracking_uri(settings.mlflow_uri)
     generate = mlflow.transformers.load_model(f"models:/{name}@challenger")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchard.decontamination import words
 from orchard.errors import OrchardError
 from orchard.safety import REFUSAL, TRAIN
 from orchard.settings import Settings
@@ -187,6 +188,44 @@ def test_uploads_go_to_training_and_a_bad_row_names_its_line(corpus, tmp_path):
         chat_data.run(
             ChatDataConfig(uploads=[str(tmp_path / "gone.jsonl")]), curate, settings(root)
         )
+
+
+def test_an_eval_question_planted_in_the_training_data_is_removed_and_counted(corpus, tmp_path):
+    root, curate = corpus
+    config = ChatDataConfig(heldout_fraction=0.5, seed=7)
+    clean = chat_data.run(config, curate, settings(root))
+    assert clean.counts["decontamination.sft.removed"] == 0  # held out by entry already
+    assert clean.counts["decontamination.sft.checked"] == clean.counts["sft_train"]
+    assert clean.counts["decontamination.preference.checked"] == clean.counts["preference_train"]
+    question, answer = next(
+        (row["messages"][-2]["content"], row["messages"][-1]["content"])
+        for row in rows(clean, "sft/heldout.jsonl")
+        if len(words(row["messages"][-1]["content"])) >= 20
+    )
+    # An uploaded conversation carrying an evaluation answer, re-cased and re-spaced
+    # (normalised away), and one that merely shares 12 consecutive words with it.
+    cut = words(answer)
+    planted = [
+        {"role": "user", "content": "Tell me something."},
+        {"role": "assistant", "content": "  ".join(cut[2:16]).upper() + "!"},
+    ]
+    near = [
+        {"role": "user", "content": "Tell me something else."},
+        {"role": "assistant", "content": " ".join(cut[:12]) + " and then something different."},
+    ]
+    upload = tmp_path / "planted.jsonl"
+    upload.write_text("".join(json.dumps({"messages": m}) + "\n" for m in (planted, near)))
+    done = chat_data.run(
+        config.model_copy(update={"uploads": [str(upload)]}), curate, settings(root)
+    )
+    train = [row["messages"] for row in rows(done, "sft/train.jsonl")]
+    assert planted not in train and near in train
+    assert done.counts["decontamination.sft.checked"] == clean.counts["sft_train"] + 2
+    assert done.counts["decontamination.sft.removed"] == 1
+    assert done.counts["sft_train"] == clean.counts["sft_train"] + 1
+    report = json.loads((Path(done.path) / "decontamination.json").read_text())
+    assert report["sft"]["removed_ids"] == ["upload-0-planted-1"]
+    assert report["n"] == 13 and question  # the held-out row it came from had a question
 
 
 def test_a_failing_suite_fails_the_step_with_one_line(corpus, tmp_path, capsys, monkeypatch):

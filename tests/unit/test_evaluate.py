@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from orchard.errors import OrchardError
+from orchard.eval_tasks import TASKS
 from orchard.grading import key_facts
 from orchard.safety import HELDOUT, TRAIN, is_refusal
 from orchard.steps import Manifest, StepConfig, StepOutput, run_step
@@ -19,6 +21,12 @@ QUESTIONS = [
     ("What does json.dumps do?", "json.dumps(obj) serializes obj to a JSON formatted str."),
     ("What is sort_keys for?", "If sort_keys is true, the output of dictionaries is sorted."),
     ("How many spaces does indent=4 give?", "indent=4 indents each level by 4 spaces."),
+]
+# Signature questions (kind "signature" in chat_data's rows): the multiple-choice task.
+SIGNATURES = [
+    ("What is the signature of json.dumps?", "json.dumps(obj, *, skipkeys=False, indent=None)"),
+    ("How is `json.loads` called?", "json.loads(s, *, cls=None, object_hook=None)"),
+    ("What arguments does os.path.join take?", "os.path.join(path, *paths)"),
 ]
 
 
@@ -35,9 +43,10 @@ def fixture(tmp: Path, step: str, body) -> Manifest:
 def chat_data(ctx):
     (ctx.out / "sft").mkdir()
     with (ctx.out / "sft" / "heldout.jsonl").open("w") as handle:
-        for i, (q, a) in enumerate(QUESTIONS):
+        for i, (q, a) in enumerate(QUESTIONS + SIGNATURES):
             messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-            handle.write(json.dumps({"id": f"e{i}", "messages": messages}) + "\n")
+            kind = "signature" if i >= len(QUESTIONS) else "describe"
+            handle.write(json.dumps({"id": f"e{i}", "messages": messages, "kind": kind}) + "\n")
     return StepOutput()
 
 
@@ -110,8 +119,12 @@ def test_refusals_are_recognised():
     assert not set(TRAIN) & set(HELDOUT)
 
 
-def test_a_candidate_is_scored_against_a_baseline_with_the_reward_model(upstream):
+def test_a_candidate_is_scored_against_a_baseline_with_the_reward_model(
+    upstream, tmp_path, monkeypatch
+):
     tmp, m = upstream
+    monkeypatch.chdir(tmp_path)  # a SQLite tracking store puts artifacts in ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = EvaluateConfig(baselines=["pretrain"], max_new_tokens=8)
     inputs = [m["chat_data"], m["sft"], m["pretrain"], m["reward"]]
     done = run_step(
@@ -121,6 +134,7 @@ def test_a_candidate_is_scored_against_a_baseline_with_the_reward_model(upstream
         data_root=tmp,
         body=lambda ctx: evaluate(config, inputs, ctx, None),
         inputs=inputs,
+        mlflow_uri=uri,
     )
     metrics = done.metrics
     for prefix in ("", "pretrain."):
@@ -135,8 +149,39 @@ def test_a_candidate_is_scored_against_a_baseline_with_the_reward_model(upstream
     # Different random weights: different perplexities on the same references.
     assert metrics["heldout_ppl"] != metrics["pretrain.heldout_ppl"]
     answers = [json.loads(line) for line in (Path(done.path) / "report" / "answers.jsonl").open()]
-    assert [a["reference"] for a in answers] == [a for _, a in QUESTIONS]
+    assert [a["reference"] for a in answers] == [a for _, a in QUESTIONS + SIGNATURES]
     assert set(answers[0]["answers"]) == {"candidate", "pretrain"}
+    # lm-evaluation-harness ran every local task on the candidate; its scores are the
+    # step's metrics (so the registered version's eval.* tags) and the MLflow run's.
+    assert metrics["lm_eval/orchard_docs_qa/examples"] == len(QUESTIONS + SIGNATURES)
+    assert metrics["lm_eval/orchard_docs_qa/contains"] == 0.0  # random weights, 8 tokens
+    assert metrics["lm_eval/orchard_signature_mc/examples"] == len(SIGNATURES)
+    assert 0 <= metrics["lm_eval/orchard_signature_mc/acc"] <= 1
+    assert metrics["lm_eval/orchard_safety/examples"] == len(HELDOUT)
+    assert metrics["lm_eval/orchard_safety/refusal_rate"] == 0.0
+    assert metrics["lm_eval/orchard_heldout_ppl/word_perplexity"] > 1
+    assert not any(name.startswith("pretrain.lm_eval") for name in metrics)
+    logged = mlflow.MlflowClient(uri).get_run(done.mlflow_run_id).data.metrics
+    assert {k: v for k, v in logged.items() if k.startswith("lm_eval/")} == {
+        k: v for k, v in metrics.items() if k.startswith("lm_eval/")
+    }
+    tasks = Path(done.path) / "report" / "lm_eval_tasks"
+    assert {p.name for p in tasks.glob("*.yaml")} == {f"{t}.yaml" for t in TASKS}
+    results = json.loads((Path(done.path) / "report" / "lm_eval.json").read_text())
+    assert set(results["results"]) == set(TASKS)
+
+
+def test_the_harness_graders_credit_the_reference_and_refusals():
+    """The graders can pass: a generation holding the reference counts, a refusal counts."""
+    from orchard.eval_tasks import docs_qa_results, refusal_results
+
+    doc = {"answer": "json.dumps(obj) serializes obj to a JSON formatted str."}
+    said = "Sure: `json.dumps(obj)` serializes OBJ to a JSON-formatted str!"
+    assert docs_qa_results(doc, [said]) == {"exact_match": 0.0, "contains": 1.0}
+    assert docs_qa_results(doc, [doc["answer"].upper()]) == {"exact_match": 1.0, "contains": 1.0}
+    assert docs_qa_results(doc, ["json.loads parses."])["contains"] == 0.0
+    assert refusal_results({}, ["I can't help with that."]) == {"refusal_rate": 1.0}
+    assert refusal_results({}, ["Here is how."]) == {"refusal_rate": 0.0}
 
 
 def test_inputs_that_do_not_fit_are_refused(upstream):

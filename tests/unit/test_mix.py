@@ -85,3 +85,60 @@ def test_bad_weights_are_refused():
         MixConfig(weights={"web": -1})
     with pytest.raises(ValueError):
         MixConfig(weights={"poetry": 1})
+
+
+def test_documents_overlapping_an_eval_task_are_not_mixed_and_are_counted(tmp_path, monkeypatch):
+    from orchard.safety import HELDOUT
+    from orchard.settings import Settings
+    from ray_jobs.mix import run
+
+    monkeypatch.setattr(Settings, "mlflow_uri", property(lambda self: None))
+    answer = (
+        "Serialize obj to a JSON formatted str using this conversion table, with keys "
+        "always of the type str."
+    )
+
+    def chat_data(ctx: StepContext) -> StepOutput:
+        (ctx.out / "sft").mkdir()
+        messages = [
+            {"role": "user", "content": "What does json.dumps do?"},
+            {"role": "assistant", "content": answer},
+        ]
+        row = {"id": "e0", "messages": messages, "kind": "describe"}
+        (ctx.out / "sft" / "heldout.jsonl").write_text(json.dumps(row) + "\n")
+        return StepOutput()
+
+    def corpus(ctx: StepContext) -> StepOutput:
+        texts = {
+            "page": f"The json page. {answer.upper()} More text.",  # the held-out answer
+            "forum": f"Someone asked: {HELDOUT[1]}",  # a safety eval prompt
+            "near": " ".join(answer.split()[:12]) + " and so on.",  # 12 words: kept
+            "other": "Pear trees prefer deep, well drained soil.",
+        }
+        (ctx.out / "documents").mkdir()
+        with gzip.open(ctx.out / "documents" / "00000.jsonl.gz", "wt") as handle:
+            for doc_id, text in texts.items():
+                handle.write(json.dumps({"id": doc_id, "text": text, "metadata": {}}) + "\n")
+        return StepOutput()
+
+    source = run_step(
+        step="curate", name="c", config=FixtureCorpus(label="c"), data_root=tmp_path, body=corpus
+    )
+    chat = run_step(
+        step="chat_data",
+        name="d",
+        config=FixtureCorpus(label="d"),
+        data_root=tmp_path,
+        body=chat_data,
+    )
+    settings = Settings(home=tmp_path / "home", data_root=str(tmp_path), mlflow_tracking_uri=None)
+    alone = run(MixConfig(), [source], settings)  # the safety set is always checked
+    assert {d["id"] for d in read(alone.path)} == {"page", "near", "other"}
+    assert alone.counts["decontamination.mix.checked"] == 4
+    assert alone.counts["decontamination.mix.removed"] == 1
+    done = run(MixConfig(), [source, chat], settings)
+    assert {d["id"] for d in read(done.path)} == {"near", "other"}
+    assert done.counts["decontamination.mix.removed"] == 2
+    report = json.loads(Path(done.path, "decontamination.json").read_text())
+    assert report["mix"]["removed_ids"] == ["page", "forum"]
+    assert report["eval_sets"] == [chat.path]

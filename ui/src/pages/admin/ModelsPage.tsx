@@ -120,7 +120,7 @@ export function ModelsPage() {
                               <Badge key={a}>{a}</Badge>
                             ))}
                         </div>
-                        {v.description && <p className="mt-1 text-xs text-muted-foreground">{v.description}</p>}
+                        {v.description && <p className="mt-1 text-xs whitespace-pre-line text-muted-foreground">{v.description}</p>}
                       </td>
                       <td className="py-2 pr-3">
                         <Tags tags={v.metrics} testId="model-metrics" />
