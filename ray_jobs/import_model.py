@@ -289,8 +289,8 @@ def import_model(config: ImportConfig, checkpoint: Checkpoint, ctx: StepContext)
     model, tokenizer = load_hf(checkpoint)
     hf_config = model.config.to_dict()
     hf_config.pop("quantization_config", None)  # dequantized: a plain fp32 model now
-    display = config.display_name or checkpoint.path.name.removesuffix(".gguf")
-    preset = preset_from_llama(hf_config, name=_slug(display))
+    display = display_name(config, checkpoint)
+    preset = preset_from_llama(hf_config, name=output_name(config, checkpoint))
     vocab_size = int(hf_config["vocab_size"])
     if len(tokenizer) > vocab_size:
         raise OrchardError(
@@ -401,8 +401,16 @@ def _logits_differences(model, gpt, hf_out: Path, tokenizer) -> dict[str, float]
     }
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "base"
+def display_name(config: ImportConfig, checkpoint: Checkpoint) -> str:
+    """What people call the model: the config's, else the checkpoint's file/directory name."""
+    return config.display_name or checkpoint.path.name.removesuffix(".gguf")
+
+
+def output_name(config: ImportConfig, checkpoint: Checkpoint) -> str:
+    """The readable part of the output directory (and the preset's name): the display
+    name as a slug, e.g. `smollm2-135m-instruct-q4-1`."""
+    slug = re.sub(r"[^a-z0-9]+", "-", display_name(config, checkpoint).lower()).strip("-")
+    return slug[:48].strip("-") or STEP.default_name
 
 
 STEP = StepSpec("import_model", ImportConfig, default_name="base", doc=__doc__)

@@ -193,6 +193,21 @@ def test_the_manifest_records_source_licence_sha256_and_architecture(
     assert run.data.tags["orchard.sha256"] == imported.facts["sha256"]
 
 
+def test_the_dag_finds_the_import_where_the_step_put_it(imported: Manifest, data_env: Path):
+    """orchard_import hashes the source first and passes the sha256 in the config, so
+    `run_step_job` locates the output (and skips a done import) without starting a job."""
+    from orchard.steps import locate
+    from ray_jobs.import_model import ImportConfig, identify, output_name
+
+    checkpoint = identify(imported.config["source"])
+    config = ImportConfig(
+        source=imported.config["source"], display_name="Tiny Llama", sha256=checkpoint.sha256
+    )
+    assert output_name(config, checkpoint) == "tiny-llama"
+    where = locate(data_env / "data", "import_model", "base", config, [])
+    assert where == Path(imported.path)
+
+
 def test_the_model_keeps_its_own_tokenizer(imported: Manifest, tiny_llama: Path) -> None:
     from transformers import AutoTokenizer
 
