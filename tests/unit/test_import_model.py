@@ -157,6 +157,10 @@ def test_a_llama_becomes_megatron_gpt_with_the_same_logits_and_back(
         want = source(batch).logits
         megatron = gpt(batch, torch.arange(batch.shape[1]).expand_as(batch), None)
         round_trip = back(batch).logits
+    print(
+        f"max |logit diff| Megatron {(megatron - want).abs().max().item():.3g}, round trip "
+        f"{(round_trip - want).abs().max().item():.3g}"
+    )
     assert want.abs().max() > 1.0  # logits that a wrong mapping would visibly change
     assert (megatron - want).abs().max().item() <= LOGITS_TOLERANCE
     assert (round_trip - want).abs().max().item() <= LOGITS_TOLERANCE
