@@ -172,6 +172,32 @@ def test_a_llama_becomes_megatron_gpt_with_the_same_logits_and_back(
     assert max(report["logits_max_abs_diff"].values()) <= LOGITS_TOLERANCE
 
 
+def test_continued_pretraining_trains_the_imported_weights(imported: Manifest) -> None:
+    """Megatron's training core takes the import as it is: loss before the first step is
+    the imported model's, a few steps lower it, and the tied matrix stays one matrix."""
+    from model.training import TrainConfig, build_training
+
+    out = Path(imported.path)
+    preset = load_preset(out / "megatron")
+    training = build_training(
+        preset, 320, TrainConfig(lr=3e-3, warmup_steps=0, total_steps=10, micro_batch_size=2)
+    )
+    training.gpt.load_state_dict(torch.load(out / "megatron" / "model.pt"), strict=True)
+    rows = tokens(25)
+    batch = {
+        "tokens": rows[:, :-1],
+        "labels": rows[:, 1:],
+        "loss_mask": torch.ones(2, 24),
+        "position_ids": torch.arange(24).expand(2, 24),
+    }
+    losses = [training.train_step(batch)["loss"] for _ in range(4)]
+    assert losses[-1] < losses[0]
+    assert training.gpt.output_layer.weight is None  # Megatron shares the embedding
+    assert training.gpt.shared_embedding_or_output_weight() is (
+        training.gpt.embedding.word_embeddings.weight
+    )
+
+
 def test_the_manifest_records_source_licence_sha256_and_architecture(
     imported: Manifest, tiny_llama: Path
 ) -> None:
