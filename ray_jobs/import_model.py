@@ -148,10 +148,9 @@ def _package(name: str) -> Checkpoint:
         (Path(dist.locate_file(f)) for f in files if f.name.upper().startswith(("LICEN", "COPY"))),
         None,
     )
-    metadata = dist.metadata
-    licence = metadata.get("License-Expression") or metadata.get("License") or ""
-    if licence_file and not licence:
-        licence = _licence_from_text(licence_file.read_text(errors="replace"))
+    # The licence file names the licence; the metadata's field when the file is unknown.
+    licence = _licence_from_text(licence_file.read_text(errors="replace")) if licence_file else ""
+    licence = licence or dist.metadata.get("License-Expression") or dist.metadata.get("License")
     return _gguf_file(ggufs[0], licence=(licence or None, licence_file))
 
 
