@@ -433,9 +433,15 @@ def run(
             "asked for: check the source, or leave sha256 empty to take it as it is"
         )
     config = config.model_copy(update={"sha256": checkpoint.sha256})
-    return STEP.run(
-        settings, config, lambda ctx: import_model(config, checkpoint, ctx), [], name, force
-    )
+
+    def body(ctx: StepContext) -> StepOutput:
+        try:
+            return import_model(config, checkpoint, ctx)
+        except BaseException:  # nothing to resume from: leave no work directory either
+            shutil.rmtree(ctx.work, ignore_errors=True)
+            raise
+
+    return STEP.run(settings, config, body, [], name, force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -255,7 +255,8 @@ def test_the_model_keeps_its_own_tokenizer(imported: Manifest, tiny_llama: Path)
 
 
 def written(data_env: Path) -> set[Path]:
-    return set((data_env / "data").rglob("*"))
+    """Everything under the data root but the step's own folder (`run_step` makes it)."""
+    return set((data_env / "data").rglob("*")) - {data_env / "data" / "import_model"}
 
 
 def refused(capsys, source: str, data_env: Path) -> str:
@@ -307,6 +308,12 @@ def test_corrupt_or_truncated_checkpoints_are_refused(
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     line = refused(capsys, str(truncated), data_env)
     assert "not a readable safetensors file" in line and SUPPORTED in line
+
+    no_tokenizer = tmp_path / "no-tokenizer"  # passes the checks, fails to load
+    shutil.copytree(tiny_llama, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (no_tokenizer / name).unlink()
+    assert "could not be loaded" in refused(capsys, str(no_tokenizer), data_env)
 
     missing = refused(capsys, str(tmp_path / "nowhere.gguf"), data_env)
     assert "no directory, file or installed package" in missing
