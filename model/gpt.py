@@ -3,7 +3,8 @@
     preset ──> transformer_config() ──┐
     use_cuda ──> layer_spec() ────────┴──> build_gpt() ──> GPTModel (this pipeline stage)
 
-RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings. On a GPU
+RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases, untied embeddings (tied
+when the preset says so: an imported model). On a GPU
 the layers come from Transformer Engine when it imports, otherwise from Megatron's local
 spec; without TE (and always on CPU) core attention is `SDPAttention`, a thin wrapper of
 `torch.nn.functional.scaled_dot_product_attention` (flash attention on CUDA, a fused CPU
@@ -212,7 +213,7 @@ def build_gpt(
         max_sequence_length=preset.seq_length,
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=False,
+        share_embeddings_and_output_weights=preset.tie_embeddings,
         position_embedding_type="rope",
         rotary_base=preset.rotary_base,
     )

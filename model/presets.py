@@ -1,7 +1,8 @@
 """Model size presets: Llama-style shapes with their tensor/pipeline parallel sizes.
 
 Every preset is a decoder-only Llama: RMSNorm, SwiGLU MLP, RoPE, grouped-query attention,
-no biases, untied input/output embeddings. `nano` and `micro` train on a laptop CPU;
+no biases, untied input/output embeddings (an imported model's shape may tie them:
+`model/hf_import.py`). `nano` and `micro` train on a laptop CPU;
 `small`, `medium` and `large` are ~6B, ~13.5B and ~70B shapes (Llama-2-7B with 8 KV
 groups, a 48-layer Llama-2-13B with 8 KV groups, Llama-3-70B), split the way those sizes
 are usually split over 8-GPU nodes: TP within a node (NVLink), PP across nodes, and data
@@ -42,12 +43,15 @@ class ModelPreset:
     """Tensor-parallel size: heads, groups and the MLP width are split over this many devices."""
     pipeline_parallel: int = 1
     """Pipeline-parallel size: layers are split into this many consecutive stages."""
-    rotary_base: int = 10000
+    rotary_base: float = 10000
     """RoPE theta."""
     norm_epsilon: float = 1e-5
     """RMSNorm epsilon."""
     init_method_std: float = 0.02
     """Standard deviation of the normal weight initialisation."""
+    tie_embeddings: bool = False
+    """One matrix for the input embedding and the output layer (imported models such as
+    SmolLM2); Orchard's own presets keep them untied."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,7 +93,8 @@ class ModelPreset:
         attention = h * h + 2 * h * kv + h * h  # q, k, v, o
         mlp = 3 * h * self.ffn_hidden_size  # gate, up, down
         layer = attention + mlp + 2 * h  # two RMSNorm weights
-        return self.num_layers * layer + h + 2 * vocab_size * h  # final norm, embed, lm_head
+        embeddings = (1 if self.tie_embeddings else 2) * vocab_size * h  # embed, lm_head
+        return self.num_layers * layer + h + embeddings  # + final norm
 
     def flops_per_token(self, seq_length: int, vocab_size: int) -> float:
         """Training FLOPs per token (forward + backward) for MFU estimates.
@@ -99,7 +104,8 @@ class ModelPreset:
         scores and their weighted sum (the PaLM paper's convention, causal mask not halved).
         """
         h = self.hidden_size
-        matmul = self.parameters(vocab_size) - vocab_size * h - (2 * self.num_layers + 1) * h
+        lookup = 0 if self.tie_embeddings else vocab_size * h  # a tied matrix multiplies too
+        matmul = self.parameters(vocab_size) - lookup - (2 * self.num_layers + 1) * h
         return 6.0 * matmul + 12.0 * self.num_layers * h * seq_length
 
 

@@ -232,7 +232,9 @@ class Training:
         """Continue from `state_dict()` output: same shape, parallel layout and vocabulary
         required. The LR schedule (warmup, decay steps, lr) comes from the checkpoint."""
         mine = dataclasses.asdict(self.preset) | {"vocab_size": self.vocab_size}
-        saved = dict(state.get("preset", {})) | {"vocab_size": state.get("vocab_size")}
+        # A field added to ModelPreset after the checkpoint was written has its default.
+        defaults = {f.name: f.default for f in dataclasses.fields(ModelPreset)}
+        saved = defaults | dict(state.get("preset", {})) | {"vocab_size": state.get("vocab_size")}
         differ = [k for k in mine if k != "name" and saved.get(k) != mine[k]]
         if differ:
             raise OrchardError(

@@ -94,6 +94,8 @@ class Manifest(BaseModel):
     code_version: str
     counts: dict[str, int] = {}
     metrics: dict[str, float] = {}
+    # Facts about the output that are not numbers (an imported model's licence, sha256).
+    facts: dict[str, str] = {}
     timings: dict[str, float] = {}
     mlflow_run_id: str | None = None
     created_at: str
@@ -151,10 +153,13 @@ class StepOutput:
     step's MLflow run as well, e.g. a validation report people open from the MLflow UI.
     `mlflow_run_id` is the run a long step already logs into while it works (loss curves):
     the manifest, params and artifacts then go into that run instead of a new one.
+    `facts` are strings the manifest records and the MLflow run carries as
+    `orchard.<fact>` tags (an imported model's source, licence, sha256).
     """
 
     counts: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
 
@@ -233,6 +238,7 @@ def run_step(
             code_version=code_version(),
             counts=output.counts,
             metrics=output.metrics,
+            facts=output.facts,
             timings={"seconds": round(time.monotonic() - started, 3)},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
@@ -386,6 +392,7 @@ def _log_to_mlflow(
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(f"orchard-{manifest.step}")
     tags = {"orchard.step": manifest.step, "orchard.key": manifest.key}
+    tags |= {f"orchard.{name}": value for name, value in manifest.facts.items()}
     run_name = None if run_id else f"{manifest.name}-{manifest.key}"
     with mlflow.start_run(run_id=run_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params(_flat(manifest.config))

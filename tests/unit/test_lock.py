@@ -14,16 +14,18 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
+# Installed with --no-deps after the lock (Makefile): pinned the same way.
+NODEPS = ROOT / "requirements-nodeps.txt"
 
 
-def lock_problems(text: str) -> list[str]:
+def lock_problems(text: str, name: str = "requirements.lock") -> list[str]:
     """One line per entry of a lock file that is not an exact pin of a public version."""
     problems = []
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if not entry:
             continue
-        where = f"requirements.lock:{number}"
+        where = f"{name}:{number}"
         try:
             requirement = Requirement(entry)
         except InvalidRequirement as error:
@@ -45,6 +47,14 @@ def lock_problems(text: str) -> list[str]:
 
 def test_the_lock_pins_only_public_versions():
     assert lock_problems(LOCK.read_text()) == []
+
+
+def test_the_no_deps_packages_are_pinned_and_not_in_the_lock():
+    assert lock_problems(NODEPS.read_text(), NODEPS.name) == []
+    names = {line.split("==")[0].lower() for line in LOCK.read_text().splitlines()}
+    for line in NODEPS.read_text().splitlines():
+        entry = line.split("#", 1)[0].strip()
+        assert not entry or Requirement(entry).name.lower() not in names, entry
 
 
 def test_a_local_version_label_or_a_loose_pin_is_refused_with_the_fix():
