@@ -30,9 +30,16 @@ from sqlmodel import Session, select
 from orchard.knowledge.chunking import chunk_sections
 from orchard.knowledge.embeddings import Embedder, EmbeddingModelError, load_embedder
 from orchard.knowledge.files import FileLimits, FileRejected, parse_file
-from orchard.knowledge.vectors import Chunk, Hit, VectorStore, VectorStoreError, open_store
+from orchard.knowledge.vectors import (
+    Chunk,
+    EmbeddingMismatch,
+    Hit,
+    VectorStore,
+    VectorStoreError,
+    open_store,
+)
 from orchard.settings import Settings
-from platform_api.errors import not_found
+from platform_api.errors import ApiError, not_found
 from platform_api.models import KnowledgeBase, KnowledgeFile, User, new_id, utcnow
 
 log = logging.getLogger("orchard.knowledge")
@@ -204,15 +211,18 @@ class Knowledge:
         if base.embedding_model is None:
             return []  # nothing indexed yet
         embedder = self.embedder
-        return self.store.search(
-            collection_name(base.id),
-            owner=user.id,
-            text=query,
-            vector=embedder.embed([query])[0],
-            model=embedder.model,
-            k=k,
-            file_ids=file_ids,
-        )
+        try:
+            return self.store.search(
+                collection_name(base.id),
+                owner=user.id,
+                text=query,
+                vector=embedder.embed([query])[0],
+                model=embedder.model,
+                k=k,
+                file_ids=file_ids,
+            )
+        except EmbeddingMismatch as error:
+            raise ApiError(409, "embedding_model_changed", str(error)) from None
 
     def chunks(self, user: User, base: KnowledgeBase, file_id: str | None = None) -> list[Chunk]:
         if base.embedding_model is None:
