@@ -208,7 +208,7 @@ class Knowledge:
         self, user: User, base: KnowledgeBase, query: str, k: int, file_ids: list[str] | None
     ) -> list[Hit]:
         """The user's best chunks of `base` for `query` (hybrid search)."""
-        if base.embedding_model is None:
+        if self.store.collection_model(collection_name(base.id)) is None:
             return []  # nothing indexed yet
         embedder = self.embedder
         try:
@@ -225,13 +225,9 @@ class Knowledge:
             raise ApiError(409, "embedding_model_changed", str(error)) from None
 
     def chunks(self, user: User, base: KnowledgeBase, file_id: str | None = None) -> list[Chunk]:
-        if base.embedding_model is None:
-            return []
         return self.store.chunks(collection_name(base.id), owner=user.id, file_id=file_id)
 
     def vectors(self, user: User, base: KnowledgeBase) -> dict[str, list[float]]:
-        if base.embedding_model is None:
-            return {}
         return self.store.vectors(collection_name(base.id), owner=user.id)
 
     # -- deletes -------------------------------------------------------------------------

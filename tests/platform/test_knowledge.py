@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from orchard.knowledge.embeddings import EmbeddingModel
 from orchard.knowledge.lance import LanceStore
 from orchard.settings import Settings
 from testkit.documents import make_docx, make_html, make_pdf, make_pdf_bomb, make_png
@@ -257,3 +258,19 @@ def test_export_and_account_deletion_cover_files_chunks_and_vectors(api):
     store = LanceStore(home / "lancedb")
     assert store.collection_model(f"kb_{base['id']}") is None
     assert store.chunks(f"kb_{other['id']}", owner=bob.id)  # Bob's are untouched
+
+
+def test_a_base_embedded_with_another_model_is_never_mixed(api):
+    alice = api.user("alice")
+    base = new_base(api, alice)
+    # The base's collection was made by another embedding model (as after a change of
+    # ORCHARD_EMBEDDING_MODEL): a new file fails with the reason, a search is refused.
+    store = LanceStore(api.settings.home / "knowledge" / "lancedb")
+    store.create_collection(f"kb_{base['id']}", EmbeddingModel("older-model", 384))
+    file = upload(api, alice, base, "new.txt", b"Cherries need cross-pollination.\n").json()
+    failed = settled(api, alice, base, file)
+    assert failed["status"] == "failed" and "older-model" in failed["error"]
+    assert "re-embed" in failed["error"]
+    response = api.http.post(f"/knowledge/{base['id']}/search", json={"query": "cherries"},
+                             headers=alice.headers)  # fmt: skip
+    assert response.status_code == 409 and response.json()["code"] == "embedding_model_changed"
