@@ -274,3 +274,54 @@ def test_a_base_embedded_with_another_model_is_never_mixed(api):
     response = api.http.post(f"/knowledge/{base['id']}/search", json={"query": "cherries"},
                              headers=alice.headers)  # fmt: skip
     assert response.status_code == 409 and response.json()["code"] == "embedding_model_changed"
+
+
+def test_files_a_stopped_server_left_half_done_are_indexed_at_start(clean_env, sqlite_template,
+                                                                    tmp_path):  # fmt: skip
+    from sqlmodel import Session
+
+    from platform_api.db import make_engine
+    from platform_api.knowledge import Knowledge
+    from platform_api.models import KnowledgeBase, KnowledgeFile, User
+
+    database = tmp_path / "platform.db"
+    shutil.copyfile(sqlite_template, database)
+    engine = make_engine(f"sqlite:///{database}")
+    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{database}")
+    knowledge = Knowledge(settings, engine)
+    with Session(engine, expire_on_commit=False) as session:
+        user = User(email="a@example.org", password_hash="x")
+        session.add(user)
+        session.commit()
+        base = KnowledgeBase(user_id=user.id, name="kb")
+        session.add(base)
+        session.commit()
+        files = []
+        for status in ("queued", "parsing", "embedding"):
+            file = KnowledgeFile(
+                knowledge_base_id=base.id, user_id=user.id, filename=f"{status}.txt",
+                media_type="text/plain", size_bytes=1, sha256="", status=status,
+            )  # fmt: skip
+            text = f"The {status} file mentions quinces.\n".encode()
+            file.sha256 = knowledge.store_original(user.id, file.id, text)
+            session.add(file)
+            files.append(file)
+        session.commit()
+
+    def statuses() -> list[str]:
+        with Session(engine) as session:
+            return [session.get(KnowledgeFile, f.id).status for f in files]
+
+    try:
+        knowledge.resume()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and statuses() != ["ready"] * 3:
+            time.sleep(0.2)
+    finally:
+        knowledge.close()
+    assert statuses() == ["ready"] * 3
+    with Session(engine) as session:
+        base = session.get(KnowledgeBase, base.id)
+        user = session.get(User, user.id)
+        assert len(knowledge.search(user, base, "quinces", 5, None)) == 3
+    engine.dispose()
