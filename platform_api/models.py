@@ -45,6 +45,8 @@ USAGE_STATUSES = ("complete", "partial", "failed")
 TONES = ("neutral", "friendly", "formal", "concise")
 # Which way an A/B split sent a request: the champion, or the challenger under test.
 VARIANTS = ("champion", "challenger")
+# An uploaded file's ingestion: waiting, being read, being embedded, searchable, or not.
+KNOWLEDGE_FILE_STATUSES = ("queued", "parsing", "embedding", "ready", "failed")
 
 
 def new_id() -> str:
@@ -483,3 +485,47 @@ class OAuthLoginCode(PlatformTable, table=True):
     session_id: str | None = Field(
         default=None, foreign_key="auth_sessions.id", index=True, max_length=32, ondelete="CASCADE"
     )
+
+
+# -- knowledge: bases of uploaded files (docs/knowledge.md) -------------------------------
+class KnowledgeBase(PlatformTable, table=True):
+    """A user's collection of files to search and cite. Its chunks and vectors live in the
+    vector store's collection `kb_<id>`, made for the embedding model named here when the
+    first file is indexed."""
+
+    __tablename__ = "knowledge_bases"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=1000)
+    embedding_model: str | None = Field(default=None, max_length=200)
+    embedding_dimension: int | None = Field(default=None)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class KnowledgeFile(PlatformTable, table=True):
+    """An uploaded file and where its ingestion stands: queued → parsing → embedding →
+    ready, or failed with the reason (`error`). The original is under
+    `<home>/knowledge/files/<user id>/<file id>`."""
+
+    __tablename__ = "knowledge_files"
+    __table_args__ = (CheckConstraint(_in("status", KNOWLEDGE_FILE_STATUSES), name="status"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    knowledge_base_id: str = Field(
+        foreign_key="knowledge_bases.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    filename: str = Field(max_length=200)
+    media_type: str = Field(max_length=100)
+    size_bytes: int
+    sha256: str = Field(max_length=64)
+    status: str = Field(default="queued", max_length=16)
+    error: str = Field(default="", sa_type=Text)
+    pages: int | None = Field(default=None)
+    chunks: int = Field(default=0)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()

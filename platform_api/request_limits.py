@@ -56,6 +56,18 @@ def too_large(limit: int) -> ApiError:
     )
 
 
+MULTIPART_FRAMING = 64 * 1024  # boundaries and part headers around an uploaded file
+
+
+def upload_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "file_too_large",
+        f"the file is larger than {limit:,} bytes, the most an upload may be: upload a "
+        "smaller file or split it",
+    )
+
+
 def body_problem(body: bytes, max_depth: int) -> ApiError | None:
     """Why `body` (within the size limit) must not be parsed as JSON, or None."""
     if b"\x00" in body:  # UTF-16/32 JSON has NUL bytes; UTF-8 JSON never does
@@ -72,20 +84,42 @@ def body_problem(body: bytes, max_depth: int) -> ApiError | None:
 
 class RequestLimits:
     """Pure ASGI: reads each HTTP request's body (at most `max_bytes`), checks it with
-    `body_problem`, and hands the app the same body. WebSocket and lifespan pass by."""
+    `body_problem`, and hands the app the same body. WebSocket and lifespan pass by.
 
-    def __init__(self, app, max_bytes: int, max_depth: int) -> None:
+    A multipart request to a path `uploads` matches (a file upload) may be as large as
+    `upload_max_bytes` plus room for the multipart framing, and is not JSON: it skips
+    the JSON checks, and the route checks the file itself."""
+
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        max_depth: int,
+        uploads: re.Pattern[str] | None = None,
+        upload_max_bytes: int = 0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self.uploads = uploads
+        self.upload_max_bytes = upload_max_bytes
+
+    def _is_upload(self, scope) -> bool:
+        if self.uploads is None or not self.uploads.match(scope["path"]):
+            return False
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        return content_type.startswith(b"multipart/form-data")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = self._is_upload(scope)
+        limit = self.upload_max_bytes + MULTIPART_FRAMING if upload else self.max_bytes
+        refusal = upload_too_large(self.upload_max_bytes) if upload else too_large(limit)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await error_response(scope["path"], too_large(self.max_bytes))(scope, receive, send)
+        if declared is not None and declared > limit:
+            await error_response(scope["path"], refusal)(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -96,15 +130,14 @@ class RequestLimits:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                response = error_response(scope["path"], too_large(self.max_bytes))
-                await response(scope, receive, send)
+            if size > limit:
+                await error_response(scope["path"], refusal)(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = body_problem(body, self.max_depth) if body else None
+        problem = body_problem(body, self.max_depth) if body and not upload else None
         if problem is not None:
             await error_response(scope["path"], problem)(scope, receive, send)
             return

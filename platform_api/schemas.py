@@ -742,3 +742,61 @@ class ConversationDetail(BaseModel):
         description="In order, superseded ones too (their `superseded_at` is set)."
     )
     flags: list[FlagPublic] = Field(description="Newest first, resolved ones too.")
+
+
+# -- knowledge bases ---------------------------------------------------------------------
+KNOWLEDGE_QUERY_MAX = 2_000
+KNOWLEDGE_HITS_MAX = 20
+
+
+class KnowledgeBaseWrite(Request):
+    name: Trimmed = Field(min_length=1, max_length=NAME_MAX)
+    description: Trimmed = Field("", max_length=1_000)
+
+
+class KnowledgeBasePublic(Public):
+    id: str
+    name: str
+    description: str
+    embedding_model: str | None  # set when the first file is indexed
+    embedding_dimension: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+KnowledgeFileStatus = Literal["queued", "parsing", "embedding", "ready", "failed"]
+
+
+class KnowledgeFilePublic(Public):
+    id: str
+    knowledge_base_id: str
+    filename: str
+    media_type: str
+    size_bytes: int
+    status: KnowledgeFileStatus
+    error: str  # why it failed ("" unless failed)
+    pages: int | None
+    chunks: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class KnowledgeChunkPublic(Public):
+    id: str
+    file_id: str
+    seq: int
+    text: str
+    source: str  # the file's name
+    page: int | None
+    heading: str
+
+
+class KnowledgeSearch(Request):
+    query: str = Field(min_length=1, max_length=KNOWLEDGE_QUERY_MAX)
+    k: int = Field(5, ge=1, le=KNOWLEDGE_HITS_MAX)
+    file_ids: list[str] | None = Field(None, max_length=100)
+
+
+class KnowledgeHit(BaseModel):
+    score: float
+    chunk: KnowledgeChunkPublic

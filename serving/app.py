@@ -3,6 +3,8 @@
     HTTP ──> OpenAIIngress (FastAPI) ──handle, multiplexed_model_id=version──> ModelServer
              validates, resolves `model`                                      engine per version
              to a version, SSE                                                (continuous batching)
+                       └── /v1/embeddings ──handle──> EmbeddingServer (sentence-transformers,
+                                                      Serve's dynamic batching)
 
 `OpenAIIngress` (serving/ingress.py) is light, no torch: it validates, maps the `model`
 field to a registered version and streams Server-Sent Events. `ModelServer`
@@ -18,6 +20,7 @@ from typing import Any
 from ray import serve
 
 from serving.config import ServingConfig
+from serving.embedding_server import EmbeddingServer
 from serving.ingress import OpenAIIngress
 from serving.model_server import ModelServer
 
@@ -25,4 +28,4 @@ from serving.model_server import ModelServer
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application builder a Serve config file names (`serving.app:build_app`)."""
     config = ServingConfig(**args).model_dump(mode="json")
-    return OpenAIIngress.bind(ModelServer.bind(config), config)
+    return OpenAIIngress.bind(ModelServer.bind(config), config, EmbeddingServer.bind(config))

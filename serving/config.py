@@ -75,6 +75,11 @@ class ServingConfig(BaseModel):
         None, ge=1, description="torch intra-op threads per replica (default: torch's)."
     )
     device: str = Field("auto", description="'cpu', 'cuda' or 'auto' (cuda if available).")
+    embedding_model: str | None = Field(
+        None,
+        description="The sentence-transformers directory /v1/embeddings serves (default: "
+        "the packaged all-MiniLM-L6-v2).",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +92,7 @@ class Resources:
     num_cpus: float = 0.5
     num_gpus: float = 0
     ingress_replicas: int = 1
+    embedding_replicas: int = 1
     ingress_num_cpus: float = 0.1
 
 
@@ -133,6 +139,12 @@ def serve_config(
                         "graceful_shutdown_timeout_s": 30,
                     },
                     {
+                        "name": "EmbeddingServer",
+                        "num_replicas": res.embedding_replicas,
+                        "max_ongoing_requests": 256,
+                        "ray_actor_options": {"num_cpus": res.num_cpus},
+                    },
+                    {
                         "name": "OpenAIIngress",
                         "num_replicas": res.ingress_replicas,
                         "max_ongoing_requests": 1000,
@@ -151,6 +163,7 @@ def local_serving_config(settings: Settings) -> ServingConfig:
         model_name=settings.model_name,
         aliases=settings.serve_aliases,
         model_cache_dir=str(settings.home / "serve" / "models"),
+        embedding_model=str(settings.embedding_model) if settings.embedding_model else None,
         # One intra-op thread leaves the other core of a 2-core machine to the rest of
         # the stack; on a cluster, match it to num_cpus.
         torch_threads=1,

@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchard.knowledge.embeddings import model_name as embedding_model_name
 from serving import openai_api as oa
 from serving.config import ServingConfig
 from serving.directory import ModelDirectory
@@ -143,9 +144,15 @@ async def _sse(shape: oa.ResponseShape, first, stream, choices: int, body) -> As
 @serve.deployment(name="OpenAIIngress")
 @serve.ingress(api)
 class OpenAIIngress:
-    async def __init__(self, model_server: DeploymentHandle, config: dict[str, Any]) -> None:
+    async def __init__(
+        self,
+        model_server: DeploymentHandle,
+        config: dict[str, Any],
+        embedding_server: DeploymentHandle | None = None,
+    ) -> None:
         self.config = ServingConfig(**config)
         self.model_server = model_server
+        self.embedding_server = embedding_server
         self.reader = RegistryReader(self.config.mlflow_uri, self.config.model_name)
         self.directory = ModelDirectory(
             self.config.model_name, self.config.aliases, self.reader, self._warm
@@ -190,6 +197,35 @@ class OpenAIIngress:
     @api.post("/v1/completions")
     async def completions(self, request: Request):
         return await self._complete(request, "text")
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, request: Request):
+        route = "/v1/embeddings"
+        try:
+            if self.embedding_server is None:
+                raise oa.OpenAIError(404, "This server has no embedding model.", code=None)
+            body = await _body(request, oa.EmbeddingRequest)
+            served = embedding_model_name(self.config.embedding_model)
+            if body.model not in (served, served.rsplit("/", 1)[-1]):
+                raise oa.model_not_found(body.model, [served])
+            try:
+                result = await self.embedding_server.embed.remote(body.texts)
+            except BackPressureError:
+                raise oa.overloaded(
+                    "Too many embedding requests are queued: retry later."
+                ) from None
+            except Exception:
+                logger.exception("embedding server failed")
+                raise oa.internal_error() from None
+            body.check_dimensions(result["dimension"])
+            payload = oa.embedding_response(
+                result["model"], result["vectors"], result["prompt_tokens"], body.encoding_format
+            )
+        except oa.OpenAIError as error:
+            _count(route, None, error.status, error.code or error.type)
+            return error.response()
+        _count(route, None, 200, None)
+        return JSONResponse(payload)
 
     async def _complete(self, request: Request, kind: str):
         route = "/v1/chat/completions" if kind == "chat" else "/v1/completions"

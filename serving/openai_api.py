@@ -352,3 +352,80 @@ def sse(body: dict[str, Any] | str) -> str:
 
 
 DONE = sse("[DONE]")
+
+
+# -- embeddings ---------------------------------------------------------------------------
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_INPUT_CHARS = 32_000
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings request. `input` is text (a string or a list of strings): token
+    arrays are refused, as are `dimensions` other than the model's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, int | list) for item in items):
+            raise ValueError("token arrays are not supported: send the text as strings")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("input must not be an empty list")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"input may hold at most {MAX_EMBEDDING_INPUTS} strings")
+        if any(not text for text in texts):
+            raise ValueError("input strings must not be empty")
+        if any(len(text) > MAX_EMBEDDING_INPUT_CHARS for text in texts):
+            raise ValueError(
+                f"each input string may be at most {MAX_EMBEDDING_INPUT_CHARS} characters"
+            )
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+    def refuse_unsupported(self) -> None:
+        """Nothing to refuse before the model is known (see `check_dimensions`)."""
+
+    def check_dimensions(self, dimension: int) -> None:
+        if self.dimensions is not None and self.dimensions != dimension:
+            raise _unsupported("dimensions", f"leave it unset (the model gives {dimension})")
+
+
+def embedding_response(
+    model: str, vectors: list[list[float]], prompt_tokens: int, encoding: str
+) -> dict[str, Any]:
+    """OpenAI's embeddings list; base64 is the little-endian float32 bytes, as OpenAI's."""
+    import base64
+
+    import numpy as np
+
+    def encode(vector: list[float]) -> list[float] | str:
+        if encoding == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return vector
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(vector)}
+            for i, vector in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

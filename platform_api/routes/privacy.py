@@ -1,8 +1,9 @@
 """Privacy: export all of my data, and delete my account.
 
 Deleting an account erases what is the person's: chats (with their messages, share links
-and feedback), folders, API keys, login sessions, the e-mail address, the display name,
-the password hash and the 2FA secret. It keeps what accounting must keep, the credits
+and feedback), folders, knowledge bases (files, their originals, chunks and vectors), API
+keys, login sessions, the e-mail address, the display name, the password hash and the 2FA
+secret. It keeps what accounting must keep, the credits
 ledger (append-only) and the usage records (token counts, no text), attached to an
 anonymous account row (`deleted-<id>@deleted.invalid`, no password) that can never log
 in again. The e-mail address is free to register again at once.
@@ -10,7 +11,7 @@ in again. The e-mail address is free to register again at once.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete
 from sqlmodel import select
@@ -23,6 +24,8 @@ from platform_api.models import (
     AuthSession,
     Chat,
     Folder,
+    KnowledgeBase,
+    KnowledgeFile,
     Message,
     MessageFeedback,
     OAuthLoginCode,
@@ -39,6 +42,9 @@ from platform_api.schemas import (
     CreditEntryPublic,
     FeedbackPublic,
     FolderPublic,
+    KnowledgeBasePublic,
+    KnowledgeChunkPublic,
+    KnowledgeFilePublic,
     MessagePublic,
     ShareLinkPublic,
     UserPublic,
@@ -56,8 +62,44 @@ def _dump(model, rows) -> list[dict]:
     return [model.model_validate(row).model_dump(mode="json") for row in rows]
 
 
+def _knowledge_export(request: Request, user, session) -> list[dict]:
+    """Each knowledge base with its files, and each file with its chunks and vectors."""
+    knowledge = request.app.state.knowledge
+    bases = session.exec(
+        select(KnowledgeBase).where(KnowledgeBase.user_id == user.id).order_by(KnowledgeBase.name)
+    )
+    exported = []
+    for base in bases:
+        files = session.exec(
+            select(KnowledgeFile)
+            .where(KnowledgeFile.knowledge_base_id == base.id, KnowledgeFile.user_id == user.id)
+            .order_by(KnowledgeFile.created_at)
+        )
+        chunks, vectors = knowledge.chunks(user, base), knowledge.vectors(user, base)
+        exported.append(
+            {
+                **KnowledgeBasePublic.model_validate(base).model_dump(mode="json"),
+                "files": [
+                    {
+                        **KnowledgeFilePublic.model_validate(file).model_dump(mode="json"),
+                        "chunks": [
+                            {
+                                **KnowledgeChunkPublic.model_validate(c).model_dump(mode="json"),
+                                "vector": vectors.get(c.id),
+                            }
+                            for c in chunks
+                            if c.file_id == file.id
+                        ],
+                    }
+                    for file in files
+                ],
+            }
+        )
+    return exported
+
+
 @router.get("/users/me/export")
-def export_my_data(user: CurrentUser, session: SessionDep) -> JSONResponse:
+def export_my_data(user: CurrentUser, session: SessionDep, request: Request) -> JSONResponse:
     """Everything the platform holds about the caller, as one JSON document."""
     chats = list(
         session.exec(select(Chat).where(Chat.user_id == user.id).order_by(Chat.created_at))
@@ -92,6 +134,7 @@ def export_my_data(user: CurrentUser, session: SessionDep) -> JSONResponse:
         ],
         "feedback": _dump(FeedbackPublic, feedback),
         "share_links": _dump(ShareLinkPublic, shares),
+        "knowledge_bases": _knowledge_export(request, user, session),
         "api_keys": _dump(
             ApiKeyPublic, session.exec(select(ApiKey).where(ApiKey.user_id == user.id))
         ),
@@ -127,6 +170,7 @@ def delete_my_account(
     session: SessionDep,
     confirmation: ConfirmationDep,
     keys: KeysDep,
+    request: Request,
 ) -> Response:
     """Erase the account (see the module's text). Needs the password (an account without
     one: a recent sign-in, see reauth.py), and a 2FA code when 2FA is on; a personal API
@@ -137,6 +181,10 @@ def delete_my_account(
         if body.totp_code is None:
             raise ApiError(400, "totp_required", "two-factor authentication is on: send totp_code")
         spend_totp_code(session, keys, user, body.totp_code)
+    # Knowledge: the vector store's collections and the originals first, then the rows.
+    request.app.state.knowledge.erase_user(session, user.id)
+    session.exec(delete(KnowledgeFile).where(KnowledgeFile.user_id == user.id))
+    session.exec(delete(KnowledgeBase).where(KnowledgeBase.user_id == user.id))
     # Chats take their messages, share links and feedback with them (ON DELETE CASCADE).
     session.exec(delete(Chat).where(Chat.user_id == user.id))
     session.exec(delete(Folder).where(Folder.user_id == user.id))

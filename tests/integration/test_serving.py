@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from mlflow import MlflowClient
@@ -171,6 +172,50 @@ def test_with_no_aliased_version_the_app_is_up_and_answers_503(serving, no_alias
     assert "champion" in body["message"] and set(body) == {"message", "type", "param", "code"}
     status = orchard(serving.env, "status", "serve")
     assert status.returncode == 0 and "healthy" in status.stdout
+
+
+# -- embeddings (no registered model needed) -----------------------------------------------
+EMBED_TEXTS = ["How do I read a JSON file?", "Parsing JSON text in Python", "Baking sourdough"]
+
+
+def test_embeddings_in_openai_shape_batched_without_mixing_requests(serving):
+    client = serving.client()
+    # The SDK asks for base64 (float32 little-endian) and decodes it.
+    result = client.embeddings.create(model="all-MiniLM-L6-v2", input=EMBED_TEXTS)
+    assert result.model == "sentence-transformers/all-MiniLM-L6-v2"
+    vectors = np.array([item.embedding for item in result.data])
+    assert vectors.shape == (3, 384) and [item.index for item in result.data] == [0, 1, 2]
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    assert 0 < result.usage.prompt_tokens == result.usage.total_tokens
+    floats = httpx.post(
+        f"{serving.base_url}/v1/embeddings",
+        json={"model": "sentence-transformers/all-MiniLM-L6-v2", "input": EMBED_TEXTS[0],
+              "encoding_format": "float"},
+        timeout=60,
+    ).json()  # fmt: skip
+    assert np.allclose(floats["data"][0]["embedding"], vectors[0], atol=1e-5)
+
+    async def together() -> list:
+        async_client = serving.async_client()
+        texts = [f"{EMBED_TEXTS[i % 3]} (request {i})" for i in range(8)]
+        answers = await asyncio.gather(
+            *(async_client.embeddings.create(model="all-MiniLM-L6-v2", input=t) for t in texts)
+        )
+        return texts, [a.data[0].embedding for a in answers]
+
+    texts, batched = asyncio.run(together())
+    alone = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts).data
+    assert np.allclose(batched, [item.embedding for item in alone], atol=1e-4)
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    assert "all-MiniLM-L6-v2" in error_body(caught.value)["message"]
+    for bad, param in (({"input": [[1, 2, 3]]}, "input"), ({"input": "x", "dimensions": 8},
+                                                          "dimensions")):  # fmt: skip
+        response = httpx.post(f"{serving.base_url}/v1/embeddings",
+                              json={"model": "all-MiniLM-L6-v2", **bad}, timeout=60)  # fmt: skip
+        assert response.status_code == 400 and param in response.json()["error"]["param"]
 
 
 # -- one registered version --------------------------------------------------------------------
