@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     )
     site_port: Port = _port_field(8300, "Demo website (static HTTP server) port.")
     serve_port: Port = _port_field(8100, "Ray Serve HTTP port (the OpenAI-compatible API).")
+    prometheus_port: Port = _port_field(9190, "Prometheus (metrics and alerts) port.")
+    prometheus_scrape_interval_s: int = Field(
+        15, ge=1, le=300, description="How often the local Prometheus scrapes every service."
+    )
     site_dir: Path = Field(
         Path("/usr/share/doc/python3.11/html"),
         description="Directory the demo website serves: by default the Python documentation "
@@ -254,6 +258,26 @@ class Settings(BaseSettings):
         description="What one credit costs in US dollars: cost estimates per message and "
         "in the admin analytics are credits × this.",
     )
+    prometheus_url: str | None = Field(
+        None,
+        description="A Prometheus server to use instead of starting one (production): "
+        "`orchard up` only checks it; the admin dashboard's health reads it.",
+    )
+    grafana_url: str | None = Field(
+        None,
+        description="Grafana that `orchard grafana push` provisions, e.g. https://grafana.example.org.",
+    )
+    grafana_token: SecretStr | None = Field(
+        None,
+        description="A Grafana service account token with the Editor role (folders, "
+        "dashboards) and datasource write access, for `orchard grafana push`.",
+    )
+    grafana_folder: str = Field("Orchard", description="Grafana folder of Orchard's dashboards.")
+    grafana_prometheus_url: str | None = Field(
+        None,
+        description="Prometheus as Grafana reaches it, for the datasource `orchard grafana "
+        "push` provisions (default: ORCHARD_PROMETHEUS_URL, else the local Prometheus).",
+    )
     airflow_public_url: str | None = Field(
         None,
         description="Airflow UI address as browsers reach it, for links in the admin "
@@ -336,6 +360,9 @@ class Settings(BaseSettings):
         "s3_endpoint",
         "serving_url",
         "public_url",
+        "prometheus_url",
+        "grafana_url",
+        "grafana_prometheus_url",
     )
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -412,6 +439,11 @@ class Settings(BaseSettings):
         return self.serving_url or f"http://{self.host}:{self.serve_port}"
 
     @property
+    def prometheus_base_url(self) -> str:
+        """Prometheus: the configured server, or the local stack's."""
+        return self.prometheus_url or f"http://{self.host}:{self.prometheus_port}"
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
 
@@ -453,6 +485,7 @@ class Settings(BaseSettings):
             "ray_dashboard_port": self.ray_dashboard_port,
             "ray_client_port": self.ray_client_port,
             "serve_port": self.serve_port,
+            "prometheus_port": self.prometheus_port,
         }
         for offset in range(6):
             ports[f"ray_internal_port_base (+{offset})"] = self.ray_internal_port_base + offset

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,6 +188,8 @@ def mlflow_service(settings: Settings) -> Service:
 
     def prepare() -> dict[str, str]:
         state.mkdir(parents=True, exist_ok=True)
+        # The exporter's per-process files of an earlier run would be summed in.
+        shutil.rmtree(state / "prometheus", ignore_errors=True)
         env = base_env(settings)
         # The job-execution worker costs ~1 GB and Orchard runs its jobs on Ray.
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
@@ -208,6 +211,9 @@ def mlflow_service(settings: Settings) -> Service:
         str(settings.mlflow_port),
         "--workers",
         "1",
+        # /metrics for Prometheus (prometheus-flask-exporter; multiprocess files here)
+        "--expose-prometheus",
+        str(state / "prometheus"),
     ]
     return Service(
         "mlflow",
@@ -387,11 +393,13 @@ def serve_service(settings: Settings) -> Service:
     )
 
 
-SERVICE_NAMES = ("ray", "mlflow", "serve", "airflow", "api", "site")
+SERVICE_NAMES = ("ray", "mlflow", "serve", "airflow", "api", "site", "prometheus")
 
 
 def build_services(settings: Settings) -> list[Service]:
     """The stack in start order (they start together; this is display order)."""
+    from orchard.stack.prometheus import prometheus_service  # it builds on this module
+
     return [
         ray_service(settings),
         mlflow_service(settings),
@@ -399,4 +407,5 @@ def build_services(settings: Settings) -> list[Service]:
         airflow_service(settings),
         api_service(settings),
         site_service(settings),
+        prometheus_service(settings),
     ]
