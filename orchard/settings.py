@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     site_port: Port = _port_field(8300, "Demo website (static HTTP server) port.")
     serve_port: Port = _port_field(8100, "Ray Serve HTTP port (the OpenAI-compatible API).")
     prometheus_port: Port = _port_field(9190, "Prometheus (metrics and alerts) port.")
+    otlp_port: Port = _port_field(
+        9191, "OTLP/HTTP metrics receiver the local Airflow exports to (Prometheus scrapes it)."
+    )
     prometheus_scrape_interval_s: int = Field(
         15, ge=1, le=300, description="How often the local Prometheus scrapes every service."
     )
@@ -486,6 +489,7 @@ class Settings(BaseSettings):
             "ray_client_port": self.ray_client_port,
             "serve_port": self.serve_port,
             "prometheus_port": self.prometheus_port,
+            "otlp_port": self.otlp_port,
         }
         for offset in range(6):
             ports[f"ray_internal_port_base (+{offset})"] = self.ray_internal_port_base + offset

@@ -67,6 +67,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "RAY_CLIENT_PORT",
         "SERVE_PORT",
         "PROMETHEUS_PORT",
+        "OTLP_PORT",
     ):
         port = free_port()
         while base <= port < base + 26 or str(port) in ports.values():

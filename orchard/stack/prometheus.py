@@ -12,12 +12,15 @@ What each job scrapes:
   all exported through Ray's own metrics pipeline;
 - `api`: the platform API's `/metrics` (platform_api/observability.py);
 - `mlflow`: MLflow's `/metrics` (`mlflow server --expose-prometheus`);
+- `airflow`: Airflow's OpenTelemetry metrics, as the OTLP receiver (`orchard.stack.otlp`,
+  the `otlp` service) accumulates them;
 - `prometheus`: itself.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -43,6 +46,8 @@ def scrape_targets(settings: Settings) -> dict[str, tuple[str, str]]:
         targets["ray"] = (f"{host}:{metrics_port}", "/metrics")
     if not settings.mlflow_tracking_uri:
         targets["mlflow"] = (f"{host}:{settings.mlflow_port}", "/metrics")
+    if not settings.airflow_url:
+        targets["airflow"] = (f"{host}:{settings.otlp_port}", "/metrics")
     targets["api"] = (f"{host}:{settings.api_port}", "/metrics")
     return targets
 
@@ -126,4 +131,51 @@ def prometheus_service(settings: Settings) -> Service:
         prepare=prepare,
         ports={"prometheus_port": settings.prometheus_port},
         startup_timeout=60.0,
+    )
+
+
+def airflow_metrics_env(settings: Settings) -> dict[str, str]:
+    """Airflow's OpenTelemetry metrics, exported to the stack's OTLP receiver as deltas."""
+    return {
+        "AIRFLOW__METRICS__OTEL_ON": "True",
+        "AIRFLOW__METRICS__OTEL_HOST": settings.host,
+        "AIRFLOW__METRICS__OTEL_PORT": str(settings.otlp_port),
+        "AIRFLOW__METRICS__OTEL_SSL_ACTIVE": "False",
+        "AIRFLOW__METRICS__OTEL_INTERVAL_MILLISECONDS": str(
+            settings.prometheus_scrape_interval_s * 1000
+        ),
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+    }
+
+
+def otlp_service(settings: Settings) -> Service:
+    """The OTLP receiver Airflow's metrics go to (none for an external Airflow)."""
+    url = f"http://{settings.host}:{settings.otlp_port}"
+    title = "Airflow metrics (OTLP receiver)"
+    if settings.airflow_url:
+        return Service(
+            "otlp",
+            title,
+            url,
+            f"{url}/healthz",
+            unavailable="ORCHARD_AIRFLOW_URL is an external Airflow: send its OpenTelemetry "
+            "metrics to a collector your Prometheus scrapes",
+        )
+    return Service(
+        "otlp",
+        title,
+        url,
+        f"{url}/healthz",
+        command=[
+            sys.executable,
+            "-m",
+            "orchard.stack.otlp",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.otlp_port),
+        ],
+        prepare=lambda: base_env(settings),
+        ports={"otlp_port": settings.otlp_port},
+        startup_timeout=30.0,
     )

@@ -276,6 +276,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         }
     )
+    from orchard.stack.prometheus import airflow_metrics_env
+
+    env.update(airflow_metrics_env(settings))
     return env
 
 
@@ -393,12 +396,12 @@ def serve_service(settings: Settings) -> Service:
     )
 
 
-SERVICE_NAMES = ("ray", "mlflow", "serve", "airflow", "api", "site", "prometheus")
+SERVICE_NAMES = ("ray", "mlflow", "serve", "airflow", "api", "site", "otlp", "prometheus")
 
 
 def build_services(settings: Settings) -> list[Service]:
     """The stack in start order (they start together; this is display order)."""
-    from orchard.stack.prometheus import prometheus_service  # it builds on this module
+    from orchard.stack.prometheus import otlp_service, prometheus_service  # built on this
 
     return [
         ray_service(settings),
@@ -407,5 +410,6 @@ def build_services(settings: Settings) -> list[Service]:
         airflow_service(settings),
         api_service(settings),
         site_service(settings),
+        otlp_service(settings),
         prometheus_service(settings),
     ]
