@@ -27,6 +27,10 @@ app = typer.Typer(
 )
 dag_app = typer.Typer(help="Trigger and follow Airflow DAG runs.", no_args_is_help=True)
 app.add_typer(dag_app, name="dag")
+grafana_app = typer.Typer(
+    help="Orchard's Grafana dashboards (infra/grafana/).", no_args_is_help=True
+)
+app.add_typer(grafana_app, name="grafana")
 # Piped output (CI logs, `make run | tee`) gets wide lines so URLs stay whole.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -260,6 +264,28 @@ def run(
     _print_urls(settings)
     # `make run` calls .venv/bin/orchard, which is not on PATH: name the command as invoked.
     console.print(f"Stop everything with: {sys.argv[0]} down")
+
+
+@grafana_app.command("push")
+def grafana_push() -> None:
+    """Provision the folder, Prometheus datasource and dashboards into ORCHARD_GRAFANA_URL."""
+    from orchard import grafana
+
+    settings = _settings()
+    changes = grafana.push(settings)
+    for change in changes:
+        console.print(f"{change.kind} {change.name!r}: {change.action}")
+    changed = sum(change.action != "unchanged" for change in changes)
+    console.print(f"{changed} of {len(changes)} objects changed in {settings.grafana_url}")
+
+
+@grafana_app.command("write")
+def grafana_write() -> None:
+    """Write the dashboards (orchard/dashboards.py) to infra/grafana/dashboards/*.json."""
+    from orchard import dashboards
+
+    for path in dashboards.write():
+        console.print(f"wrote {path}")
 
 
 def main() -> None:
