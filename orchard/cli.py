@@ -89,7 +89,7 @@ def _print_password_once(password: str | None) -> None:
 
 @app.command()
 def up(services: ServicesArg = None) -> None:
-    """Start the local stack (Ray, MLflow, Serve, Airflow, API, demo site); wait until healthy."""
+    """Start the local stack (Ray, MLflow, Serve, Airflow, API, Prometheus…); wait until healthy."""
     settings = _settings()
     password = _bring_up(settings, services)
     _print_urls(settings)
