@@ -292,16 +292,14 @@ def pipeline() -> dict[str, Any]:
             ),
             stat("Ray tasks running", 'sum(ray_tasks{State="RUNNING"}) or vector(0)'),
             timeseries(
-                "DAG run duration by outcome",
-                (
-                    "sum by (dag_id) (rate(airflow_dagrun_duration_success_sum[1h]))"
-                    " / sum by (dag_id) (rate(airflow_dagrun_duration_success_count[1h]))",
-                    "{{dag_id}} success",
-                ),
-                (
-                    "sum by (dag_id) (rate(airflow_dagrun_duration_failed_sum[1h]))"
-                    " / sum by (dag_id) (rate(airflow_dagrun_duration_failed_count[1h]))",
-                    "{{dag_id}} failed",
+                "DAG run duration by outcome (mean over 1 h)",
+                *(
+                    (
+                        f"({grown(f'airflow_dagrun_duration_{outcome}_sum', '1h')})"
+                        f" / ({grown(f'airflow_dagrun_duration_{outcome}_count', '1h')})",
+                        f"{{{{dag_id}}}} {outcome}",
+                    )
+                    for outcome in ("success", "failed")
                 ),
                 unit="ms",
             ),

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 
 from orchard import dashboards
+from orchard.grafana import push as grafana_push
+from orchard.settings import Settings
 from testkit.grafana_standin import GrafanaStandIn
 from tests.conftest import ORCHARD_BIN
 
@@ -77,19 +79,22 @@ def test_push_provisions_folder_datasource_and_dashboards_then_changes_nothing(t
         state.writes,
         {u: d["dashboard"]["version"] for u, d in state.dashboards.items()},
     )
-    second = push(tmp_path, grafana, "admin-token")
-    assert second.returncode == 0, second.stderr
-    assert f"0 of {len(boards) + 2} objects changed" in second.stdout
+    settings = Settings(
+        home=tmp_path / "home",
+        grafana_url=grafana.url,
+        grafana_token="admin-token",
+        grafana_prometheus_url="http://prometheus.monitoring:9090",
+    )
+    assert {c.action for c in grafana_push(settings)} == {"unchanged"}
     assert state.writes == writes  # nothing written at all
     assert {u: d["dashboard"]["version"] for u, d in state.dashboards.items()} == versions
 
     # A dashboard edited in Grafana is put back; the rest stay as they are.
     serving = state.dashboards["orchard-serving"]["dashboard"]
     serving["panels"] = serving["panels"][:1]
-    third = push(tmp_path, grafana, "admin-token", ORCHARD_GRAFANA_FOLDER="ML platform")
-    assert "dashboard 'Orchard · Serving': updated" in third.stdout
-    assert "folder 'ML platform': updated" in third.stdout
-    assert f"2 of {len(boards) + 2} objects changed" in third.stdout
+    moved = settings.model_copy(update={"grafana_folder": "ML platform"})
+    changed = {(c.kind, c.name) for c in grafana_push(moved) if c.action != "unchanged"}
+    assert changed == {("folder", "ML platform"), ("dashboard", "Orchard · Serving")}
     assert state.dashboards["orchard-serving"]["dashboard"]["panels"] == boards["serving"]["panels"]
 
 
