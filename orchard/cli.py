@@ -32,6 +32,10 @@ cluster_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cluster_app, name="cluster")
+grafana_app = typer.Typer(
+    help="Orchard's Grafana dashboards (infra/grafana/).", no_args_is_help=True
+)
+app.add_typer(grafana_app, name="grafana")
 # Piped output (CI logs, `make run | tee`) gets wide lines so URLs stay whole.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -90,7 +94,7 @@ def _print_password_once(password: str | None) -> None:
 
 @app.command()
 def up(services: ServicesArg = None) -> None:
-    """Start the local stack (Ray, MLflow, Serve, Airflow, API, demo site); wait until healthy."""
+    """Start the local stack (Ray, MLflow, Serve, Airflow, API, Prometheus…); wait until healthy."""
     settings = _settings()
     password = _bring_up(settings, services)
     _print_urls(settings)
@@ -382,6 +386,28 @@ def plan(
         for label, value in describe(made):
             table.add_row(label, value)
         console.print(table)
+
+
+@grafana_app.command("push")
+def grafana_push() -> None:
+    """Provision the folder, Prometheus datasource and dashboards into ORCHARD_GRAFANA_URL."""
+    from orchard import grafana
+
+    settings = _settings()
+    changes = grafana.push(settings)
+    for change in changes:
+        console.print(f"{change.kind} {change.name!r}: {change.action}")
+    changed = sum(change.action != "unchanged" for change in changes)
+    console.print(f"{changed} of {len(changes)} objects changed in {settings.grafana_url}")
+
+
+@grafana_app.command("write")
+def grafana_write() -> None:
+    """Write the dashboards (orchard/dashboards.py) to infra/grafana/dashboards/*.json."""
+    from orchard import dashboards
+
+    for path in dashboards.write():
+        console.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     )
     site_port: Port = _port_field(8300, "Demo website (static HTTP server) port.")
     serve_port: Port = _port_field(8100, "Ray Serve HTTP port (the OpenAI-compatible API).")
+    prometheus_port: Port = _port_field(9190, "Prometheus (metrics and alerts) port.")
+    otlp_port: Port = _port_field(
+        9191, "OTLP/HTTP metrics receiver the local Airflow exports to (Prometheus scrapes it)."
+    )
+    prometheus_scrape_interval_s: int = Field(
+        15, ge=1, le=300, description="How often the local Prometheus scrapes every service."
+    )
     site_dir: Path = Field(
         Path("/usr/share/doc/python3.11/html"),
         description="Directory the demo website serves: by default the Python documentation "
@@ -254,6 +261,26 @@ class Settings(BaseSettings):
         ge=0,
         description="What one credit costs in US dollars: cost estimates per message and "
         "in the admin analytics are credits × this.",
+    )
+    prometheus_url: str | None = Field(
+        None,
+        description="A Prometheus server to use instead of starting one (production): "
+        "`orchard up` only checks it; the admin dashboard's health reads it.",
+    )
+    grafana_url: str | None = Field(
+        None,
+        description="Grafana that `orchard grafana push` provisions, e.g. https://grafana.example.org.",
+    )
+    grafana_token: SecretStr | None = Field(
+        None,
+        description="A Grafana service account token with the Editor role (folders, "
+        "dashboards) and datasource write access, for `orchard grafana push`.",
+    )
+    grafana_folder: str = Field("Orchard", description="Grafana folder of Orchard's dashboards.")
+    grafana_prometheus_url: str | None = Field(
+        None,
+        description="Prometheus as Grafana reaches it, for the datasource `orchard grafana "
+        "push` provisions (default: ORCHARD_PROMETHEUS_URL, else the local Prometheus).",
     )
     airflow_public_url: str | None = Field(
         None,
@@ -375,6 +402,9 @@ class Settings(BaseSettings):
         "serving_url",
         "weaviate_url",
         "public_url",
+        "prometheus_url",
+        "grafana_url",
+        "grafana_prometheus_url",
     )
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -451,6 +481,11 @@ class Settings(BaseSettings):
         return self.serving_url or f"http://{self.host}:{self.serve_port}"
 
     @property
+    def prometheus_base_url(self) -> str:
+        """Prometheus: the configured server, or the local stack's."""
+        return self.prometheus_url or f"http://{self.host}:{self.prometheus_port}"
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
 
@@ -492,6 +527,8 @@ class Settings(BaseSettings):
             "ray_dashboard_port": self.ray_dashboard_port,
             "ray_client_port": self.ray_client_port,
             "serve_port": self.serve_port,
+            "prometheus_port": self.prometheus_port,
+            "otlp_port": self.otlp_port,
         }
         for offset in range(6):
             ports[f"ray_internal_port_base (+{offset})"] = self.ray_internal_port_base + offset

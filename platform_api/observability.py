@@ -10,7 +10,8 @@
   method and route, and the exception's type only (no traceback, no exception text,
   which can hold a connection string). Per process: each API worker keeps its own.
 - `GET /metrics` (Prometheus text format): requests by method, route template and status,
-  their latency, requests in flight. Each app has its own registry, so several apps in
+  their latency, requests in flight; and the business metrics read from the database at
+  scrape time (platform_api/business_metrics.py). Each app has its own registry, so several apps in
   one process (tests) do not collide.
 - CORS: `ORCHARD_CORS_ORIGINS` lists the browser origins allowed to call the API (none by
   default: the UI is served by the API itself, same origin).
@@ -40,6 +41,7 @@ from prometheus_client import (
 )
 
 from orchard.settings import Settings
+from platform_api.business_metrics import BusinessCollector
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -197,6 +199,7 @@ class ObserveMiddleware:
 def install(app: FastAPI, settings: Settings) -> None:
     configure_logging()
     metrics = Metrics()
+    metrics.registry.register(BusinessCollector(lambda: getattr(app.state, "engine", None)))
     app.state.metrics = metrics
     app.add_middleware(ObserveMiddleware, metrics=metrics)
 

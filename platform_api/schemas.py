@@ -800,3 +800,36 @@ class KnowledgeSearch(Request):
 class KnowledgeHit(BaseModel):
     score: float
     chunk: KnowledgeChunkPublic
+
+
+class ServingHealth(BaseModel):
+    """Serving over the last 5 minutes, from Prometheus; null where there is no traffic."""
+
+    requests_per_second: float | None = None
+    error_ratio: float | None = Field(None, description="Share of requests answered with a 5xx.")
+    ttft_p95_seconds: float | None = Field(
+        None, description="Time to first token, 95th percentile."
+    )
+    queue_depth: float | None = Field(None, description="Requests waiting for a batch slot, now.")
+
+
+class TargetHealth(BaseModel):
+    job: str = Field(description="The service Prometheus scrapes: ray, api, mlflow, airflow…")
+    up: bool
+
+
+class OpsLinks(BaseModel):
+    grafana: str | None = Field(None, description="Orchard's dashboards folder (when configured).")
+    prometheus: str
+    airflow: str
+    mlflow: str
+    ray: str
+
+
+class OpsHealth(BaseModel):
+    available: bool = Field(description="Prometheus answered.")
+    detail: str | None = Field(None, description="Why not, when it did not.")
+    serving: ServingHealth
+    targets: list[TargetHealth]
+    firing_alerts: list[str] = Field(description="Names of the alerts firing now.")
+    links: OpsLinks

@@ -38,6 +38,7 @@ from orchard.errors import OrchardError
 from orchard.progress import step_line
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
+from ray_jobs.train_metrics import TrainMetrics
 
 log = logging.getLogger("orchard.pretrain")
 
@@ -221,12 +222,15 @@ def train_loop(loop: dict[str, Any]) -> None:
     train_set, valid_set = _datasets(loop, loop["seq_length"])
 
     mlflow = _MlflowLogger(loop["mlflow_uri"], loop["mlflow_run_id"]) if rank == 0 else None
+    prometheus = TrainMetrics(loop["run_name"], "pretrain") if rank == 0 else None
     tokens_per_step = loop["global_batch_size"] * loop["seq_length"]
     window_start, window_steps = time.perf_counter(), 0
     for step in range(start, loop["steps"]):
         out = training.train_step(_batch(train_set, step, loop, rank, world))
         window_steps += 1
         done = step + 1
+        if prometheus:
+            prometheus.step()
         point: dict[str, float] = {}
         if done % loop["log_interval"] == 0 or done == loop["steps"]:
             elapsed = time.perf_counter() - window_start
@@ -250,6 +254,8 @@ def train_loop(loop: dict[str, Any]) -> None:
             curve.append(point)
             if mlflow:
                 mlflow.log(point, done)
+            if prometheus:
+                prometheus.point(point)
             if rank == 0:
                 print(json.dumps(point), flush=True)
                 if "loss" in point:  # for people: the Airflow task log, `orchard run`
@@ -411,6 +417,7 @@ def pretrain(
         "bf16": bf16,
         "mlflow_uri": mlflow_uri if run_id else None,
         "mlflow_run_id": run_id,
+        "run_name": f"pretrain-{ctx.key}",
         "flops_per_token": preset.flops_per_token(seq_length, vocab_size),
         "peak_flops": peak * config.workers,
     }

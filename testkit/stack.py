@@ -52,6 +52,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "ORCHARD_SITE_DIR": str(site),
         "ORCHARD_RAY_INTERNAL_PORT_BASE": str(base),
         "ORCHARD_RAY_WORKER_PORTS": "16",
+        "ORCHARD_PROMETHEUS_SCRAPE_INTERVAL_S": "5",
     }
     for name in (
         "API_PORT",
@@ -65,6 +66,8 @@ def stack_env(home: Path) -> dict[str, str]:
         "RAY_DASHBOARD_PORT",
         "RAY_CLIENT_PORT",
         "SERVE_PORT",
+        "PROMETHEUS_PORT",
+        "OTLP_PORT",
     ):
         port = free_port()
         while base <= port < base + 26 or str(port) in ports.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,6 +194,8 @@ def mlflow_service(settings: Settings) -> Service:
 
     def prepare() -> dict[str, str]:
         state.mkdir(parents=True, exist_ok=True)
+        # The exporter's per-process files of an earlier run would be summed in.
+        shutil.rmtree(state / "prometheus", ignore_errors=True)
         env = base_env(settings)
         # The job-execution worker costs ~1 GB and Orchard runs its jobs on Ray.
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
@@ -216,6 +219,9 @@ def mlflow_service(settings: Settings) -> Service:
         str(settings.mlflow_port),
         "--workers",
         "1",
+        # /metrics for Prometheus (prometheus-flask-exporter; multiprocess files here)
+        "--expose-prometheus",
+        str(state / "prometheus"),
     ]
     return Service(
         "mlflow",
@@ -278,6 +284,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         }
     )
+    from orchard.stack.prometheus import airflow_metrics_env
+
+    env.update(airflow_metrics_env(settings))
     return env
 
 
@@ -395,11 +404,13 @@ def serve_service(settings: Settings) -> Service:
     )
 
 
-SERVICE_NAMES = ("ray", "mlflow", "serve", "airflow", "api", "site")
+SERVICE_NAMES = ("ray", "mlflow", "serve", "airflow", "api", "site", "otlp", "prometheus")
 
 
 def build_services(settings: Settings) -> list[Service]:
     """The stack in start order (they start together; this is display order)."""
+    from orchard.stack.prometheus import otlp_service, prometheus_service  # built on this
+
     return [
         ray_service(settings),
         mlflow_service(settings),
@@ -407,4 +418,6 @@ def build_services(settings: Settings) -> list[Service]:
         airflow_service(settings),
         api_service(settings),
         site_service(settings),
+        otlp_service(settings),
+        prometheus_service(settings),
     ]

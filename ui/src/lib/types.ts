@@ -59,6 +59,7 @@ export type JobRuns = Schemas["JobRuns"];
 export type JobTriggered = Schemas["JobTriggered"];
 export type JobDag = Schemas["JobTrigger"]["dag"];
 export type RecentError = Schemas["RecentError"];
+export type OpsHealth = Schemas["OpsHealth"];
 export type ConversationSummary = Schemas["ConversationSummary"];
 export type ChatFlag = Schemas["FlagPublic"];
 export type ConversationDetail = Schemas["ConversationDetail"];

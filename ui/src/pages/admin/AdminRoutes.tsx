@@ -12,6 +12,7 @@ import { AuditPage } from "./AuditPage";
 const AnalyticsPage = lazy(() => import("./AnalyticsPage"));
 const JobsPage = lazy(() => import("./JobsPage"));
 const ErrorsPage = lazy(() => import("./ErrorsPage"));
+const HealthPage = lazy(() => import("./HealthPage"));
 const ConversationsPage = lazy(() => import("./ConversationsPage"));
 const PlansPage = lazy(() => import("./PlansPage"));
 const AccessPage = lazy(() => import("./AccessPage"));
@@ -24,6 +25,7 @@ const TABS = [
   ["analytics", "Analytics"],
   ["conversations", "Conversations"],
   ["jobs", "Training jobs"],
+  ["health", "Health"],
   ["errors", "Errors"],
   ["audit", "Audit log"],
 ] as const;
@@ -70,6 +72,7 @@ export default function AdminRoutes() {
           <Route path="analytics" element={<AnalyticsPage />} />
           <Route path="conversations/*" element={<ConversationsPage />} />
           <Route path="jobs" element={<JobsPage />} />
+          <Route path="health" element={<HealthPage />} />
           <Route path="errors" element={<ErrorsPage />} />
           <Route path="audit" element={<AuditPage />} />
           <Route path="*" element={<NotFound />} />
