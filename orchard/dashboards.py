@@ -103,7 +103,7 @@ def training() -> dict[str, Any]:
     return dashboard(
         "orchard-training",
         "Orchard · Training",
-        "Pretraining and post-training runs, from their Ray workers (ray_jobs/train_metrics.py).",
+        "Pretraining and post-training runs, from their Ray workers (orchard/train_metrics.py).",
         [
             stat("Runs reporting", f"count(count by (run) ({train}_steps_total))"),
             stat("Steps done", f"sum({train}_steps_total)"),

@@ -38,7 +38,7 @@ from orchard.errors import OrchardError
 from orchard.progress import step_line
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
-from ray_jobs.train_metrics import TrainMetrics
+from orchard.train_metrics import TrainMetrics
 
 log = logging.getLogger("orchard.pretrain")
 

@@ -1,5 +1,5 @@
 """A small training workload for the observability tests: a Ray job whose task trains a
-tiny torch model and reports through `ray_jobs.train_metrics.TrainMetrics`, as the
+tiny torch model and reports through `orchard.train_metrics.TrainMetrics`, as the
 pretrain step's Ray Train worker does (same metrics, same export path), in seconds
 instead of the minute a real pretrain needs to start.
 
@@ -18,7 +18,7 @@ import ray
 def train(run: str, seconds: float) -> int:
     import torch
 
-    from ray_jobs.train_metrics import TrainMetrics
+    from orchard.train_metrics import TrainMetrics
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))

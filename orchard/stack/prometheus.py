@@ -8,7 +8,7 @@ evaluates the rules of the checkout that started it. The time series live in
 What each job scrapes:
 - `ray`: the head's metrics agent (`--metrics-export-port`, ORCHARD_RAY_INTERNAL_PORT_BASE
   + 2): Ray's cluster metrics, Ray Serve's, serving's `ray_orchard_serve_*`
-  (serving/metrics.py) and training's `ray_orchard_train_*` (ray_jobs/train_metrics.py),
+  (serving/metrics.py) and training's `ray_orchard_train_*` (orchard/train_metrics.py),
   all exported through Ray's own metrics pipeline;
 - `api`: the platform API's `/metrics` (platform_api/observability.py);
 - `mlflow`: MLflow's `/metrics` (`mlflow server --expose-prometheus`);
