@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, Request, Security
@@ -35,11 +36,12 @@ def get_db(request: Request) -> Iterator[Session]:
     yield from session_scope(request.app.state.engine)
 
 
-def get_keys(request: Request) -> Keys:
+# async: no thread-pool hop to read app state (FastAPI runs a plain `def` in a thread).
+async def get_keys(request: Request) -> Keys:
     return request.app.state.keys
 
 
-def get_passwords(request: Request) -> Passwords:
+async def get_passwords(request: Request) -> Passwords:
     return request.app.state.passwords
 
 
@@ -52,6 +54,9 @@ _bearer = HTTPBearer(
     description="An access token from /api/v1/auth/login, or a personal API key (orch_...).",
 )
 
+
+# How fresh an API key's `last_used_at` is kept: written at most once a minute per key.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
@@ -153,6 +158,10 @@ def _authenticate(session: Session, keys: Keys, token: str) -> Principal:
 
 
 def _api_key_principal(session: Session, key: str) -> Principal:
+    """One query on the unique `key_hash` index, on every request (no cache: a revoked key
+    is refused by the very next request, on every API process). `last_used_at` is written
+    only when the stored one is older than `LAST_USED_RESOLUTION`, so a busy key costs no
+    write per request."""
     row = session.exec(
         select(User, ApiKey)
         .join(ApiKey, ApiKey.user_id == User.id)
@@ -162,9 +171,12 @@ def _api_key_principal(session: Session, key: str) -> Principal:
         raise unauthorized("API key is not valid or was revoked", code="invalid_api_key")
     user, api_key = row
     ensure_active(user)
-    session.exec(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=utcnow()))
-    session.commit()
+    now = utcnow()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+        session.exec(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
+        session.commit()
     return Principal(user=user, api_key_id=api_key.id, scopes=frozenset(api_key.scope_list))
+
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

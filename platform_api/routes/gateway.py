@@ -24,14 +24,17 @@ import asyncio
 import json
 import time
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Annotated
 
+import anyio.from_thread
 import httpx
 from fastapi import APIRouter, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
+from sqlmodel import Session
 
 from platform_api.access import gateway_route, models_for
 from platform_api.credits import InsufficientCredits
@@ -53,7 +56,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 VERSION_HEADER = "X-Orchard-Model-Version"
 
 
-def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
+async def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
     if principal.api_key_id is None:
         raise ApiError(
             403,
@@ -126,11 +129,33 @@ async def chat_completions(
     request: Request, principal: GatewayPrincipal, session: SessionDep
 ) -> Response:
     body, checked = _read(await request.body())
+    # Everything that needs the database, in one worker-thread call and one session.
+    admitted = await run_in_threadpool(admit, session, request.app.state, principal, body, checked)
+    meter = Meter(request, admitted.pricing, admitted.reservation, checked.model, admitted.variant)
+    if checked.stream:
+        return await meter.stream(body, checked.include_usage)
+    return await meter.complete(body)
+
+
+@dataclass(frozen=True)
+class Admission:
+    pricing: Pricing
+    reservation: Reservation
+    variant: str | None
+
+
+def admit(
+    session: Session, state, principal: Principal, body: dict, checked: ChatCompletionRequest
+) -> Admission:
+    """A checked request's way to serving, in a worker thread: the model it is routed to
+    (404 when the caller may not use it), its `max_tokens`, this month's plan credits, the
+    token limits (429) and the credit reservation (402). Rewrites `body` into what is
+    forwarded. Every refusal leaves the balance as it was."""
+    settings = state.settings
     model = checked.model
-    settings = request.app.state.settings
-    route = await run_in_threadpool(gateway_route, session, settings, principal.user, model)
+    route = gateway_route(session, settings, principal.user, model)
     if route is None:
-        usable = await run_in_threadpool(models_for, session, settings, principal.user)
+        usable = models_for(session, settings, principal.user)
         raise ApiError(
             404,
             "model_not_found",
@@ -147,22 +172,20 @@ async def chat_completions(
         # No cap asked for: the default, or what the model's context leaves after the
         # prompt's bound when that is less (an explicit cap is the caller's: serving
         # answers context_length_exceeded for one that does not fit, as OpenAI does).
-        context = await request.app.state.serving.contexts.get(target)
+        # The lengths are cached (serving.ContextLengths): read on the event loop.
+        context = anyio.from_thread.run(state.serving.contexts.get, target)
         default = {"max_tokens": settings.gateway_max_tokens}
         body["max_tokens"] = fit_max_tokens(default, prompt_bound, context)["max_tokens"]
     max_tokens: int = body["max_tokens"]
     n = checked.n or 1
-    stream = bool(checked.stream)
     body.pop("max_completion_tokens", None)
-    wants_usage = checked.include_usage
-    if stream:
+    if checked.stream:
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
-    pricing = Pricing.from_settings(settings)
-    await run_in_threadpool(grant_due, session, principal.user)  # this month's plan credits
+    pricing: Pricing = state.pricing
+    grant_due(session, principal.user)  # this month's plan credits
     try:  # the token limits (429 token_limit), then the credits
-        reservation = await run_in_threadpool(
-            reserve,
+        reservation = reserve(
             session,
             principal.user,
             principal.api_key_id,
@@ -178,10 +201,7 @@ async def chat_completions(
             f"this request may cost up to {error.amount} credits and the balance is "
             f"{error.balance}: lower max_tokens or ask an administrator for credits",
         ) from None
-    meter = Meter(request, pricing, reservation, model, variant)
-    if stream:
-        return await meter.stream(body, wants_usage)
-    return await meter.complete(body)
+    return Admission(pricing, reservation, variant)
 
 
 class Meter:
