@@ -178,7 +178,6 @@ def _api_key_principal(session: Session, key: str) -> Principal:
     return Principal(user=user, api_key_id=api_key.id, scopes=frozenset(api_key.scope_list))
 
 
-
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
