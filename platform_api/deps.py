@@ -116,11 +116,25 @@ def get_principal(
     keys: KeysDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    return authenticate(request, session, keys, credential_of(credentials))
+
+
+def credential_of(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
         raise unauthorized(
             "not authenticated: send 'Authorization: Bearer <access token or API key>'"
         )
-    return authenticate(request, session, keys, credentials.credentials)
+    return credentials.credentials
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The credential, not yet checked: for a route that checks it with `authenticate` in
+    its own worker-thread call, together with the rest of its database work (the OpenAI
+    gateway, whose every millisecond before the first token counts). Such a route must
+    call `authenticate` before anything else, and `Principal.require` its scope."""
+    return credential_of(credentials)
 
 
 def authenticate(conn: HTTPConnection, session: Session, keys: Keys, token: str) -> Principal:

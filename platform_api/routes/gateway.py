@@ -38,7 +38,7 @@ from sqlmodel import Session
 
 from platform_api.access import gateway_route, models_for
 from platform_api.credits import InsufficientCredits
-from platform_api.deps import Principal, PrincipalDep, SessionDep
+from platform_api.deps import Principal, PrincipalDep, SessionDep, authenticate, bearer_token
 from platform_api.errors import ApiError, clip, invalid_request_body
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
 from platform_api.openai_schemas import ChatCompletionRequest, problems, request_schema
@@ -56,7 +56,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 VERSION_HEADER = "X-Orchard-Model-Version"
 
 
-async def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
+def check_gateway_principal(principal: Principal, scopes: list[str]) -> Principal:
     if principal.api_key_id is None:
         raise ApiError(
             403,
@@ -64,12 +64,19 @@ async def gateway_principal(security_scopes: SecurityScopes, principal: Principa
             "the OpenAI gateway takes personal API keys: create one at /api/v1/api-keys "
             "and send it as the SDK's api_key",
         )
-    for scope in security_scopes.scopes:
+    for scope in scopes:
         principal.require(scope, "the OpenAI gateway")
     return principal
 
 
-GatewayPrincipal = Annotated[Principal, Security(gateway_principal, scopes=["inference"])]
+async def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
+    return check_gateway_principal(principal, security_scopes.scopes)
+
+
+INFERENCE = "inference"
+GatewayPrincipal = Annotated[Principal, Security(gateway_principal, scopes=[INFERENCE])]
+# The completions route checks the key itself, inside `admit` (one worker-thread call).
+GatewayToken = Annotated[str, Security(bearer_token, scopes=[INFERENCE])]
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
@@ -125,12 +132,9 @@ async def list_models(
         }
     },
 )
-async def chat_completions(
-    request: Request, principal: GatewayPrincipal, session: SessionDep
-) -> Response:
-    body, checked = _read(await request.body())
-    # Everything that needs the database, in one worker-thread call and one session.
-    admitted = await run_in_threadpool(admit, session, request.app.state, principal, body, checked)
+async def chat_completions(request: Request, token: GatewayToken) -> Response:
+    admitted = await run_in_threadpool(admit, request, token, await request.body())
+    body, checked = admitted.body, admitted.checked
     meter = Meter(request, admitted.pricing, admitted.reservation, checked.model, admitted.variant)
     if checked.stream:
         return await meter.stream(body, checked.include_usage)
@@ -139,18 +143,31 @@ async def chat_completions(
 
 @dataclass(frozen=True)
 class Admission:
+    body: dict  # what is forwarded to serving
+    checked: ChatCompletionRequest
     pricing: Pricing
     reservation: Reservation
     variant: str | None
 
 
-def admit(
+def admit(request: Request, token: str, raw: bytes) -> Admission:
+    """Everything a request needs before serving is called, in one worker-thread call and
+    one database session (each thread-pool hop and each transaction costs time to the
+    first token): the key (401/403, and its rate limit, 429), the body (400), the model it
+    is routed to (404 when the caller may not use it), its `max_tokens`, this month's plan
+    credits, the token limits (429) and the credit reservation (402), in that order. Every
+    refusal leaves the balance as it was."""
+    state = request.app.state
+    with Session(state.engine, expire_on_commit=False) as session:
+        principal = authenticate(request, session, state.keys, token)
+        check_gateway_principal(principal, [INFERENCE])
+        body, checked = _read(raw)
+        return _admit(session, state, principal, body, checked)
+
+
+def _admit(
     session: Session, state, principal: Principal, body: dict, checked: ChatCompletionRequest
 ) -> Admission:
-    """A checked request's way to serving, in a worker thread: the model it is routed to
-    (404 when the caller may not use it), its `max_tokens`, this month's plan credits, the
-    token limits (429) and the credit reservation (402). Rewrites `body` into what is
-    forwarded. Every refusal leaves the balance as it was."""
     settings = state.settings
     model = checked.model
     route = gateway_route(session, settings, principal.user, model)
@@ -201,7 +218,7 @@ def admit(
             f"this request may cost up to {error.amount} credits and the balance is "
             f"{error.balance}: lower max_tokens or ask an administrator for credits",
         ) from None
-    return Admission(pricing, reservation, variant)
+    return Admission(body, checked, pricing, reservation, variant)
 
 
 class Meter:
