@@ -22,7 +22,7 @@ from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 from starlette.requests import HTTPConnection
 
@@ -171,16 +171,20 @@ def _authenticate(session: Session, keys: Keys, token: str) -> Principal:
     return Principal(user=user, session_id=login.id)
 
 
+# Built once (statements are parameterized, not rebuilt per request: the hot path).
+_KEY_LOOKUP = (
+    select(User, ApiKey)
+    .join(ApiKey, ApiKey.user_id == User.id)
+    .where(ApiKey.key_hash == bindparam("p_key_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
 def _api_key_principal(session: Session, key: str) -> Principal:
     """One query on the unique `key_hash` index, on every request (no cache: a revoked key
     is refused by the very next request, on every API process). `last_used_at` is written
     only when the stored one is older than `LAST_USED_RESOLUTION`, so a busy key costs no
     write per request."""
-    row = session.exec(
-        select(User, ApiKey)
-        .join(ApiKey, ApiKey.user_id == User.id)
-        .where(ApiKey.key_hash == digest(key), ApiKey.revoked_at.is_(None))
-    ).first()
+    row = session.execute(_KEY_LOOKUP, {"p_key_hash": digest(key)}).first()
     if row is None:
         raise unauthorized("API key is not valid or was revoked", code="invalid_api_key")
     user, api_key = row
