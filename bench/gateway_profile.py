@@ -1,10 +1,10 @@
 """Where the gateway's time goes: milliseconds per stage of a streamed `POST
 /v1/chat/completions`, from the request's arrival to serving's first token relayed.
 
-    .venv/bin/python bench/gateway_profile.py [--requests 200] [--database-url URL]
+    .venv/bin/python bench/gateway_profile.py [--requests 200] [--postgres]
 
-No stack: the platform API (uvicorn in this process, SQLite in a temporary home unless
-`--database-url` names a PostgreSQL database to migrate and use) in front of the test
+No stack: the platform API (uvicorn in this process, SQLite in a temporary home, or with
+`--postgres` a throwaway PostgreSQL server as the tests start one) in front of the test
 suite's stand-in serving app, which answers at once, so what is measured is the gateway
 alone. Each stage is timed by wrapping the function that does it (the same objects the
 route calls); "arrival → sent to serving" is the whole of the gateway's work before
@@ -82,7 +82,7 @@ class Arrival:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--postgres", action="store_true")
     args = parser.parse_args()
 
     import platform_api.deps as deps
@@ -113,12 +113,19 @@ def main() -> None:
     )
 
     root = Path(tempfile.mkdtemp(prefix="orchard-gateway-profile-"))
+    postgres = None
+    if args.postgres:
+        from testkit.postgres import start_postgres
+
+        postgres = start_postgres()
+        with postgres.connect() as connection:
+            connection.execute("CREATE DATABASE profile")
     stub = ServingStub()
     stub.server.handle_error = lambda *_: None  # the platform's pooled connections closing
     limits = {f"rate_limit_{s}": UNTHROTTLED for s in ("user", "api_key", "ip", "auth_ip")}
     settings = Settings(
         home=root / "home",
-        database_url=args.database_url,
+        database_url=postgres.url("profile") if postgres else None,
         serving_url=stub.url,
         starter_plan_credits=0,
         **limits,
@@ -177,8 +184,10 @@ def main() -> None:
         httpx.AsyncClient.send = original_send
         server.stop()
         stub.stop()
+        if postgres:
+            postgres.stop()
 
-    backend = "PostgreSQL" if args.database_url else "SQLite"
+    backend = "PostgreSQL" if postgres else "SQLite"
     print(f"gateway stages, {args.requests} sequential streamed requests, {backend}; ms median")
     accounted = 0.0
     nested = NESTED | (IN_ADMISSION if ADMISSION in SPANS else set())
