@@ -9,17 +9,21 @@ suite's stand-in serving app, which answers at once, so what is measured is the 
 alone. Each stage is timed by wrapping the function that does it (the same objects the
 route calls); "arrival → sent to serving" is the whole of the gateway's work before
 serving sees the request, and "rest" what no stage accounts for (FastAPI's dependency
-resolution, thread-pool hops, middleware). One client, sequential requests, medians.
+resolution, thread-pool hops, middleware). Sequential requests from `--clients` client
+threads (the clients share this process with the server: take the figures at 1 client as
+the gateway's own, those at more as a sign of contention). Medians.
 Prints figures, never fails on time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -65,17 +69,19 @@ def instrument(stages: dict[str, tuple[object, str]]) -> None:
             setattr(owner, attribute, timed(name, getattr(owner, attribute)))
 
 
+ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
+
+
 class Arrival:
-    """Outermost ASGI wrapper: when each gateway request arrived."""
+    """Outermost ASGI wrapper: when each gateway request arrived (in its own context)."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.state = app.state
-        self.arrived: float | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
-            self.arrived = time.perf_counter()
+            ARRIVED.set(time.perf_counter())
         await self.app(scope, receive, send)
 
 
@@ -83,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients (threads)")
     args = parser.parse_args()
 
     import platform_api.deps as deps
@@ -140,8 +147,9 @@ def main() -> None:
     original_send = httpx.AsyncClient.send
 
     async def send(self, request, **kwargs):
-        if request.url.path == "/v1/chat/completions" and arrival.arrived is not None:
-            sent.append(time.perf_counter() - arrival.arrived)
+        arrived = ARRIVED.get(None)
+        if request.url.path == "/v1/chat/completions" and arrived is not None:
+            sent.append(time.perf_counter() - arrived)
         return await original_send(self, request, **kwargs)
 
     httpx.AsyncClient.send = send
@@ -160,9 +168,10 @@ def main() -> None:
             "max_tokens": 16,
             "stream": True,
         }
-        client = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        headers = {"Authorization": f"Bearer {key}"}
+        client = httpx.Client(headers=headers, timeout=60)
 
-        def first_token(url: str) -> float:
+        def first_token(url: str, client: httpx.Client = client) -> float:
             started = time.perf_counter()
             with client.stream("POST", url, json=body) as response:
                 assert response.status_code == 200, response.read()
@@ -176,8 +185,17 @@ def main() -> None:
             first_token(f"{server.url}/v1/chat/completions")
         SPANS.clear()
         sent.clear()
-        for _ in range(args.requests):
-            firsts.append(first_token(f"{server.url}/v1/chat/completions"))
+
+        def one_client() -> None:
+            with httpx.Client(headers=headers, timeout=60) as own:
+                for _ in range(args.requests // args.clients):
+                    firsts.append(first_token(f"{server.url}/v1/chat/completions", own))
+
+        threads = [threading.Thread(target=one_client) for _ in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         client.close()
         http.close()
     finally:
@@ -188,7 +206,10 @@ def main() -> None:
             postgres.stop()
 
     backend = "PostgreSQL" if postgres else "SQLite"
-    print(f"gateway stages, {args.requests} sequential streamed requests, {backend}; ms median")
+    print(
+        f"gateway stages, {args.requests} streamed requests from {args.clients} client(s), "
+        f"{backend}; ms median"
+    )
     accounted = 0.0
     nested = NESTED | (IN_ADMISSION if ADMISSION in SPANS else set())
     for name, values in SPANS.items():
