@@ -12,7 +12,9 @@ benchmark. Then, over real HTTP:
 2. a streamed chat completion through the gateway (`POST /v1/chat/completions` with an
    API key: auth, rate limit, credit reservation, relay, settlement) versus the same
    request sent to serving directly: time to first token and to the end, p50/p99, and
-   the overhead ratio, at 1 and 4 concurrent clients.
+   the overhead ratio, at 1 and 4 concurrent clients; and through a bare relay
+   (`bare_relay.py`: the same uvicorn + httpx hop, nothing else), the floor under the
+   gateway's overhead.
 One run; prints figures, never fails on time.
 """
 
@@ -23,6 +25,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +36,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import httpx  # noqa: E402
 
 from orchard.settings import Settings  # noqa: E402
-from testkit.stack import orchard, stack_env, wait_champion  # noqa: E402
+from testkit.stack import free_port, orchard, stack_env, wait_champion  # noqa: E402
 
 UNTHROTTLED = "1000000/minute"
 
@@ -114,6 +117,32 @@ async def streams(base: str, key: str, clients: int, total: int, max_tokens: int
     }
 
 
+_relay: list[subprocess.Popen] = []
+
+
+def start_relay(upstream: str) -> str:
+    """`bare_relay.py` in front of serving, on a free loopback port; its URL."""
+    port = free_port()
+    script = Path(__file__).with_name("bare_relay.py")
+    command = [sys.executable, str(script), "--port", str(port), "--upstream", upstream]
+    _relay.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/", timeout=2)  # 404: it listens
+            return url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the bare relay did not start")
+
+
+def stop_relay() -> None:
+    for process in _relay:
+        process.terminate()
+        process.wait(30)
+
+
 def accounts(settings: Settings) -> tuple[dict, str]:
     """A user with credits, chats to list and an API key; returns (token headers, key)."""
     from platform_api.db import database_url
@@ -172,17 +201,19 @@ def main() -> None:
                 ),
                 asyncio.run(hammer(f"{settings.api_url}/healthz", {}, clients, args.requests)),
             )
+        relay_url = start_relay(settings.serving_base_url)
         streaming = {}
         for clients in (1, 4):
-            streaming[clients] = (
-                asyncio.run(streams(settings.api_url, key, clients, args.streams, args.max_tokens)),
-                asyncio.run(
-                    streams(
-                        settings.serving_base_url, "unused", clients, args.streams, args.max_tokens
-                    )
-                ),
+            streaming[clients] = tuple(
+                asyncio.run(streams(url, token, clients, args.streams, args.max_tokens))
+                for url, token in (
+                    (settings.api_url, key),
+                    (relay_url, "unused"),
+                    (settings.serving_base_url, "unused"),
+                )
             )
     finally:
+        stop_relay()
         orchard(env, "down")
         shutil.rmtree(root, ignore_errors=True)
 
@@ -205,7 +236,7 @@ def main() -> None:
         f"{'clients':>7} | {'gateway TTFT p50/p99 ms':>24} {'end p50/p99 ms':>16} | "
         f"{'serving TTFT p50/p99 ms':>24} {'end p50/p99 ms':>16} | {'TTFT overhead':>13}"
     )
-    for clients, (gateway, direct) in streaming.items():
+    for clients, (gateway, _relay, direct) in streaming.items():
         print(
             f"{clients:>7} | {gateway['ttft_p50'] * 1e3:>11.1f}/{gateway['ttft_p99'] * 1e3:<12.1f}"
             f"{gateway['end_p50'] * 1e3:>8.1f}/{gateway['end_p99'] * 1e3:<7.1f} | "
@@ -214,8 +245,19 @@ def main() -> None:
             f"{gateway['ttft_p50'] / direct['ttft_p50']:>12.2f}x"
         )
     print(
+        f"{'clients':>7} | {'bare relay TTFT p50/p99 ms':>27} {'end p50/p99 ms':>16} | {'ratio':>6}"
+    )
+    for clients, (_gateway, relay, direct) in streaming.items():
+        print(
+            f"{clients:>7} | {relay['ttft_p50'] * 1e3:>14.1f}/{relay['ttft_p99'] * 1e3:<12.1f}"
+            f"{relay['end_p50'] * 1e3:>8.1f}/{relay['end_p99'] * 1e3:<7.1f} | "
+            f"{relay['ttft_p50'] / direct['ttft_p50']:>5.2f}x"
+        )
+    print(
         "gateway: API key check, rate limits, credit reservation, relay, settlement; "
-        "serving: the same request to Ray Serve directly."
+        "bare relay: the same uvicorn + httpx hop with nothing else (bench/bare_relay.py), "
+        "the floor under the gateway's overhead; serving: the same request to Ray Serve "
+        "directly."
     )
 
 

@@ -30,7 +30,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
 from sqlmodel import Session, select
 
 from orchard.settings import Settings
@@ -85,12 +85,16 @@ def valid_model(settings: Settings, model: str) -> bool:
     )
 
 
+_RULES = select(ModelAccessRule.model).where(  # built once: every gateway request reads it
+    or_(
+        ModelAccessRule.user_id == bindparam("p_user_id"),
+        ModelAccessRule.role == bindparam("p_role"),
+    )
+)
+
+
 def models_for(session: Session, settings: Settings, user: User) -> Models:
-    rules = session.exec(
-        select(ModelAccessRule.model).where(
-            or_(ModelAccessRule.user_id == user.id, ModelAccessRule.role == user.role)
-        )
-    ).all()
+    rules = session.execute(_RULES, {"p_user_id": user.id, "p_role": user.role}).scalars().all()
     bare, first = settings.model_name, settings.serve_aliases[0]
     served = (*settings.serve_aliases, bare)
     if not rules:

@@ -24,9 +24,10 @@ from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
 from platform_api.knowledge import Knowledge
+from platform_api.metering import Pricing
 from platform_api.oauth import install as install_oauth
 from platform_api.plans import ensure_starter_plan
-from platform_api.ratelimit import RateLimiter, limit_ip
+from platform_api.ratelimit import RateLimiter, limit_request_ip
 from platform_api.request_limits import RequestLimits
 from platform_api.routes import (
     admin,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
 
     app = FastAPI(title="Orchard platform API", version=orchard.__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.pricing = Pricing.from_settings(settings)  # read once, used by every request
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     install_error_handlers(app)
     # Before anything parses a body (inside the metrics, which count its refusals).
@@ -116,7 +118,7 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     def healthz() -> Health:
         return Health(status="ok", version=orchard.__version__)
 
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(limit_ip)])
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(limit_request_ip)])
     for module in (
         auth,
         oauth,
@@ -144,6 +146,6 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
     app.include_router(api)
     # The OpenAI-compatible gateway at /v1 (SDK base_url http://<host>/v1): counted against
     # the client IP like the rest, and against the API key through its principal.
-    app.include_router(gateway.router, dependencies=[Depends(limit_ip)])
+    app.include_router(gateway.router, dependencies=[Depends(limit_request_ip)])
     mount_webui(app, settings.ui_dir)  # last: every API route matches before the UI
     return app

@@ -15,11 +15,11 @@ pays for.
 
 from __future__ import annotations
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from platform_api.models import CreditAccount, CreditEntry, utcnow
+from platform_api.models import CreditAccount, CreditEntry, UTCDateTime, utcnow
 
 
 class InsufficientCredits(Exception):
@@ -90,28 +90,83 @@ class CreditLedger:
         self, user_id: str, kind: str, amount: int, reason: str, refund_of: int | None = None
     ) -> CreditEntry:
         assert amount > 0, "a ledger amount is positive; the kind gives its direction"
-        change = -amount if kind == "debit" else amount
-        statement = (
-            update(CreditAccount)
-            .where(CreditAccount.user_id == user_id)
-            .values(balance=CreditAccount.balance + change, updated_at=utcnow())
-            .returning(CreditAccount.balance)
-        )
-        if kind == "debit":
-            statement = statement.where(CreditAccount.balance >= amount)
-        balance_after = self.session.exec(statement).scalar_one_or_none()
+        now = utcnow()
+        params = {
+            "p_user_id": user_id,
+            "p_change": -amount if kind == "debit" else amount,
+            "p_floor": amount if kind == "debit" else 0,  # the balance a debit needs
+            "p_created_at": now,
+            "p_kind": kind,
+            "p_amount": amount,
+            "p_reason": reason,
+            "p_refund_of": refund_of,
+        }
+        # Core statements built once, on the session's connection and transaction: the
+        # ORM's per-statement work costs more than the database's on this hot path (every
+        # metered request debits once and refunds once).
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":  # one statement, one round trip
+            row = connection.execute(_MOVE_AND_ENTER, params).first()
+            entry_id, balance_after = row if row else (None, None)
+        else:  # SQLite has no UPDATE inside WITH: two statements, in-process
+            entry_id = None
+            balance_after = connection.execute(_MOVE, params).scalar_one_or_none()
+            if balance_after is not None:
+                entry_id = connection.execute(
+                    _ENTER, {**params, "p_balance_after": balance_after}
+                ).scalar_one()
         if balance_after is None:
             if kind == "debit" and self.session.get(CreditAccount, user_id) is not None:
                 raise InsufficientCredits(self.balance(user_id), amount)
             raise LookupError(f"user {user_id} has no credit account")
-        entry = CreditEntry(
+        return CreditEntry(
+            id=entry_id,
             user_id=user_id,
             kind=kind,
             amount=amount,
             balance_after=balance_after,
             reason=reason,
             refund_of=refund_of,
+            created_at=now,
         )
-        self.session.add(entry)
-        self.session.flush()
-        return entry
+
+
+_ACCOUNTS, _LEDGER = CreditAccount.__table__, CreditEntry.__table__
+# The account's conditional UPDATE: `floor` is the amount for a debit (the balance must
+# cover it), 0 otherwise.
+_MOVE = (
+    update(_ACCOUNTS)
+    .where(
+        _ACCOUNTS.c.user_id == bindparam("p_user_id"), _ACCOUNTS.c.balance >= bindparam("p_floor")
+    )
+    .values(
+        balance=_ACCOUNTS.c.balance + bindparam("p_change"),
+        updated_at=bindparam("p_created_at", type_=UTCDateTime()),
+    )
+    .returning(_ACCOUNTS.c.balance)
+)
+_ENTRY_COLUMNS = ["user_id", "kind", "amount", "balance_after", "reason", "refund_of", "created_at"]
+_ENTER = (
+    insert(_LEDGER)
+    .values({c: bindparam(f"p_{c}", type_=_LEDGER.c[c].type) for c in _ENTRY_COLUMNS})
+    .returning(_LEDGER.c.id)
+)
+# PostgreSQL: the UPDATE as a data-modifying CTE feeding the ledger INSERT; no row when
+# the UPDATE matched none (no account, or a debit the balance does not cover).
+_MOVED = _MOVE.cte("moved")
+_MOVE_AND_ENTER = (
+    insert(_LEDGER)
+    .from_select(
+        _ENTRY_COLUMNS,
+        select(
+            *(
+                _MOVED.c.balance
+                if c == "balance_after"
+                else bindparam(f"p_{c}", type_=_LEDGER.c[c].type).label(c)
+                for c in _ENTRY_COLUMNS
+            )
+        ).select_from(_MOVED),
+    )
+    .returning(_LEDGER.c.id, _LEDGER.c.balance_after)
+    .add_cte(_MOVED)
+)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 from starlette.requests import HTTPConnection
 
@@ -35,11 +36,12 @@ def get_db(request: Request) -> Iterator[Session]:
     yield from session_scope(request.app.state.engine)
 
 
-def get_keys(request: Request) -> Keys:
+# async: no thread-pool hop to read app state (FastAPI runs a plain `def` in a thread).
+async def get_keys(request: Request) -> Keys:
     return request.app.state.keys
 
 
-def get_passwords(request: Request) -> Passwords:
+async def get_passwords(request: Request) -> Passwords:
     return request.app.state.passwords
 
 
@@ -52,6 +54,9 @@ _bearer = HTTPBearer(
     description="An access token from /api/v1/auth/login, or a personal API key (orch_...).",
 )
 
+
+# How fresh an API key's `last_used_at` is kept: written at most once a minute per key.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
@@ -111,11 +116,25 @@ def get_principal(
     keys: KeysDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    return authenticate(request, session, keys, credential_of(credentials))
+
+
+def credential_of(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
         raise unauthorized(
             "not authenticated: send 'Authorization: Bearer <access token or API key>'"
         )
-    return authenticate(request, session, keys, credentials.credentials)
+    return credentials.credentials
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The credential, not yet checked: for a route that checks it with `authenticate` in
+    its own worker-thread call, together with the rest of its database work (the OpenAI
+    gateway, whose every millisecond before the first token counts). Such a route must
+    call `authenticate` before anything else, and `Principal.require` its scope."""
+    return credential_of(credentials)
 
 
 def authenticate(conn: HTTPConnection, session: Session, keys: Keys, token: str) -> Principal:
@@ -152,18 +171,28 @@ def _authenticate(session: Session, keys: Keys, token: str) -> Principal:
     return Principal(user=user, session_id=login.id)
 
 
+# Built once (statements are parameterized, not rebuilt per request: the hot path).
+_KEY_LOOKUP = (
+    select(User, ApiKey)
+    .join(ApiKey, ApiKey.user_id == User.id)
+    .where(ApiKey.key_hash == bindparam("p_key_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
 def _api_key_principal(session: Session, key: str) -> Principal:
-    row = session.exec(
-        select(User, ApiKey)
-        .join(ApiKey, ApiKey.user_id == User.id)
-        .where(ApiKey.key_hash == digest(key), ApiKey.revoked_at.is_(None))
-    ).first()
+    """One query on the unique `key_hash` index, on every request (no cache: a revoked key
+    is refused by the very next request, on every API process). `last_used_at` is written
+    only when the stored one is older than `LAST_USED_RESOLUTION`, so a busy key costs no
+    write per request."""
+    row = session.execute(_KEY_LOOKUP, {"p_key_hash": digest(key)}).first()
     if row is None:
         raise unauthorized("API key is not valid or was revoked", code="invalid_api_key")
     user, api_key = row
     ensure_active(user)
-    session.exec(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=utcnow()))
-    session.commit()
+    now = utcnow()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+        session.exec(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
+        session.commit()
     return Principal(user=user, api_key_id=api_key.id, scopes=frozenset(api_key.scope_list))
 
 

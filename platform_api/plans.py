@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -52,10 +52,17 @@ def next_month(now: datetime) -> datetime:
 
 def default_plan(session: Session) -> Plan | None:
     """The default plan; should two ever be marked (concurrent edits), the newest edit wins."""
-    return session.exec(
-        select(Plan).where(Plan.is_default).order_by(Plan.updated_at.desc(), Plan.id)
-    ).first()
+    return session.execute(_DEFAULT_PLAN).scalars().first()
 
+
+# Statements every metered request runs, built once.
+_DEFAULT_PLAN = select(Plan).where(Plan.is_default).order_by(Plan.updated_at.desc(), Plan.id)
+_GRANTED = select(PlanGrant.id).where(
+    PlanGrant.user_id == bindparam("p_user_id"), PlanGrant.period == bindparam("p_period")
+)
+_TOKENS_USED = select(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)).where(
+    UsageRecord.user_id == bindparam("p_user_id"), UsageRecord.created_at >= bindparam("p_since")
+)
 
 STARTER_PLAN = "Starter"
 
@@ -119,8 +126,7 @@ def grant_due(session: Session, user: User, now: datetime | None = None) -> Cred
     if plan is None or plan.monthly_credits <= 0 or user.deleted_at is not None:
         return None
     period = period_of(now)
-    done = select(PlanGrant.id).where(PlanGrant.user_id == user.id, PlanGrant.period == period)
-    if session.exec(done).first() is not None:
+    if session.execute(_GRANTED, {"p_user_id": user.id, "p_period": period}).first() is not None:
         return None
     try:
         entry = CreditLedger(session).grant(
@@ -151,11 +157,7 @@ def grant_monthly(session: Session, now: datetime | None = None) -> int:
 def tokens_used(session: Session, user: User, since: datetime) -> int:
     if user.limits_reset_at is not None and user.limits_reset_at > since:
         since = user.limits_reset_at
-    total = session.exec(
-        select(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)).where(
-            UsageRecord.user_id == user.id, UsageRecord.created_at >= since
-        )
-    ).one()
+    total = session.execute(_TOKENS_USED, {"p_user_id": user.id, "p_since": since}).scalar_one()
     return total or 0
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -47,6 +48,7 @@ class RateLimiter:
         self.storage = storage
         self.scopes = scopes
         self._limiter = MovingWindowRateLimiter(storage)
+        self.in_memory = "redis" not in type(storage).__name__.lower()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -65,7 +67,7 @@ class RateLimiter:
 
     @property
     def backend(self) -> str:
-        return "redis" if "redis" in type(self.storage).__name__.lower() else "memory"
+        return "memory" if self.in_memory else "redis"
 
     def check_storage(self) -> None:
         """Fails at start-up, with the URL to fix, when the store cannot be reached."""
@@ -114,9 +116,20 @@ def client_ip(request: HTTPConnection) -> str:
 
 
 def limit_ip(request: HTTPConnection) -> None:
-    """A router dependency: every request (and WebSocket handshake) counts against its
+    """Every request (and WebSocket handshake, and WebSocket action) counts against its
     client address."""
     request.app.state.rate_limiter.hit("ip", client_ip(request))
+
+
+async def limit_request_ip(request: HTTPConnection) -> None:
+    """`limit_ip` as a router dependency: counted on the event loop when the counters are
+    in-process (microseconds, no thread-pool hop on every request), in a worker thread
+    when they are in Redis (a network round trip must not block the loop)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if limiter.in_memory:
+        limit_ip(request)
+    else:
+        await run_in_threadpool(limit_ip, request)
 
 
 def limit_auth_ip(request: Request) -> None:

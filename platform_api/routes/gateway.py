@@ -24,18 +24,21 @@ import asyncio
 import json
 import time
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Annotated
 
+import anyio.from_thread
 import httpx
 from fastapi import APIRouter, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
+from sqlmodel import Session
 
 from platform_api.access import gateway_route, models_for
 from platform_api.credits import InsufficientCredits
-from platform_api.deps import Principal, PrincipalDep, SessionDep
+from platform_api.deps import Principal, PrincipalDep, SessionDep, authenticate, bearer_token
 from platform_api.errors import ApiError, clip, invalid_request_body
 from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
 from platform_api.openai_schemas import ChatCompletionRequest, problems, request_schema
@@ -53,7 +56,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI gateway"])
 VERSION_HEADER = "X-Orchard-Model-Version"
 
 
-def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
+def check_gateway_principal(principal: Principal, scopes: list[str]) -> Principal:
     if principal.api_key_id is None:
         raise ApiError(
             403,
@@ -61,12 +64,19 @@ def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) 
             "the OpenAI gateway takes personal API keys: create one at /api/v1/api-keys "
             "and send it as the SDK's api_key",
         )
-    for scope in security_scopes.scopes:
+    for scope in scopes:
         principal.require(scope, "the OpenAI gateway")
     return principal
 
 
-GatewayPrincipal = Annotated[Principal, Security(gateway_principal, scopes=["inference"])]
+async def gateway_principal(security_scopes: SecurityScopes, principal: PrincipalDep) -> Principal:
+    return check_gateway_principal(principal, security_scopes.scopes)
+
+
+INFERENCE = "inference"
+GatewayPrincipal = Annotated[Principal, Security(gateway_principal, scopes=[INFERENCE])]
+# The completions route checks the key itself, inside `admit` (one worker-thread call).
+GatewayToken = Annotated[str, Security(bearer_token, scopes=[INFERENCE])]
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
@@ -122,15 +132,47 @@ async def list_models(
         }
     },
 )
-async def chat_completions(
-    request: Request, principal: GatewayPrincipal, session: SessionDep
-) -> Response:
-    body, checked = _read(await request.body())
+async def chat_completions(request: Request, token: GatewayToken) -> Response:
+    admitted = await run_in_threadpool(admit, request, token, await request.body())
+    body, checked = admitted.body, admitted.checked
+    meter = Meter(request, admitted.pricing, admitted.reservation, checked.model, admitted.variant)
+    if checked.stream:
+        return await meter.stream(body, checked.include_usage)
+    return await meter.complete(body)
+
+
+@dataclass(frozen=True)
+class Admission:
+    body: dict  # what is forwarded to serving
+    checked: ChatCompletionRequest
+    pricing: Pricing
+    reservation: Reservation
+    variant: str | None
+
+
+def admit(request: Request, token: str, raw: bytes) -> Admission:
+    """Everything a request needs before serving is called, in one worker-thread call and
+    one database session (each thread-pool hop and each transaction costs time to the
+    first token): the key (401/403, and its rate limit, 429), the body (400), the model it
+    is routed to (404 when the caller may not use it), its `max_tokens`, this month's plan
+    credits, the token limits (429) and the credit reservation (402), in that order. Every
+    refusal leaves the balance as it was."""
+    state = request.app.state
+    with Session(state.engine, expire_on_commit=False) as session:
+        principal = authenticate(request, session, state.keys, token)
+        check_gateway_principal(principal, [INFERENCE])
+        body, checked = _read(raw)
+        return _admit(session, state, principal, body, checked)
+
+
+def _admit(
+    session: Session, state, principal: Principal, body: dict, checked: ChatCompletionRequest
+) -> Admission:
+    settings = state.settings
     model = checked.model
-    settings = request.app.state.settings
-    route = await run_in_threadpool(gateway_route, session, settings, principal.user, model)
+    route = gateway_route(session, settings, principal.user, model)
     if route is None:
-        usable = await run_in_threadpool(models_for, session, settings, principal.user)
+        usable = models_for(session, settings, principal.user)
         raise ApiError(
             404,
             "model_not_found",
@@ -147,22 +189,20 @@ async def chat_completions(
         # No cap asked for: the default, or what the model's context leaves after the
         # prompt's bound when that is less (an explicit cap is the caller's: serving
         # answers context_length_exceeded for one that does not fit, as OpenAI does).
-        context = await request.app.state.serving.contexts.get(target)
+        # The lengths are cached (serving.ContextLengths): read on the event loop.
+        context = anyio.from_thread.run(state.serving.contexts.get, target)
         default = {"max_tokens": settings.gateway_max_tokens}
         body["max_tokens"] = fit_max_tokens(default, prompt_bound, context)["max_tokens"]
     max_tokens: int = body["max_tokens"]
     n = checked.n or 1
-    stream = bool(checked.stream)
     body.pop("max_completion_tokens", None)
-    wants_usage = checked.include_usage
-    if stream:
+    if checked.stream:
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
-    pricing = Pricing.from_settings(settings)
-    await run_in_threadpool(grant_due, session, principal.user)  # this month's plan credits
+    pricing: Pricing = state.pricing
+    grant_due(session, principal.user)  # this month's plan credits
     try:  # the token limits (429 token_limit), then the credits
-        reservation = await run_in_threadpool(
-            reserve,
+        reservation = reserve(
             session,
             principal.user,
             principal.api_key_id,
@@ -178,10 +218,7 @@ async def chat_completions(
             f"this request may cost up to {error.amount} credits and the balance is "
             f"{error.balance}: lower max_tokens or ask an administrator for credits",
         ) from None
-    meter = Meter(request, pricing, reservation, model, variant)
-    if stream:
-        return await meter.stream(body, wants_usage)
-    return await meter.complete(body)
+    return Admission(body, checked, pricing, reservation, variant)
 
 
 class Meter:

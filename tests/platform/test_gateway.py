@@ -16,7 +16,7 @@ from platform_api.db import make_engine
 from platform_api.metering import prompt_token_bound
 from platform_api.models import UsageRecord
 from testkit.platform import grant, new_key
-from tests.platform.conftest import Account, Api
+from tests.platform.conftest import Account, Api, serve_api
 from tests.platform.serving_stub import Reply
 
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -232,3 +232,28 @@ def test_a_serving_crash_mid_stream_ends_the_stream_and_bills_what_arrived(api, 
     (record,) = wait_for_usage(api, alice, 1)
     assert (record.status, record.credits) == ("failed", 3)
     assert balance(api, alice) == 1000 - 3
+
+
+def test_a_key_revoked_through_one_api_process_is_refused_by_every_process_at_once(
+    api, serving, alice, settings, database_url
+):
+    """Two API processes on one database (a deployment's workers): a key that has just
+    streamed through the second is revoked through the first, and the second's very next
+    request with it is refused, unbilled, without reaching serving."""
+    key = api.http.post("/api-keys", json={"name": "sdk"}, headers=alice.headers).json()
+    with serve_api(settings, database_url) as other:
+        client = sdk(other, key["key"])
+        streamed = client.chat.completions.create(model="champion", messages=HELLO, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == "Hello, world!"
+        spent = 1000 - balance(api, alice)
+        calls = len(serving.requests)
+
+        revoked = api.http.delete(f"/api-keys/{key['id']}", headers=alice.headers)
+        assert revoked.status_code == 204
+        with pytest.raises(openai.AuthenticationError) as error:
+            client.chat.completions.create(model="champion", messages=HELLO, stream=True)
+        assert error.value.code == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            sdk(api, key["key"]).chat.completions.create(model="champion", messages=HELLO)
+    assert len(serving.requests) == calls
+    assert balance(api, alice) == 1000 - spent == 1000 - 16
