@@ -197,6 +197,41 @@ def _write_json_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _manifest_of(
+    output: StepOutput,
+    step: str,
+    name: str,
+    key: str,
+    path: str,
+    config: StepConfig,
+    refs: list[str],
+    started: float,
+    staging: Path,
+    mlflow_uri: str | None,
+) -> Manifest:
+    """The manifest of a finished body (logged to MLflow when there is a URI)."""
+    manifest = Manifest(
+        step=step,
+        name=name,
+        key=key,
+        path=path,
+        config=config.model_dump(mode="json"),
+        inputs=refs,
+        code_version=code_version(),
+        counts=output.counts,
+        metrics=output.metrics,
+        facts=output.facts,
+        timings={"seconds": round(time.monotonic() - started, 3)},
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if mlflow_uri:
+        artifacts = {name: staging / name for name in output.artifacts}
+        manifest.mlflow_run_id = _log_to_mlflow(
+            mlflow_uri, manifest, artifacts, run_id=output.mlflow_run_id
+        )
+    return manifest
+
+
 def run_step(
     *,
     step: str,
@@ -228,25 +263,9 @@ def run_step(
     started = time.monotonic()
     try:
         output = body(StepContext(out=staging, work=work, key=key))
-        manifest = Manifest(
-            step=step,
-            name=name,
-            key=key,
-            path=str(final),
-            config=config.model_dump(mode="json"),
-            inputs=refs,
-            code_version=code_version(),
-            counts=output.counts,
-            metrics=output.metrics,
-            facts=output.facts,
-            timings={"seconds": round(time.monotonic() - started, 3)},
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        manifest = _manifest_of(
+            output, step, name, key, str(final), config, refs, started, staging, mlflow_uri
         )
-        if mlflow_uri:
-            artifacts = {name: staging / name for name in output.artifacts}
-            manifest.mlflow_run_id = _log_to_mlflow(
-                mlflow_uri, manifest, artifacts, run_id=output.mlflow_run_id
-            )
         _write_json_atomic(staging / MANIFEST, manifest.model_dump_json(indent=2))
         if (final / MANIFEST).exists() and not force:
             # A concurrent run of the same step finished first: keep its result.
@@ -310,24 +329,9 @@ def _run_step_remote(
                 for relative, path in local_files(report):
                     store.upload_file(path, store.join(step, f"failed-{key}", relative))
             raise
-        manifest = Manifest(
-            step=step,
-            name=name,
-            key=key,
-            path=final,
-            config=config.model_dump(mode="json"),
-            inputs=refs,
-            code_version=code_version(),
-            counts=output.counts,
-            metrics=output.metrics,
-            timings={"seconds": round(time.monotonic() - started, 3)},
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        manifest = _manifest_of(
+            output, step, name, key, str(final), config, refs, started, staging, mlflow_uri
         )
-        if mlflow_uri:
-            artifacts = {name: staging / name for name in output.artifacts}
-            manifest.mlflow_run_id = _log_to_mlflow(
-                mlflow_uri, manifest, artifacts, run_id=output.mlflow_run_id
-            )
         if store.is_file(marker):
             if not force:
                 # A concurrent run of the same step finished first: keep its result.
