@@ -99,6 +99,9 @@ class Manifest(BaseModel):
     created_at: str
     # On object storage: the published files (relative name -> bytes), what readers fetch.
     files: dict[str, int] = {}
+    # Where a distributed step's workers ran (Ray node id, hostname, address, ...), in
+    # rank order: e.g. pretraining's Ray Train workers.
+    workers: list[dict[str, str]] = []
     # Where a localized copy came from (`localize`): lineage records that, not the cache.
     _origin: str | None = PrivateAttr(default=None)
 
@@ -151,12 +154,14 @@ class StepOutput:
     step's MLflow run as well, e.g. a validation report people open from the MLflow UI.
     `mlflow_run_id` is the run a long step already logs into while it works (loss curves):
     the manifest, params and artifacts then go into that run instead of a new one.
+    `workers` records where a distributed step's workers ran (the manifest keeps it).
     """
 
     counts: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    workers: list[dict[str, str]] = field(default_factory=list)
 
 
 def step_key(step: str, config: StepConfig, inputs: list[InputRef]) -> str:
@@ -235,6 +240,7 @@ def run_step(
             metrics=output.metrics,
             timings={"seconds": round(time.monotonic() - started, 3)},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            workers=output.workers,
         )
         if mlflow_uri:
             artifacts = {name: staging / name for name in output.artifacts}
@@ -316,6 +322,7 @@ def _run_step_remote(
             metrics=output.metrics,
             timings={"seconds": round(time.monotonic() - started, 3)},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            workers=output.workers,
         )
         if mlflow_uri:
             artifacts = {name: staging / name for name in output.artifacts}
