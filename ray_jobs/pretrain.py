@@ -21,6 +21,7 @@ with ROUGE-1, on-topic ratio and distinct-2: `model/samples.py`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,6 +30,8 @@ import os
 import sys
 import tempfile
 import time
+import unittest.mock
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -161,9 +164,10 @@ def _datasets(loop: dict[str, Any], seq_length: int):
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
     from megatron.core.tokenizers import MegatronTokenizer
 
-    index, cache = loop["datasets"], loop["dataset_cache"]
+    index, cache, per_node = loop["datasets"], loop["dataset_cache"], False
     if loop["datasets_source"]:
         index, cache = _localize_on_this_node(loop["datasets_source"])
+        per_node = True
 
     def blend(split: str) -> tuple[list[str], list[float]]:
         entries = index[split]
@@ -185,20 +189,37 @@ def _datasets(loop: dict[str, Any], seq_length: int):
     )
     gbs = loop["global_batch_size"]
     sizes = [loop["steps"] * gbs, loop["eval_batches"] * gbs, None]
-    train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    builder = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config)
+    if per_node:  # a copy of the data per node: every rank builds its own indices
+        with _as_world_of_one():
+            train, valid, _ = builder.build()
+    else:
+        train, valid, _ = builder.build()
     return train, valid
 
 
-def _localize_on_this_node(source: str) -> tuple[dict[str, Any], None]:
+@contextlib.contextmanager
+def _as_world_of_one():
+    """Megatron's dataset builder assumes one file system for all ranks: rank 0 builds
+    the sample indices and writes them to a cache, the other ranks load that cache. With
+    a copy of the data on each node there is no such cache, so each rank builds the
+    indices itself (the same ones: they depend on the seed only) while the builder sees
+    no process group."""
+    import torch.distributed
+
+    with unittest.mock.patch.object(torch.distributed, "is_initialized", lambda: False):
+        yield
+
+
+def _localize_on_this_node(source: str) -> tuple[dict[str, Any], str]:
     """The tokenize output published at `source` (object storage), downloaded by this
     worker into its own node's cache: on a cluster the driver's local copy is on another
     host. The cache is under Ray's temp dir of this node (always local and writable; the
     job's ORCHARD_HOME is the submitter's path) and is shared by the workers of a node.
     The endpoint and keys come from the job's ORCHARD_S3_* settings.
 
-    Returns the datasets index and no index cache: Megatron's ranks other than 0 read the
-    cache rank 0 wrote, which assumes a shared file system; without one every rank builds
-    the same seeded sample indices in memory."""
+    Returns the datasets index and a dataset index cache of this process's own (see
+    `_as_world_of_one`)."""
     import ray
 
     from orchard.steps import Manifest, localize
@@ -207,7 +228,9 @@ def _localize_on_this_node(source: str) -> tuple[dict[str, Any], None]:
     store = storage_for(source)
     store.cache = Path(ray.get_runtime_context().get_temp_dir()) / "orchard-cache"
     local = Path(localize(Manifest.read(source, store), store).path)
-    return read_datasets(local), None
+    # This process's own index cache (two workers of a node must not write one together).
+    cache = local.parent / f".{local.name}-dataset-cache" / uuid.uuid4().hex
+    return read_datasets(local), str(cache)
 
 
 def _where(rank: int, loop: dict[str, Any]) -> dict[str, str]:
