@@ -56,7 +56,11 @@ def _attempt_ids(client: JobSubmissionClient, base: str) -> list[tuple[int, str]
 def job_env(settings: Settings) -> dict[str, str]:
     """The settings a job runs with, as `ORCHARD_*` variables, less the Airflow login: a
     job's environment shows in the Ray dashboard, and jobs never call Airflow."""
-    return {k: v for k, v in settings.to_env().items() if k not in AIRFLOW_LOGIN_VARIABLES}
+    env = {k: v for k, v in settings.to_env().items() if k not in AIRFLOW_LOGIN_VARIABLES}
+    if (settings.mlflow_tracking_uri or "").startswith("file:"):
+        # MLflow 3 refuses its file store unless told: naming one is that choice.
+        env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    return env
 
 
 def submit_or_attach(

@@ -101,6 +101,9 @@ class Manifest(BaseModel):
     created_at: str
     # On object storage: the published files (relative name -> bytes), what readers fetch.
     files: dict[str, int] = {}
+    # Where a distributed step's workers ran (Ray node id, hostname, address, ...), in
+    # rank order: e.g. pretraining's Ray Train workers.
+    workers: list[dict[str, str]] = []
     # Where a localized copy came from (`localize`): lineage records that, not the cache.
     _origin: str | None = PrivateAttr(default=None)
 
@@ -155,6 +158,7 @@ class StepOutput:
     the manifest, params and artifacts then go into that run instead of a new one.
     `facts` are strings the manifest records and the MLflow run carries as
     `orchard.<fact>` tags (an imported model's source, licence, sha256).
+    `workers` records where a distributed step's workers ran (the manifest keeps it).
     """
 
     counts: dict[str, int] = field(default_factory=dict)
@@ -162,6 +166,7 @@ class StepOutput:
     facts: dict[str, str] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    workers: list[dict[str, str]] = field(default_factory=list)
 
 
 def step_key(step: str, config: StepConfig, inputs: list[InputRef]) -> str:
@@ -223,6 +228,7 @@ def _manifest_of(
         facts=output.facts,
         timings={"seconds": round(time.monotonic() - started, 3)},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        workers=output.workers,
     )
     if mlflow_uri:
         artifacts = {name: staging / name for name in output.artifacts}

@@ -21,6 +21,7 @@ with ROUGE-1, on-topic ratio and distinct-2: `model/samples.py`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,6 +30,8 @@ import os
 import sys
 import tempfile
 import time
+import unittest.mock
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -38,6 +41,7 @@ from orchard.errors import OrchardError
 from orchard.progress import step_line
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
+from orchard.storage import is_uri
 from orchard.train_metrics import TrainMetrics
 
 log = logging.getLogger("orchard.pretrain")
@@ -77,10 +81,27 @@ class PretrainConfig(StepConfig):
     workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers.")
     threads_per_worker: int = Field(2, ge=1, description="CPU threads (and Ray CPUs) each.")
     use_gpu: bool | None = Field(None, description="Default: when the Ray cluster has GPUs.")
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="Ray placement of the workers: STRICT_SPREAD puts each on its own node.",
+    )
+    worker_labels: dict[str, str] = Field(
+        {},
+        description="Ray label selector every worker's node must match, e.g. "
+        '{"orchard-host": "in(b,c)"} (Ray\'s `label_selector`).',
+    )
     # How a run is spread and how often it reports does not change the model it makes
     # (the global batch and the data order stay the same).
     not_in_key: ClassVar[frozenset[str]] = frozenset(
-        {"workers", "threads_per_worker", "use_gpu", "log_interval", "checkpoint_interval"}
+        {
+            "workers",
+            "threads_per_worker",
+            "use_gpu",
+            "placement",
+            "worker_labels",
+            "log_interval",
+            "checkpoint_interval",
+        }
     )
 
     @model_validator(mode="after")
@@ -144,7 +165,10 @@ def _datasets(loop: dict[str, Any], seq_length: int):
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
     from megatron.core.tokenizers import MegatronTokenizer
 
-    index = loop["datasets"]
+    index, cache, per_node = loop["datasets"], loop["dataset_cache"], False
+    if loop["datasets_source"]:
+        index, cache = _localize_on_this_node(loop["datasets_source"])
+        per_node = True
 
     def blend(split: str) -> tuple[list[str], list[float]]:
         entries = index[split]
@@ -162,12 +186,67 @@ def _datasets(loop: dict[str, Any], seq_length: int):
         reset_attention_mask=False,
         eod_mask_loss=False,
         create_attention_mask=False,  # causal attention is built into the core attention
-        path_to_cache=loop["dataset_cache"],
+        path_to_cache=cache,
     )
     gbs = loop["global_batch_size"]
     sizes = [loop["steps"] * gbs, loop["eval_batches"] * gbs, None]
-    train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    builder = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config)
+    if per_node:  # a copy of the data per node: every rank builds its own indices
+        with _as_world_of_one():
+            train, valid, _ = builder.build()
+    else:
+        train, valid, _ = builder.build()
     return train, valid
+
+
+@contextlib.contextmanager
+def _as_world_of_one():
+    """Megatron's dataset builder assumes one file system for all ranks: rank 0 builds
+    the sample indices and writes them to a cache, the other ranks load that cache. With
+    a copy of the data on each node there is no such cache, so each rank builds the
+    indices itself (the same ones: they depend on the seed only) while the builder sees
+    no process group."""
+    import torch.distributed
+
+    with unittest.mock.patch.object(torch.distributed, "is_initialized", lambda: False):
+        yield
+
+
+def _localize_on_this_node(source: str) -> tuple[dict[str, Any], str]:
+    """The tokenize output published at `source` (object storage), downloaded by this
+    worker into its own node's cache: on a cluster the driver's local copy is on another
+    host. The cache is under Ray's temp dir of this node (always local and writable; the
+    job's ORCHARD_HOME is the submitter's path) and is shared by the workers of a node.
+    The endpoint and keys come from the job's ORCHARD_S3_* settings.
+
+    Returns the datasets index and a dataset index cache of this process's own (see
+    `_as_world_of_one`)."""
+    import ray
+
+    from orchard.steps import Manifest, localize
+    from orchard.storage import storage_for
+
+    store = storage_for(source)
+    store.cache = Path(ray.get_runtime_context().get_temp_dir()) / "orchard-cache"
+    local = Path(localize(Manifest.read(source, store), store).path)
+    # This process's own index cache (two workers of a node must not write one together).
+    cache = local.parent / f".{local.name}-dataset-cache" / uuid.uuid4().hex
+    return read_datasets(local), str(cache)
+
+
+def _where(rank: int, loop: dict[str, Any]) -> dict[str, str]:
+    """This worker's node, for the manifest: which hosts trained, and from where they read."""
+    import socket
+
+    import ray
+
+    return {
+        "rank": str(rank),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "address": ray.util.get_node_ip_address(),
+        "data": loop["datasets_source"] or "driver's local copy",
+    }
 
 
 def _batch(dataset, step: int, loop: dict[str, Any], rank: int, world: int) -> dict:
@@ -192,6 +271,9 @@ def train_loop(loop: dict[str, Any]) -> None:
     torch.set_num_threads(loop["threads"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    # Every rank's node, gathered over the process group (so also a check that it spans them).
+    workers: list[Any] = [None] * world
+    torch.distributed.all_gather_object(workers, _where(rank, loop))
     preset = dataclasses.replace(get_preset(loop["preset"]), seq_length=loop["seq_length"])
     init_model_parallel(preset, seed=loop["seed"])
     train_config = TrainConfig(
@@ -261,10 +343,12 @@ def train_loop(loop: dict[str, Any]) -> None:
                 if "loss" in point:  # for people: the Airflow task log, `orchard run`
                     print(step_line(done, loop["steps"], point["loss"]), flush=True)
         if done % loop["checkpoint_interval"] == 0 or done == loop["steps"]:
-            _report_checkpoint(training, done, curve, point, rank, mlflow)
+            _report_checkpoint(training, done, curve, workers, point, rank, mlflow)
 
 
-def _report_checkpoint(training, step: int, curve: list, point: dict, rank: int, mlflow) -> None:
+def _report_checkpoint(
+    training, step: int, curve: list, workers: list, point: dict, rank: int, mlflow
+) -> None:
     """Every rank reports; rank 0 hands Ray Train the state (identical on every rank:
     data-parallel replicas), which Ray copies to the run's storage."""
     import ray.train
@@ -275,7 +359,12 @@ def _report_checkpoint(training, step: int, curve: list, point: dict, rank: int,
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory(prefix="orchard-ckpt-") as directory:
-        state = {"step": step, "curve": curve, "training": training.state_dict()}
+        state = {
+            "step": step,
+            "curve": curve,
+            "workers": workers,
+            "training": training.state_dict(),
+        }
         torch.save(state, Path(directory) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         if mlflow:  # the weights, for people to pick up; the full state stays in Ray's storage
@@ -412,6 +501,8 @@ def pretrain(
         "seq_length": seq_length,
         "vocab_size": vocab_size,
         "datasets": index,
+        # On object storage each worker reads the published tokenize output itself.
+        "datasets_source": tokenized.ref.path if is_uri(tokenized.ref.path) else None,
         "dataset_cache": str(ctx.work / "dataset-cache"),
         "threads": config.threads_per_worker,
         "bf16": bf16,
@@ -427,7 +518,11 @@ def pretrain(
         train_loop,
         train_loop_config=loop,
         scaling_config=ScalingConfig(
-            num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=config.workers,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=config.placement,
+            label_selector=config.worker_labels or None,
         ),
         run_config=RunConfig(
             name=f"pretrain-{ctx.key}",
@@ -490,6 +585,7 @@ def pretrain(
         metrics=metrics,
         artifacts=["hf", "samples"],
         mlflow_run_id=run_id,
+        workers=state.get("workers", []),
     )
 
 

@@ -25,11 +25,24 @@ START_TIMEOUT = 120.0
 def _host_shell(layout: Layout, host: Host, command: list[str]) -> str:
     """The shell line that makes a namespace look like its own machine, then runs `command`."""
     lines = [f"hostname {shlex.quote(host.hostname)}", "mount -t tmpfs -o size=50% shm /dev/shm"]
+    # Its own /etc/hosts, in which the hosts' names resolve to their addresses, as on VMs
+    # and Kubernetes pods: gloo binds to the address of the hostname (else to loopback,
+    # which another host cannot reach).
+    lines.append(f"mount --bind {shlex.quote(hosts_file(host))} /etc/hosts")
     for other in layout.hosts:
         if other is not host:
             lines.append(f"mount -t tmpfs -o ro,size=4k other-host {shlex.quote(other.local_dir)}")
     lines.append("exec " + shlex.join(command))
     return " && ".join(lines)
+
+
+def hosts_file(host: Host) -> str:
+    return f"{host.local_dir}/hosts"
+
+
+def write_hosts_file(layout: Layout, host: Host) -> None:
+    names = "".join(f"{other.address}\t{other.hostname}\n" for other in layout.hosts)
+    Path(hosts_file(host)).write_text(f"127.0.0.1\tlocalhost\n{names}")
 
 
 def start_command(layout: Layout, host: Host) -> list[str]:
@@ -62,6 +75,7 @@ def start_command(layout: Layout, host: Host) -> list[str]:
 
 def start_node(layout: Layout, host: Host, env: dict[str, str]) -> None:
     Path(host.ray_temp_dir).mkdir(parents=True, exist_ok=True)
+    write_hosts_file(layout, host)
     log = Path(host.local_dir) / "ray-start.log"
     shell = _host_shell(layout, host, start_command(layout, host))
     with open(log, "w") as out:

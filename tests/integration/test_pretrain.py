@@ -69,6 +69,15 @@ def test_a_batch_that_does_not_split_over_the_workers_is_refused():
         PretrainConfig(global_batch_size=6, workers=4)
 
 
+def test_where_the_workers_run_is_not_part_of_the_step_key():
+    spread = PretrainConfig(
+        workers=2, placement="STRICT_SPREAD", worker_labels={"orchard-host": "in(b,c)"}
+    )
+    assert spread.key_fields() == PretrainConfig().key_fields()
+    with pytest.raises(ValidationError, match="placement"):
+        PretrainConfig(placement="EVERYWHERE")
+
+
 def test_an_input_that_is_not_a_tokenized_corpus_is_named(tmp_path):
     with pytest.raises(OrchardError, match="no datasets.json .*tokenize step"):
         read_datasets(tmp_path)

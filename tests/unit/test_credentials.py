@@ -158,6 +158,14 @@ def test_ray_jobs_do_not_get_the_airflow_login(clean_env, monkeypatch):
     assert settings.to_env()["ORCHARD_AIRFLOW_PASSWORD"] == "s3cret-from-settings"
 
 
+def test_a_file_mlflow_store_the_user_named_is_allowed_in_ray_jobs(clean_env, monkeypatch):
+    from orchard.ray_submit import job_env
+
+    assert "MLFLOW_ALLOW_FILE_STORE" not in job_env(load_settings())
+    monkeypatch.setenv("ORCHARD_MLFLOW_TRACKING_URI", "file:///srv/mlruns")
+    assert job_env(load_settings())["MLFLOW_ALLOW_FILE_STORE"] == "true"
+
+
 def test_generated_secrets_are_private_and_stable(clean_env):
     secrets_dir = load_settings().secrets_dir
     value, created = credentials.get_or_create(secrets_dir, "some-key")

@@ -1,0 +1,98 @@
+"""Pretraining throughput across test hosts: 2 workers on 2 hosts ÷ 1 worker on 1 host.
+
+    sudo .venv/bin/python bench/cluster.py [--steps 20] [--batch 8] [--seq 128]
+
+Starts the three-host test cluster (orchard.cluster; needs root), moto's S3 server on the
+root namespace's bridge address, publishes a tiny tokenized corpus there, then runs the
+pretrain step twice as Ray jobs with the same global batch and the data root on S3:
+`workers=2` on hosts b and c (STRICT_SPREAD, gloo over the veths), and `workers=1` on
+host b. Each test host has one CPU, so the ideal ratio is 2.0 minus the all-reduce cost;
+on a busy machine with fewer free cores than hosts it is lower. Prints the median
+tokens/s of each (the step's `tokens_per_s` metric, measured between log points, so Ray
+and torch start-up are not in it) and the ratio; never fails on time. Removes the cluster
+at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Orchard's packages, when run as `python bench/<name>.py` from anywhere.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from orchard import cluster  # noqa: E402
+from orchard.settings import Settings  # noqa: E402
+from orchard.steps import Manifest  # noqa: E402
+from testkit.cluster_pretrain import (  # noqa: E402
+    bridge_s3,
+    model_data_on_s3,
+    submit_pretrain,
+    submitter_settings,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8, help="global batch (sequences)")
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--preset", default="nano")
+    args = parser.parse_args()
+    base = {
+        "preset": args.preset,
+        "seq_length": args.seq,
+        "global_batch_size": args.batch,
+        "steps": args.steps,
+        "log_interval": max(1, args.steps // 4),
+        "eval_interval": args.steps,
+        "eval_batches": 1,
+        "checkpoint_interval": args.steps,
+        "threads_per_worker": 1,  # each test host has one CPU
+    }
+    runs = {
+        "2 workers on hosts b+c": base
+        | {
+            "workers": 2,
+            "placement": "STRICT_SPREAD",
+            "worker_labels": {"orchard-host": "in(b,c)"},
+        },
+        "1 worker on host b": base | {"workers": 1, "worker_labels": {"orchard-host": "b"}},
+    }
+    with tempfile.TemporaryDirectory(prefix="orchard-bench-cluster-") as tmp:
+        hosts_settings = Settings(home=Path(tmp) / "cluster-home")
+        print("starting the test cluster ...", flush=True)
+        layout = cluster.up(hosts_settings, owner_bound=True)
+        try:
+            with bridge_s3(layout) as endpoint:
+                data = model_data_on_s3(endpoint, Path(tmp) / "cache", documents=200)
+                home = Path(layout.head.local_dir) / "home"
+                settings = submitter_settings(layout, data, home, Path(tmp) / "mlruns")
+                speeds = {}
+                for number, (label, config) in enumerate(runs.items()):
+                    location, log = submit_pretrain(
+                        hosts_settings, layout, settings, config, data.tokenized, f"bench{number}"
+                    )
+                    if location is None:
+                        print(log[-4000:], file=sys.stderr)
+                        print(f"error: the run '{label}' failed (its log is above)")
+                        return 1
+                    done = Manifest.read(location, data.store)
+                    speeds[label] = done.metrics["tokens_per_s"]
+                    hosts = ", ".join(w["hostname"] for w in done.workers)
+                    print(f"{label:24s} {speeds[label]:8.0f} tokens/s  (workers on {hosts})")
+        finally:
+            cluster.down(hosts_settings)
+    two, one = speeds.values()
+    print(
+        f"ratio (2 hosts / 1 host, global batch {args.batch} x {args.seq} tokens): {two / one:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
