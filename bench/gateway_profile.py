@@ -98,7 +98,7 @@ def main() -> None:
     from platform_api.app import create_app
     from platform_api.ratelimit import RateLimiter
     from testkit.platform import FAST_ARGON2, Api, LiveServer, grant, new_key
-    from tests.platform.serving_stub import ServingStub
+    from testkit.serving_stub import ServingStub
 
     instrument(
         {

@@ -40,7 +40,7 @@ from testkit.platform import PASSWORD as PASSWORD
 from testkit.platform import Account as Account
 from testkit.platform import grant_credits as grant_credits
 from testkit.postgres import PostgresServer, PostgresUnavailable, start_postgres
-from tests.platform.serving_stub import ServingStub
+from testkit.serving_stub import ServingStub
 
 TEMPLATE_DB = "orchard_template"
 

@@ -14,8 +14,8 @@ import pytest
 from orchard import credentials
 from orchard.credentials import AIRFLOW_PASSWORD_SECRET
 from orchard.settings import Settings
+from testkit.serving_stub import ServingStub
 from tests.conftest import free_port
-from tests.platform.serving_stub import ServingStub
 
 AIRFLOW_PORT = free_port()  # nothing listens there
 

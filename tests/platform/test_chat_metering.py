@@ -10,8 +10,8 @@ from sqlmodel import Session, select
 from platform_api.db import make_engine
 from platform_api.metering import prompt_token_bound
 from platform_api.models import UsageRecord
+from testkit.serving_stub import Reply
 from tests.platform.conftest import Account, Api, grant_credits
-from tests.platform.serving_stub import Reply
 from tests.platform.test_chat_socket import socket
 from tests.platform.test_gateway import balance, wait_for_usage
 from tests.platform.test_messages import _events, _iter_events, _messages, _send, _settled

@@ -16,8 +16,8 @@ from websockets.sync.client import ClientConnection, connect
 from orchard.settings import Settings
 from platform_api.app import create_app
 from platform_api.routes import chat_socket
+from testkit.serving_stub import Reply
 from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
-from tests.platform.serving_stub import Reply
 from tests.platform.test_messages import _messages, _settled
 
 TIMEOUT_S = 30

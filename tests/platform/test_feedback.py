@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
+from testkit.serving_stub import Reply
 from tests.platform.conftest import Account, Api
-from tests.platform.serving_stub import Reply
 from tests.platform.test_messages import _events, _messages, _send
 
 

@@ -24,9 +24,9 @@ from schemathesis import GenerationMode
 from orchard.settings import Settings
 from platform_api.app import create_app
 from platform_api.manage import make_admin
+from testkit.serving_stub import ServingStub
 from tests.conftest import free_port
 from tests.platform.conftest import FAST_ARGON2, PASSWORD, LiveServer, grant_credits
-from tests.platform.serving_stub import ServingStub
 
 pytestmark = pytest.mark.slow
 EXAMPLES_PER_OPERATION = 20

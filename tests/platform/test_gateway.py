@@ -16,8 +16,8 @@ from platform_api.db import make_engine
 from platform_api.metering import prompt_token_bound
 from platform_api.models import UsageRecord
 from testkit.platform import grant, new_key
+from testkit.serving_stub import Reply
 from tests.platform.conftest import Account, Api, serve_api
-from tests.platform.serving_stub import Reply
 
 HELLO = [{"role": "user", "content": "Hi"}]
 

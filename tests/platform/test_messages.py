@@ -14,7 +14,7 @@ from platform_api.db import make_engine
 from platform_api.metering import prompt_token_bound
 from platform_api.models import Message
 from platform_api.turns import ABANDONED_AFTER
-from tests.platform.serving_stub import Reply
+from testkit.serving_stub import Reply
 
 
 def _events(response) -> list[tuple[str, dict]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.platform.serving_stub import Reply
+from testkit.serving_stub import Reply
 from tests.platform.test_messages import _events, _messages, _send
 from tests.platform.test_rewrites import _post
 

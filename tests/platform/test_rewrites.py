@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.platform.serving_stub import Reply
+from testkit.serving_stub import Reply
 from tests.platform.test_messages import _events, _iter_events, _messages, _send, _settled
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from platform_api.db import make_engine
 from platform_api.search import SearchQuery
-from tests.platform.serving_stub import Reply
+from testkit.serving_stub import Reply
 from tests.platform.test_messages import _events, _messages
 from tests.platform.test_monitoring import talk
 from tests.platform.test_privacy import delete_me

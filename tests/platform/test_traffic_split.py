@@ -16,8 +16,8 @@ from sqlmodel import Session, select
 from platform_api.access import chat_variant
 from platform_api.db import make_engine
 from platform_api.models import Message, UsageRecord
+from testkit.serving_stub import Reply, ServingStub
 from tests.platform.conftest import Account, Api, serve_api
-from tests.platform.serving_stub import Reply, ServingStub
 
 MODEL = "orchard-chat"
 SOLO = "orchard-solo"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 
 from testkit.http import JsonHandler
-from tests.conftest import free_port
+from testkit.stack import free_port
 
 
 @dataclass
