@@ -198,7 +198,7 @@ def main() -> None:
                 sys.exit(f"{method} run failed:\n{done.stderr[-3000:]}")
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(
-                f"  round {round_} {method}: {r['tokens_per_s']:.0f} tokens/s "
+                f"  round {round_} {method}: {r['tokens_per_s']:.1f} tokens/s "
                 f"({r['seconds_per_step']:.2f} s/step), losses {r['losses']}, "
                 f"load average {os.getloadavg()[0]:.1f}",
                 flush=True,
@@ -216,7 +216,7 @@ def main() -> None:
     for r in (full, lora):
         share = r["trainable"] / r["parameters"]
         print(
-            f"| {r['method']} | {r['tokens_per_s']:.0f} | {r['seconds_per_step']:.2f} | "
+            f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['seconds_per_step']:.2f} | "
             f"{r['trainable'] / 1e6:.2f}M ({share:.2%}) | {r['loaded_rss'] / gib:.2f} GiB | "
             f"{r['peak_rss'] / gib:.2f} GiB |"
         )
