@@ -110,6 +110,11 @@ def conversations(count: int) -> list[dict]:
 
 def measure(method: str, args: argparse.Namespace) -> dict:
     """One method's run, in this process: tokens/s after the first step and peak RSS."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-sft-{method}-") as work:
+        return measure_in(method, args, Path(work))
+
+
+def measure_in(method: str, args: argparse.Namespace, work: Path) -> dict:
     import resource
     from types import SimpleNamespace
 
@@ -118,7 +123,6 @@ def measure(method: str, args: argparse.Namespace) -> dict:
 
     from ray_jobs.sft import SftConfig, parameter_counts, sft_trainer
 
-    work = Path(tempfile.mkdtemp(prefix=f"bench-sft-{method}-"))
     rows = conversations(args.steps * args.batch)
     for split in ("train", "heldout"):
         path = work / "chat" / "sft" / f"{split}.jsonl"
@@ -138,6 +142,8 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     trainer = sft_trainer(config, chat, args.model, work, tracking=False)
     loaded_rss = psutil.Process().memory_info().rss
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    if not lengths:  # TRL drops rows whose answer truncation cut off entirely
+        sys.exit(f"--seq {args.seq} leaves no answer tokens after the prompt: raise it")
     ends: list[float] = []
 
     class StepClock(TrainerCallback):
