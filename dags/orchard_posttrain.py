@@ -12,7 +12,9 @@ A pretrained model in, a registered chat model out. Runs by itself whenever
    does any training row sharing a 13-gram with an evaluation task (decontamination,
    counted in the manifest). Both sets are validated with Great Expectations (Data Docs
    in the step's MLflow run).
-2. **sft** (TRL `SFTTrainer`, loss on assistant tokens only) from the pretrained model.
+2. **sft** (TRL `SFTTrainer`, loss on assistant tokens only) from the pretrained model:
+   every weight, or LoRA adapters (PEFT, `sft_method=lora`) merged into the published
+   model, the adapter kept beside it and logged to the step's MLflow run.
 3. **reward** (TRL `RewardTrainer`) on the preference pairs: held-out pairwise accuracy.
 4. **dpo** (TRL `DPOTrainer`) from the SFT model; `labels=judge` relabels the pairs with
    the reward model (RLAIF) instead of the grounded references.
@@ -84,6 +86,41 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             "start from the latest stage before them. grpo needs reward.",
         ),
         **_training_params("sft", "SFT", steps=150, lr=5e-4),
+        "sft_method": Param(
+            "full",
+            type="string",
+            enum=["full", "lora"],
+            title="SFT method",
+            description="full: train every weight; lora: train low-rank adapters (PEFT) on "
+            "the attention and MLP projections, merged into the published model (the "
+            "adapter is also kept and logged on its own).",
+            section="SFT",
+        ),
+        "lora_r": Param(
+            16,
+            type="integer",
+            minimum=1,
+            title="LoRA rank",
+            description="Rank r of each adapter (sft_method=lora).",
+            section="SFT",
+        ),
+        "lora_alpha": Param(
+            32,
+            type="number",
+            exclusiveMinimum=0,
+            title="LoRA alpha",
+            description="Adapter updates are scaled by alpha / r (sft_method=lora).",
+            section="SFT",
+        ),
+        "lora_dropout": Param(
+            0.05,
+            type="number",
+            minimum=0,
+            exclusiveMaximum=1,
+            title="LoRA dropout",
+            description="Dropout on the adapters' input (sft_method=lora).",
+            section="SFT",
+        ),
         **_training_params("reward", "Reward model", steps=100, lr=3e-4),
         **_training_params("dpo", "DPO", steps=60, lr=5e-5),
         "beta": Param(
@@ -148,7 +185,12 @@ def orchard_posttrain():
 
         if "sft" not in params["stages"]:
             return base
-        config = SftConfig(steps=params["sft_steps"], lr=params["sft_lr"])
+        lora = {}
+        if params["sft_method"] == "lora":
+            lora = {name: params[name] for name in ("lora_r", "lora_alpha", "lora_dropout")}
+        config = SftConfig(
+            steps=params["sft_steps"], lr=params["sft_lr"], method=params["sft_method"], **lora
+        )
         return step_job(context, params, "sft", "chat", config, [chat, base]).path
 
     @task

@@ -8,11 +8,11 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from orchard.errors import OrchardError
+from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepOutput, run_step
 from serving.tiny import build_tiny_chat_model
 
@@ -24,6 +24,14 @@ QA = [
 ]
 SYSTEM = {"role": "system", "content": "Be brief."}
 TIMES: dict[str, float] = {}
+
+
+class UntrackedSettings(Settings):
+    """Settings with no MLflow server at all (plain Settings fall back to the stack's)."""
+
+    @property
+    def mlflow_uri(self) -> str | None:
+        return self.mlflow_tracking_uri
 
 
 class Fixture(StepConfig):
@@ -85,7 +93,7 @@ def pretrain(ctx):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("posttrain")
-    settings = SimpleNamespace(data_dir=str(tmp), mlflow_uri=None)
+    settings = UntrackedSettings(home=tmp / "home", data_root=str(tmp))
     return settings, {
         "chat_data": fixture(tmp, "chat_data", chat_data),
         "pretrain": fixture(tmp, "pretrain", pretrain),
@@ -215,7 +223,9 @@ def test_the_trainer_logs_into_the_steps_mlflow_run(env, tmp_path, monkeypatch):
 
     _, m = env
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings = SimpleNamespace(data_dir=str(tmp_path / "data"), mlflow_uri=uri)
+    settings = Settings(
+        home=tmp_path / "home", data_root=str(tmp_path / "data"), mlflow_tracking_uri=uri
+    )
     config = sft.SftConfig(steps=2, batch_size=4, max_length=128, logging_steps=1)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "someone-elses")
