@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test install ui ui-test ui-client lint format lock prereqs demo-site test-services down clean
+.PHONY: run test install ui ui-test ui-client lint format lock prereqs demo-site stack-services test-services down clean
 
 # The web UI (ui/, Vite + React): `npm ci` when the lock file changes, `npm run build`
 # into ui/dist (served by the platform API at /) when a source of the build changes.
@@ -19,7 +19,7 @@ UI_INPUTS := $(UI)/package.json $(UI)/package-lock.json \
 	  ! -path '$(UI)/src/test/*' 2>/dev/null)
 
 # `make run SEED=https://example.org/` crawls that site instead of the demo website.
-run: install demo-site
+run: install demo-site stack-services
 	$(BIN)/orchard run $(if $(SEED),--seed $(SEED))
 
 # pytest on both cores: the session stack's tests on one worker, the other modules spread
@@ -65,6 +65,10 @@ prereqs:
 # which `orchard up` serves on loopback for the pipeline to crawl.
 demo-site:
 	@scripts/install-demo-site
+
+# Debian servers the local stack runs besides its Python ones (Prometheus).
+stack-services:
+	@scripts/install-stack-services
 
 # Servers the tests start on loopback themselves (PostgreSQL and Redis for the platform API),
 # the browser of the UI's end-to-end tests (Debian's Chromium) and tesseract (OCR of images).
