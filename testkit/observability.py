@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from orchard.settings import Settings
+from testkit.stack import REPO
 
 
 def serve_champion(settings: Settings, root: Path) -> str:
@@ -71,7 +72,9 @@ def train(settings: Settings, run: str, seconds: float = 12) -> None:
     run_ray_job(
         settings,
         base_id=run,
-        entrypoint=f"{sys.executable} -m testkit.train_workload --run {run} --seconds {seconds}",
+        # testkit is not an installed package: the job finds it from the repository root
+        entrypoint=f"env PYTHONPATH={REPO} {sys.executable} -m testkit.train_workload "
+        f"--run {run} --seconds {seconds}",
         log=lambda line: None,
     )
 

@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     stack = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
     stack.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
     for item in stack:
-        item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
+        _group(config, item, STACK_GROUP)
     chosen = set(map(id, stack))
     hosts = [
         item
@@ -83,9 +83,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # cluster's other tests join that group too, so that one worker starts one cluster.
     uses_both = any("cluster_session" in getattr(item, "fixturenames", ()) for item in stack)
     for item in hosts:
-        item.add_marker(pytest.mark.xdist_group(STACK_GROUP if uses_both else CLUSTER_GROUP))
+        _group(config, item, STACK_GROUP if uses_both else CLUSTER_GROUP)
     chosen |= set(map(id, hosts))
     items[:] = stack + hosts + [item for item in items if id(item) not in chosen]
+
+
+def _group(config: pytest.Config, item: pytest.Item, name: str) -> None:
+    """Put `item` in xdist group `name`. xdist 3.8 names the group in the node id by
+    setting `item._nodeid`, which pytest 9 no longer reads (a node id is `item._id`): the
+    scheduler would see no group and spread a group's tests over both workers. So the id
+    gets its `@group` suffix here, as xdist means it to."""
+    item.add_marker(pytest.mark.xdist_group(name))
+    if config.getvalue("loadgroup") and not item.nodeid.endswith(f"@{name}"):
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{name}")
 
 
 @pytest.hookimpl(tryfirst=True)  # before the item's fixtures (module ones included) are set up

@@ -411,13 +411,16 @@ def build_services(settings: Settings) -> list[Service]:
     """The stack in start order (they start together; this is display order)."""
     from orchard.stack.prometheus import otlp_service, prometheus_service  # built on this
 
+    # The OTLP receiver and Prometheus before Airflow and the API: `down` stops in reverse
+    # order, so Airflow stops while its metrics receiver still answers (a stopped receiver
+    # left Airflow's exporters retrying through their shutdown).
     return [
         ray_service(settings),
         mlflow_service(settings),
         serve_service(settings),
+        otlp_service(settings),
+        prometheus_service(settings),
         airflow_service(settings),
         api_service(settings),
         site_service(settings),
-        otlp_service(settings),
-        prometheus_service(settings),
     ]
