@@ -41,7 +41,10 @@ def free_port_block(size: int, start: int = 30000, stop: int = 60000) -> int:
 def stack_env(home: Path) -> dict[str, str]:
     """An environment for the `orchard` CLI: a private home and free ports for everything."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHARD_")}
-    base = free_port_block(10 + 16)
+    # One stack serves every stack test of a run (serving swapped per module, Ray jobs,
+    # embedding and model replicas): Ray needs a port per worker process it starts.
+    worker_ports = 64
+    base = free_port_block(10 + worker_ports)
     site = home.parent / f"{home.name}-site"
     if not (site / "index.html").exists():
         from testkit.corpus import planted_corpus, write_site
@@ -51,7 +54,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "ORCHARD_HOME": str(home),
         "ORCHARD_SITE_DIR": str(site),
         "ORCHARD_RAY_INTERNAL_PORT_BASE": str(base),
-        "ORCHARD_RAY_WORKER_PORTS": "16",
+        "ORCHARD_RAY_WORKER_PORTS": str(worker_ports),
         "ORCHARD_PROMETHEUS_SCRAPE_INTERVAL_S": "5",
     }
     for name in (
@@ -70,7 +73,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "OTLP_PORT",
     ):
         port = free_port()
-        while base <= port < base + 26 or str(port) in ports.values():
+        while base <= port < base + 10 + worker_ports or str(port) in ports.values():
             port = free_port()
         ports[f"ORCHARD_{name}"] = str(port)
     env.update(ports)

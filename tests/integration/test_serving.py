@@ -10,9 +10,10 @@ tests run in any order.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
+import string
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -128,7 +129,12 @@ class Serving:
 @pytest.fixture(scope="module")
 def serving(stack, tmp_path_factory) -> Iterator[Serving]:
     root = tmp_path_factory.mktemp("serving")
-    with private_tmpdir(root), stack.serving(f"serving-test-{uuid.uuid4().hex[:8]}") as env:
+    with (
+        private_tmpdir(root),
+        stack.serving(
+            "serving-test-" + "".join(random.choices(string.ascii_lowercase, k=8))
+        ) as env,
+    ):
         dirs = {
             key: str(build_tiny_chat_model(root / key, seed=seed, max_context=MAX_CONTEXT))
             for key, seed in (("first", 0), ("second", 1))

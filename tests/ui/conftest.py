@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
+import random
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,8 @@ class Product:
 @pytest.fixture(scope="module")
 def product(browser, stack, tmp_path_factory) -> Iterator[Product]:
     root = tmp_path_factory.mktemp("ui-e2e")
-    name = f"ui-e2e-{uuid.uuid4().hex[:8]}"
+    # letters only: the tests look for version numbers in what the UI shows
+    name = "ui-e2e-" + "".join(random.choices(string.ascii_lowercase, k=8))
     with private_tmpdir(root), stack.serving(name) as env:
         served = settings_from_env(env)
         versions = []
