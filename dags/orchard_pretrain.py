@@ -80,6 +80,7 @@ PRESETS = ["nano", "micro", "small", "medium", "large"]
             "manifest.json or its directory). The model is the base's shape and weights "
             "(preset is then not used); sequence length 0 means min(its positions, 1024), "
             "learning rate 0 means 1e-4. Empty: pretrain the preset from scratch.",
+            section="Continued pretraining",
         ),
         "workers": Param(
             1,
