@@ -94,12 +94,17 @@ def write_base_model(directory: Path, texts: list[str]) -> None:
     rows = torch.tensor(stream[: len(stream) // 65 * 65]).view(-1, 65)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        batch = rows[torch.randint(0, len(rows), (16,), generator=generator)]
-        loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small: a second thread only spins
+    try:
+        for _ in range(60):
+            batch = rows[torch.randint(0, len(rows), (16,), generator=generator)]
+            loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(str(directory))
 
 
