@@ -15,7 +15,8 @@ and published as the `pretrained_model` asset, which post-training builds on.
 **Continued pretraining.** With *Initialise from* (an imported base model, from
 `orchard_import`), the model is that base's architecture and weights instead of a preset
 at random; the corpus must be tokenized with the base's own tokenizer (`orchard_tokenizer`
-with *Use this tokenizer*). The validation loss of the base as loaded is logged at step 0;
+with *Use this tokenizer*), and a corpus tokenized so continues that base even when
+*Initialise from* is left empty. The validation loss of the base as loaded is logged at step 0;
 the export keeps the base's config and chat template, and the manifest names the base.
 """
 
@@ -79,7 +80,9 @@ PRESETS = ["nano", "micro", "small", "medium", "large"]
             description="Continued pretraining: an imported base model (orchard_import's "
             "manifest.json or its directory). The model is the base's shape and weights "
             "(preset is then not used); sequence length 0 means min(its positions, 1024), "
-            "learning rate 0 means 1e-4. Empty: pretrain the preset from scratch.",
+            "learning rate 0 means 1e-4. Empty: the base model whose tokenizer tokenized "
+            "the corpus, if one did (orchard_tokenizer's Use this tokenizer); else the "
+            "preset from scratch.",
             section="Continued pretraining",
         ),
         "workers": Param(
@@ -104,7 +107,7 @@ def orchard_pretrain():
     @task(outlets=[PRETRAINED_MODEL])
     def pretrain(tokenized_manifest: str, params: dict | None = None, **context) -> str:
         from orchard.storage import join
-        from ray_jobs.pretrain import PretrainConfig, init_from_manifest
+        from ray_jobs.pretrain import PretrainConfig, base_of_tokenized, init_from_manifest
 
         config = PretrainConfig(
             preset=params["preset"],
@@ -115,13 +118,15 @@ def orchard_pretrain():
             workers=params["workers"],
         )
         inputs, name = [tokenized_manifest], params["preset"]
-        if params.get("init_from"):  # continued pretraining of an imported base model
+        # A corpus tokenized with a base model's tokenizer continues that base by default.
+        init_from = params.get("init_from") or base_of_tokenized(tokenized_manifest)
+        if init_from:  # continued pretraining of an imported base model
             from airflow.sdk.exceptions import AirflowFailException
 
             from orchard.errors import OrchardError
 
             try:
-                base, name = init_from_manifest(params["init_from"])
+                base, name = init_from_manifest(init_from)
             except OrchardError as error:
                 raise AirflowFailException(str(error)) from None
             inputs.append(base)
@@ -130,7 +135,7 @@ def orchard_pretrain():
             "manifest": join(manifest.path, "manifest.json"),
             "hf_dir": join(manifest.path, "hf"),
             "val_loss": manifest.metrics.get("val_loss"),
-            "init_from": params.get("init_from") or "",
+            "init_from": init_from or "",
             "key": manifest.key,
         }
         return manifest.path

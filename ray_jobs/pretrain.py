@@ -544,6 +544,16 @@ def init_from_manifest(given: str) -> tuple[str, str]:
     return join(directory, "manifest.json"), f"cpt-{manifest.name}"
 
 
+def base_of_tokenized(tokenized_manifest: str) -> str | None:
+    """The import_model output whose tokenizer the tokenize output at `tokenized_manifest`
+    used (its manifest.json), or None when its tokenizer was trained."""
+    from orchard.storage import join
+
+    tokenized = Manifest.read(tokenized_manifest.rstrip("/").removesuffix("/manifest.json"))
+    bases = [ref.path for ref in tokenized.inputs if ref.step == "import_model"]
+    return join(bases[0], "manifest.json") if bases else None
+
+
 def base_facts(base: Manifest) -> dict[str, str]:
     """What the manifest records of the base model a run started from."""
     facts = base.facts

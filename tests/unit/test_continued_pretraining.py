@@ -26,6 +26,7 @@ from orchard.steps import Manifest, run_step
 from ray_jobs.import_model import LOGITS_TOLERANCE, ImportConfig, identify, import_model
 from ray_jobs.pretrain import (
     PretrainConfig,
+    base_of_tokenized,
     continued_model,
     init_from_manifest,
     pretrain,
@@ -264,6 +265,8 @@ def test_inputs_that_do_not_fit_the_base_model_are_refused(
         str(Path(imported.path) / "manifest.json"),
         "cpt-tiny-base",
     )
+    # orchard_pretrain's default: the base whose tokenizer tokenized the corpus.
+    assert base_of_tokenized(retokenized.path) == str(Path(imported.path) / "manifest.json")
 
 
 def _hf_loss(model, batches: list[dict]) -> float:
