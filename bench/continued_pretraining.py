@@ -157,14 +157,18 @@ def measure(base_dir: Path, tokenized_dir: Path, args: argparse.Namespace) -> di
     training = build_training(preset, vocab, train_config, init_state=weights)
     del weights
     init_loss = training.eval_loss(evals)
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for step in range(args.steps):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         losses.append(training.train_step(_batch(train, step, loop, 0, 1))["loss"])
         times.append(time.perf_counter() - started)
-        print(f"step {step + 1}: loss {losses[-1]:.3f} in {times[-1]:.1f} s", flush=True)
+        cpu.append(time.process_time() - started_cpu)
+        print(
+            f"step {step + 1}: loss {losses[-1]:.3f} in {times[-1]:.1f} s ({cpu[-1]:.1f} CPU s)",
+            flush=True,
+        )
     after_loss = training.eval_loss(evals)
-    timed = times[1:] or times
+    timed, timed_cpu = (times[1:], cpu[1:]) if len(times) > 1 else (times, cpu)
     return {
         "parameters": preset.parameters(vocab),
         "seq_length": seq,
@@ -176,6 +180,9 @@ def measure(base_dir: Path, tokenized_dir: Path, args: argparse.Namespace) -> di
         "train_losses": losses,
         "s_per_step": sum(timed) / len(timed),
         "tokens_per_s": args.batch * seq * len(timed) / sum(timed),
+        # Load-independent: tokens per CPU-second (all threads); × cores on an idle machine
+        # is an upper bound of tokens/s there.
+        "tokens_per_cpu_s": args.batch * seq * len(timed_cpu) / sum(timed_cpu),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
 
@@ -214,6 +221,7 @@ def main() -> None:
         f"parameters), load average {os.getloadavg()[0]:.1f}"
     )
     print(f"  tokens/s            {r['tokens_per_s']:.0f}  ({r['s_per_step']:.1f} s/step)")
+    print(f"  tokens/CPU-second   {r['tokens_per_cpu_s']:.0f}")
     print(f"  peak RSS            {r['peak_rss_gib']:.2f} GiB")
     print(
         f"  validation loss     random init {r['random_init_val_loss']:.3f} "
