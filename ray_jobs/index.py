@@ -67,6 +67,13 @@ class IndexConfig(StepConfig):
     max_documents: int = Field(
         0, ge=0, description="Index at most this many documents (0: all of them)."
     )
+    max_chunks_per_document: int = Field(
+        0,
+        ge=0,
+        description="Index only the first chunks of each document (0: all): the opening of "
+        "a documentation page (what the module is, its main functions) for a fraction of "
+        "the embedding time.",
+    )
 
     @field_validator("knowledge_base")
     @classmethod
@@ -106,6 +113,7 @@ def index_corpus(config: IndexConfig, corpus: Path, settings: Settings, ctx: Ste
             documents(corpus, config.max_documents),
             max_chars=config.max_chars,
             overlap=config.overlap,
+            max_chunks_per_document=config.max_chunks_per_document,
         )
         seconds = time.monotonic() - started
         keep = {collection} | ({current.collection} if current else set())

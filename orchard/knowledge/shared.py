@@ -86,10 +86,13 @@ def sections_of(document: SharedDocument) -> list[Section]:
     return [section for section in sections if section.text]
 
 
-def _chunks(documents: Iterable[SharedDocument], max_chars: int, overlap: int) -> Iterator[Chunk]:
+def _chunks(
+    documents: Iterable[SharedDocument], max_chars: int, overlap: int, per_document: int
+) -> Iterator[Chunk]:
     for document in documents:
         file_id = hashlib.sha256(document.source.encode()).hexdigest()[:32]
         pieces = chunk_sections(sections_of(document), max_chars, overlap)
+        pieces = pieces[:per_document] if per_document else pieces
         for seq, piece in enumerate(pieces):
             yield Chunk(
                 id=f"{file_id}-{seq}",
@@ -114,16 +117,18 @@ def build_collection(
     *,
     max_chars: int = MAX_CHARS,
     overlap: int = OVERLAP,
+    max_chunks_per_document: int = 0,
 ) -> tuple[str, int, int]:
     """Index `documents` into a new collection for `slug`; (its name, documents, chunks).
-    On any failure the new collection is dropped again and the error raised."""
+    With `max_chunks_per_document`, only each document's opening chunks (0: all). On any
+    failure the new collection is dropped again and the error raised."""
     name = f"shared_{check_slug(slug).replace('-', '_')}_{uuid.uuid4().hex[:12]}"
     store.create_collection(name, embedder.model)
     sources: set[str] = set()
     count = 0
     try:
         batch: list[Chunk] = []
-        for chunk in _chunks(documents, max_chars, overlap):
+        for chunk in _chunks(documents, max_chars, overlap, max_chunks_per_document):
             sources.add(chunk.source)
             batch.append(chunk)
             if len(batch) == EMBED_BATCH:

@@ -158,3 +158,10 @@ def test_bad_configs_and_inputs_are_refused_clearly(settings):
     corpus = curated(Path(settings.data_dir), "one", page_lines(PAGES[:1]))
     with pytest.raises(OrchardError, match="ORCHARD_EMBEDDING_MODEL"):
         index(settings, corpus, knowledge_base="other-model", embedding_model="some/other-model")
+
+
+def test_only_the_opening_chunks_of_each_page_when_asked(settings):
+    corpus = curated(Path(settings.data_dir), "openings", page_lines(PAGES[:3]))
+    done = index(settings, corpus, knowledge_base="openings", max_chunks_per_document=1)
+    assert done.counts == {"documents": 3, "chunks": 3}
+    assert published(settings)["openings"].chunks == 3
