@@ -16,7 +16,8 @@ from sqlmodel import Session, select
 from orchard.settings import Settings
 from orchard.storage import Storage
 from platform_api.db import make_engine
-from platform_api.memory import extract_facts
+from platform_api.memory import TOKEN_BUDGET, extract_facts
+from platform_api.metering import prompt_token_bound
 from platform_api.models import Memory
 from tests.platform.conftest import PASSWORD
 from tests.platform.test_feedback import answered_chat
@@ -25,6 +26,18 @@ from tests.platform.test_feedback import answered_chat
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"rate_limit_user": "6000/minute"})  # polls
+
+
+LONG_FACTS = [
+    "I keep bees in the garden behind my house: three hives of Italian bees that I check on "
+    "every Sunday morning.",
+    "My favourite football team is Olympique Lyonnais and I watch every one of their matches "
+    "with my brother.",
+    "My project uses Python 3.11 with FastAPI, SQLModel and PostgreSQL 15 on Debian servers "
+    "in our own racks.",
+    "I am learning the cello and practise scales for forty minutes every evening before "
+    "dinner with my teacher.",
+]
 
 
 def memories(api, account) -> list[dict]:
@@ -137,7 +150,16 @@ def test_a_user_adds_edits_and_deletes_memories(api, serving):
     assert api.http.delete(f"/memories/{memory['id']}", headers=alice.headers).status_code == 404
     answered_chat(api, alice, "Where could I go for a walk this weekend?")
     assert "Lyon" not in system_prompt(serving)
-    api.http.post("/memories", json={"content": "I like tea."}, headers=alice.headers)
+
+    # Long memories: the most similar first, then those that still fit in the budget (not
+    # all four, though top-k would take five).
+    for fact in LONG_FACTS:
+        api.http.post("/memories", json={"content": fact}, headers=alice.headers)
+    answered_chat(api, alice, "Which Python version does my project use?")
+    prompt = system_prompt(serving)
+    recalled = [line for line in prompt.splitlines() if line.startswith("- ")]
+    assert recalled[0] == f"- {LONG_FACTS[2]}" and 1 <= len(recalled) < len(LONG_FACTS)
+    assert prompt_token_bound([prompt]) <= TOKEN_BUDGET
     assert api.http.delete("/memories", headers=alice.headers).status_code == 204
     assert memories(api, alice) == []
 
