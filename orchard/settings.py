@@ -363,9 +363,11 @@ class Settings(BaseSettings):
         "triggers; the others start from its assets.",
     )
     pipeline_followers: tuple[str, ...] = Field(
-        ("orchard_tokenizer", "orchard_pretrain", "orchard_posttrain"),
+        ("orchard_index", "orchard_tokenizer", "orchard_pretrain", "orchard_posttrain"),
         description="DAGs the pipeline's assets trigger, in order, which the build unpauses "
-        "and follows to their end; the last one's `register` task names the new version.",
+        "and follows to their end; the last one's `register` task names the new version. "
+        "orchard_index and orchard_tokenizer both start on the curated corpus and run side "
+        "by side.",
     )
 
     @classmethod

@@ -20,6 +20,11 @@ Feature flags. A `FeatureFlag` row is on for a user when it is `enabled` and its
 list is empty or holds the user's role, and always for the user ids in its `users`. With
 no row a flag has its default (`KNOWN_FLAGS`, off for any other key), so adding a flag to
 the code changes nothing until an administrator writes its row.
+
+Shared knowledge bases. `KnowledgeAccessRule` rows grant a role or one user a shared
+knowledge base (one a pipeline published, e.g. the crawled site) by slug, or `*` for every
+one, the way model rules grant models: no rule for the user or their role, every shared
+base; otherwise the union of what their rules name.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from sqlmodel import Session, select
 
 from orchard.settings import Settings
 from platform_api.errors import ApiError
-from platform_api.models import VARIANTS, FeatureFlag, ModelAccessRule, TrafficSplit, User
+from platform_api.models import (
+    VARIANTS,
+    FeatureFlag,
+    KnowledgeAccessRule,
+    ModelAccessRule,
+    TrafficSplit,
+    User,
+)
 
 EVERY_MODEL = "*"
 CHAMPION, CHALLENGER = VARIANTS
@@ -211,3 +223,22 @@ def features_for(session: Session, user: User) -> list[str]:
 def require_feature(session: Session, user: User, key: str) -> None:
     if not feature_enabled(session, user, key):
         raise ApiError(403, "feature_disabled", f"{key!r} is switched off for your account")
+
+
+# -- shared knowledge bases ------------------------------------------------------------------
+EVERY_BASE = "*"
+
+
+def knowledge_bases_for(session: Session, user: User, published: list[str]) -> list[str]:
+    """The shared bases (slugs among `published`) `user` may search: every one when
+    neither the user nor their role has a rule, else those their rules name (`*`: all)."""
+    rules = set(
+        session.exec(
+            select(KnowledgeAccessRule.knowledge_base).where(
+                or_(KnowledgeAccessRule.user_id == user.id, KnowledgeAccessRule.role == user.role)
+            )
+        )
+    )
+    if not rules or EVERY_BASE in rules:
+        return list(published)
+    return [slug for slug in published if slug in rules]

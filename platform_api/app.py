@@ -24,6 +24,7 @@ from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
 from platform_api.knowledge import Knowledge
+from platform_api.memory import after_turn
 from platform_api.metering import Pricing
 from platform_api.oauth import install as install_oauth
 from platform_api.plans import ensure_starter_plan
@@ -45,10 +46,12 @@ from platform_api.routes import (
     folders,
     gateway,
     knowledge,
+    memory,
     messages,
     oauth,
     plans,
     privacy,
+    shared_knowledge,
     shares,
     usage,
     users,
@@ -87,7 +90,9 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         app.state.engine = make_engine(url)
         await run_in_threadpool(_seed, app.state.engine, settings)
         app.state.serving = Serving(settings.serving_base_url)
-        app.state.turns = TurnRunner(app.state.engine, app.state.serving)
+        app.state.turns = TurnRunner(
+            app.state.engine, app.state.serving, after_turn=after_turn(settings, app.state.engine)
+        )
         app.state.knowledge = Knowledge(settings, app.state.engine)
         await run_in_threadpool(app.state.knowledge.resume)
         try:
@@ -141,6 +146,8 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         chat_socket,
         shares,
         knowledge,
+        shared_knowledge,
+        memory,
     ):
         api.include_router(module.router)
     app.include_router(api)

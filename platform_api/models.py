@@ -18,7 +18,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import CheckConstraint, DateTime, MetaData, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -47,6 +55,8 @@ TONES = ("neutral", "friendly", "formal", "concise")
 VARIANTS = ("champion", "challenger")
 # An uploaded file's ingestion: waiting, being read, being embedded, searchable, or not.
 KNOWLEDGE_FILE_STATUSES = ("queued", "parsing", "embedding", "ready", "failed")
+# Where a memory came from: rules or the model reading a chat turn, or the user writing it.
+MEMORY_SOURCES = ("rules", "model", "user")
 
 
 def new_id() -> str:
@@ -527,5 +537,55 @@ class KnowledgeFile(PlatformTable, table=True):
     error: str = Field(default="", sa_type=Text)
     pages: int | None = Field(default=None)
     chunks: int = Field(default=0)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class KnowledgeAccessRule(PlatformTable, table=True):
+    """Grants a role or one user a shared knowledge base (by slug, or `*` for every one),
+    with the semantics of `ModelAccessRule`: a subject with no rule may use every shared
+    base, its first rule restricts it to what its rules name (platform_api/access.py)."""
+
+    __tablename__ = "knowledge_access_rules"
+    __table_args__ = (
+        CheckConstraint("(role IS NULL) <> (user_id IS NULL)", name="one_subject"),
+        CheckConstraint(f"role IS NULL OR {_in('role', ROLES)}", name="role"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    role: str | None = Field(default=None, max_length=16)
+    user_id: str | None = Field(
+        default=None, foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    knowledge_base: str = Field(max_length=40)
+    created_at: datetime = _created()
+    created_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
+
+
+class Memory(PlatformTable, table=True):
+    """A fact about a user that later chats are told (platform_api/memory.py): stated in
+    a chat turn and extracted after it, or written by the user. Only its owner reads it.
+    `embedding` is its vector (float32, little-endian) of the model named beside it; a
+    disabled memory is kept but never put into a prompt."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        UniqueConstraint("user_id", "content"),
+        CheckConstraint(_in("source", MEMORY_SOURCES), name="source"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    content: str = Field(max_length=500)
+    enabled: bool = Field(default=True)
+    source: str = Field(max_length=16)
+    message_id: str | None = Field(
+        default=None, foreign_key="messages.id", max_length=32, ondelete="SET NULL"
+    )
+    embedding: bytes = Field(sa_type=LargeBinary)
+    embedding_model: str = Field(max_length=200)
+    embedding_dimension: int
     created_at: datetime = _created()
     updated_at: datetime = _created()

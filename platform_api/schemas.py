@@ -833,3 +833,71 @@ class OpsHealth(BaseModel):
     targets: list[TargetHealth]
     firing_alerts: list[str] = Field(description="Names of the alerts firing now.")
     links: OpsLinks
+
+
+MEMORY_CHARS = 500
+MemorySource = Literal["rules", "model", "user"]
+
+
+class MemoryPublic(Public):
+    id: str
+    content: str
+    enabled: bool  # a disabled memory is kept but never put into a prompt
+    source: MemorySource  # extracted from a chat (rules, model) or written by the user
+    message_id: str | None  # the chat message it was extracted from
+    embedding_model: str
+    embedding_dimension: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemoryCreate(Request):
+    content: Trimmed = Field(min_length=1, max_length=MEMORY_CHARS)
+
+
+class MemoryUpdate(Request):
+    content: Trimmed | None = Field(None, min_length=1, max_length=MEMORY_CHARS)
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> MemoryUpdate:
+        if self.content is None and self.enabled is None:
+            raise ValueError("send content, enabled or both")
+        return self
+
+
+class KnowledgeAccessRuleCreate(Request):
+    role: Role | None = None
+    user_id: str | None = Field(None, max_length=32)
+    knowledge_base: str = Field(
+        min_length=1,
+        max_length=40,
+        description="A shared knowledge base's slug (GET /shared-knowledge), or `*`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> KnowledgeAccessRuleCreate:
+        if (self.role is None) == (self.user_id is None):
+            raise ValueError("send either role or user_id, not both and not neither")
+        return self
+
+
+class KnowledgeAccessRulePublic(Public):
+    id: int
+    role: str | None
+    user_id: str | None
+    knowledge_base: str
+    created_at: datetime
+    created_by: str | None
+
+
+class SharedKnowledgeBasePublic(BaseModel):
+    """A knowledge base a pipeline published for everyone (the crawled site)."""
+
+    slug: str
+    title: str
+    embedding_model: str
+    embedding_dimension: int
+    documents: int
+    chunks: int
+    published_at: str

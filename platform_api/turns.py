@@ -41,6 +41,7 @@ from orchard.settings import Settings
 from platform_api.access import chat_route
 from platform_api.credits import InsufficientCredits
 from platform_api.errors import ApiError, not_found
+from platform_api.memory import with_memories
 from platform_api.metering import (
     Pricing,
     Reservation,
@@ -189,6 +190,7 @@ def _open(
     context = context_messages(session, chat, seq if isinstance(question, str) else question.seq)
     pricing = Pricing.from_settings(settings)
     text = question if isinstance(question, str) else question.content
+    context = with_memories(session, settings, user, context, text)  # memory.py
     reservation = _reserve(session, user, chat, pricing, [*context, {"content": text}])
     session.exec(update(Chat).where(Chat.id == chat.id).values(updated_at=now))
     if isinstance(question, str):
@@ -357,10 +359,18 @@ class TurnRunner:
     """Owns the running turns of this process; reaches serving through the app's `Serving`
     (which it does not close: the app does, after `aclose`)."""
 
-    def __init__(self, engine: Engine, serving: Serving) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        serving: Serving,
+        after_turn: Callable[[OpenedTurn], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.serving = serving
         self.running: dict[str, Turn] = {}
+        # Called in a worker thread once a turn is answered (memory.py: remember facts),
+        # after the client's stream has ended; the turn counts as running until it returns.
+        self.after_turn = after_turn
 
     def start(self, opened: OpenedTurn) -> Turn:
         turn = Turn(opened)
@@ -390,6 +400,7 @@ class TurnRunner:
         model: str | None = None
         tokens: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
         unsaved, saved_at = 0, started
+        answered = False
         request = turn.opened.serving_request
         bound = prompt_token_bound([m["content"] for m in request["messages"]])
         request = fit_max_tokens(request, bound, await self.serving.contexts.get(request["model"]))
@@ -428,6 +439,7 @@ class TurnRunner:
                 **tokens,
             )
             turn.events.put_nowait(("done", final))
+            answered = True
         except asyncio.CancelledError:
             # Shielded: a second cancellation (shutdown) must not lose the partial answer.
             final = await asyncio.shield(
@@ -461,7 +473,21 @@ class TurnRunner:
             turn.events.put_nowait(("failed", final))
         finally:
             turn.events.put_nowait(None)
-            self.running.pop(turn.message_id, None)
+            try:
+                if answered and self.after_turn is not None:
+                    await self._after_turn(turn)
+            finally:
+                self.running.pop(turn.message_id, None)
+
+    async def _after_turn(self, turn: Turn) -> None:
+        """`after_turn` in a worker thread, run to its end even when the turn is cancelled
+        meanwhile (the response cancels it once the client has the whole answer)."""
+        work = asyncio.ensure_future(asyncio.to_thread(self.after_turn, turn.opened))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await work
+            raise
 
     def _finish(self, turn: Turn, billed: tuple[int, int], **values) -> MessagePublic:
         """The final save, with the settlement of the turn's reservation in the same

@@ -229,3 +229,15 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
     assert dag.test(run_conf=conf).state == "success"
     assert {s: sorted(p.name for p in (data / s).iterdir()) for s in outputs} == outputs
     assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+
+def test_the_index_dag_builds_the_shared_knowledge_base_from_the_curated_corpus(dagbag):
+    """orchard_index starts on the asset orchard_data publishes (beside the tokenizer) and
+    runs the index step on the corpus that event names (tests/unit/test_index.py runs the
+    step itself)."""
+    dag = dagbag.dags["orchard_index"]
+    (asset,) = dag.timetable.asset_condition.objects
+    assert asset.name == "orchard_curated_corpus"
+    assert asset in dagbag.dags["orchard_data"].get_task("mix").outlets
+    assert dag.get_task("corpus").downstream_task_ids == {"index"}
+    assert dag.params["knowledge_base"] == "crawled-site"

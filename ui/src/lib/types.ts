@@ -15,6 +15,7 @@ export type TokenPair = Schemas["TokenPair"];
 export type TotpSetup = Schemas["TotpSetup"];
 export type OAuthProvider = Schemas["OAuthProviderPublic"];
 export type ApiKey = Schemas["ApiKeyPublic"];
+export type MemoryItem = Schemas["MemoryPublic"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 export type ApiKeyScope = ApiKey["scopes"][number];
 
