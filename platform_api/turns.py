@@ -37,10 +37,22 @@ from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from orchard.knowledge.embeddings import EmbeddingModelError
+from orchard.knowledge.vectors import VectorStoreError
 from orchard.settings import Settings
 from platform_api.access import chat_route
+from platform_api.chat_knowledge import (
+    KnowledgeScope,
+    fit_sources,
+    knowledge_scope,
+    question_of,
+    retrieve,
+    source_reservation,
+    with_sources,
+)
 from platform_api.credits import InsufficientCredits
 from platform_api.errors import ApiError, not_found
+from platform_api.knowledge import Knowledge
 from platform_api.metering import (
     Pricing,
     Reservation,
@@ -84,6 +96,8 @@ class OpenedTurn:
     # The credits reserved for the answer (metering.py), settled when the turn ends.
     reservation: Reservation | None = None
     pricing: Pricing | None = None
+    # The knowledge bases the turn retrieves from (chat_knowledge.py); None: none.
+    knowledge: KnowledgeScope | None = None
 
 
 # (the message named, the last visible one) -> (the question, supersede from seq)
@@ -189,7 +203,9 @@ def _open(
     context = context_messages(session, chat, seq if isinstance(question, str) else question.seq)
     pricing = Pricing.from_settings(settings)
     text = question if isinstance(question, str) else question.content
-    reservation = _reserve(session, user, chat, pricing, [*context, {"content": text}])
+    knowledge = knowledge_scope(session, user, chat)
+    reserved = [*context, {"content": text}, *source_reservation(knowledge)]
+    reservation = _reserve(session, user, chat, pricing, reserved)
     session.exec(update(Chat).where(Chat.id == chat.id).values(updated_at=now))
     if isinstance(question, str):
         question = Message(chat_id=chat.id, seq=seq, role="user", content=question, created_at=now)
@@ -215,6 +231,7 @@ def _open(
         assistant_message=MessagePublic.model_validate(answer),
         reservation=reservation,
         pricing=pricing,
+        knowledge=knowledge,
         serving_request={
             "model": alias,
             "messages": messages,
@@ -348,6 +365,8 @@ class Turn:
             kind, payload = event
             if kind == "delta":
                 yield kind, {"content": payload}
+            elif kind == "citations":
+                yield kind, {"citations": payload}
             else:
                 yield kind, payload.model_dump(mode="json")
             event = await self.events.get()
@@ -357,9 +376,12 @@ class TurnRunner:
     """Owns the running turns of this process; reaches serving through the app's `Serving`
     (which it does not close: the app does, after `aclose`)."""
 
-    def __init__(self, engine: Engine, serving: Serving) -> None:
+    def __init__(
+        self, engine: Engine, serving: Serving, knowledge: Knowledge | None = None
+    ) -> None:
         self.engine = engine
         self.serving = serving
+        self.knowledge = knowledge
         self.running: dict[str, Turn] = {}
 
     def start(self, opened: OpenedTurn) -> Turn:
@@ -391,10 +413,12 @@ class TurnRunner:
         tokens: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
         unsaved, saved_at = 0, started
         request = turn.opened.serving_request
-        bound = prompt_token_bound([m["content"] for m in request["messages"]])
-        request = fit_max_tokens(request, bound, await self.serving.contexts.get(request["model"]))
-        chunks = stream_chat(self.serving.client, self.serving.base_url, request)
         try:
+            context = await self.serving.contexts.get(request["model"])
+            request = await self._with_sources(turn, request, context)
+            bound = prompt_token_bound([m["content"] for m in request["messages"]])
+            request = fit_max_tokens(request, bound, context)
+            chunks = stream_chat(self.serving.client, self.serving.base_url, request)
             # aclosing: however the loop ends, the connection to serving closes now, so
             # serving stops generating for a turn nobody reads any more.
             async with aclosing(chunks):
@@ -462,6 +486,25 @@ class TurnRunner:
         finally:
             turn.events.put_nowait(None)
             self.running.pop(turn.message_id, None)
+
+    async def _with_sources(self, turn: Turn, request: dict, context: int | None) -> dict:
+        """Retrieve from the chat's knowledge, fit the passages into the context, save
+        them as the answer's citations and send them to the client, and quote them in
+        serving's request (chat_knowledge.py)."""
+        scope = turn.opened.knowledge
+        if scope is None or self.knowledge is None:
+            return request
+        try:
+            hits = await asyncio.to_thread(retrieve, self.knowledge, scope, question_of(request))
+        except (VectorStoreError, EmbeddingModelError) as error:
+            log.warning("chat turn %s answers without sources: %s", turn.message_id, error)
+            return request
+        citations = fit_sources(hits, request["messages"], request["max_tokens"], context)
+        if not citations:
+            return request
+        await asyncio.to_thread(self._save, turn, citations=citations)
+        turn.events.put_nowait(("citations", citations))
+        return with_sources(request, citations)
 
     def _finish(self, turn: Turn, billed: tuple[int, int], **values) -> MessagePublic:
         """The final save, with the settlement of the turn's reservation in the same

@@ -17,10 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from orchard.knowledge.files import MEDIA_TYPES, FileRejected, safe_filename, sniff
+from platform_api.chat_knowledge import chat_file_base_ids
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError
 from platform_api.knowledge import Knowledge, owned_base, owned_file
-from platform_api.models import KnowledgeBase, KnowledgeFile, new_id, utcnow
+from platform_api.models import KnowledgeBase, KnowledgeFile, User, new_id, utcnow
 from platform_api.request_limits import upload_too_large
 from platform_api.schemas import (
     KnowledgeBasePublic,
@@ -40,7 +41,10 @@ def _knowledge(request: Request) -> Knowledge:
 
 @router.get("", response_model=list[KnowledgeBasePublic])
 def list_bases(user: ChatsReader, session: SessionDep) -> list[KnowledgeBase]:
-    query = select(KnowledgeBase).where(KnowledgeBase.user_id == user.id)
+    """The caller's bases (a chat's own uploads are listed with the chat instead)."""
+    query = select(KnowledgeBase).where(
+        KnowledgeBase.user_id == user.id, KnowledgeBase.id.not_in(chat_file_base_ids())
+    )
     return list(session.exec(query.order_by(KnowledgeBase.name)))
 
 
@@ -87,8 +91,15 @@ def upload_file(
     request: Request,
 ) -> KnowledgeFile:
     """Store the file and queue it for indexing (202): poll its status."""
-    base = owned_base(session, user, base_id)
-    knowledge = _knowledge(request)
+    return accept_upload(
+        session, _knowledge(request), user, owned_base(session, user, base_id), file
+    )
+
+
+def accept_upload(
+    session: Session, knowledge: Knowledge, user: User, base: KnowledgeBase, file: UploadFile
+) -> KnowledgeFile:
+    """Check an upload's size and kind, store the original and queue it for indexing."""
     limit = knowledge.limits.max_bytes
     data = file.file.read(limit + 1)
     if len(data) > limit:
