@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 
 from orchard.knowledge.vectors import Hit
 from platform_api.knowledge import Knowledge, collection_name, owned_base
-from platform_api.metering import prompt_token_bound
+from platform_api.metering import TEMPLATE_TOKENS_PER_MESSAGE, prompt_token_bound
 from platform_api.models import Chat, ChatKnowledge, KnowledgeBase, KnowledgeFile, User
 
 SOURCES_PER_TURN = 5  # passages retrieved per base, and cited at most per turn
@@ -155,7 +155,10 @@ def fit_sources(
     cut to fit, and nothing is kept when the context has no room left."""
     budget = SOURCES_MAX_BYTES
     if context is not None:
-        prompt = prompt_token_bound([m["content"] for m in messages])
+        # what `with_sources` adds besides the passages: the framing (in a system message
+        # of its own at most), the <sources> tags
+        framing = len(SOURCES_FRAMING.encode()) + TEMPLATE_TOKENS_PER_MESSAGE + 32
+        prompt = prompt_token_bound([m["content"] for m in messages]) + framing
         budget = min(budget, context - prompt - min(max_tokens, ANSWER_ROOM_TOKENS))
     citations: list[dict] = []
     for base_id, hit in hits:

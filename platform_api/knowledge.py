@@ -25,12 +25,20 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from fastapi import UploadFile
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from orchard.knowledge.chunking import chunk_sections
 from orchard.knowledge.embeddings import Embedder, EmbeddingModelError, load_embedder
-from orchard.knowledge.files import FileLimits, FileRejected, parse_file
+from orchard.knowledge.files import (
+    MEDIA_TYPES,
+    FileLimits,
+    FileRejected,
+    parse_file,
+    safe_filename,
+    sniff,
+)
 from orchard.knowledge.injection import detect_injection
 from orchard.knowledge.vectors import (
     Chunk,
@@ -50,6 +58,7 @@ from platform_api.models import (
     new_id,
     utcnow,
 )
+from platform_api.request_limits import upload_too_large
 
 log = logging.getLogger("orchard.knowledge")
 
@@ -278,3 +287,34 @@ class Knowledge:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+
+def accept_upload(
+    session: Session, knowledge: Knowledge, user: User, base: KnowledgeBase, file: UploadFile
+) -> KnowledgeFile:
+    """Check an upload's size and kind, store the original and queue it for indexing."""
+    limit = knowledge.limits.max_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise upload_too_large(limit)
+    filename = safe_filename(file.filename or "")
+    try:
+        kind = sniff(data, filename)
+    except FileRejected as error:
+        raise ApiError(415, "unsupported_file", str(error)) from None
+    row = KnowledgeFile(
+        id=new_id(),
+        knowledge_base_id=base.id,
+        user_id=user.id,
+        filename=filename,
+        media_type=MEDIA_TYPES[kind],
+        size_bytes=len(data),
+        sha256="",
+    )
+    row.sha256 = knowledge.store_original(user.id, row.id, data)
+    session.add(row)
+    base.updated_at = utcnow()
+    session.add(base)
+    session.commit()
+    knowledge.submit(row.id)
+    return row

@@ -18,8 +18,8 @@ from platform_api.chat_knowledge import attach_bases, chat_bases, chat_files, ch
 from platform_api.chats import owned_chat
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import not_found
+from platform_api.knowledge import accept_upload
 from platform_api.models import Chat, KnowledgeFile
-from platform_api.routes.knowledge import accept_upload
 from platform_api.schemas import ChatKnowledgePublic, ChatKnowledgeSet, KnowledgeFilePublic
 
 router = APIRouter(prefix="/chats/{chat_id}", tags=["chats"])
