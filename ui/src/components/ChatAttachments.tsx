@@ -22,14 +22,17 @@ const chip =
 
 /** The composer's knowledge: an attach button and drag-and-drop for files (uploaded into
  * the chat, indexed in the background: each shows its status), and a picker of the user's
- * knowledge bases. `ensureChat` makes the chat first when there is none yet. */
+ * knowledge bases. Without a chat yet, `createChat` makes one, the files go into it, and
+ * then `openChat` goes there (whose page then shows them). */
 export function ChatAttachments({
   chatId,
-  ensureChat,
+  createChat,
+  openChat,
   children,
 }: {
   chatId: string | null;
-  ensureChat: () => Promise<string | null>;
+  createChat: () => Promise<string | null>;
+  openChat: (id: string) => void;
   children: ReactNode;
 }) {
   const [state, setState] = useState<ChatKnowledge | null>(null);
@@ -65,7 +68,7 @@ export function ChatAttachments({
   async function upload(files: FileList | File[]) {
     const list = Array.from(files);
     if (list.length === 0) return;
-    const id = chatId ?? (await ensureChat());
+    const id = chatId ?? (await createChat());
     if (!id) return;
     for (const file of list) {
       try {
@@ -75,7 +78,8 @@ export function ChatAttachments({
         toast(`${file.name}: ${describeError(e)}`, "error");
       }
     }
-    setVersion((v) => v + 1);
+    if (id === chatId) setVersion((v) => v + 1);
+    else openChat(id);
   }
 
   async function remove(fileId: string) {
@@ -162,10 +166,11 @@ export function ChatAttachments({
           attached={bases.map((b) => b.id)}
           onClose={() => setPicking(false)}
           onSave={async (ids) => {
-            const id = chatId ?? (await ensureChat());
+            const id = chatId ?? (await createChat());
             if (!id) return;
             setState(await attachBases(id, ids));
             setPicking(false);
+            if (id !== chatId) openChat(id);
           }}
         />
       )}

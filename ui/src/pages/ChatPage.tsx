@@ -55,13 +55,10 @@ export default function ChatPage() {
     if (el && stick.current) el.scrollTop = el.scrollHeight;
   }, [conv.messages]);
 
-  /** The chat files and knowledge bases go to: this one, or a new one made for them. */
-  async function ensureChat(): Promise<string | null> {
-    if (chatId) return chatId;
+  /** A chat for the first file or knowledge base attached before any message. */
+  async function createChat(): Promise<string | null> {
     try {
       const created = await useChats.getState().create(newChatSettings(), chatTitleFrom(draft));
-      moveDraft(NEW_CHAT, created.id);
-      navigate(`/c/${created.id}`);
       return created.id;
     } catch (e) {
       dispatch(NEW_CHAT, { type: "error", error: describeError(e) });
@@ -170,7 +167,14 @@ export default function ChatPage() {
       </div>
       <div className="mx-auto w-full max-w-3xl space-y-2 px-3 pb-3 sm:px-4">
         <ErrorBanner message={conv.error} onDismiss={() => dispatch(key, { type: "dismiss" })} />
-        <ChatAttachments chatId={chatId ?? null} ensureChat={ensureChat}>
+        <ChatAttachments
+          chatId={chatId ?? null}
+          createChat={createChat}
+          openChat={(id) => {
+            moveDraft(NEW_CHAT, id);
+            navigate(`/c/${id}`);
+          }}
+        >
           <Composer
             value={draft}
             onChange={(v) => setDraft(key, v)}
