@@ -157,7 +157,7 @@ function BaseCard({ base, onDeleted }: { base: KnowledgeBase; onDeleted: () => v
               )}
               <span className="min-w-0 flex-1 truncate">{f.filename}</span>
               <span className="text-xs text-muted-foreground">
-                {f.status === "ready" ? `${f.chunks} passages${f.pages ? ` · ${f.pages} pages` : ""}` : f.status}
+                {f.status === "ready" ? `${f.chunks} passage${f.chunks === 1 ? "" : "s"}${f.pages ? ` · ${f.pages} pages` : ""}` : f.status}
                 {" · "}
                 {formatBytes(f.size_bytes)}
               </span>
