@@ -37,9 +37,11 @@ from platform_api.routes import (
     admin_errors,
     admin_health,
     admin_jobs,
+    admin_knowledge,
     admin_models,
     admin_monitoring,
     auth,
+    chat_knowledge,
     chat_socket,
     chats,
     credits,
@@ -63,7 +65,7 @@ from platform_api.webui import mount_webui
 
 API_PREFIX = "/api/v1"
 # Multipart uploads, read up to the upload limit instead of the JSON body limit.
-UPLOAD_PATHS = re.compile(rf"^{API_PREFIX}/knowledge/[^/]+/files$")
+UPLOAD_PATHS = re.compile(rf"^{API_PREFIX}/(?:knowledge|chats)/[^/]+/files$")
 
 
 class Health(BaseModel):
@@ -90,10 +92,13 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         app.state.engine = make_engine(url)
         await run_in_threadpool(_seed, app.state.engine, settings)
         app.state.serving = Serving(settings.serving_base_url)
-        app.state.turns = TurnRunner(
-            app.state.engine, app.state.serving, after_turn=after_turn(settings, app.state.engine)
-        )
         app.state.knowledge = Knowledge(settings, app.state.engine)
+        app.state.turns = TurnRunner(
+            app.state.engine,
+            app.state.serving,
+            app.state.knowledge,
+            after_turn=after_turn(settings, app.state.engine),
+        )
         await run_in_threadpool(app.state.knowledge.resume)
         try:
             yield
@@ -148,6 +153,8 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         knowledge,
         shared_knowledge,
         memory,
+        chat_knowledge,
+        admin_knowledge,
     ):
         api.include_router(module.router)
     app.include_router(api)

@@ -19,6 +19,7 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     CheckConstraint,
     DateTime,
     LargeBinary,
@@ -249,6 +250,9 @@ class Message(PlatformTable, table=True):
     superseded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     credits: int | None = Field(default=None)  # what the answer cost (assistant messages)
     variant: str | None = Field(default=None, max_length=16)  # A/B split: which side answered
+    # The passages the answer was given, numbered as the model saw them (chat_knowledge.py):
+    # [{"n", "chunk_id", "file_id", "knowledge_base_id", "source", "page", "heading", "text"}].
+    citations: list[dict] | None = Field(default=None, sa_type=JSON)
 
 
 class ChatFlag(PlatformTable, table=True):
@@ -589,3 +593,42 @@ class Memory(PlatformTable, table=True):
     embedding_dimension: int
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class ChatKnowledge(PlatformTable, table=True):
+    """A knowledge base a chat retrieves from: one the user attached, or the chat's own
+    (`chat_files`: the files uploaded into the chat, deleted with the chat)."""
+
+    __tablename__ = "chat_knowledge"
+
+    chat_id: str = Field(
+        foreign_key="chats.id", primary_key=True, max_length=32, ondelete="CASCADE"
+    )
+    knowledge_base_id: str = Field(
+        foreign_key="knowledge_bases.id", primary_key=True, index=True, max_length=32,
+        ondelete="CASCADE",
+    )  # fmt: skip
+    chat_files: bool = Field(default=False)
+    created_at: datetime = _created()
+
+
+class KnowledgeFlag(PlatformTable, table=True):
+    """A chunk whose text reads like instructions to the model ("ignore previous
+    instructions..."), found at ingestion (orchard/knowledge/injection.py): listed to
+    administrators; the chunk stays data and never reaches a system prompt."""
+
+    __tablename__ = "knowledge_flags"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    knowledge_base_id: str = Field(
+        foreign_key="knowledge_bases.id", max_length=32, ondelete="CASCADE"
+    )
+    file_id: str = Field(
+        foreign_key="knowledge_files.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    chunk_id: str = Field(max_length=32)
+    page: int | None = Field(default=None)
+    rule: str = Field(max_length=64)  # which pattern matched
+    excerpt: str = Field(sa_type=Text)  # the matching text with some context
+    created_at: datetime = _created()

@@ -263,6 +263,20 @@ class MessageRating(Public):
     comment: str
 
 
+class Citation(BaseModel):
+    """A numbered source of an answer: a passage of one of the user's files."""
+
+    n: int = Field(description="Its number in the answer ([1], [2], ...).")
+    chunk_id: str
+    file_id: str
+    knowledge_base_id: str
+    source: str = Field(description="The file's name.")
+    page: int | None = None
+    heading: str = ""
+    snippet: str = Field(description="The passage's start, for a one-line source list.")
+    text: str = Field(description="The passage as the model was given it.")
+
+
 class MessagePublic(Public):
     id: str
     chat_id: str
@@ -295,6 +309,16 @@ class MessagePublic(Public):
         description="`credits` × the credit price in US dollars (where the API computes it: "
         "listing a chat's messages and a turn's final event).",
     )
+    citations: list[Citation] = Field(
+        default_factory=list,
+        description="The passages retrieved from the chat's knowledge for this answer, "
+        "numbered as the model saw them (assistant messages of chats with knowledge).",
+    )
+
+    @field_validator("citations", mode="before")
+    @classmethod
+    def _no_citations(cls, value):
+        return [] if value is None else value
 
 
 # -- a chat over a WebSocket (routes/chat_socket.py): the client's frames ---------------------
@@ -789,6 +813,35 @@ class KnowledgeChunkPublic(Public):
     source: str  # the file's name
     page: int | None
     heading: str
+
+
+class ChatKnowledgeSet(Request):
+    knowledge_base_ids: list[str] = Field(
+        max_length=20, description="The caller's knowledge bases this chat retrieves from."
+    )
+
+
+class ChatKnowledgePublic(BaseModel):
+    knowledge_bases: list[KnowledgeBasePublic] = Field(
+        description="The knowledge bases the user attached to the chat."
+    )
+    files: list[KnowledgeFilePublic] = Field(description="The files uploaded into the chat.")
+
+
+class KnowledgeFlagPublic(Public):
+    """A chunk with instruction-like text, found at ingestion (for administrators)."""
+
+    id: str
+    user_id: str
+    user_email: str = ""
+    knowledge_base_id: str
+    file_id: str
+    filename: str = ""
+    chunk_id: str
+    page: int | None
+    rule: str
+    excerpt: str
+    created_at: datetime
 
 
 class KnowledgeSearch(Request):

@@ -28,6 +28,12 @@ export type ChatUpdate = Schemas["ChatUpdate"];
 export type ChatSettings = Pick<Chat, "model_alias" | "temperature" | "max_tokens" | "system_prompt" | "tone">;
 export type Message = Schemas["MessagePublic"];
 export type MessageStatus = Message["status"];
+/** A numbered source of an answer: a passage of one of the user's files. */
+export type Citation = Schemas["Citation"];
+export type KnowledgeBase = Schemas["KnowledgeBasePublic"];
+export type KnowledgeFile = Schemas["KnowledgeFilePublic"];
+export type ChatKnowledge = Schemas["ChatKnowledgePublic"];
+export type KnowledgeFlag = Schemas["KnowledgeFlagPublic"];
 /** A message's thumbs as the UI keeps them (PUT .../feedback answers, or a message's own). */
 export type Feedback = Pick<Schemas["FeedbackPublic"], "message_id" | "rating" | "comment">;
 export type SearchHit = Schemas["SearchHit"];
