@@ -6,7 +6,13 @@ from fastapi import APIRouter, Response
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from platform_api.deps import CurrentUser, LoginPrincipal, PasswordsDep, SessionDep
+from platform_api.deps import (
+    ADMIN_API_KEY_SCOPES,
+    CurrentUser,
+    LoginPrincipal,
+    PasswordsDep,
+    SessionDep,
+)
 from platform_api.errors import ApiError, not_found
 from platform_api.models import ApiKey, AuthSession, OAuthIdentity, User, utcnow
 from platform_api.reauth import ConfirmationDep
@@ -103,6 +109,11 @@ def create_api_key(
     if live >= MAX_API_KEYS:
         raise ApiError(
             409, "too_many_api_keys", f"{MAX_API_KEYS} live API keys at most: revoke one first"
+        )
+    admin_only = sorted(set(body.scopes) & ADMIN_API_KEY_SCOPES)
+    if admin_only and principal.user.role != "admin":
+        raise ApiError(
+            403, "admin_scope", f"only administrators' keys may have {', '.join(admin_only)}"
         )
     return _new_key(session, principal.user.id, body.name, body.scopes)
 

@@ -41,7 +41,7 @@ def test_migrate_creates_the_models_schema_and_is_idempotent(empty_database):
     try:
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-            assert version == [("0011",)]
+            assert version == [("0012",)]
             context = MigrationContext.configure(
                 connection,
                 opts={"compare_type": True, "include_object": search.include_object},
