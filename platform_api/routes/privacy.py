@@ -1,9 +1,10 @@
 """Privacy: whether my feedback may train the model, export all of my data, and delete
 my account.
 
-"Use my feedback to improve the model" (`PUT /users/me/feedback-consent`) is on by
-default; off, the admin feedback export (and so the `orchard_feedback` DAG) leaves out
-every rating, regeneration and edit of the account, past ones included.
+"Use my feedback to improve the model" (`PUT /users/me/feedback-consent`, in
+routes/users.py with the rest of the account) is on by default; off, the admin feedback
+export (and so the `orchard_feedback` DAG) leaves out every rating, regeneration and edit
+of the account, past ones included.
 
 Deleting an account erases what is the person's: chats (with their messages, share links
 and feedback), folders, knowledge bases (files, their originals, chunks and vectors), API
@@ -40,13 +41,11 @@ from platform_api.models import (
     utcnow,
 )
 from platform_api.reauth import ConfirmationDep
-from platform_api.routes.users import account_view
 from platform_api.schemas import (
     AccountDelete,
     ApiKeyPublic,
     ChatPublic,
     CreditEntryPublic,
-    FeedbackConsent,
     FeedbackPublic,
     FolderPublic,
     KnowledgeBasePublic,
@@ -54,7 +53,6 @@ from platform_api.schemas import (
     KnowledgeFilePublic,
     MessagePublic,
     ShareLinkPublic,
-    UserMe,
     UserPublic,
 )
 from platform_api.second_factor import spend_totp_code
@@ -104,16 +102,6 @@ def _knowledge_export(request: Request, user, session) -> list[dict]:
             }
         )
     return exported
-
-
-@router.put("/users/me/feedback-consent", response_model=UserMe)
-def set_feedback_consent(body: FeedbackConsent, user: CurrentUser, session: SessionDep) -> UserMe:
-    """Turn "use my feedback to improve the model" on or off."""
-    user.feedback_for_training = body.feedback_for_training
-    user.updated_at = utcnow()
-    session.add(user)
-    session.commit()
-    return account_view(session, user)
 
 
 @router.get("/users/me/export")

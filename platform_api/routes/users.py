@@ -20,6 +20,7 @@ from platform_api.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
+    FeedbackConsent,
     PasswordChange,
     ProfileUpdate,
     UserMe,
@@ -50,6 +51,17 @@ def read_me(user: CurrentUser, session: SessionDep) -> UserMe:
 @router.patch("/users/me", response_model=UserMe)
 def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> UserMe:
     user.display_name = body.display_name
+    user.updated_at = utcnow()
+    session.add(user)
+    session.commit()
+    return account_view(session, user)
+
+
+@router.put("/users/me/feedback-consent", response_model=UserMe)
+def set_feedback_consent(body: FeedbackConsent, user: CurrentUser, session: SessionDep) -> UserMe:
+    """Turn "use my feedback to improve the model" on or off (the privacy page). Off, the
+    feedback export leaves out all of the account's feedback, past ones included."""
+    user.feedback_for_training = body.feedback_for_training
     user.updated_at = utcnow()
     session.add(user)
     session.commit()
