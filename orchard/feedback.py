@@ -11,6 +11,7 @@ The key comes from `ORCHARD_FEEDBACK_API_KEY`, else `<home>/secrets/feedback-exp
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -97,3 +98,22 @@ def champion_lineage(tracking_uri: str, name: str) -> tuple[str, str, str | None
         )
     chat = version_tag(tracking_uri, name, version, "orchard.lineage.chat_data")
     return version, model, chat
+
+
+def mlflow_dataset(pairs: list[dict], version: str, location: str):
+    """Feedback set `version` (the feedback step's key) at `location` (its directory) as an
+    MLflow dataset named `orchard-feedback-<version>`: what the feedback step's run and the
+    dpo run that trains on it log with `mlflow.log_input`, the same digest in both."""
+    import mlflow
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": [p["id"] for p in pairs],
+            "prompt": [json.dumps(p["prompt"]) for p in pairs],
+            "chosen": [p["chosen"][0]["content"] for p in pairs],
+            "rejected": [p["rejected"][0]["content"] for p in pairs],
+            "source": [p["source"] for p in pairs],
+        }
+    )
+    return mlflow.data.from_pandas(frame, source=location, name=f"orchard-feedback-{version}")

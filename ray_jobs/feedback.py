@@ -385,17 +385,9 @@ def log_dataset(ctx: StepContext, pairs: list[dict], tracking_uri: str | None) -
     if not tracking_uri:
         return None
     import mlflow
-    import pandas as pd
 
-    frame = pd.DataFrame(
-        {
-            "id": [p["id"] for p in pairs],
-            "prompt": [json.dumps(p["prompt"]) for p in pairs],
-            "chosen": [p["chosen"][0]["content"] for p in pairs],
-            "rejected": [p["rejected"][0]["content"] for p in pairs],
-            "source": [p["source"] for p in pairs],
-        }
-    )
+    from orchard.feedback import mlflow_dataset
+
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.set_experiment("orchard-feedback")
     with mlflow.start_run(
@@ -403,18 +395,10 @@ def log_dataset(ctx: StepContext, pairs: list[dict], tracking_uri: str | None) -
         run_name=f"feedback-{ctx.key}",
         tags={"orchard.step": "feedback", "orchard.key": ctx.key},
     ) as run:
-        mlflow.log_input(dataset_input(frame, ctx.key), context="feedback")
+        # Where run_step publishes the staging directory `.<name>-<key>.staging-<id>`.
+        final = ctx.out.parent / ctx.out.name.lstrip(".").rsplit(".staging-", 1)[0]
+        mlflow.log_input(mlflow_dataset(pairs, ctx.key, str(final)), context="feedback")
         return run.info.run_id
-
-
-def dataset_input(frame, version: str):
-    """The MLflow dataset of feedback version `version` (name `orchard-feedback`, the
-    version as its digest source): the same object publish and training log."""
-    import mlflow
-
-    return mlflow.data.from_pandas(
-        frame, source=f"orchard-feedback:{version}", name="orchard-feedback"
-    )
 
 
 STEP = StepSpec("feedback", FeedbackConfig, default_name="feedback", doc=__doc__)
