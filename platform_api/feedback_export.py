@@ -119,14 +119,25 @@ def replacements(session: Session) -> Iterator[dict[str, Any]]:
             (m for m in later if m.role == "user" and m.created_at >= replaced.superseded_at),
             None,
         )
-        question_replaced = session.exec(
-            select(Message.id).where(
-                Message.chat_id == chat.id,
-                Message.role == "user",
-                Message.seq < replaced.seq,
-                Message.superseded_at == replaced.superseded_at,
-            )
+        # An edit supersedes the edited question and everything after it at one instant:
+        # the answer right after that question is the edited-away one; later turns of the
+        # abandoned conversation say nothing about the edit and are left out.
+        asked = session.exec(
+            select(Message)
+            .where(Message.chat_id == chat.id, Message.role == "user", Message.seq < replaced.seq)
+            .order_by(Message.seq.desc())
         ).first()
+        question_replaced = asked is not None and asked.superseded_at == replaced.superseded_at
+        if question_replaced:
+            edited_first = session.exec(
+                select(func.min(Message.seq)).where(
+                    Message.chat_id == chat.id,
+                    Message.role == "user",
+                    Message.superseded_at == replaced.superseded_at,
+                )
+            ).one()
+            if asked.seq != edited_first:
+                continue
         common = {
             "prompt": context_messages(session, chat, replaced.seq, replaced.created_at),
             "model_version": replaced.model_version,
@@ -137,7 +148,7 @@ def replacements(session: Session) -> Iterator[dict[str, Any]]:
             "rated_at": replaced.superseded_at.isoformat(),
         }
         replaced_rating = session.get(MessageFeedback, replaced.id)
-        if question_replaced is not None:
+        if question_replaced:
             if edited is None:
                 continue
             yield {

@@ -144,6 +144,7 @@ def test_the_export_has_regenerations_and_edits_with_version_variant_and_pseudon
         Reply(pieces=["A long ", "rambling answer."]),
         Reply(pieces=["Short."]),
         Reply(pieces=["Old answer."]),
+        Reply(pieces=["A follow-up answer."]),
         Reply(pieces=["New answer."]),
     )
     chat, long = answered_chat(api, alice, "Explain sort_keys")
@@ -151,7 +152,9 @@ def test_the_export_has_regenerations_and_edits_with_version_variant_and_pseudon
     short = _messages(api, alice, chat)[-1]
     api.http.put(feedback_url(chat, short), json={"rating": "up"}, headers=alice.headers)
     other, _ = answered_chat(api, alice, "What is indnet?")
-    question = _messages(api, alice, other)[0]
+    with _send(api, alice, other, "And a follow-up?") as response:
+        _events(response)
+    question = _messages(api, alice, other)[0]  # edited: the follow-up goes too
     _stream(
         api,
         alice,
