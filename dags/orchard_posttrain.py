@@ -195,8 +195,9 @@ def orchard_posttrain():
         from orchard.settings import load_settings
 
         given = params["feedback"]
-        if not given:
-            events = (context.get("triggering_asset_events") or {}).get(FEEDBACK_DATASET) or []
+        triggered = context.get("triggering_asset_events") or {}
+        if not given and not triggered.get(PRETRAINED_MODEL):  # a new model comes first
+            events = triggered.get(FEEDBACK_DATASET) or []
             given = next((e.extra.get("manifest") for e in reversed(list(events)) if e.extra), None)
         if not given:
             return {"feedback": None}
