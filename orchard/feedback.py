@@ -3,8 +3,9 @@ export (over HTTP, with an administrator's API key of scope `feedback:export`: t
 never imports platform code nor reads its database), and how a run names the champion it
 starts from.
 
-The key comes from `ORCHARD_FEEDBACK_API_KEY`, else `<home>/secrets/feedback-export-key`
-(mode 0600); an administrator makes it in the UI (Account → API keys) or with
+The key comes from the setting `feedback_api_key` (`ORCHARD_FEEDBACK_API_KEY`), else
+`<home>/secrets/feedback-export-key` (mode 0600); an administrator makes it in the UI
+(Account → API keys, the scope "Export feedback") or with
 `POST /api/v1/api-keys {"name": "orchard_feedback", "scopes": ["feedback:export"]}`.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -35,9 +35,8 @@ class Export:
 
 
 def export_key(settings: Settings) -> str:
-    key = os.environ.get(KEY_ENV, "").strip()
-    if key:
-        return key
+    if settings.feedback_api_key is not None:
+        return settings.feedback_api_key.get_secret_value().strip()
     secret = Path(settings.home) / "secrets" / KEY_SECRET
     if secret.is_file():
         return secret.read_text().strip()
