@@ -346,6 +346,11 @@ class Settings(BaseSettings):
         description="The most bytes a file may unpack to (DOCX members, PDF streams, image "
         "pixels × 4): a zip or PDF bomb past it is refused.",
     )
+    feedback_api_key: SecretStr | None = Field(
+        None,
+        description="An administrator's platform API key of scope feedback:export, which "
+        "orchard_feedback exports with (default: <home>/secrets/feedback-export-key).",
+    )
 
     # -- names ----------------------------------------------------------------------
     model_name: str = Field("orchard-chat", description="Registered model name in MLflow.")

@@ -58,7 +58,7 @@ _bearer = HTTPBearer(
 # How fresh an API key's `last_used_at` is kept: written at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
+ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read", "feedback:export"]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
     "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
     "chats:read": "read chats, their messages, folders and share links; search; the chat "
@@ -66,7 +66,11 @@ API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and th
     "chats:write": "create, change and delete chats, folders and share links; send, "
     "regenerate, edit and stop messages (spends credits); feedback; the chat WebSocket",
     "usage:read": "the credit balance and ledger, and usage",
+    "feedback:export": "administrators only: export the answers' feedback as preference "
+    "data (the orchard_feedback DAG's service key)",
 }
+# Scopes only an administrator's key may carry (the route still checks the role).
+ADMIN_API_KEY_SCOPES: frozenset[str] = frozenset({"feedback:export"})
 DEFAULT_API_KEY_SCOPES: tuple[str, ...] = ("inference",)
 assert set(API_KEY_SCOPES) == set(get_args(ApiKeyScope))
 
@@ -224,3 +228,5 @@ ChatsWriter = Annotated[User, Security(get_current_user, scopes=["chats:write"])
 UsageReader = Annotated[User, Security(get_current_user, scopes=["usage:read"])]
 LoginPrincipal = Annotated[Principal, Depends(get_login_principal)]
 AdminUser = Annotated[User, Depends(get_admin)]
+# An administrator at a login, or an administrator's key with the `feedback:export` scope.
+FeedbackExporter = Annotated[User, Security(get_admin, scopes=["feedback:export"])]

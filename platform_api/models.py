@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import registry
+from sqlalchemy.sql.expression import true as sa_true
 from sqlmodel import Field, SQLModel
 
 NAMING_CONVENTION = {
@@ -126,6 +127,11 @@ class User(PlatformTable, table=True):
     daily_token_limit: int | None = Field(default=None)
     monthly_token_limit: int | None = Field(default=None)
     limits_reset_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # "Use my feedback to improve the model": on by default (as in common chat products),
+    # off with one click on the privacy page; the feedback export leaves out those off.
+    feedback_for_training: bool = Field(
+        default=True, sa_column_kwargs={"server_default": sa_true()}
+    )
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

@@ -138,6 +138,9 @@ class UserMe(UserPublic):
     oauth_providers: list[str] = Field(
         default_factory=list, description="Providers it can sign in with, last used first."
     )
+    feedback_for_training: bool = Field(
+        True, description="Use my feedback to improve the model (on by default)."
+    )
 
 
 class ProfileUpdate(Request):
@@ -458,6 +461,12 @@ class FeedbackPublic(Public):
     comment: str
     created_at: datetime
     updated_at: datetime
+
+
+class FeedbackConsent(Request):
+    feedback_for_training: bool = Field(
+        description="Use my feedback (ratings, regenerations, edits) to improve the model."
+    )
 
 
 class AccountDelete(Request):

@@ -87,6 +87,27 @@ def version_tags(model: Manifest, evaluation: Manifest | None) -> dict[str, str]
         tags[f"eval.{name}"] = f"{value:.6g}"
     for name, (removed, checked) in decontamination(behind.values()).items():
         tags[f"orchard.decontamination.{name}"] = f"{removed} of {checked} removed"
+    return tags | feedback_tags(behind)
+
+
+def feedback_tags(behind: dict[str, Manifest]) -> dict[str, str]:
+    """A model trained on users' feedback (orchard_feedback → dpo): which feedback dataset
+    version, the champion it started from, and the row counts."""
+    feedback = behind.get("feedback")
+    trained = next((m for m in behind.values() if "feedback_version" in m.facts), None)
+    if feedback is None or trained is None:
+        return {}
+    tags = {
+        "orchard.feedback.version": feedback.key,
+        "orchard.feedback.dataset": feedback.path,
+        "orchard.feedback.from_champion": trained.facts.get("from_champion") or "none",
+    }
+    for name in ("feedback_pairs", "original_pairs"):
+        if name in trained.counts:
+            tags[f"orchard.feedback.{name}"] = str(trained.counts[name])
+    for name in ("records", "pairs", "unpaired", "users", "opted_out_accounts"):
+        if name in feedback.counts:
+            tags[f"orchard.feedback.dataset_{name}"] = str(feedback.counts[name])
     return tags
 
 

@@ -1,4 +1,10 @@
-"""Privacy: export all of my data, and delete my account.
+"""Privacy: whether my feedback may train the model, export all of my data, and delete
+my account.
+
+"Use my feedback to improve the model" (`PUT /users/me/feedback-consent`, in
+routes/users.py with the rest of the account) is on by default; off, the admin feedback
+export (and so the `orchard_feedback` DAG) leaves out every rating, regeneration and edit
+of the account, past ones included.
 
 Deleting an account erases what is the person's: chats (with their messages, share links
 and feedback), folders, knowledge bases (files, their originals, chunks and vectors),
