@@ -58,7 +58,7 @@ _bearer = HTTPBearer(
 # How fresh an API key's `last_used_at` is kept: written at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
+ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read", "models:review"]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
     "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
     "chats:read": "read chats, their messages, folders and share links; search; the chat "
@@ -66,6 +66,8 @@ API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and th
     "chats:write": "create, change and delete chats, folders and share links; send, "
     "regenerate, edit and stop messages (spends credits); feedback; the chat WebSocket",
     "usage:read": "the credit balance and ledger, and usage",
+    "models:review": "for administrators' keys: read the A/B split's statistics and start "
+    "the feedback loop's split (the orchard_ab_review DAG)",
 }
 DEFAULT_API_KEY_SCOPES: tuple[str, ...] = ("inference",)
 assert set(API_KEY_SCOPES) == set(get_args(ApiKeyScope))
@@ -224,3 +226,13 @@ ChatsWriter = Annotated[User, Security(get_current_user, scopes=["chats:write"])
 UsageReader = Annotated[User, Security(get_current_user, scopes=["usage:read"])]
 LoginPrincipal = Annotated[Principal, Depends(get_login_principal)]
 AdminUser = Annotated[User, Depends(get_admin)]
+
+
+def get_models_reviewer(
+    user: Annotated[User, Security(get_current_user, scopes=["models:review"])],
+) -> User:
+    return get_admin(user)
+
+
+# An administrator, signed in or by an API key with the models:review scope.
+ModelsReviewer = Annotated[User, Depends(get_models_reviewer)]
