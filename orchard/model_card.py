@@ -57,7 +57,9 @@ def sig3(value: str | float | None) -> str:
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
-    return f"{number:.3g}"
+    if number == 0 or 1e-4 <= abs(number) < 1e6:
+        return f"{float(f'{number:.3g}'):g}"  # 1234.5 -> 1230, not 1.23e+03
+    return f"{number:.2e}"
 
 
 def _count(value: float) -> str:

@@ -37,10 +37,11 @@ def _card(**kwargs):
 
 
 def test_metrics_have_three_significant_figures_against_the_champion():
-    assert sig3("1234.5678") == "1.23e+03" and sig3(0.000123456) == "0.000123"
+    assert sig3("1234.5678") == "1230" and sig3(0.000123456) == "0.000123"
+    assert sig3(12345678) == "1.23e+07" and sig3("n/a") == "n/a"
     assert _card()["metrics"] == [
         {"name": "docs_qa/exact", "value": "0.123", "champion": "0.1"},
-        {"name": "heldout/perplexity", "value": "1.23e+03", "champion": None},
+        {"name": "heldout/perplexity", "value": "1230", "champion": None},
     ]
 
 

@@ -16,6 +16,7 @@ export const SCOPES: { scope: ApiKeyScope; label: string; what: string }[] = [
   { scope: "chats:read", label: "Read chats", what: "chats, messages, folders and share links; search; cost estimates" },
   { scope: "chats:write", label: "Write chats", what: "create, change and delete chats; send messages (spends credits); feedback" },
   { scope: "usage:read", label: "Read usage", what: "the credit balance, ledger and usage" },
+  { scope: "models:review", label: "Review models", what: "administrators only: the A/B split's statistics (the orchard_ab_review DAG)" },
 ];
 
 export function ApiKeysPage() {
