@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from sqlmodel import Session, select
@@ -129,6 +130,10 @@ def test_a_challenger_failing_every_request_is_cut_to_zero_and_admins_are_alerte
     ).json()
     assert len(audit) == 1 and audit[0]["actor_id"] is None
     assert audit[0]["detail"]["actor_email"] == "guardrail"
+    # Prometheus counts the cut (the OrchardChallengerCutByGuardrail alert fires on it).
+    metrics = httpx.get(f"{api.root}/metrics").text
+    assert 'orchard_platform_ab_guardrail_cuts_total{model="orchard-chat"} 1.0' in metrics
+    assert 'orchard_platform_ab_challenger_percent{model="orchard-chat"} 0.0' in metrics
     # New chats go to the champion again (the stub answers: the champion works).
     assert _turn(api, alice, api.chat(alice)) == "done"
     # An admin setting the split again clears the alert; the audit entry stays.

@@ -30,6 +30,19 @@ export function formatInterval(entry: Interval | undefined, percent: boolean): s
   return `${text} [${sig3(entry.low * scale)}, ${sig3(entry.high * scale)}]`;
 }
 
+/** An interval as two pieces that may wrap apart on a narrow screen. */
+function IntervalCell({ entry, percent }: { entry: Interval | undefined; percent: boolean }) {
+  const text = formatInterval(entry, percent);
+  const at = text.indexOf(" [");
+  if (at < 0) return <>{text}</>;
+  return (
+    <>
+      <span className="whitespace-nowrap">{text.slice(0, at)}</span>{" "}
+      <span className="whitespace-nowrap text-muted-foreground">{text.slice(at + 1)}</span>
+    </>
+  );
+}
+
 const VERDICT_STYLE: Record<string, string> = {
   promote: "border-emerald-600 bg-emerald-600/10 text-emerald-700 dark:text-emerald-400",
   "keep testing": "border-amber-500 bg-amber-500/10 text-amber-700 dark:text-amber-400",
@@ -99,8 +112,12 @@ export function ReviewTable({ review }: { review: Review }) {
           {REVIEW_ROWS.map(([key, label, percent]) => (
             <tr key={key} className="border-t border-border align-top" data-testid="ab-row" data-metric={key}>
               <td className="py-1 pr-2">{label}</td>
-              <td className="py-1 pr-2 font-mono text-xs">{formatInterval(review.sides.champion[key], percent)}</td>
-              <td className="py-1 font-mono text-xs">{formatInterval(review.sides.challenger[key], percent)}</td>
+              <td className="py-1 pr-2 font-mono text-xs">
+                <IntervalCell entry={review.sides.champion[key]} percent={percent} />
+              </td>
+              <td className="py-1 font-mono text-xs">
+                <IntervalCell entry={review.sides.challenger[key]} percent={percent} />
+              </td>
             </tr>
           ))}
           <tr className="border-t border-border">
