@@ -15,7 +15,7 @@ answer with normal intervals, and an always-valid sequential test (mSPRT) per ra
 verdict, `promote`, `keep testing` or `roll back`, is stored on the challenger version
 (tags `ab.verdict`, `ab.review`) and in its model card, logged to MLflow as `model_card/`
 and shown on the admin models page, where an administrator promotes or rolls back.
-docs/feedback-loop.md explains the test.
+docs/ab-review.md explains the test.
 """
 
 from __future__ import annotations

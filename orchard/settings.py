@@ -368,7 +368,7 @@ class Settings(BaseSettings):
         "and follows to their end; the last one's `register` task names the new version.",
     )
 
-    # -- the closed loop's A/B review (docs/feedback-loop.md) ----------------------------
+    # -- the closed loop's A/B review (docs/ab-review.md) ----------------------------
     ab_loop_share_percent: int = Field(
         10,
         ge=1,

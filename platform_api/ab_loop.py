@@ -1,4 +1,4 @@
-"""The platform's side of the closed loop's A/B test (docs/feedback-loop.md).
+"""The platform's side of the closed loop's A/B test (docs/ab-review.md).
 
 - `side_stats`: per side of the split, what the `orchard_ab_review` DAG needs for its
   intervals and sequential test (it reads them through `/admin/models/split/stats`).
