@@ -36,6 +36,7 @@ from platform_api.models import (
     UsageRecord,
     utcnow,
 )
+from platform_api.registry import Registry
 from platform_api.schemas import GuardrailAlert, SideStats
 
 log = logging.getLogger("platform_api.ab_loop")
@@ -157,7 +158,16 @@ def breach(settings: Settings, challenger: SideStats) -> Breach | None:
     return None
 
 
-def check_guardrail(session: Session, settings: Settings, version: str | None = None) -> bool:
+def _challenger_version(settings: Settings) -> str | None:
+    """The registry's challenger, for the alert (None when the registry cannot say)."""
+    try:
+        aliases, _, _ = Registry(settings.mlflow_uri, settings.model_name).overview()
+    except Exception:  # noqa: BLE001 - the cut must not wait for, or fail with, MLflow
+        return None
+    return aliases.get(CHALLENGER)
+
+
+def check_guardrail(session: Session, settings: Settings) -> bool:
     """Cut the challenger to 0 % if it breaches a bound; True when this call cut it."""
     split = session.get(TrafficSplit, settings.model_name)
     if split is None or split.challenger_percent == 0:
@@ -187,7 +197,7 @@ def check_guardrail(session: Session, settings: Settings, version: str | None = 
         "bound": found.bound,
         "count": found.count,
         "previous_percent": previous,
-        "version": version,
+        "version": _challenger_version(settings),
     }
     session.add(
         AuditEntry(

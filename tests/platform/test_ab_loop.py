@@ -124,6 +124,7 @@ def test_a_challenger_failing_every_request_is_cut_to_zero_and_admins_are_alerte
         time.sleep(0.2)
     alert = split["guardrail"]
     assert alert["metric"] == "error_rate" and alert["previous_percent"] == 100
+    assert alert["version"] == "2"
     assert alert["rate"] == 1.0 and alert["low"] > alert["bound"] == 0.2
     audit = api.http.get(
         "/admin/audit", params={"action": "model.guardrail"}, headers=root.headers
