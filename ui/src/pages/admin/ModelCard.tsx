@@ -37,8 +37,8 @@ function IntervalCell({ entry, percent }: { entry: Interval | undefined; percent
   if (at < 0) return <>{text}</>;
   return (
     <>
-      <span className="whitespace-nowrap">{text.slice(0, at)}</span>{" "}
-      <span className="whitespace-nowrap text-muted-foreground">{text.slice(at + 1)}</span>
+      <span className="block whitespace-nowrap">{text.slice(0, at)}</span>{" "}
+      <span className="block whitespace-nowrap text-muted-foreground">{text.slice(at + 1)}</span>
     </>
   );
 }
@@ -100,32 +100,41 @@ export function ReviewTable({ review }: { review: Review }) {
       <p className="text-sm">
         <VerdictBadge verdict={review.verdict} /> <span className="text-muted-foreground">{review.reason}</span>
       </p>
-      <table className="w-full text-sm">
+      <table className="w-full table-fixed text-sm">
         <thead className="text-left text-xs text-muted-foreground">
           <tr>
-            <th className="py-1 pr-2 font-medium">Per answer</th>
             <th className="py-1 pr-2 font-medium">Champion</th>
             <th className="py-1 font-medium">Challenger</th>
           </tr>
         </thead>
-        <tbody>
-          {REVIEW_ROWS.map(([key, label, percent]) => (
-            <tr key={key} className="border-t border-border align-top" data-testid="ab-row" data-metric={key}>
-              <td className="py-1 pr-2">{label}</td>
-              <td className="py-1 pr-2 font-mono text-xs">
+        {REVIEW_ROWS.map(([key, label, percent]) => (
+          <tbody key={key} className="border-t border-border">
+            <tr>
+              <th colSpan={2} scope="colgroup" className="pt-1 text-left text-xs font-medium">
+                {label}
+              </th>
+            </tr>
+            <tr data-testid="ab-row" data-metric={key} className="align-top">
+              <td className="pr-2 pb-1 font-mono text-xs">
                 <IntervalCell entry={review.sides.champion[key]} percent={percent} />
               </td>
-              <td className="py-1 font-mono text-xs">
+              <td className="pb-1 font-mono text-xs">
                 <IntervalCell entry={review.sides.challenger[key]} percent={percent} />
               </td>
             </tr>
-          ))}
-          <tr className="border-t border-border">
-            <td className="py-1 pr-2">Answers (rated)</td>
-            <td className="py-1 pr-2 font-mono text-xs">
+          </tbody>
+        ))}
+        <tbody className="border-t border-border">
+          <tr>
+            <th colSpan={2} scope="colgroup" className="pt-1 text-left text-xs font-medium">
+              Answers (rated)
+            </th>
+          </tr>
+          <tr>
+            <td className="pr-2 pb-1 font-mono text-xs">
               {review.sides.champion.answers} ({review.sides.champion.rated})
             </td>
-            <td className="py-1 font-mono text-xs">
+            <td className="pb-1 font-mono text-xs">
               {review.sides.challenger.answers} ({review.sides.challenger.rated})
             </td>
           </tr>

@@ -18,14 +18,14 @@ function Metrics({ metrics, champion, isChampion }: { metrics: Record<string, st
       <thead className="text-left text-xs text-muted-foreground">
         <tr>
           <th className="py-1 pr-2 font-medium">Eval metric</th>
-          <th className="py-1 pr-2 text-right font-medium">This version</th>
-          {compare && <th className="py-1 text-right font-medium">Champion</th>}
+          <th className="py-1 pr-2 text-right font-medium">this</th>
+          {compare && <th className="py-1 text-right font-medium">champion</th>}
         </tr>
       </thead>
       <tbody>
         {names.map((name) => (
           <tr key={name} className="border-t border-border" data-testid="model-metric" data-metric={name}>
-            <td className="py-1 pr-2 break-words">{name.replace(/^lm_eval\//, "")}</td>
+            <td className="w-full py-1 pr-2 [overflow-wrap:anywhere]">{name.replace(/^lm_eval\//, "")}</td>
             <td className="py-1 pr-2 text-right font-mono whitespace-nowrap">{sig3(metrics[name])}</td>
             {compare && <td className="py-1 text-right font-mono whitespace-nowrap">{sig3(champion[name])}</td>}
           </tr>
