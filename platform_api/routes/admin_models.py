@@ -1,6 +1,7 @@
 """Administrators: the model registry (versions with eval metrics and lineage, promote a
-version to champion, roll back), the champion/challenger A/B split with its results, and
-the audit log."""
+version to champion, roll back), each version's model card, the champion/challenger A/B
+split with its results, the A/B review's per-side statistics and the feedback loop's split
+start (also for an admin's `models:review` API key: docs/ab-review.md), and the audit log."""
 
 from __future__ import annotations
 
