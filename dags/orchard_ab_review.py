@@ -8,7 +8,7 @@ asset), so a challenger from the feedback loop starts its A/B split at once.
 **review** talks to the platform API over HTTP with an administrator's API key that has
 the `models:review` scope (setting `ORCHARD_AB_REVIEW_API_KEY`; without it the run is
 skipped, saying so). It starts the split of a challenger the loop registered (version tag
-`loop.feedback_dataset`, at `ORCHARD_AB_LOOP_SHARE_PERCENT`, default 10 %), reads the
+`orchard.feedback.version`, at `ORCHARD_AB_LOOP_SHARE_PERCENT`, default 10 %), reads the
 answers of each side since the split started, and computes per side the thumbs-up,
 regeneration, abandonment and error rates with Wilson intervals, latency and credits per
 answer with normal intervals, and an always-valid sequential test (mSPRT) per rate. Its

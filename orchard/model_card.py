@@ -10,7 +10,8 @@ tags name), so the platform API (the admin models page) and the `orchard_ab_revi
 Tags it reads (ray_jobs/register.py writes the first four):
 - `orchard.model_step`, `orchard.lineage.<step>` (manifest path),
   `orchard.lineage.<step>.mlflow_run`, `eval.<metric>`, `orchard.decontamination.<set>`;
-- `loop.feedback_dataset` (and `loop.feedback_dataset.*`): the feedback loop's datasets;
+- `orchard.feedback.*` (the loop's register step: dataset version, counts, the champion it
+  started from) or `loop.feedback_dataset*`: the feedback datasets it learned from;
 - `orchard.airflow_run.<dag_id>` = the Airflow run that made or reviewed the version;
 - `ab.review`: the latest A/B review as JSON (orchard.ab_stats.review).
 """
@@ -24,6 +25,10 @@ from typing import Any
 CARD_DIR = "model_card"
 REVIEW_TAG = "ab.review"
 FEEDBACK_TAG = "loop.feedback_dataset"
+# What the loop's register step writes (ray_jobs/register.py feedback_tags, branch
+# w3-feedback): the dataset version, the champion it started from, the row counts.
+FEEDBACK_PREFIX = "orchard.feedback."
+LOOP_TAGS = (f"{FEEDBACK_PREFIX}version", FEEDBACK_TAG)
 AIRFLOW_RUN_TAG = "orchard.airflow_run."
 # Which DAG runs each step (docs/steps.md), for the link when no run id is recorded.
 STEP_DAGS = {
@@ -44,9 +49,20 @@ STEP_DAGS = {
     "dpo": "orchard_posttrain",
     "grpo": "orchard_posttrain",
     "evaluate": "orchard_posttrain",
+    "feedback": "orchard_feedback",
     "register": "orchard_posttrain",
 }
-DATA_STEPS = ("crawl", "ingest", "curate", "mix", "tokenize", "import", "import_model", "chat_data")
+DATA_STEPS = (
+    "crawl",
+    "ingest",
+    "curate",
+    "mix",
+    "tokenize",
+    "import",
+    "import_model",
+    "chat_data",
+    "feedback",
+)
 
 
 def sig3(value: str | float | None) -> str:
@@ -171,13 +187,33 @@ def build_card(
             for key, value in sorted(tags.items())
             if key.startswith("orchard.decontamination.")
         },
-        "feedback_datasets": [
-            value for key, value in sorted(tags.items()) if key.startswith(FEEDBACK_TAG)
-        ],
+        "feedback_datasets": _feedback_datasets(tags),
         "review": review,
     }
     card["markdown"] = markdown(card)
     return card
+
+
+def _feedback_datasets(tags: dict[str, str]) -> list[str]:
+    """The feedback dataset versions the model learned from, with their counts."""
+    found = [value for key, value in sorted(tags.items()) if key.startswith(FEEDBACK_TAG)]
+    version = tags.get(f"{FEEDBACK_PREFIX}version")
+    if version:
+        counts = [
+            f"{label} {tags[FEEDBACK_PREFIX + key]}"
+            for key, label in (
+                ("feedback_pairs", "feedback pairs"),
+                ("original_pairs", "original pairs"),
+                ("dataset_users", "users"),
+                ("dataset_opted_out_accounts", "opted-out accounts left out"),
+            )
+            if FEEDBACK_PREFIX + key in tags
+        ]
+        start = tags.get(f"{FEEDBACK_PREFIX}from_champion")
+        if start and start != "none":
+            counts.append(f"from champion v{start}")
+        found.insert(0, f"{version} ({', '.join(counts)})" if counts else version)
+    return found
 
 
 def _interval(entry: dict[str, Any], percent: bool) -> str:

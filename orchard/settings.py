@@ -374,7 +374,7 @@ class Settings(BaseSettings):
         ge=1,
         le=100,
         description="The challenger's share of champion traffic when a challenger "
-        "registered by the feedback loop (tag loop.feedback_dataset) starts its A/B split.",
+        "registered by the feedback loop (tag orchard.feedback.version) starts its A/B split.",
     )
     ab_guardrail_error_rate: float = Field(
         0.2,

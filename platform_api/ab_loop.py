@@ -3,8 +3,8 @@
 - `side_stats`: per side of the split, what the `orchard_ab_review` DAG needs for its
   intervals and sequential test (it reads them through `/admin/models/split/stats`).
 - `start_loop_split`: a challenger the feedback loop registered (version tag
-  `loop.feedback_dataset`) starts an A/B split at `ab_loop_share_percent`, once per version
-  (tag `ab.split_started_at` marks it).
+  `orchard.feedback.version`, or `loop.feedback_dataset`) starts an A/B split at
+  `ab_loop_share_percent`, once per version (tag `ab.split_started_at` marks it).
 - The guardrail (`check_guardrail`, run every `ab_guardrail_check_s` by `GuardrailTask`
   in each API process while a split runs): when the challenger's error rate or thumbs-down
   rate since the split was set is above its bound with 95 % confidence (the lower end of
@@ -42,7 +42,7 @@ from platform_api.schemas import GuardrailAlert, SideStats
 log = logging.getLogger("platform_api.ab_loop")
 
 GUARDRAIL_ACTION = "model.guardrail"
-LOOP_TAG = "loop.feedback_dataset"
+LOOP_TAGS = ("orchard.feedback.version", "loop.feedback_dataset")  # orchard.model_card
 STARTED_TAG = "ab.split_started_at"
 
 

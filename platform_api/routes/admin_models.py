@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import case, func
 from sqlmodel import select
 
-from platform_api.ab_loop import LOOP_TAG, STARTED_TAG, latest_alert, side_stats
+from platform_api.ab_loop import LOOP_TAGS, STARTED_TAG, latest_alert, side_stats
 from platform_api.access import CHALLENGER, CHAMPION
 from platform_api.audit import audit
 from platform_api.deps import AdminUser, ModelsReviewer, SessionDep
@@ -268,9 +268,10 @@ def read_split_stats(
 @router.post("/models/split/loop", response_model=LoopSplit)
 def start_loop_split(request: Request, reviewer: ModelsReviewer, session: SessionDep) -> LoopSplit:
     """Start the A/B split for a challenger the feedback loop registered (version tag
-    `loop.feedback_dataset`), at `ab_loop_share_percent`, once per version: a version
-    whose split was started (tag `ab.split_started_at`) is left as it is, whatever an
-    admin or the guardrail did to the split since. Audited as `model.split`."""
+    `orchard.feedback.version` or `loop.feedback_dataset`), at `ab_loop_share_percent`,
+    once per version: a version whose split was started (tag `ab.split_started_at`) is
+    left as it is, whatever an admin or the guardrail did to the split since. Audited as
+    `model.split`."""
     settings = request.app.state.settings
     registry = _registry(request)
     version = _challenger_version(request)
@@ -284,8 +285,10 @@ def start_loop_split(request: Request, reviewer: ModelsReviewer, session: Sessio
             split=_split(session, settings.model_name),
         )
 
-    if LOOP_TAG not in tags:
-        return answer(False, f"challenger v{version} has no {LOOP_TAG} tag: not from the loop")
+    if not any(tag in tags for tag in LOOP_TAGS):
+        return answer(
+            False, f"challenger v{version} has no {' or '.join(LOOP_TAGS)} tag: not from the loop"
+        )
     if STARTED_TAG in tags:
         return answer(False, f"the split of v{version} started at {tags[STARTED_TAG]}")
     percent = settings.ab_loop_share_percent

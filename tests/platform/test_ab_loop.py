@@ -48,8 +48,12 @@ def registry(tmp_path_factory) -> str:
             "eval.lm_eval/docs_qa/exact": str(score),
             "orchard.decontamination.sft": "2 of 800 removed",
         }
-        if alias == "challenger":
-            tags["loop.feedback_dataset"] = "feedback-v3 (412 pairs)"
+        if alias == "challenger":  # what the loop's register step tags (w3-feedback)
+            tags |= {
+                "orchard.feedback.version": "feedback-3f9e",
+                "orchard.feedback.feedback_pairs": "412",
+                "orchard.feedback.from_champion": "1",
+            }
         for key, value in tags.items():
             client.set_model_version_tag(MODEL, version.version, key, value)
         client.set_registered_model_alias(MODEL, alias, version.version)
@@ -213,7 +217,8 @@ def test_the_loop_split_the_review_and_the_model_card(
     # The card is an MLflow artifact of the version's run...
     local = client.download_artifacts(version.run_id, "model_card/model_card.md")
     logged = Path(local).read_text()
-    assert "Verdict: **" in logged and "feedback-v3 (412 pairs)" in logged
+    assert "Verdict: **" in logged
+    assert "feedback-3f9e (feedback pairs 412, from champion v1)" in logged
     # ...and the admin API renders the same card.
     card = api.http.get("/admin/models/2/card", headers=root.headers).json()
     assert card["markdown"] == logged

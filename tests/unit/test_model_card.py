@@ -60,6 +60,9 @@ def test_lineage_is_links_to_mlflow_and_airflow_runs_not_local_paths():
     assert "/home/x" not in card["markdown"]
     assert card["data"] == {"curate": "documents 1.5k"}
     assert card["feedback_datasets"] == ["feedback-v2"]
+    loop = {**TAGS, "orchard.feedback.version": "fb-77", "orchard.feedback.dataset_users": "9"}
+    found = build_card("7", [], loop, None, RUNS, mlflow_url=None, airflow_url=None)
+    assert found["feedback_datasets"] == ["fb-77 (users 9)", "feedback-v2"]
     # MLflow on a local file or database: the run is named, not linked.
     local = {r["step"]: r for r in _card(mlflow_url="sqlite:///m.db")["runs"]}
     assert local["curate"]["mlflow"] == {"label": "run abcdef01", "url": None}
