@@ -155,3 +155,27 @@ def run_review(
         "card": uri,
         "loop": loop,
     }
+
+
+def rated_answers_to_decide(
+    champion: list[tuple], challenger: list[tuple], *, alpha: float = 0.05, tau: float = 0.1
+) -> int | None:
+    """How many rated answers (both sides) the thumbs-up mSPRT needed to decide, fed the
+    two sides' ratings in order; None when it has not decided. Each outcome's last item is
+    True for a thumbs up (bench/loop.py's `Tally.outcomes`: version, variant, up). The
+    sides are interleaved at their relative rates, as a split would deliver them."""
+    from orchard.ab_stats import msprt
+
+    if not champion or not challenger:
+        return None
+    counts = {"champion": [0, 0], "challenger": [0, 0]}  # [thumbs up, rated]
+    sides = {"champion": champion, "challenger": challenger}
+    for total in range(1, len(champion) + len(challenger) + 1):
+        # The side that has delivered the smaller share of its ratings goes next.
+        side = min(sides, key=lambda s: (counts[s][1] + 1) / len(sides[s]))
+        counts[side][0] += bool(sides[side][counts[side][1]][-1])
+        counts[side][1] += 1
+        result = msprt(tuple(counts["champion"]), tuple(counts["challenger"]), alpha=alpha, tau=tau)
+        if result.decided:
+            return total
+    return None

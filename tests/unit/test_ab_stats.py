@@ -111,3 +111,16 @@ def test_the_verdict_promotes_keeps_testing_or_rolls_back():
     assert rate["low"] < rate["value"] < rate["high"]
     latency = sides["champion"]["latency_ms"]
     assert latency["low"] < 800 < latency["high"]
+
+
+def test_rated_answers_to_decide_counts_the_ratings_the_test_needed():
+    from orchard.ab_review import rated_answers_to_decide
+
+    rng = random.Random(5)
+    champion = [("1", "champion", rng.random() < 0.4) for _ in range(900)]
+    challenger = [("2", "challenger", rng.random() < 0.8) for _ in range(100)]
+    needed = rated_answers_to_decide(champion, challenger)
+    assert needed is not None and needed < 1000
+    same = [("2", "challenger", rng.random() < 0.4) for _ in range(100)]
+    assert rated_answers_to_decide(champion, same) is None
+    assert rated_answers_to_decide(champion, []) is None
