@@ -123,6 +123,7 @@ class SideCounts:
     latency_ms_mean_sq: float | None = None
     credits_mean: float | None = None
     credits_mean_sq: float | None = None
+    chat_answers: int | None = None  # what latency and credits are means of (None: answers)
 
 
 # The rates the review compares: name -> (numerator field, denominator field, higher is better)
@@ -152,12 +153,13 @@ def _side_summary(side: SideCounts) -> dict:
         }
     for name, (mean_field, square_field) in MEANS.items():
         mean = getattr(side, mean_field)
-        interval = mean_interval(side.answers, mean, getattr(side, square_field))
+        n = side.answers if side.chat_answers is None else side.chat_answers
+        interval = mean_interval(n, mean, getattr(side, square_field))
         summary[name] = {
             "value": mean,
             "low": interval[0] if interval else None,
             "high": interval[1] if interval else None,
-            "n": side.answers,
+            "n": n,
         }
     return summary
 

@@ -123,6 +123,7 @@ def side_stats(session: Session, since: datetime | None) -> list[SideStats]:
                 latency_ms_mean_sq=number(row[9]),
                 credits_mean=number(row[10]),
                 credits_mean_sq=number(row[11]),
+                chat_answers=row[1],
             )
         )
     return sides

@@ -737,6 +737,7 @@ class SideStats(BaseModel):
     latency_ms_mean_sq: float | None
     credits_mean: float | None
     credits_mean_sq: float | None
+    chat_answers: int  # the chat answers alone: what latency and credits are means of
 
 
 class SplitStats(BaseModel):
