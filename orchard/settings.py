@@ -375,6 +375,43 @@ class Settings(BaseSettings):
         "by side.",
     )
 
+    # -- the closed loop's A/B review (docs/ab-review.md) ----------------------------
+    ab_loop_share_percent: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="The challenger's share of champion traffic when a challenger "
+        "registered by the feedback loop (tag orchard.feedback.version) starts its A/B split.",
+    )
+    ab_guardrail_error_rate: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Cut the challenger's share to 0 when its error rate (failed answers "
+        "and gateway requests since the split was set) is above this with 95 % confidence "
+        "(the Wilson interval's lower end).",
+    )
+    ab_guardrail_thumbs_down_rate: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="The same for the share of the challenger's rated answers rated down.",
+    )
+    ab_guardrail_min_answers: int = Field(
+        5, ge=1, description="The guardrail acts on at least this many answers (or ratings)."
+    )
+    ab_guardrail_check_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="How often the platform API checks the guardrail while a split runs.",
+    )
+    ab_review_api_key: SecretStr | None = Field(
+        None,
+        description="An API key with the models:review scope, of an administrator, that "
+        "the orchard_ab_review DAG uses to read the split's statistics from the platform API.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -20,6 +20,7 @@ from sqlmodel import Session
 import orchard
 from orchard.settings import Settings, load_settings
 from platform_api import observability
+from platform_api.ab_loop import GuardrailTask
 from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, migrate
 from platform_api.errors import install_error_handlers
@@ -100,9 +101,12 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
             after_turn=after_turn(settings, app.state.engine),
         )
         await run_in_threadpool(app.state.knowledge.resume)
+        app.state.guardrail = GuardrailTask(app.state.engine, settings)
+        app.state.guardrail.start()
         try:
             yield
         finally:
+            await app.state.guardrail.aclose()
             await run_in_threadpool(app.state.knowledge.close)
             await app.state.turns.aclose()
             await app.state.serving.aclose()

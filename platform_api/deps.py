@@ -58,7 +58,9 @@ _bearer = HTTPBearer(
 # How fresh an API key's `last_used_at` is kept: written at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read", "feedback:export"]
+ApiKeyScope = Literal[
+    "inference", "chats:read", "chats:write", "usage:read", "feedback:export", "models:review"
+]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
     "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
     "chats:read": "read chats, their messages, folders and share links; search; the chat "
@@ -68,9 +70,11 @@ API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and th
     "usage:read": "the credit balance and ledger, and usage",
     "feedback:export": "administrators only: export the answers' feedback as preference "
     "data (the orchard_feedback DAG's service key)",
+    "models:review": "for administrators' keys: read the A/B split's statistics and start "
+    "the feedback loop's split (the orchard_ab_review DAG)",
 }
 # Scopes only an administrator's key may carry (the route still checks the role).
-ADMIN_API_KEY_SCOPES: frozenset[str] = frozenset({"feedback:export"})
+ADMIN_API_KEY_SCOPES: frozenset[str] = frozenset({"feedback:export", "models:review"})
 DEFAULT_API_KEY_SCOPES: tuple[str, ...] = ("inference",)
 assert set(API_KEY_SCOPES) == set(get_args(ApiKeyScope))
 
@@ -230,3 +234,13 @@ LoginPrincipal = Annotated[Principal, Depends(get_login_principal)]
 AdminUser = Annotated[User, Depends(get_admin)]
 # An administrator at a login, or an administrator's key with the `feedback:export` scope.
 FeedbackExporter = Annotated[User, Security(get_admin, scopes=["feedback:export"])]
+
+
+def get_models_reviewer(
+    user: Annotated[User, Security(get_current_user, scopes=["models:review"])],
+) -> User:
+    return get_admin(user)
+
+
+# An administrator, signed in or by an API key with the models:review scope.
+ModelsReviewer = Annotated[User, Depends(get_models_reviewer)]

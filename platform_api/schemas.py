@@ -488,6 +488,9 @@ class ModelVersionPublic(BaseModel):
     metrics: dict[str, str] = Field(description="The version's eval.* tags, without the prefix.")
     lineage: dict[str, str] = Field(description="The orchard.* tags: manifests and runs behind it.")
     description: str
+    review: dict[str, Any] | None = Field(
+        None, description="The latest A/B review of this version (tag ab.review), if any."
+    )
 
 
 class ModelRegistryPublic(BaseModel):
@@ -711,11 +714,27 @@ class SplitWrite(Request):
     )
 
 
+class GuardrailAlert(BaseModel):
+    """The guardrail cut the challenger's share to 0 (an audit entry `model.guardrail`)."""
+
+    at: datetime
+    metric: str  # error_rate or thumbs_down_rate
+    rate: float  # what was observed
+    low: float  # its Wilson interval's lower end, which crossed the bound
+    bound: float
+    count: int  # answers (or ratings) it was measured on
+    previous_percent: int
+    version: str | None  # the challenger version, when known
+
+
 class SplitPublic(BaseModel):
     model_name: str
     challenger_percent: int
     updated_at: datetime | None
     updated_by: str | None
+    guardrail: GuardrailAlert | None = Field(
+        None, description="Set while the last change of the split was the guardrail's cut."
+    )
 
 
 class VariantResult(BaseModel):
@@ -733,6 +752,75 @@ class SplitResults(BaseModel):
     split: SplitPublic
     since: datetime | None
     variants: list[VariantResult]
+
+
+class SideStats(BaseModel):
+    """One side's counts for the A/B review (orchard.ab_stats.SideCounts): chat answers
+    (regenerated ones included) plus the gateway's requests for the champion."""
+
+    variant: str
+    answers: int
+    rated: int
+    thumbs_up: int
+    thumbs_down: int
+    regenerated: int  # answers a regeneration or an edited question replaced
+    stopped: int  # answers the user stopped or left (partial)
+    failed: int  # answers and gateway requests that failed
+    latency_ms_mean: float | None
+    latency_ms_mean_sq: float | None
+    credits_mean: float | None
+    credits_mean_sq: float | None
+    chat_answers: int  # the chat answers alone: what latency and credits are means of
+
+
+class SplitStats(BaseModel):
+    split: SplitPublic
+    since: datetime | None
+    sides: list[SideStats]
+
+
+class LoopSplit(BaseModel):
+    started: bool  # false: nothing to start (the reason says why)
+    reason: str
+    version: str | None
+    split: SplitPublic
+
+
+class CardLink(BaseModel):
+    label: str
+    url: str | None  # None: nothing to link to (shown as text)
+
+
+class CardRun(BaseModel):
+    step: str
+    manifest: str  # the manifest's directory name, not its local path
+    mlflow: CardLink | None
+    airflow: CardLink | None
+
+
+class CardMetric(BaseModel):
+    name: str  # task/metric
+    value: str  # 3 significant figures
+    champion: str | None  # the champion's value of the same metric, when it has one
+
+
+class ModelCardPublic(BaseModel):
+    """A registered version's model card (orchard.model_card), also an MLflow artifact."""
+
+    version: str
+    aliases: list[str]
+    model_step: str | None
+    tokenizer: str | None
+    data: dict[str, str] = Field(description="Training data behind it: name -> counts.")
+    runs: list[CardRun]
+    metrics: list[CardMetric]
+    decontamination: dict[str, str]
+    feedback_datasets: list[str]
+    review: dict[str, Any] | None = Field(
+        None, description="The latest A/B review (orchard.ab_stats.review), if any."
+    )
+    markdown: str
+    artifact: str | None = Field(None, description="The card's MLflow artifact URI, once logged.")
 
 
 # -- conversation monitoring, for administrators (routes/admin_monitoring.py) -----------------

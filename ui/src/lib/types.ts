@@ -75,3 +75,6 @@ export type FeatureFlag = Schemas["FeatureFlagPublic"];
 export type TrafficSplit = Schemas["SplitPublic"];
 export type VariantResult = Schemas["VariantResult"];
 export type SplitResults = Schemas["SplitResults"];
+export type GuardrailAlert = Schemas["GuardrailAlert"];
+export type ModelCardData = Schemas["ModelCardPublic"];
+export type CardLink = Schemas["CardLink"];

@@ -23,6 +23,12 @@ export const SCOPES: { scope: ApiKeyScope; label: string; what: string; adminOnl
     what: "the answers' feedback as preference data (the orchard_feedback DAG's key)",
     adminOnly: true,
   },
+  {
+    scope: "models:review",
+    label: "Review models",
+    what: "the A/B split's statistics and the loop's split (the orchard_ab_review DAG's key)",
+    adminOnly: true,
+  },
 ];
 
 export function ApiKeysPage() {
