@@ -4,7 +4,8 @@
 A pretrained model in, a registered chat model out. Runs by itself whenever
 `orchard_pretrain` publishes `pretrained_model` (or trigger it by hand with the Params).
 
-1. **chat_data** turns the curated corpus behind the pretrained model into instruction
+1. **chat_data** turns the curated corpus behind the pretrained model (or the `corpus`
+   Param's, for an imported base model) into instruction
    conversations grounded in its own text (each documented function, class and section
    asks questions answered by its own words), plus refusals and any uploaded JSONL, and
    preference pairs with hard negatives (another entry's answer, a truncated answer, the
@@ -77,6 +78,15 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
     # stage's knobs have a section of their own, collapsed until opened.
     params={
         "pretrained": manifest_param("pretrain", "pretrained model"),
+        "corpus": Param(
+            None,
+            type=["null", "string"],
+            title="Corpus manifest",
+            description="The curated corpus the chat data is built from: a curate or mix "
+            "manifest.json, or its directory. Empty: the corpus the pretrained model was "
+            "trained on. Give it for a model that was not pretrained here (an orchard_import "
+            "output, whose manifest has no corpus behind it).",
+        ),
         "stages": Param(
             STAGES,
             type="array",
@@ -168,12 +178,14 @@ def orchard_posttrain():
         from orchard.steps import Manifest, ancestors
         from ray_jobs.chat_data import ChatDataConfig
 
-        behind = ancestors([Manifest.read(base)])
+        corpus = (params.get("corpus") or "").rstrip("/").removesuffix("/manifest.json")
+        behind = ancestors([Manifest.read(corpus or base)])
         corpora = [m.path for m in behind if m.step == "curate" and m.code_version != "unknown"]
         if not corpora:
             raise AirflowFailException(
-                f"no curated corpus behind {base}: post-training builds its chat data from "
-                "the corpus the model was pretrained on"
+                f"no curated corpus behind {corpus or base}: post-training builds its chat "
+                "data from the corpus the model was pretrained on, or from the corpus Param "
+                "(a curate or mix manifest)"
             )
         return step_job(
             context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base]
