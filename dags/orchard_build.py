@@ -41,13 +41,17 @@ IMPORT_DAG, POSTTRAIN_DAG = "orchard_import", "orchard_posttrain"
 # orchard_posttrain's Params for an imported base model, sized for `make run` on 2 CPU
 # cores (docs/posttraining.md, "Adapting a base model"): a 135M model trains at ~200
 # tokens/s, so few steps, and learning rates that adapt an instruct model without
-# undoing its instruction tuning. No reward model or GRPO: SFT then DPO on the pairs.
+# undoing its instruction tuning. Cut for time: the reward model and GRPO (SFT then DPO
+# on the grounded pairs), most base-model negatives, and evaluating the earlier stages
+# (the candidate and the champion are evaluated, lm-eval included).
 BASE_POSTTRAIN = {
     "stages": ["sft", "dpo"],
     "sft_steps": 30,
     "sft_lr": 3e-5,
     "dpo_steps": 10,
     "dpo_lr": 1e-6,
+    "base_samples": 16,
+    "compare_stages": False,
 }
 
 

@@ -151,6 +151,24 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             section="DPO",
         ),
         **_training_params("grpo", "GRPO", steps=40, lr=3e-5),
+        "base_samples": Param(
+            64,
+            type="integer",
+            minimum=0,
+            title="Base-model negatives",
+            description="Held-in questions the pretrained model answers greedily in chat_data; "
+            "its answers become rejected answers of preference pairs (0: none).",
+            section="Evaluation and data",
+        ),
+        "compare_stages": Param(
+            True,
+            type="boolean",
+            title="Compare with earlier stages",
+            description="evaluate also answers the held-out questions with the pretrained "
+            "model and each earlier stage (win rates, metrics per stage); off, only the "
+            "candidate and the champion are evaluated (a large base model's time).",
+            section="Evaluation and data",
+        ),
         "champion_if_none": Param(
             True,
             type="boolean",
@@ -188,7 +206,12 @@ def orchard_posttrain():
                 "(a curate or mix manifest)"
             )
         return step_job(
-            context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base]
+            context,
+            params,
+            "chat_data",
+            "chat",
+            ChatDataConfig(base_samples=params["base_samples"]),
+            [*corpora, base],
         ).path
 
     @task
@@ -263,7 +286,7 @@ def orchard_posttrain():
         settings = load_settings()
         # Each stage's output once, in pipeline order; the last one is the candidate.
         chain = list(dict.fromkeys([base, *models]))
-        candidate, earlier = chain[-1], chain[:-1]
+        candidate, earlier = chain[-1], chain[:-1] if params["compare_stages"] else []
         steps = [Manifest.read(path).step for path in earlier]
         uri, name = settings.mlflow_uri, settings.model_name
         champion = aliases(uri, name).get("champion")

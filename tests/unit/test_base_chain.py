@@ -61,19 +61,7 @@ def chain(tmp_path_factory):
             [chat, preferred, base],
             settings,
         )
-        adapted = run_step(
-            step="register",
-            name="model",
-            config=register.RegisterConfig(model_name=NAME, champion_if_none=True),
-            data_root=data,
-            body=lambda ctx: register.register(
-                register.RegisterConfig(model_name=NAME, champion_if_none=True),
-                [preferred, judged],
-                ctx,
-                uri,
-            ),
-            inputs=[preferred, judged],
-        )
+        adapted = register_version(data, uri, [preferred, judged])
         # The nano model from scratch, registered second: its evaluation answers every
         # docs question (a stand-in score), so the rule must move `champion` to it.
         nano = tiny_base(data)
@@ -90,20 +78,21 @@ def chain(tmp_path_factory):
             ),
             inputs=[nano],
         )
-        scratch = run_step(
-            step="register",
-            name="model",
-            config=register.RegisterConfig(model_name=NAME, champion_if_none=True),
-            data_root=data,
-            body=lambda ctx: register.register(
-                register.RegisterConfig(model_name=NAME, champion_if_none=True),
-                [nano, scores],
-                ctx,
-                uri,
-            ),
-            inputs=[nano, scores],
-        )
+        scratch = register_version(data, uri, [nano, scores])
         yield settings, uri, source, base, adapted, scratch
+
+
+def register_version(data: Path, uri: str, inputs: list[Manifest]) -> Manifest:
+    """The register step against the SQLite store, as orchard_posttrain configures it."""
+    config = register.RegisterConfig(model_name=NAME, champion_if_none=True)
+    return run_step(
+        step="register",
+        name="model",
+        config=config,
+        data_root=data,
+        body=lambda ctx: register.register(config, inputs, ctx, uri),
+        inputs=inputs,
+    )
 
 
 def registered(manifest: Manifest) -> dict:
