@@ -104,15 +104,24 @@ def orchard_build():
 
         settings = load_settings()
         started = datetime.now(UTC).isoformat()
-        # Adapting a base model leaves the from-scratch stages paused (unless an earlier
-        # build unpaused them): the corpus alone feeds it.
+        head, nano = settings.pipeline_head, settings.pipeline_followers[0]
         chain = [IMPORT_DAG, POSTTRAIN_DAG] if params["base"] else settings.pipeline_followers
         with AirflowClient.from_settings(settings) as client:
-            unpause_chain(client, [settings.pipeline_head, *chain])
-            run_id = client.trigger(settings.pipeline_head, params["data"])
-            print(f"following {run_url(settings, settings.pipeline_head, run_id)}")
-            follow(settings, client, settings.pipeline_head, run_id)
-        return {"started": started, settings.pipeline_head: run_id}
+            unpause_chain(client, [head, *chain])
+            # Adapting a base model needs the corpus alone: the from-scratch chain's first
+            # stage is paused while the corpus is published (Airflow queues no run for a
+            # paused DAG), else it would re-run the nano chain beside the adaptation.
+            hold = bool(params["base"]) and not client.wait_for_dag(nano)["is_paused"]
+            if hold:
+                client.pause(nano)
+            try:
+                run_id = client.trigger(head, params["data"])
+                print(f"following {run_url(settings, head, run_id)}")
+                follow(settings, client, head, run_id)
+            finally:
+                if hold:
+                    client.unpause(nano)
+        return {"started": started, head: run_id}
 
     def stage(dag_id: str):
         @task(task_id=dag_id.removeprefix("orchard_"))
