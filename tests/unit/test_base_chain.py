@@ -45,7 +45,9 @@ def chain(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # a SQLite tracking store puts artifacts in ./mlruns
-        settings = Settings(home=root / "home", data_root=str(root / "data"))
+        settings = Settings(
+            home=root / "home", data_root=str(root / "data"), mlflow_tracking_uri=uri
+        )
         data = Path(settings.data_dir)
         corpus = upstream(data)
         base = import_model.run(import_model.ImportConfig(source=str(source)), [], settings)
