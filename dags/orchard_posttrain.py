@@ -15,7 +15,8 @@ with the feedback dataset version, the champion it started from and the row coun
 
 From a pretrained model:
 
-1. **chat_data** turns the curated corpus behind the pretrained model into instruction
+1. **chat_data** turns the curated corpus behind the pretrained model (or the `corpus`
+   Param's, for an imported base model) into instruction
    conversations grounded in its own text (each documented function, class and section
    asks questions answered by its own words), plus refusals and any uploaded JSONL, and
    preference pairs with hard negatives (another entry's answer, a truncated answer, the
@@ -97,6 +98,15 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             "champion on it (dpo only). Empty: only when feedback_preferences triggered the "
             "run.",
         ),
+        "corpus": Param(
+            None,
+            type=["null", "string"],
+            title="Corpus manifest",
+            description="The curated corpus the chat data is built from: a curate or mix "
+            "manifest.json, or its directory. Empty: the corpus the pretrained model was "
+            "trained on. Give it for a model that was not pretrained here (an orchard_import "
+            "output, whose manifest has no corpus behind it).",
+        ),
         "stages": Param(
             STAGES,
             type="array",
@@ -170,6 +180,24 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             section="DPO",
         ),
         **_training_params("grpo", "GRPO", steps=40, lr=3e-5),
+        "base_samples": Param(
+            64,
+            type="integer",
+            minimum=0,
+            title="Base-model negatives",
+            description="Held-in questions the pretrained model answers greedily in chat_data; "
+            "its answers become rejected answers of preference pairs (0: none).",
+            section="Evaluation and data",
+        ),
+        "compare_stages": Param(
+            True,
+            type="boolean",
+            title="Compare with earlier stages",
+            description="evaluate also answers the held-out questions with the pretrained "
+            "model and each earlier stage (win rates, metrics per stage); off, only the "
+            "candidate and the champion are evaluated (a large base model's time).",
+            section="Evaluation and data",
+        ),
         "champion_if_none": Param(
             True,
             type="boolean",
@@ -241,15 +269,22 @@ def orchard_posttrain():
         if start["feedback"]:
             return start["chat"]  # the champion's: its pairs are the original preference data
 
-        behind = ancestors([Manifest.read(base)])
+        corpus = (params.get("corpus") or "").rstrip("/").removesuffix("/manifest.json")
+        behind = ancestors([Manifest.read(corpus or base)])
         corpora = [m.path for m in behind if m.step == "curate" and m.code_version != "unknown"]
         if not corpora:
             raise AirflowFailException(
-                f"no curated corpus behind {base}: post-training builds its chat data from "
-                "the corpus the model was pretrained on"
+                f"no curated corpus behind {corpus or base}: post-training builds its chat "
+                "data from the corpus the model was pretrained on, or from the corpus Param "
+                "(a curate or mix manifest)"
             )
         return step_job(
-            context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base]
+            context,
+            params,
+            "chat_data",
+            "chat",
+            ChatDataConfig(base_samples=params["base_samples"]),
+            [*corpora, base],
         ).path
 
     @task
@@ -341,7 +376,7 @@ def orchard_posttrain():
         settings = load_settings()
         # Each stage's output once, in pipeline order; the last one is the candidate.
         chain = list(dict.fromkeys([base, *models]))
-        candidate, earlier = chain[-1], chain[:-1]
+        candidate, earlier = chain[-1], chain[:-1] if params["compare_stages"] else []
         if start["feedback"]:
             earlier = []  # the start is the champion, compared with as the champion
         steps = [Manifest.read(path).step for path in earlier]

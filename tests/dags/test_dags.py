@@ -165,9 +165,14 @@ def test_the_build_dag_follows_every_stage_of_the_chain_in_order(dagbag):
     dag = dagbag.dags["orchard_build"]
     settings = Settings()
     stages = [name.removeprefix("orchard_") for name in settings.pipeline_followers]
-    order = ["data", *stages, "registered"]
+    order = ["data", *stages, "registered", "champion"]
     for upstream, downstream in zip(order[:-1], order[1:], strict=True):
-        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    # The base-model branch: import (beside the data stage) and the corpus → adapt.
+    assert dag.get_task("data").downstream_task_ids == {stages[0], "adapt"}
+    assert dag.get_task("import").downstream_task_ids == {"adapt"}
+    assert dag.get_task("registered").upstream_task_ids == {stages[-1], "adapt"}
+    assert dag.get_task("registered").trigger_rule == "none_failed_min_one_success"
     assert settings.pipeline_followers[-1] == "orchard_posttrain"
     assert "register" in dagbag.dags["orchard_posttrain"].task_ids
 
