@@ -85,8 +85,9 @@ class Event:
         return self.payload.get("choices") or []
 
     def pieces(self) -> int:
-        """How many choices this event adds text to (one piece each)."""
-        return sum(1 for c in self.choices if (c.get("delta") or {}).get("content"))
+        """How many choices this event adds output to (one piece each): a chat delta's
+        content or tool calls, a text completion's text."""
+        return sum(1 for c in self.choices if _adds_output(c))
 
     def chunk(self) -> Chunk:
         """What a chat turn reads: the first choice's text, the model, the usage."""
@@ -101,6 +102,11 @@ class Event:
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
         )
+
+
+def _adds_output(choice: dict) -> bool:
+    delta = choice.get("delta") or {}
+    return bool(delta.get("content") or delta.get("tool_calls") or choice.get("text"))
 
 
 async def read_events(response: httpx.Response) -> AsyncIterator[Event]:

@@ -1,21 +1,26 @@
-"""The OpenAI-compatible gateway for API-key holders: `POST /v1/chat/completions` and
-`GET /v1/models`, the same wire format as serving, metered and rate-limited.
+"""The OpenAI-compatible gateway for API-key holders: `POST /v1/chat/completions`,
+`POST /v1/completions`, `POST /v1/embeddings` and `GET /v1/models`, the same wire format
+as serving, metered and rate-limited.
 
 Point any OpenAI SDK at `http://<platform>/v1` with a personal API key (`orch_…`). The
 gateway checks the caller may use the model, reserves the most the request can cost
-(`metering.py`), forwards the request to serving unchanged but for an explicit
-`max_tokens` and, when streaming, `stream_options.include_usage`, passes serving's answer
-back byte for byte (the usage chunk only if the client asked for it), then settles the
-cost from serving's `usage` and records it. Errors are OpenAI's error JSON; a request is
-checked first against `openai_schemas.ChatCompletionRequest` (every field's type and
-bounds, 400 naming the field).
+(`metering.py`: every prompt's bound plus `n × max_tokens` for each prompt, or an
+embeddings request's input bound), forwards the request to serving unchanged but for an
+explicit `max_tokens` and, when streaming, `stream_options.include_usage`, passes
+serving's answer back byte for byte (the usage chunk only if the client asked for it),
+then settles the cost from serving's `usage` (all `n` choices' tokens) and records it.
+Errors are OpenAI's error JSON; a request is checked first against its model in
+`openai_schemas` (every field's type, bounds and shape, 400 naming the field); a valid
+field the model cannot honour yet is serving's to refuse, and its error is relayed as
+serving wrote it.
 
 Who may use what: `access.models_for`, the rule set the chats use too (by default everyone
 the served aliases and the bare model name, administrators also any version such as
-`orchard-chat/7`). A request for the champion is sent to the challenger for the A/B
-split's share of requests (`access.gateway_route`), and the side is recorded with the
-request's usage. A request without `max_tokens` gets `gateway_max_tokens`, or what the
-model's context leaves after the prompt when that is less.
+`orchard-chat/7`); the embedding model by `access.embedding_route`. A request for the
+champion is sent to the challenger for the A/B split's share of requests
+(`access.gateway_route`), and the side is recorded with the request's usage. A chat
+request without `max_tokens` gets `gateway_max_tokens`, a text completion OpenAI's 16, or
+what the model's context leaves after the prompt when that is less.
 """
 
 from __future__ import annotations
@@ -36,12 +41,27 @@ from fastapi.security import SecurityScopes
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from platform_api.access import gateway_route, models_for
+from platform_api.access import embedding_names, embedding_route, gateway_route, models_for
 from platform_api.credits import InsufficientCredits
 from platform_api.deps import Principal, PrincipalDep, SessionDep, authenticate, bearer_token
 from platform_api.errors import ApiError, clip, invalid_request_body
-from platform_api.metering import Pricing, Reservation, Usage, prompt_token_bound, reserve, settle
-from platform_api.openai_schemas import ChatCompletionRequest, problems, request_schema
+from platform_api.metering import (
+    Pricing,
+    Reservation,
+    Usage,
+    prompt_token_bound,
+    reserve,
+    settle,
+    text_token_bound,
+)
+from platform_api.openai_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    OpenAIModel,
+    problems,
+    request_schema,
+)
 from platform_api.plans import grant_due
 from platform_api.serving import (
     MalformedChunk,
@@ -83,7 +103,24 @@ def _bad(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, "invalid_request_error", message, param=param)
 
 
-def _read(raw: bytes) -> tuple[dict, ChatCompletionRequest]:
+@dataclass(frozen=True)
+class Endpoint:
+    """One metered OpenAI endpoint: serving's path and the request's model."""
+
+    path: str
+    schema: type[OpenAIModel]
+
+
+CHAT = Endpoint("/v1/chat/completions", ChatCompletionRequest)
+TEXT = Endpoint("/v1/completions", CompletionRequest)
+EMBEDDINGS = Endpoint("/v1/embeddings", EmbeddingRequest)
+# OpenAI's default `max_tokens` of a text completion (serving's too).
+TEXT_DEFAULT_MAX_TOKENS = 16
+# Special tokens an embedding model adds to each input ([CLS] and [SEP]).
+EMBEDDING_SPECIAL_TOKENS = 2
+
+
+def _read(raw: bytes, schema: type[OpenAIModel]) -> tuple[dict, OpenAIModel]:
     """The body as sent (what is forwarded) and as checked: a 400 naming the first field
     at fault, in OpenAI's shape, for any field of the wrong type or out of bounds."""
     try:
@@ -93,10 +130,21 @@ def _read(raw: bytes) -> tuple[dict, ChatCompletionRequest]:
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object")
     try:
-        return body, ChatCompletionRequest.model_validate(body)
+        return body, schema.model_validate(body)
     except ValidationError as error:
         invalid = invalid_request_body(problems(error, body))
         raise _bad(invalid["detail"], param=invalid["errors"][0]["field"]) from None
+
+
+def _documented(schema: type[OpenAIModel]) -> dict:
+    """The route's OpenAPI request body: read by hand (any content type, forwarded as
+    sent), documented for clients and fuzzers."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": request_schema(schema)}},
+        }
+    }
 
 
 @router.get("/models")
@@ -121,36 +169,41 @@ async def list_models(
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.post(
-    "/chat/completions",
-    response_model=None,
-    # Read by hand (any content type, forwarded as sent); documented for clients and fuzzers.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": request_schema()}},
-        }
-    },
-)
+@router.post("/chat/completions", response_model=None, openapi_extra=_documented(CHAT.schema))
 async def chat_completions(request: Request, token: GatewayToken) -> Response:
-    admitted = await run_in_threadpool(admit, request, token, await request.body())
-    body, checked = admitted.body, admitted.checked
-    meter = Meter(request, admitted.pricing, admitted.reservation, checked.model, admitted.variant)
-    if checked.stream:
-        return await meter.stream(body, checked.include_usage)
-    return await meter.complete(body)
+    return await _relay_request(request, token, CHAT)
+
+
+@router.post("/completions", response_model=None, openapi_extra=_documented(TEXT.schema))
+async def completions(request: Request, token: GatewayToken) -> Response:
+    return await _relay_request(request, token, TEXT)
+
+
+@router.post("/embeddings", response_model=None, openapi_extra=_documented(EMBEDDINGS.schema))
+async def embeddings(request: Request, token: GatewayToken) -> Response:
+    return await _relay_request(request, token, EMBEDDINGS)
+
+
+async def _relay_request(request: Request, token: str, endpoint: Endpoint) -> Response:
+    admitted = await run_in_threadpool(admit, request, token, await request.body(), endpoint)
+    meter = Meter(request, endpoint, admitted)
+    if admitted.stream:
+        return await meter.stream(admitted.body, admitted.include_usage)
+    return await meter.complete(admitted.body)
 
 
 @dataclass(frozen=True)
 class Admission:
     body: dict  # what is forwarded to serving
-    checked: ChatCompletionRequest
+    model: str  # as the caller named it
+    stream: bool
+    include_usage: bool  # the caller asked for the usage chunk
     pricing: Pricing
     reservation: Reservation
     variant: str | None
 
 
-def admit(request: Request, token: str, raw: bytes) -> Admission:
+def admit(request: Request, token: str, raw: bytes, endpoint: Endpoint = CHAT) -> Admission:
     """Everything a request needs before serving is called, in one worker-thread call and
     one database session (each thread-pool hop and each transaction costs time to the
     first token): the key (401/403, and its rate limit, 429), the body (400), the model it
@@ -161,43 +214,52 @@ def admit(request: Request, token: str, raw: bytes) -> Admission:
     with Session(state.engine, expire_on_commit=False) as session:
         principal = authenticate(request, session, state.keys, token)
         check_gateway_principal(principal, [INFERENCE])
-        body, checked = _read(raw)
+        body, checked = _read(raw, endpoint.schema)
         return _admit(session, state, principal, body, checked)
 
 
-def _admit(
-    session: Session, state, principal: Principal, body: dict, checked: ChatCompletionRequest
-) -> Admission:
+def _admit(session: Session, state, principal: Principal, body: dict, checked) -> Admission:
     settings = state.settings
     model = checked.model
-    route = gateway_route(session, settings, principal.user, model)
-    if route is None:
-        usable = models_for(session, settings, principal.user)
-        raise ApiError(
-            404,
-            "model_not_found",
-            f"The model {clip(model)!r} does not exist or you do not have access to it. "
-            f"Use one of: {usable.describe()}.",
-            param="model",
+    if isinstance(checked, EmbeddingRequest):
+        variant = None
+        if not embedding_route(session, settings, principal.user, model):
+            raise _no_model(model, ", ".join(embedding_names(settings)))
+        prompt_bound = sum(
+            text_token_bound(entry, EMBEDDING_SPECIAL_TOKENS) for entry in checked.inputs()
         )
-    target, variant = route
-    body["model"] = target
-    prompt_bound = prompt_token_bound(checked.texts())
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
-        body["max_tokens"] = body["max_completion_tokens"]  # the newer name, same meaning
-    if body.get("max_tokens") is None:
-        # No cap asked for: the default, or what the model's context leaves after the
-        # prompt's bound when that is less (an explicit cap is the caller's: serving
-        # answers context_length_exceeded for one that does not fit, as OpenAI does).
-        # The lengths are cached (serving.ContextLengths): read on the event loop.
-        context = anyio.from_thread.run(state.serving.contexts.get, target)
-        default = {"max_tokens": settings.gateway_max_tokens}
-        body["max_tokens"] = fit_max_tokens(default, prompt_bound, context)["max_tokens"]
-    max_tokens: int = body["max_tokens"]
-    n = checked.n or 1
-    body.pop("max_completion_tokens", None)
-    if checked.stream:
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        completion_bound, stream = 0, False
+    else:
+        route = gateway_route(session, settings, principal.user, model)
+        if route is None:
+            raise _no_model(model, models_for(session, settings, principal.user).describe())
+        target, variant = route
+        body["model"] = target
+        if isinstance(checked, ChatCompletionRequest):
+            prompt_bound = prompt_token_bound(checked.texts(), tools=bool(checked.tools))
+            longest, prompts = prompt_bound, 1
+            if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+                body["max_tokens"] = body["max_completion_tokens"]  # the newer name
+            body.pop("max_completion_tokens", None)
+            default = settings.gateway_max_tokens
+        else:
+            bounds = [text_token_bound(prompt) for prompt in checked.prompts()]
+            prompt_bound, longest, prompts = sum(bounds), max(bounds, default=0), len(bounds)
+            default = TEXT_DEFAULT_MAX_TOKENS
+        if body.get("max_tokens") is None:
+            # No cap asked for: the default, or what the model's context leaves after the
+            # longest prompt's bound when that is less (an explicit cap is the caller's:
+            # serving answers context_length_exceeded for one that does not fit, as
+            # OpenAI does). The lengths are cached (serving.ContextLengths): read on the
+            # event loop.
+            context = anyio.from_thread.run(state.serving.contexts.get, target)
+            body["max_tokens"] = fit_max_tokens({"max_tokens": default}, longest, context)[
+                "max_tokens"
+            ]
+        completion_bound = prompts * (checked.n or 1) * body["max_tokens"]
+        stream = bool(checked.stream)
+        if stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
 
     pricing: Pricing = state.pricing
     grant_due(session, principal.user)  # this month's plan credits
@@ -208,38 +270,43 @@ def _admit(
             principal.api_key_id,
             pricing,
             prompt_bound,
-            n * max_tokens,
+            completion_bound,
             f"{model} request",
         )
     except InsufficientCredits as error:
+        what = "input" if completion_bound == 0 else "max_tokens or n"
         raise ApiError(
             402,
             "insufficient_quota",
             f"this request may cost up to {error.amount} credits and the balance is "
-            f"{error.balance}: lower max_tokens or ask an administrator for credits",
+            f"{error.balance}: lower {what} or ask an administrator for credits",
         ) from None
-    return Admission(body, checked, pricing, reservation, variant)
+    include_usage = bool(getattr(checked, "include_usage", False))
+    return Admission(body, model, stream, include_usage, pricing, reservation, variant)
+
+
+def _no_model(model: str, usable: str) -> ApiError:
+    return ApiError(
+        404,
+        "model_not_found",
+        f"The model {clip(model)!r} does not exist or you do not have access to it. "
+        f"Use one of: {usable}.",
+        param="model",
+    )
 
 
 class Meter:
     """One metered request to serving; settles exactly once, however it ends."""
 
-    def __init__(
-        self,
-        request: Request,
-        pricing: Pricing,
-        reservation: Reservation,
-        model: str,
-        variant: str | None,
-    ):
+    def __init__(self, request: Request, endpoint: Endpoint, admitted: Admission):
         self.app = request.app
         serving: Serving = request.app.state.serving
-        self.url = serving.url("/v1/chat/completions")
+        self.url = serving.url(endpoint.path)
         self.client = serving.client
-        self.pricing = pricing
-        self.reservation = reservation
-        self.model = model
-        self.variant = variant
+        self.pricing = admitted.pricing
+        self.reservation = admitted.reservation
+        self.model = admitted.model
+        self.variant = admitted.variant
         self.started = time.monotonic()
 
     async def settle(
@@ -276,7 +343,9 @@ class Meter:
         try:
             answer = response.json()
             usage = answer.get("usage") or {}
-            prompt, completion = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+            # Embeddings have input tokens only (OpenAI's usage has no completion_tokens).
+            prompt = int(usage["prompt_tokens"])
+            completion = int(usage["completion_tokens"] if "choices" in answer else 0)
         except (ValueError, KeyError, TypeError, AttributeError):
             await self.settle("failed", None)
             raise _serving_broke("serving answered without usage") from None
