@@ -171,6 +171,13 @@ class ContextLengths:
         """Read serving's list again at the next `get` (serving's models changed)."""
         self._read_at = float("-inf")
 
+    def known(self, model: str) -> int | None:
+        """`get` without reading serving: the length read less than `ttl_s` ago; raises
+        `LookupError` when the list is older (call `get`)."""
+        if time.monotonic() - self._read_at >= self.ttl_s:
+            raise LookupError("the context lengths are stale")
+        return self._lengths.get(model)
+
     async def get(self, model: str) -> int | None:
         now = time.monotonic()
         if now - self._read_at >= self.ttl_s:

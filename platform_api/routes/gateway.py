@@ -39,10 +39,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from platform_api.access import embedding_names, embedding_route, gateway_route, models_for
 from platform_api.credits import InsufficientCredits
+from platform_api.db import is_locked
 from platform_api.deps import Principal, PrincipalDep, SessionDep, authenticate, bearer_token
 from platform_api.errors import ApiError, clip, invalid_request_body
 from platform_api.metering import (
@@ -185,7 +187,15 @@ async def embeddings(request: Request, token: GatewayToken) -> Response:
 
 
 async def _relay_request(request: Request, token: str, endpoint: Endpoint) -> Response:
-    admitted = await run_in_threadpool(admit, request, token, await request.body(), endpoint)
+    raw = await request.body()
+    admitted = None
+    if request.app.state.loop_engine is not None:  # SQLite: no thread hop if it can be helped
+        try:
+            admitted = admit(request, token, raw, endpoint, on_loop=True)
+        except _InThread:
+            pass
+    if admitted is None:
+        admitted = await run_in_threadpool(admit, request, token, raw, endpoint)
     meter = Meter(request, endpoint, admitted)
     if admitted.stream:
         return await meter.stream(admitted.body, admitted.include_usage)
@@ -203,22 +213,55 @@ class Admission:
     variant: str | None
 
 
-def admit(request: Request, token: str, raw: bytes, endpoint: Endpoint = CHAT) -> Admission:
-    """Everything a request needs before serving is called, in one worker-thread call and
-    one database session (each thread-pool hop and each transaction costs time to the
-    first token): the key (401/403, and its rate limit, 429), the body (400), the model it
-    is routed to (404 when the caller may not use it), its `max_tokens`, this month's plan
-    credits, the token limits (429) and the credit reservation (402), in that order. Every
-    refusal leaves the balance as it was."""
+class _InThread(Exception):
+    """Admission on the event loop could not finish without waiting: do it in a thread."""
+
+
+def admit(
+    request: Request, token: str, raw: bytes, endpoint: Endpoint = CHAT, *, on_loop: bool = False
+) -> Admission:
+    """Everything a request needs before serving is called, in one call and one database
+    session (each thread-pool hop and each transaction costs time to the first token): the
+    key (401/403, and its rate limit, 429), the body (400), the model it is routed to (404
+    when the caller may not use it), its `max_tokens`, this month's plan credits, the token
+    limits (429) and the credit reservation (402), in that order. Every refusal leaves the
+    balance as it was.
+
+    In a worker thread, or `on_loop` (SQLite only: a local file, about a millisecond of
+    work): then anything that would wait (SQLite's write lock held by another
+    transaction, serving's context lengths to be read again) rolls back and raises
+    `_InThread`, and the caller runs it again in a thread; the rate limit counts the
+    request once."""
     state = request.app.state
-    with Session(state.engine, expire_on_commit=False) as session:
-        principal = authenticate(request, session, state.keys, token)
-        check_gateway_principal(principal, [INFERENCE])
-        body, checked = _read(raw, endpoint.schema)
-        return _admit(session, state, principal, body, checked)
+    engine = state.loop_engine if on_loop else state.engine
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            counted = getattr(request.state, "gateway_counted", False)
+            principal = authenticate(request, session, state.keys, token, count=not counted)
+            request.state.gateway_counted = True
+            check_gateway_principal(principal, [INFERENCE])
+            body, checked = _read(raw, endpoint.schema)
+            return _admit(session, state, principal, body, checked, on_loop)
+        except OperationalError as error:
+            if on_loop and is_locked(error):
+                session.rollback()
+                raise _InThread from None
+            raise
 
 
-def _admit(session: Session, state, principal: Principal, body: dict, checked) -> Admission:
+def _context(state, model: str, on_loop: bool) -> int | None:
+    """The model's context length (serving.ContextLengths, read on the event loop)."""
+    if not on_loop:
+        return anyio.from_thread.run(state.serving.contexts.get, model)
+    try:
+        return state.serving.contexts.known(model)
+    except LookupError:
+        raise _InThread from None
+
+
+def _admit(
+    session: Session, state, principal: Principal, body: dict, checked, on_loop: bool = False
+) -> Admission:
     settings = state.settings
     model = checked.model
     if isinstance(checked, EmbeddingRequest):
@@ -250,9 +293,8 @@ def _admit(session: Session, state, principal: Principal, body: dict, checked) -
             # No cap asked for: the default, or what the model's context leaves after the
             # longest prompt's bound when that is less (an explicit cap is the caller's:
             # serving answers context_length_exceeded for one that does not fit, as
-            # OpenAI does). The lengths are cached (serving.ContextLengths): read on the
-            # event loop.
-            context = anyio.from_thread.run(state.serving.contexts.get, target)
+            # OpenAI does).
+            context = _context(state, target, on_loop)
             body["max_tokens"] = fit_max_tokens({"max_tokens": default}, longest, context)[
                 "max_tokens"
             ]
@@ -313,8 +355,9 @@ class Meter:
         self, status: str, version: str | None, prompt: int = 0, completion: int = 0
     ) -> None:
         """Refund and record, once per request (each path below ends in exactly one call).
-        Runs as a task of its own, so a request cancelled because its client left still
-        settles."""
+        On SQLite on the event loop when the write lock is free (as `admit`), else as a
+        worker-thread task of its own, so a request cancelled because its client left
+        still settles."""
         usage = Usage(
             model=self.model,
             model_version=version,
@@ -324,8 +367,16 @@ class Meter:
             latency_ms=int((time.monotonic() - self.started) * 1000),
             variant=self.variant,
         )
+        state = self.app.state
+        if state.loop_engine is not None:
+            try:
+                settle(state.loop_engine, self.pricing, self.reservation, usage, "gateway")
+                return
+            except OperationalError as error:  # rolled back: nothing of it was written
+                if not is_locked(error):
+                    raise
         work = asyncio.to_thread(
-            settle, self.app.state.engine, self.pricing, self.reservation, usage, "gateway"
+            settle, state.engine, self.pricing, self.reservation, usage, "gateway"
         )
         await asyncio.shield(_detach(work))
 

@@ -7,13 +7,18 @@ the ledger and the usage records."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 import openai
 import pytest
 
 from platform_api.metering import prompt_token_bound
 from testkit.platform import grant, new_key
 from testkit.serving_stub import EMBEDDING_MODEL
-from tests.platform.conftest import Account
+from tests.platform.conftest import Account, serve_api
 from tests.platform.test_gateway import HELLO, balance, sdk, usage_records, wait_for_usage
 
 EMBEDDER = EMBEDDING_MODEL.rsplit("/", 1)[-1]  # the name serving answers to besides the full
@@ -224,3 +229,37 @@ def test_a_field_serving_does_not_support_gets_servings_error_unchanged(api, ser
         }
     assert [(r.status, r.credits) for r in usage_records(api, alice)] == [("failed", 0)] * 2
     assert balance(api, alice) == 1000
+
+
+def test_admission_waits_in_a_thread_for_a_held_sqlite_write_lock_and_counts_once(
+    api, serving, alice, settings, database_url
+):
+    """On SQLite the gateway admits on the event loop; while another connection holds the
+    write lock it admits in a worker thread instead, which waits for the lock while the
+    API goes on answering, and the
+    request is counted against the key's rate limit once (1/minute: a second count would
+    refuse it)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("admission on the event loop is SQLite's")
+    key = new_key(api, alice)
+    limited = settings.model_copy(update={"rate_limit_api_key": "1/minute"})
+    with serve_api(limited, database_url) as other:
+        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=30)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a long transaction holds it
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                sdk(other, key).chat.completions.create,
+                model="champion",
+                messages=HELLO,
+                max_tokens=5,
+            )
+            time.sleep(0.5)  # the request is in, waiting for the lock in a thread
+            assert not answer.done()
+            # ...not on the event loop, which goes on answering.
+            assert httpx.get(f"{other.root}/healthz", timeout=10).status_code == 200
+            holder.rollback()
+            assert answer.result(timeout=30).choices[0].message.content == "Hello, world!"
+        holder.close()
+        with pytest.raises(openai.RateLimitError):  # the second request of the minute
+            sdk(other, key).chat.completions.create(model="champion", messages=HELLO)
+    assert balance(api, alice) == 1000 - 16
