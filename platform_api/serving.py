@@ -16,6 +16,7 @@ Both reach serving through the app's one `Serving` (HTTP client and context leng
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ log = logging.getLogger("platform_api.serving")
 CONNECT_TIMEOUT_S = 10.0
 # Between two chunks: a busy model on CPU may take a while to the first token.
 READ_TIMEOUT_S = 300.0
+DRAIN_S = 1.0  # after [DONE], for the end of the body
 
 
 class ServingError(Exception):
@@ -109,17 +111,32 @@ def _adds_output(choice: dict) -> bool:
     return bool(delta.get("content") or delta.get("tool_calls") or choice.get("text"))
 
 
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body), so that the connection goes
+    back to the client's pool instead of being closed: a new connection to serving on every
+    request costs a TCP handshake and the proxy's set-up before each first token. A server
+    that keeps the stream open longer than `DRAIN_S` gets its connection closed."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+
+
 async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
     """Serving's events, in order, until `data: [DONE]` (not yielded: the iteration just
     ends). Lines other than `data:` (blank separators, comments such as keep-alives, event
     names) are skipped. Raises `MalformedChunk` for an event that is not a JSON object and
     `StreamUnfinished` when the stream ends without `[DONE]`; a broken connection is
     httpx's error, for the caller to word."""
-    async for line in response.aiter_lines():
+    lines = response.aiter_lines()
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[len("data:") :].strip()
         if data == "[DONE]":
+            await _drain(lines)
             return
         try:
             payload = json.loads(data)

@@ -57,6 +57,7 @@ class ServingStub:
             def setup(self) -> None:
                 super().setup()
                 stub.connections.add(self.connection)
+                stub.opened += 1
 
             def finish(self) -> None:
                 stub.connections.discard(self.connection)
@@ -106,6 +107,7 @@ class ServingStub:
         self.released = threading.Event()
         self.finished = threading.Event()  # set when a handler is done with its request
         self.hangups = 0  # streams the platform closed before the end
+        self.opened = 0  # connections the platform opened
         self.unsupported: set[str] = set()  # fields refused as serving refuses them
         self.models = [  # what GET /v1/models lists, like serving's directory
             {"id": name, "object": "model", "created": 0, "owned_by": "orchard"}

@@ -263,3 +263,13 @@ def test_admission_waits_in_a_thread_for_a_held_sqlite_write_lock_and_counts_onc
         with pytest.raises(openai.RateLimitError):  # the second request of the minute
             sdk(other, key).chat.completions.create(model="champion", messages=HELLO)
     assert balance(api, alice) == 1000 - 16
+
+
+def test_streams_reuse_one_connection_to_serving(api, serving, alice):
+    """A finished stream's connection goes back to the pool (the end of the body is read
+    after `[DONE]`): no TCP handshake or proxy set-up before the next first token."""
+    client = sdk(api, new_key(api, alice))
+    for _ in range(3):
+        chunks = client.chat.completions.create(model="champion", messages=HELLO, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello, world!"
+    assert serving.opened <= 1  # one, or none when an earlier test's is still open
