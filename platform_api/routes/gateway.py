@@ -32,6 +32,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated
 
+import aiohttp
 import anyio.from_thread
 import httpx
 from fastapi import APIRouter, Request, Security
@@ -70,6 +71,7 @@ from platform_api.serving import (
     Serving,
     StreamUnfinished,
     fit_max_tokens,
+    lines_of,
     read_events,
 )
 
@@ -165,7 +167,7 @@ async def list_models(
     except httpx.HTTPError as error:
         raise _unavailable(error) from None
     if response.status_code != 200:
-        return _passthrough(response)
+        return _passthrough(response, response.content)
     listing = response.json()
     data = [m for m in listing.get("data", []) if m.get("id") in models]
     return JSONResponse({"object": "list", "data": data})
@@ -344,7 +346,7 @@ class Meter:
         self.app = request.app
         serving: Serving = request.app.state.serving
         self.url = serving.url(endpoint.path)
-        self.client = serving.client
+        self.session = serving.relay()
         self.pricing = admitted.pricing
         self.reservation = admitted.reservation
         self.model = admitted.model
@@ -382,17 +384,18 @@ class Meter:
 
     async def complete(self, body: dict) -> Response:
         try:
-            response = await self.client.post(
-                self.url, json=body, headers={"Accept": "application/json"}
-            )
-        except httpx.HTTPError as error:
+            async with self.session.post(
+                self.url, data=json.dumps(body).encode(), headers=JSON_ANSWER
+            ) as response:
+                content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
             await self.settle("failed", None)
             raise _unavailable(error) from None
-        if response.status_code != 200:
+        if response.status != 200:
             await self.settle("failed", None)
-            return _passthrough(response)
+            return _passthrough(response, content)
         try:
-            answer = response.json()
+            answer = json.loads(content)
             usage = answer.get("usage") or {}
             # Embeddings have input tokens only (OpenAI's usage has no completion_tokens).
             prompt = int(usage["prompt_tokens"])
@@ -401,22 +404,24 @@ class Meter:
             await self.settle("failed", None)
             raise _serving_broke("serving answered without usage") from None
         await self.settle("complete", answer.get("model"), prompt, completion)
-        return _passthrough(response)
+        return _passthrough(response, content)
 
     async def stream(self, body: dict, wants_usage: bool) -> Response:
-        request = self.client.build_request(
-            "POST", self.url, json=body, headers={"Accept": "text/event-stream"}
-        )
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as error:
+            response = await self.session.post(
+                self.url, data=json.dumps(body).encode(), headers=EVENT_STREAM
+            )
+        except (aiohttp.ClientError, TimeoutError) as error:
             await self.settle("failed", None)
             raise _unavailable(error) from None
-        if response.status_code != 200:
-            await response.aread()
-            await response.aclose()
+        if response.status != 200:
+            try:
+                content = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                content = b""
+            response.release()
             await self.settle("failed", None)
-            return _passthrough(response)
+            return _passthrough(response, content)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if VERSION_HEADER in response.headers:
             headers[VERSION_HEADER] = response.headers[VERSION_HEADER]
@@ -424,7 +429,7 @@ class Meter:
             self._relay(response, wants_usage), media_type="text/event-stream", headers=headers
         )
 
-    async def _relay(self, response: httpx.Response, wants_usage: bool):
+    async def _relay(self, response: aiohttp.ClientResponse, wants_usage: bool):
         """Serving's events to the client as sent (`serving.read_events` parses them), but
         the usage the client did not ask for; then settles from the usage, or, for a
         stream that did not complete, from the pieces relayed."""
@@ -436,7 +441,7 @@ class Meter:
         broke: str | None = None  # why serving's stream ended early, told to the client
         try:
             try:
-                async with aclosing(read_events(response)) as events:
+                async with aclosing(read_events(lines_of(response.content))) as events:
                     async for event in events:
                         data = event.data
                         if event.is_error:  # serving's own error event, OpenAI's shape already
@@ -465,7 +470,7 @@ class Meter:
                 status, broke = "failed", "the model server sent a malformed chunk"
             except StreamUnfinished:
                 status, broke = "failed", "the model server ended the stream unfinished"
-            except httpx.HTTPError as error:
+            except (aiohttp.ClientError, TimeoutError) as error:
                 status = "failed"
                 broke = f"the model server broke off the stream ({type(error).__name__})"
             if broke:
@@ -479,7 +484,10 @@ class Meter:
         finally:
             # Detached from this (maybe cancelled) generator: closing serving's stream stops
             # its generation, and the settlement refunds what was not used.
-            _detach(response.aclose())
+            if status == "complete":  # read to its end: the connection goes back to the pool
+                response.release()
+            else:  # closing the connection tells serving to stop generating
+                response.close()
             if settling is None:
                 _detach(self._settle_stream(status, version, usage, pieces))
 
@@ -495,6 +503,8 @@ class Meter:
         await self.settle(status, version, prompt, completion)
 
 
+JSON_ANSWER = {"Accept": "application/json", "Content-Type": "application/json"}
+EVENT_STREAM = {"Accept": "text/event-stream", "Content-Type": "application/json"}
 _background: set[asyncio.Task] = set()
 
 
@@ -506,11 +516,14 @@ def _detach(coro) -> asyncio.Task:
     return task
 
 
-def _passthrough(response: httpx.Response) -> Response:
+def _passthrough(response: httpx.Response | aiohttp.ClientResponse, content: bytes) -> Response:
     headers = {k: v for k, v in response.headers.items() if k.lower() == VERSION_HEADER.lower()}
+    status = (
+        response.status if isinstance(response, aiohttp.ClientResponse) else response.status_code
+    )
     return Response(
-        response.content,
-        status_code=response.status_code,
+        content,
+        status_code=status,
         media_type=response.headers.get("content-type", "application/json"),
         headers=headers,
     )
