@@ -60,7 +60,8 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
-    "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
+    "inference": "the OpenAI-compatible gateway at /v1: list models, chat and text "
+    "completions, embeddings",
     "chats:read": "read chats, their messages, folders and share links; search; the chat "
     "models and feature flags; cost estimates",
     "chats:write": "create, change and delete chats, folders and share links; send, "

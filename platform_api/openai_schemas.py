@@ -297,7 +297,9 @@ def request_schema(model: type[OpenAIModel] = ChatCompletionRequest) -> dict:
             ref = node.get("$ref", "")
             if ref.startswith("#/$defs/"):
                 return inline(defs[ref.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
+            # A tagged union's `discriminator` maps tags to `$defs` paths, which inlining
+            # removes; `oneOf` says the same without it.
+            return {key: inline(value) for key, value in node.items() if key != "discriminator"}
         if isinstance(node, list):
             return [inline(value) for value in node]
         return node
