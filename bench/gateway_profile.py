@@ -38,7 +38,7 @@ SPANS: dict[str, list[float]] = defaultdict(list)
 UNTHROTTLED = "1000000/minute"
 # Stages timed inside another stage (not added up twice).
 NESTED = {"token limits (inside reserve)"}
-ADMISSION = "admission (one worker-thread call)"
+ADMISSION = "admission (one call: loop or thread)"
 IN_ADMISSION = {  # the rate limits only in part (the IP's is counted outside): 0.05 ms
     "API key lookup",
     "rate limit",
@@ -221,7 +221,7 @@ def main() -> None:
             accounted += median
         print(f"  {name:<34} {median:7.2f}  ({calls:.0f} call(s) per request)")
     before = statistics.median(sent) * 1e3
-    print(f"  {'rest (FastAPI, threads, middleware)':<34} {before - accounted:7.2f}")
+    print(f"  {'rest (FastAPI, middleware, hops)':<34} {before - accounted:7.2f}")
     print(f"  {'arrival → sent to serving':<34} {before:7.2f}")
     if "settlement" in SPANS:
         settle = statistics.median(SPANS["settlement"]) * 1e3
