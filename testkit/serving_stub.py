@@ -56,6 +56,9 @@ class ServingStub:
 
             def setup(self) -> None:
                 super().setup()
+                # As serving's uvicorn does: each chunk leaves at once (with Nagle, a small
+                # write waits for the client's delayed ACK, 40 ms).
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 stub.connections.add(self.connection)
                 stub.opened += 1
 
