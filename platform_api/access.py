@@ -34,6 +34,8 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from sqlalchemy import bindparam, or_
 from sqlmodel import Session, select
@@ -91,10 +93,27 @@ def _is_version(model: str, prefix: str) -> bool:
 
 
 def valid_model(settings: Settings, model: str) -> bool:
-    """What a rule may name: `*`, a serve alias, the bare model name, or a version."""
-    return model in (EVERY_MODEL, settings.model_name, *settings.serve_aliases) or _is_version(
-        model, f"{settings.model_name}/"
+    """What a rule may name: `*`, a serve alias, the bare model name, a version, or the
+    embedding model (`embedding_names`)."""
+    return (
+        model in (EVERY_MODEL, settings.model_name, *settings.serve_aliases)
+        or _is_version(model, f"{settings.model_name}/")
+        or model in embedding_names(settings)
     )
+
+
+@cache
+def _embedding_names(directory: Path | None) -> tuple[str, str]:
+    from orchard.knowledge.embeddings import model_name
+
+    name = model_name(directory)
+    return name, name.rsplit("/", 1)[-1]
+
+
+def embedding_names(settings: Settings) -> tuple[str, str]:
+    """The embedding model serving's `/v1/embeddings` runs, under the two names it answers
+    to: its full name (`sentence-transformers/all-MiniLM-L6-v2`) and the last part."""
+    return _embedding_names(settings.embedding_model)
 
 
 _RULES = select(ModelAccessRule.model).where(  # built once: every gateway request reads it
@@ -121,6 +140,17 @@ def models_for(session: Session, settings: Settings, user: User) -> Models:
         (m for m in granted if _is_version(m, f"{bare}/")), key=lambda m: (len(m), m)
     )  # numeric order
     return Models((*(m for m in served if m in granted), *versions), False, f"{bare}/")
+
+
+def embedding_route(session: Session, settings: Settings, user: User, model: str) -> bool:
+    """Whether `model` names the embedding model and the user may use it: by default every
+    user may; once a user's or role's rules exist, only when one names it (by either
+    name) or `*`, as for the chat models."""
+    names = embedding_names(settings)
+    if model not in names:
+        return False
+    rules = set(session.execute(_RULES, {"p_user_id": user.id, "p_role": user.role}).scalars())
+    return not rules or bool(rules & {EVERY_MODEL, *names})
 
 
 def may_use(session: Session, settings: Settings, user: User, model: str) -> bool:

@@ -22,7 +22,7 @@ from orchard.settings import Settings, load_settings
 from platform_api import observability
 from platform_api.ab_loop import GuardrailTask
 from platform_api.config import PlatformOptions
-from platform_api.db import database_url, make_engine, migrate
+from platform_api.db import database_url, make_engine, make_loop_engine, migrate
 from platform_api.errors import install_error_handlers
 from platform_api.knowledge import Knowledge
 from platform_api.memory import after_turn
@@ -91,6 +91,9 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         app.state.keys = Keys.load(settings)
         app.state.passwords = await run_in_threadpool(Passwords, options)
         app.state.engine = make_engine(url)
+        # The gateway's admission on the event loop: SQLite with in-process rate counters.
+        in_process = app.state.rate_limiter.in_memory
+        app.state.loop_engine = make_loop_engine(url) if in_process else None
         await run_in_threadpool(_seed, app.state.engine, settings)
         app.state.serving = Serving(settings.serving_base_url)
         app.state.knowledge = Knowledge(settings, app.state.engine)
@@ -111,6 +114,8 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
             await app.state.turns.aclose()
             await app.state.serving.aclose()
             app.state.engine.dispose()
+            if app.state.loop_engine is not None:
+                app.state.loop_engine.dispose()
 
     app = FastAPI(title="Orchard platform API", version=orchard.__version__, lifespan=lifespan)
     app.state.settings = settings

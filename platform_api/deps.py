@@ -62,7 +62,8 @@ ApiKeyScope = Literal[
     "inference", "chats:read", "chats:write", "usage:read", "feedback:export", "models:review"
 ]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
-    "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
+    "inference": "the OpenAI-compatible gateway at /v1: list models, chat and text "
+    "completions, embeddings",
     "chats:read": "read chats, their messages, folders and share links; search; the chat "
     "models and feature flags; cost estimates",
     "chats:write": "create, change and delete chats, folders and share links; send, "
@@ -145,11 +146,15 @@ async def bearer_token(
     return credential_of(credentials)
 
 
-def authenticate(conn: HTTPConnection, session: Session, keys: Keys, token: str) -> Principal:
+def authenticate(
+    conn: HTTPConnection, session: Session, keys: Keys, token: str, *, count: bool = True
+) -> Principal:
     """The caller behind `token` (an access token or an API key), checked against the
-    database now, and counted against its rate limit: once per request, or per action
-    on a WebSocket."""
+    database now, and counted against its rate limit (unless `count` is false: a retry
+    of a request counted already): once per request, or per action on a WebSocket."""
     principal = _authenticate(session, keys, token)
+    if not count:
+        return principal
     limiter = conn.app.state.rate_limiter
     if principal.api_key_id is not None:
         limiter.hit("api_key", principal.api_key_id)

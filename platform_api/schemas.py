@@ -657,7 +657,8 @@ class AccessRuleCreate(Request):
     model: str = Field(
         min_length=1,
         max_length=200,
-        description="A serve alias, the model name, `<model name>/<version>`, or `*`.",
+        description="A serve alias, the model name, `<model name>/<version>`, the embedding "
+        "model (/v1/embeddings), or `*`.",
     )
 
     @model_validator(mode="after")

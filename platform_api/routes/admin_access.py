@@ -13,6 +13,7 @@ from sqlmodel import select
 from platform_api.access import (
     FLAG_KEY,
     KNOWN_FLAGS,
+    embedding_names,
     features_for,
     models_for,
     valid_model,
@@ -96,8 +97,9 @@ def create_access_rule(
             422,
             "invalid_request",
             f"model {body.model!r} is not one this platform serves: use *, "
-            f"{', '.join((*settings.serve_aliases, settings.model_name))} "
-            f"or {settings.model_name}/<version>",
+            f"{', '.join((*settings.serve_aliases, settings.model_name))}, "
+            f"{settings.model_name}/<version> or the embedding model "
+            f"{embedding_names(settings)[0]}",
         )
     if body.user_id is not None and session.get(User, body.user_id) is None:
         raise ApiError(422, "invalid_request", f"user_id: no user has the id {body.user_id!r}")
