@@ -172,8 +172,9 @@ def test_the_corpus_is_tokenized_with_the_base_models_own_tokenizer(
         "tokenizer_vocab_size": "384",
     }
     assert index["tokenizer_source"]["model_vocab_size"] == VOCAB
-    # No <|pad|> in the base's tokenizer and no pad token of its own: the end of document.
-    assert (index["eod_token"], index["pad_token"]) == ("<|endoftext|>", "<|endoftext|>")
+    # No <|pad|> in the base's tokenizer: its own pad token, which the import set to its
+    # end of turn (the base had none).
+    assert (index["eod_token"], index["pad_token"]) == ("<|endoftext|>", "<|im_end|>")
     base = Tokenizer.from_file(str(base_dir / "tokenizer.json"))
     first = corpus_texts(corpus)[0]
     firsts = []
