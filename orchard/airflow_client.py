@@ -15,6 +15,9 @@ from orchard.settings import Settings
 FINISHED = {"success", "failed"}
 
 
+_REQUIRED = object()  # return_value without a default: a missing XCom is an error
+
+
 class AirflowError(OrchardError):
     pass
 
@@ -194,11 +197,19 @@ class AirflowClient:
             "task_instances"
         ]
 
-    def return_value(self, dag_id: str, run_id: str, task_id: str) -> Any:
+    def return_value(self, dag_id: str, run_id: str, task_id: str, default: Any = _REQUIRED) -> Any:
         """What a task returned (its `return_value` XCom): for Orchard's step tasks, the
-        output directory (holding `manifest.json`) they published or reused."""
+        output directory (holding `manifest.json`) they published or reused. A task that
+        returned None stores no XCom: with a `default`, that (a 404) gives the default."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries"
-        return self._json("GET", f"{path}/return_value", params={"deserialize": True})["value"]
+        response = self.request("GET", f"{path}/return_value", params={"deserialize": True})
+        if response.status_code == 404 and default is not _REQUIRED:
+            return default
+        if response.status_code >= 400:
+            raise AirflowError(
+                f"GET {path}/return_value: {response.status_code} {_detail(response)}"
+            )
+        return response.json()["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"

@@ -365,7 +365,8 @@ def run(
         run_id = trigger_and_wait(settings, settings.pipeline_dag, conf, wait=True)
         with AirflowClient.from_settings(settings) as client:
             url = client.return_value(settings.pipeline_dag, run_id, "registered")
-            decision = client.return_value(settings.pipeline_dag, run_id, "champion")
+            # The rule returns None (no XCom) when it had nothing to judge.
+            decision = client.return_value(settings.pipeline_dag, run_id, "champion", None)
         console.print(f"[green]{settings.pipeline_dag} succeeded.[/] New model version: {url}")
         if decision:
             console.print(f"Champion rule: {decision}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchard.airflow_client import AirflowClient
+from orchard.airflow_client import AirflowClient, AirflowError
 from testkit.corpus import planted_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,6 +91,16 @@ def test_the_corpus_is_clean_deduplicated_and_validated(airflow, first_run):
     validation = json.loads((validated / "validation.json").read_text())
     assert validation["success"] is True
     assert (validated / "data_docs" / "index.html").exists()
+
+
+def test_a_task_that_returned_nothing_reads_as_the_default(airflow, first_run):
+    # Without sources, `import_sources` returns None and Airflow stores no XCom: `orchard run`
+    # reads the champion rule's decision (None on a nano-only build) this way.
+    run_id, _ = first_run
+    assert airflow.return_value(DAG, run_id, "import_sources", None) is None
+    with pytest.raises(AirflowError, match="404"):
+        airflow.return_value(DAG, run_id, "import_sources")
+    assert Path(airflow.return_value(DAG, run_id, "mix", None)).is_dir()
 
 
 def test_robots_disallowed_pages_are_never_requested(stack, first_run):
