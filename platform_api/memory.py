@@ -15,6 +15,10 @@ remembered, word for word or nearly (cosine >= DUPLICATE_SIMILARITY), is not sto
 twice. The user lists, edits, disables and deletes memories (routes/memory.py); a user
 has at most MAX_MEMORIES.
 
+A user switches memory off and on (`User.memory_enabled`, the settings page): off,
+nothing is extracted from their turns and nothing recalled into them; the memories they
+have stay listed, to edit or delete.
+
 Recall, when a turn opens (`with_memories`): the user's enabled memories are ranked by
 cosine similarity to the question and the best TOP_K that fit in TOKEN_BUDGET (counted
 as the turn bounds its prompt: one token per UTF-8 byte, metering.py) go into the system
@@ -221,6 +225,8 @@ def with_memories(
 ) -> list[dict]:
     """`context` (the turn's system prompt and history) with the memories recalled for
     `question` added to its system message (one is made when the chat has none)."""
+    if not user.memory_enabled:
+        return context
     memories = recall(session, settings, user, question)
     if not memories:
         return context
@@ -231,13 +237,17 @@ def with_memories(
 
 
 def remember_turn(settings: Settings, engine: Engine, user_id: str, text: str, message_id: str):
-    """After an answered turn: store the facts the user's message states (rules)."""
+    """After an answered turn: store the facts the user's message states (rules), unless
+    the user switched memory off."""
     facts = extract_facts(text)
     if not facts:
         return []
-    embedder = load_embedder(settings.embedding_model)
     stored = []
     with Session(engine, expire_on_commit=False) as session:
+        user = session.get(User, user_id)
+        if user is None or not user.memory_enabled:
+            return []
+        embedder = load_embedder(settings.embedding_model)
         for fact in facts:
             memory = add_memory(
                 session, embedder, user_id, fact[:MEMORY_CHARS], "rules", message_id
@@ -251,6 +261,8 @@ def after_turn(settings: Settings, engine: Engine) -> Callable[[OpenedTurn], Non
     """What the `TurnRunner` calls (in a worker thread) after a turn is answered."""
 
     def remember(opened: OpenedTurn) -> None:
+        if not opened.memory:
+            return  # switched off when the turn opened
         question = opened.user_message
         try:
             remember_turn(settings, engine, opened.serving_request["user"], question.content,
