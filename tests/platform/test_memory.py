@@ -139,6 +139,40 @@ def test_facts_stated_in_a_chat_reach_a_later_chat_and_only_their_owner(api, ser
     }
 
 
+def test_the_model_picks_facts_in_the_users_own_words_and_the_rules_stand_in(
+    settings, database_url, platform_pool, serving
+):
+    from testkit.serving_stub import Reply
+
+    model_settings = settings.model_copy(update={"memory_extraction": "model"})
+    with platform_pool.api(model_settings, database_url) as api:
+        alice = api.user("alice")
+        # The answer, then the extraction: one fact the user wrote (no rule knows "keep"),
+        # one the model made up, one question.
+        serving.script(
+            Reply(pieces=["Lavender."]),
+            Reply(pieces=["- I keep three hives of bees\n- I am the king of France.\n"
+                          "- What flowers do bees like?"]),
+        )  # fmt: skip
+        answered_chat(
+            api, alice, "By the way, I keep three hives of bees. What flowers do bees like?"
+        )
+        found = remembered(api, alice, 1)
+        assert [(m["content"], m["source"]) for m in found] == [
+            ("I keep three hives of bees.", "model")
+        ]
+        extraction = serving.requests[-1]
+        assert extraction["stream"] is False and extraction["model"] == "champion"
+        assert extraction["messages"][-1]["content"].startswith("By the way, I keep")
+        # Serving fails the extraction: the rules answer.
+        serving.script(Reply(pieces=["Noted."]), Reply(status=500))
+        answered_chat(api, alice, "I prefer short answers.")
+        assert {(m["content"], m["source"]) for m in remembered(api, alice, 2)} == {
+            ("I keep three hives of bees.", "model"),
+            ("I prefer short answers.", "rules"),
+        }
+
+
 def test_a_user_adds_edits_and_deletes_memories(api, serving):
     alice = api.user("alice")
     created = api.http.post(
