@@ -139,6 +139,7 @@ def test_facts_stated_in_a_chat_reach_a_later_chat_and_only_their_owner(api, ser
     }
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing DB-specific
 def test_the_model_picks_facts_in_the_users_own_words_and_the_rules_stand_in(
     settings, database_url, platform_pool, serving
 ):
