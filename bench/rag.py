@@ -3,12 +3,14 @@ store (LanceDB).
 
     .venv/bin/python bench/rag.py [--pages 40] [--queries 40]
 
-Ingests `--pages` pages of the Python documentation through the whole path (HTML parsing,
-chunking, the packaged all-MiniLM-L6-v2, LanceDB) and prints pages/s and chunks/s, with
-the time of each stage; then times hybrid, vector and keyword searches (query embedding
-included) at 1 and 8 concurrent clients: p50/p99 per query. The baseline is the
-embedding alone: ingestion is bound by it, and a search's p50 against one query
-embedding shows what the store adds. Weaviate is timed when ORCHARD_WEAVIATE_URL is set.
+Ingests `--pages` pages of the Python documentation and the 20 pages of the planted
+retrieval set (testkit/retrieval.py) through the whole path (HTML parsing, chunking, the
+packaged all-MiniLM-L6-v2, LanceDB) and prints pages/s and chunks/s, with the time of
+each stage, and recall@5 of the planted questions among all those pages' chunks; then
+times hybrid, vector and keyword searches (query embedding included) at 1 and 8
+concurrent clients: p50/p99 per query. The baseline is the embedding alone: ingestion is
+bound by it, and a search's p50 against one query embedding shows what the store adds.
+Weaviate is timed when ORCHARD_WEAVIATE_URL is set.
 
 Last, a chat turn's retrieval overhead: the platform API (in this process, SQLite, the
 embedded store) in front of testkit's serving stand-in, whose first token is immediate,
@@ -37,9 +39,11 @@ from orchard.knowledge.chunking import chunk_sections  # noqa: E402
 from orchard.knowledge.embeddings import load_embedder  # noqa: E402
 from orchard.knowledge.files import FileLimits, parse_file  # noqa: E402
 from orchard.knowledge.vectors import Chunk  # noqa: E402
+from testkit.retrieval import PLANTED, recall_at  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html/library")
 OWNER = "bench"
+MODES = ("hybrid", "vector", "keyword")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,7 +97,7 @@ def time_searches(store, collection: str, embedder, questions: list[str], client
                      model=embedder.model, k=5, mode=mode)  # fmt: skip
         return (time.perf_counter() - start) * 1000
 
-    for mode in ("hybrid", "vector", "keyword"):
+    for mode in MODES:
         with ThreadPoolExecutor(clients) as pool:
             latencies = list(pool.map(one, questions, [mode] * len(questions)))
         print(
@@ -184,6 +188,8 @@ def main() -> None:
         sys.exit(f"no {DOCS}: install Debian's python3.11-doc (make demo-site)")
     pages = sorted(DOCS.glob("*.html"), key=lambda p: p.stat().st_size)
     pages = pages[len(pages) // 4 :][: args.pages]  # skip the stub pages
+    planted = [DOCS / f"{page}.html" for page in PLANTED]
+    pages += [page for page in planted if page not in pages]
     start = time.perf_counter()
     embedder = load_embedder()
     print(f"embedding model: {embedder.model.name}, loaded in {time.perf_counter() - start:.1f} s")
@@ -203,6 +209,11 @@ def main() -> None:
             collection = f"kb_bench_{uuid.uuid4().hex[:8]}"
             print(f"== {name}")
             chunks = ingest(store, collection, pages, embedder)
+            recall = {m: recall_at(store, collection, embedder, OWNER, m) for m in MODES}
+            print(
+                f"  recall@5, {len(PLANTED)} planted questions among {len(pages)} pages "
+                f"({len(chunks)} chunks): " + ", ".join(f"{m} {v:.2f}" for m, v in recall.items())
+            )
             questions = [c.heading or c.text[:80] for c in chunks][
                 :: max(1, len(chunks) // args.queries)
             ]

@@ -38,6 +38,8 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 IMPORT_DAG, POSTTRAIN_DAG = "orchard_import", "orchard_posttrain"
+# Starts on the curated corpus beside the nano chain; not part of it (the crawled site).
+INDEX_DAG = "orchard_index"
 # orchard_posttrain's Params for an imported base model, sized for `make run` on 2 CPU
 # cores (docs/posttraining.md, "Adapting a base model"): a 135M model trains at ~200
 # tokens/s, so few steps, and learning rates that adapt an instruct model without
@@ -104,13 +106,15 @@ def orchard_build():
 
         settings = load_settings()
         started = datetime.now(UTC).isoformat()
-        head, nano = settings.pipeline_head, settings.pipeline_followers[0]
+        head = settings.pipeline_head
+        nano = next(d for d in settings.pipeline_followers if d != INDEX_DAG)
         chain = [IMPORT_DAG, POSTTRAIN_DAG] if params["base"] else settings.pipeline_followers
         with AirflowClient.from_settings(settings) as client:
             unpause_chain(client, [head, *chain])
             # Adapting a base model needs the corpus alone: the from-scratch chain's first
             # stage is paused while the corpus is published (Airflow queues no run for a
-            # paused DAG), else it would re-run the nano chain beside the adaptation.
+            # paused DAG), else it would re-run the nano chain beside the adaptation. The
+            # index runs (the same corpus reuses the finished index).
             hold = bool(params["base"]) and not client.wait_for_dag(nano)["is_paused"]
             if hold:
                 client.pause(nano)

@@ -318,6 +318,13 @@ class Settings(BaseSettings):
     )
 
     # -- knowledge: embeddings, vector stores, uploaded files (docs/knowledge.md) ------
+    memory_extraction: Literal["rules", "model"] = Field(
+        "rules",
+        description="How facts to remember are picked from a user's message after a turn: "
+        "`rules` (patterns of lasting first-person statements), or `model` (the chat's "
+        "model is asked; only sentences the user wrote are kept, and the rules answer when "
+        "serving fails). The demo's small models cannot be trusted to pick well: rules.",
+    )
     embedding_model: Path | None = Field(
         None,
         description="A sentence-transformers model directory that embeds knowledge "

@@ -6,14 +6,21 @@ rules for lasting first-person statements: preferences ("I prefer short answers"
 "please always answer in French"), facts about them or their work ("my project uses
 Python 3.11", "I work at a bakery", "call me Sam") and explicit requests ("remember
 that ..."). Questions, conditionals and passing states ("my code is broken") are not
-remembered. Rules only, for now: the model is not asked, because the demo's small chat
-model cannot be trusted to quote the user faithfully (docs/knowledge.md).
+remembered. With `memory_extraction = "model"` the chat's model picks the facts instead
+(`extract_by_model`): it is asked to copy the user's sentences, and only what the user
+wrote (case and spacing aside) is kept, so a made-up fact never becomes a memory; when
+serving fails, the rules answer. Rules are the default: the demo's small chat models
+cannot be trusted to pick well (docs/knowledge.md).
 
 Storage: a `Memory` row per fact, its text as the user wrote it, with its vector from the
 platform's embedding model (model name and dimension beside it). A fact already
 remembered, word for word or nearly (cosine >= DUPLICATE_SIMILARITY), is not stored
 twice. The user lists, edits, disables and deletes memories (routes/memory.py); a user
 has at most MAX_MEMORIES.
+
+A user switches memory off and on (`User.memory_enabled`, the settings page): off,
+nothing is extracted from their turns and nothing recalled into them; the memories they
+have stay listed, to edit or delete.
 
 Recall, when a turn opens (`with_memories`): the user's enabled memories are ranked by
 cosine similarity to the question and the best TOP_K that fit in TOKEN_BUDGET (counted
@@ -31,6 +38,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
@@ -82,6 +90,14 @@ _NOT_LASTING = re.compile(
     re.IGNORECASE,
 )
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+MODEL_PROMPT = (
+    "Find the lasting facts the user states about themselves, their work or their "
+    "preferences, worth remembering in later chats. Copy each one exactly as the user "
+    "wrote it, one per line, each line starting with '- '. Leave out questions, requests "
+    "about this chat only and passing states. If there is none, answer NONE."
+)
+MODEL_TIMEOUT_S = 60
+MODEL_MAX_TOKENS = 200
 
 
 def extract_facts(text: str) -> list[str]:
@@ -100,6 +116,49 @@ def extract_facts(text: str) -> list[str]:
                     if fact not in facts:
                         facts.append(fact)
                 break
+    return facts
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!\"'“”")
+
+
+def extract_by_model(settings: Settings, model: str, text: str) -> list[str] | None:
+    """The facts the chat model `model` picks in a user message, kept only where they are
+    the user's own words (a part of `text`, case and spacing aside), not a question and
+    not a passing state; None when serving gives no answer (the caller uses the rules).
+    The tokens are the platform's: the user is not billed for them."""
+    request = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": MODEL_PROMPT},
+            {"role": "user", "content": text},
+        ],
+        "max_tokens": MODEL_MAX_TOKENS,
+        "temperature": 0,
+        "stream": False,
+    }
+    try:
+        response = httpx.post(
+            f"{settings.serving_base_url}/v1/chat/completions", json=request,
+            timeout=MODEL_TIMEOUT_S,
+        )  # fmt: skip
+        response.raise_for_status()
+        answer = response.json()["choices"][0]["message"]["content"]
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
+        log.warning("memory extraction by %s failed (the rules answer): %s", model, error)
+        return None
+    said = _plain(text)
+    facts: list[str] = []
+    for line in str(answer).splitlines():
+        fact = line.strip().removeprefix("-").strip().strip("\"'“”").rstrip(".!").strip()
+        if not (SENTENCE_CHARS[0] <= len(fact) <= SENTENCE_CHARS[1]) or _plain(fact) not in said:
+            continue  # too short or long, NONE, or not what the user wrote
+        if fact.endswith("?") or _NOT_LASTING.search(fact):
+            continue
+        fact = fact[0].upper() + fact[1:] + "."
+        if fact not in facts:
+            facts.append(fact)
     return facts
 
 
@@ -221,6 +280,8 @@ def with_memories(
 ) -> list[dict]:
     """`context` (the turn's system prompt and history) with the memories recalled for
     `question` added to its system message (one is made when the chat has none)."""
+    if not user.memory_enabled:
+        return context
     memories = recall(session, settings, user, question)
     if not memories:
         return context
@@ -230,18 +291,32 @@ def with_memories(
     return [{"role": "system", "content": block}, *context]
 
 
-def remember_turn(settings: Settings, engine: Engine, user_id: str, text: str, message_id: str):
-    """After an answered turn: store the facts the user's message states (rules)."""
-    facts = extract_facts(text)
+def remember_turn(
+    settings: Settings,
+    engine: Engine,
+    user_id: str,
+    text: str,
+    message_id: str,
+    model: str | None = None,
+):
+    """After an answered turn: store the facts the user's message states (by the rules, or
+    by `model` when the settings say so and serving answers), unless the user switched
+    memory off."""
+    facts = None
+    if settings.memory_extraction == "model" and model is not None:
+        facts = extract_by_model(settings, model, text)
+    source = "rules" if facts is None else "model"
+    facts = extract_facts(text) if facts is None else facts
     if not facts:
         return []
-    embedder = load_embedder(settings.embedding_model)
     stored = []
     with Session(engine, expire_on_commit=False) as session:
+        user = session.get(User, user_id)
+        if user is None or not user.memory_enabled:
+            return []
+        embedder = load_embedder(settings.embedding_model)
         for fact in facts:
-            memory = add_memory(
-                session, embedder, user_id, fact[:MEMORY_CHARS], "rules", message_id
-            )
+            memory = add_memory(session, embedder, user_id, fact[:MEMORY_CHARS], source, message_id)
             if memory is not None:
                 stored.append(memory)
     return stored
@@ -251,10 +326,13 @@ def after_turn(settings: Settings, engine: Engine) -> Callable[[OpenedTurn], Non
     """What the `TurnRunner` calls (in a worker thread) after a turn is answered."""
 
     def remember(opened: OpenedTurn) -> None:
+        if not opened.memory:
+            return  # switched off when the turn opened
         question = opened.user_message
         try:
-            remember_turn(settings, engine, opened.serving_request["user"], question.content,
-                          question.id)  # fmt: skip
+            request = opened.serving_request
+            remember_turn(settings, engine, request["user"], question.content, question.id,
+                          request["model"])  # fmt: skip
         except Exception:  # a memory lost is no reason to disturb the chat
             log.exception("remembering facts of message %s failed", question.id)
 

@@ -132,6 +132,9 @@ class User(PlatformTable, table=True):
     feedback_for_training: bool = Field(
         default=True, sa_column_kwargs={"server_default": sa_true()}
     )
+    # Long-term memory (memory.py): on by default; off, nothing is remembered from the
+    # user's chats and nothing recalled into them (the memories stay, to list or delete).
+    memory_enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa_true()})
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -431,26 +434,39 @@ class AuditEntry(PlatformTable, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
 
-class ModelAccessRule(PlatformTable, table=True):
-    """Grants a role or one user a model: a serve alias (`champion`), a registered version
-    (`orchard-chat/3`) or `*` for every one. A subject with no rule gets the defaults."""
-
-    __tablename__ = "model_access_rules"
-    __table_args__ = (
+def _subject_checks() -> tuple[CheckConstraint, ...]:
+    """An access rule's checks (fresh objects: a constraint belongs to one table)."""
+    return (
         CheckConstraint("(role IS NULL) <> (user_id IS NULL)", name="one_subject"),
         CheckConstraint(f"role IS NULL OR {_in('role', ROLES)}", name="role"),
     )
+
+
+class AccessRule(PlatformTable):
+    """What every access rule has: its subject, a role or one user (exactly one of the
+    two), and who made it when. A table of rules adds the column naming what is granted
+    (`ModelAccessRule.model`, `KnowledgeAccessRule.knowledge_base`) and the checks of
+    `_subject_checks()`; platform_api/access.py has the semantics."""
 
     id: int | None = Field(default=None, primary_key=True)
     role: str | None = Field(default=None, max_length=16)
     user_id: str | None = Field(
         default=None, foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE"
     )
-    model: str = Field(max_length=200)
     created_at: datetime = _created()
     created_by: str | None = Field(
         default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
     )
+
+
+class ModelAccessRule(AccessRule, table=True):
+    """Grants a role or one user a model: a serve alias (`champion`), a registered version
+    (`orchard-chat/3`) or `*` for every one. A subject with no rule gets the defaults."""
+
+    __tablename__ = "model_access_rules"
+    __table_args__ = _subject_checks()
+
+    model: str = Field(max_length=200)
 
 
 class FeatureFlag(PlatformTable, table=True):
@@ -551,27 +567,15 @@ class KnowledgeFile(PlatformTable, table=True):
     updated_at: datetime = _created()
 
 
-class KnowledgeAccessRule(PlatformTable, table=True):
+class KnowledgeAccessRule(AccessRule, table=True):
     """Grants a role or one user a shared knowledge base (by slug, or `*` for every one),
     with the semantics of `ModelAccessRule`: a subject with no rule may use every shared
     base, its first rule restricts it to what its rules name (platform_api/access.py)."""
 
     __tablename__ = "knowledge_access_rules"
-    __table_args__ = (
-        CheckConstraint("(role IS NULL) <> (user_id IS NULL)", name="one_subject"),
-        CheckConstraint(f"role IS NULL OR {_in('role', ROLES)}", name="role"),
-    )
+    __table_args__ = _subject_checks()
 
-    id: int | None = Field(default=None, primary_key=True)
-    role: str | None = Field(default=None, max_length=16)
-    user_id: str | None = Field(
-        default=None, foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE"
-    )
     knowledge_base: str = Field(max_length=40)
-    created_at: datetime = _created()
-    created_by: str | None = Field(
-        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
-    )
 
 
 class Memory(PlatformTable, table=True):
@@ -615,6 +619,19 @@ class ChatKnowledge(PlatformTable, table=True):
         ondelete="CASCADE",
     )  # fmt: skip
     chat_files: bool = Field(default=False)
+    created_at: datetime = _created()
+
+
+class ChatSharedKnowledge(PlatformTable, table=True):
+    """A shared knowledge base (by slug: the crawled site) a chat retrieves from. Used only
+    while the access rules let the chat's user use it (platform_api/shared_knowledge.py)."""
+
+    __tablename__ = "chat_shared_knowledge"
+
+    chat_id: str = Field(
+        foreign_key="chats.id", primary_key=True, max_length=32, ondelete="CASCADE"
+    )
+    slug: str = Field(primary_key=True, max_length=40)
     created_at: datetime = _created()
 
 

@@ -141,6 +141,9 @@ class UserMe(UserPublic):
     feedback_for_training: bool = Field(
         True, description="Use my feedback to improve the model (on by default)."
     )
+    memory_enabled: bool = Field(
+        True, description="Long-term memory: remember facts I state, recall them in chats."
+    )
 
 
 class ProfileUpdate(Request):
@@ -466,6 +469,12 @@ class FeedbackPublic(Public):
 class FeedbackConsent(Request):
     feedback_for_training: bool = Field(
         description="Use my feedback (ratings, regenerations, edits) to improve the model."
+    )
+
+
+class MemorySwitch(Request):
+    memory_enabled: bool = Field(
+        description="Remember facts I state in chats and recall them in later chats."
     )
 
 
@@ -913,9 +922,27 @@ class KnowledgeChunkPublic(Public):
     heading: str
 
 
+class SharedKnowledgeBasePublic(BaseModel):
+    """A knowledge base a pipeline published for everyone (the crawled site)."""
+
+    slug: str
+    title: str
+    embedding_model: str
+    embedding_dimension: int
+    documents: int
+    chunks: int
+    published_at: str
+
+
 class ChatKnowledgeSet(Request):
     knowledge_base_ids: list[str] = Field(
         max_length=20, description="The caller's knowledge bases this chat retrieves from."
+    )
+    shared_knowledge_bases: list[str] | None = Field(
+        None,
+        max_length=20,
+        description="Slugs of the shared knowledge bases (the crawled site) this chat "
+        "retrieves from, each one the caller may use; left out: unchanged.",
     )
 
 
@@ -924,6 +951,10 @@ class ChatKnowledgePublic(BaseModel):
         description="The knowledge bases the user attached to the chat."
     )
     files: list[KnowledgeFilePublic] = Field(description="The files uploaded into the chat.")
+    shared_knowledge_bases: list[SharedKnowledgeBasePublic] = Field(
+        default_factory=list,
+        description="The shared knowledge bases the chat uses (those the caller may use).",
+    )
 
 
 class KnowledgeFlagPublic(Public):
@@ -1040,15 +1071,3 @@ class KnowledgeAccessRulePublic(Public):
     knowledge_base: str
     created_at: datetime
     created_by: str | None
-
-
-class SharedKnowledgeBasePublic(BaseModel):
-    """A knowledge base a pipeline published for everyone (the crawled site)."""
-
-    slug: str
-    title: str
-    embedding_model: str
-    embedding_dimension: int
-    documents: int
-    chunks: int
-    published_at: str

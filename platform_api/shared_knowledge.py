@@ -17,6 +17,19 @@ from platform_api.access import knowledge_bases_for
 from platform_api.errors import ApiError, not_found
 from platform_api.knowledge import Knowledge
 from platform_api.models import User
+from platform_api.schemas import SharedKnowledgeBasePublic
+
+
+def public_base(base: SharedBase) -> SharedKnowledgeBasePublic:
+    return SharedKnowledgeBasePublic(
+        slug=base.slug,
+        title=base.title,
+        embedding_model=base.model.name,
+        embedding_dimension=base.model.dimension,
+        documents=base.documents,
+        chunks=base.chunks,
+        published_at=base.published_at,
+    )
 
 
 def usable_bases(session: Session, settings: Settings, user: User) -> list[SharedBase]:

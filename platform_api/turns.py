@@ -99,6 +99,9 @@ class OpenedTurn:
     pricing: Pricing | None = None
     # The knowledge bases the turn retrieves from (chat_knowledge.py); None: none.
     knowledge: KnowledgeScope | None = None
+    # Whether the user's memory was on when the turn opened (memory.py): off, nothing of
+    # the turn is remembered, even if it is switched on before the turn ends.
+    memory: bool = True
 
 
 # (the message named, the last visible one) -> (the question, supersede from seq)
@@ -205,7 +208,7 @@ def _open(
     pricing = Pricing.from_settings(settings)
     text = question if isinstance(question, str) else question.content
     context = with_memories(session, settings, user, context, text)  # memory.py
-    knowledge = knowledge_scope(session, user, chat)
+    knowledge = knowledge_scope(session, settings, user, chat)
     reserved = [*context, {"content": text}, *source_reservation(knowledge)]
     reservation = _reserve(session, user, chat, pricing, reserved)
     session.exec(update(Chat).where(Chat.id == chat.id).values(updated_at=now))
@@ -234,6 +237,7 @@ def _open(
         reservation=reservation,
         pricing=pricing,
         knowledge=knowledge,
+        memory=user.memory_enabled,
         serving_request={
             "model": alias,
             "messages": messages,

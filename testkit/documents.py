@@ -1,6 +1,7 @@
 """Documents the knowledge tests upload, written here (no fixture files, no download):
-a PDF with a text layer (hand-written PDF syntax, Helvetica), a DOCX (python-docx), an
-HTML page with a script, a PNG with text rendered by Pillow (for OCR), and bombs."""
+a PDF with a text layer (hand-written PDF syntax, Helvetica), a scanned PDF (pages that
+are images only, by Pillow), a DOCX (python-docx), an HTML page with a script, a PNG with
+text rendered by Pillow (for OCR), and bombs."""
 
 from __future__ import annotations
 
@@ -104,6 +105,17 @@ def make_png(lines: list[str], scale: int = 3) -> bytes:
         draw.text((20 * scale, (10 + 20 * i) * scale), line, fill=0, font=font)
     out = io.BytesIO()
     image.save(out, "PNG")
+    return out.getvalue()
+
+
+def make_scanned_pdf(pages: list[list[str]], scale: int = 3) -> bytes:
+    """A PDF like a scanner makes: page i is one image (JPEG) of the lines pages[i], and
+    there is no text layer at all."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(make_png(lines, scale))).convert("RGB") for lines in pages]
+    out = io.BytesIO()
+    images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=72 * scale)
     return out.getvalue()
 
 

@@ -1,7 +1,8 @@
 """Uploaded files: what they are (sniffed from their bytes, never from their name), the
 limits they must keep, and their text as sections (heading, page).
 
-Formats: PDF (pypdf: text per page), DOCX (python-docx: paragraphs, `Heading N` styles),
+Formats: PDF (pypdf: text per page; a page without a text layer, a scan, is read by OCR
+of its images), DOCX (python-docx: paragraphs, `Heading N` styles),
 HTML (trafilatura: the main content, headings kept; scripts, styles and event handlers
 never reach the text), Markdown (`#` headings), plain text, and PNG/JPEG images (OCR by
 Debian's `tesseract`). Every refusal is a `FileRejected` whose message tells the uploader
@@ -44,6 +45,7 @@ SUPPORTED = "PDF, DOCX, HTML, Markdown, plain text, PNG or JPEG"
 MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdown", ".mkd")
 MAX_ZIP_RATIO = 100  # a DOCX member compressed more than 100:1 is a bomb, not a document
 OCR_TIMEOUT_S = 120
+OCR_MAX_PAGES = 50  # pages of one PDF read by OCR (each takes seconds of a core)
 FILENAME_MAX = 200
 
 
@@ -189,12 +191,21 @@ def _parse_pdf(data: bytes, limits: FileLimits) -> ParsedFile:
                 raise FileRejected(
                     f"the PDF has {count} pages, more than the {limits.max_pages} allowed: split it"
                 )
-            sections, total = [], 0
+            sections, total, scanned = [], 0, 0
             for number, page in enumerate(reader.pages, start=1):
                 contents = page.get_contents()  # decoded (and cached) here, so a stream
                 if contents is not None:  # past the limit raises, which extract_text hides
                     contents.get_data()
                 text = page.extract_text() or ""
+                if not text.strip():  # no text layer: a scanned page
+                    scanned += 1
+                    if scanned > OCR_MAX_PAGES:
+                        raise FileRejected(
+                            f"the PDF has more than {OCR_MAX_PAGES} pages without a text "
+                            "layer (scans, read by OCR): split it, or upload it with its "
+                            "text layer"
+                        )
+                    text = _ocr_page(page, limits)
                 total += len(text)
                 if total > cap:
                     raise FileRejected(_unpacks_too_much(limits))
@@ -205,10 +216,33 @@ def _parse_pdf(data: bytes, limits: FileLimits) -> ParsedFile:
         raise FileRejected(f"the PDF cannot be read ({error}): is it damaged?") from None
     if not any(s.text for s in sections):
         raise FileRejected(
-            "the PDF has no text layer (a scan?): OCR of PDFs is not supported yet, upload "
-            "its pages as PNG or JPEG images"
+            "no text found in the PDF: it has no text layer, and OCR read nothing in its "
+            "images; upload a PDF with text, or clearer scans"
         )
     return ParsedFile("pdf", sections, pages=count)
+
+
+def _ocr_page(page, limits: FileLimits) -> str:
+    """The text of a PDF page without a text layer: its images (a scan), read by OCR.
+    Each image's size is checked from its dictionary before anything is decoded."""
+    resources = page.get("/Resources")
+    xobjects = resources.get_object().get("/XObject") if resources is not None else None
+    for xobject in (xobjects.get_object() if xobjects is not None else {}).values():
+        image = xobject.get_object()
+        if image.get("/Subtype") != "/Image":
+            continue
+        width, height = int(image.get("/Width", 0)), int(image.get("/Height", 0))
+        if width * height * 4 > limits.max_decompressed_bytes:
+            raise FileRejected(
+                f"a page of the PDF is a {width}×{height} pixel image, more than "
+                f"{limits.max_decompressed_bytes:,} bytes unpacked: upload smaller scans"
+            )
+    texts = []
+    for found in page.images:
+        png = io.BytesIO()
+        found.image.save(png, "PNG")
+        texts.append(ocr(png.getvalue()))
+    return "\n\n".join(text for text in texts if text)
 
 
 def _parse_docx(data: bytes, limits: FileLimits) -> ParsedFile:

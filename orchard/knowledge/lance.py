@@ -31,6 +31,7 @@ from orchard.knowledge.vectors import (
     check_id,
     check_model,
     check_vectors,
+    search_mode,
 )
 
 FIELDS = ("id", "owner", "file_id", "seq", "text", "source", "page", "heading")
@@ -140,14 +141,9 @@ class LanceStore:
         file_ids: Sequence[str] | None = None,
     ) -> list[Hit]:
         table = self._table(name, model)
-        if file_ids is not None and not file_ids:
-            return []
         where = _where(owner, file_ids)
-        if not text.strip():
-            mode = "vector" if mode == "hybrid" else mode
-        if mode == "keyword" and not text.strip():
-            return []
-        if table.count_rows() == 0:
+        mode = search_mode(text, mode, file_ids)
+        if mode is None or table.count_rows() == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).tolist()
         if mode == "vector":

@@ -142,6 +142,17 @@ def check_vectors(chunks: Sequence[Chunk], vectors: np.ndarray, model: Embedding
         )
 
 
+def search_mode(text: str, mode: SearchMode, file_ids: Sequence[str] | None) -> SearchMode | None:
+    """The mode a search runs in, the same in every store; None when it can find nothing:
+    an empty `file_ids` (searching within no file), or a keyword search without a word.
+    With no word to match, a hybrid search is a vector search."""
+    if file_ids is not None and not file_ids:
+        return None
+    if text.strip():
+        return mode
+    return None if mode == "keyword" else "vector"
+
+
 def re_embed(store: VectorStore, name: str, embedder: Embedder, batch: int = 256) -> int:
     """Rebuild collection `name` with `embedder`'s model: every chunk is embedded again
     (before anything is changed, so a failure leaves the old collection whole), then the

@@ -30,6 +30,7 @@ from orchard.knowledge.vectors import (
     check_id,
     check_model,
     check_vectors,
+    search_mode,
 )
 
 BATCH_SIZE = 100
@@ -163,15 +164,12 @@ class WeaviateStore:
         from weaviate.classes.query import HybridFusion, MetadataQuery
 
         collection = self._collection(name, model)
-        if file_ids is not None and not file_ids:
-            return []
         where = _filter(owner, file_ids)
+        mode = search_mode(text, mode, file_ids)
+        if mode is None:
+            return []
         query = np.asarray(vector, dtype=np.float32).tolist()
         metadata = MetadataQuery(score=True, distance=True)
-        if not text.strip():  # nothing for BM25: hybrid is vector search, keyword finds none
-            if mode == "keyword":
-                return []
-            mode = "vector"
         if mode == "vector":
             result = collection.query.near_vector(
                 near_vector=query, limit=k, filters=where, return_metadata=metadata

@@ -8,7 +8,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from platform_api.access import (
     FLAG_KEY,
@@ -21,7 +21,14 @@ from platform_api.access import (
 from platform_api.audit import audit
 from platform_api.deps import AdminUser, ChatsReader, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import FeatureFlag, KnowledgeAccessRule, ModelAccessRule, User, utcnow
+from platform_api.models import (
+    AccessRule,
+    FeatureFlag,
+    KnowledgeAccessRule,
+    ModelAccessRule,
+    User,
+    utcnow,
+)
 from platform_api.schemas import (
     OFFSET_MAX,
     AccessRuleCreate,
@@ -101,25 +108,7 @@ def create_access_rule(
             f"{settings.model_name}/<version> or the embedding model "
             f"{embedding_names(settings)[0]}",
         )
-    if body.user_id is not None and session.get(User, body.user_id) is None:
-        raise ApiError(422, "invalid_request", f"user_id: no user has the id {body.user_id!r}")
-    existing = session.exec(
-        select(ModelAccessRule).where(
-            ModelAccessRule.role == body.role
-            if body.role
-            else ModelAccessRule.user_id == body.user_id,
-            ModelAccessRule.model == body.model,
-        )
-    ).first()
-    if existing is not None:
-        response.status_code = 200
-        return existing
-    rule = ModelAccessRule(**body.model_dump(), created_by=admin.id)
-    session.add(rule)
-    session.flush()
-    audit(session, admin, "model_access.grant", body.role or body.user_id, model=body.model)
-    session.commit()
-    return rule
+    return grant_rule(session, admin, response, ModelAccessRule, "model", body, "model_access")
 
 
 @router.delete("/admin/model-access/{rule_id}", status_code=204)
@@ -127,20 +116,7 @@ def delete_access_rule(
     rule_id: Annotated[int, Path(ge=1, le=OFFSET_MAX)], admin: AdminUser, session: SessionDep
 ) -> Response:
     """Chats already set to the model are refused at their next send."""
-    rule = session.get(ModelAccessRule, rule_id)
-    if rule is None:
-        raise not_found("model access rule")
-    audit(
-        session,
-        admin,
-        "model_access.revoke",
-        rule.role or rule.user_id or "",
-        model=rule.model,
-        rule_id=rule.id,
-    )
-    session.delete(rule)
-    session.commit()
-    return Response(status_code=204)
+    return revoke_rule(session, admin, ModelAccessRule, "model", rule_id, "model_access")
 
 
 # -- feature flags (administrators) ----------------------------------------------------------
@@ -238,46 +214,66 @@ def create_knowledge_rule(
             f"knowledge_base {body.knowledge_base!r} is not a published shared knowledge base: "
             f"use * or one of {', '.join(slugs) or 'none yet (run the orchard_index DAG)'}",
         )
-    if body.user_id is not None and session.get(User, body.user_id) is None:
-        raise ApiError(422, "invalid_request", f"user_id: no user has the id {body.user_id!r}")
-    existing = session.exec(
-        select(KnowledgeAccessRule).where(
-            KnowledgeAccessRule.role == body.role
-            if body.role
-            else KnowledgeAccessRule.user_id == body.user_id,
-            KnowledgeAccessRule.knowledge_base == body.knowledge_base,
-        )
-    ).first()
-    if existing is not None:
-        response.status_code = 200
-        return existing
-    rule = KnowledgeAccessRule(**body.model_dump(), created_by=admin.id)
-    session.add(rule)
-    session.flush()
-    audit(
-        session,
-        admin,
-        "knowledge_access.grant",
-        body.role or body.user_id,
-        knowledge_base=body.knowledge_base,
+    return grant_rule(
+        session, admin, response, KnowledgeAccessRule, "knowledge_base", body, "knowledge_access"
     )
-    session.commit()
-    return rule
 
 
 @router.delete("/admin/knowledge-access/{rule_id}", status_code=204)
 def delete_knowledge_rule(
     rule_id: Annotated[int, Path(ge=1, le=OFFSET_MAX)], admin: AdminUser, session: SessionDep
 ) -> Response:
-    rule = session.get(KnowledgeAccessRule, rule_id)
+    return revoke_rule(
+        session, admin, KnowledgeAccessRule, "knowledge_base", rule_id, "knowledge_access"
+    )
+
+
+# -- granting and revoking rules of either kind ----------------------------------------------
+def grant_rule(
+    session: Session,
+    admin: User,
+    response: Response,
+    table: type[AccessRule],
+    target: str,
+    body: AccessRuleCreate | KnowledgeAccessRuleCreate,
+    action: str,
+) -> AccessRule:
+    """Store the rule `body` in `table`, whose column `target` names what it grants, and
+    audit it as `<action>.grant`; the same rule again answers the existing one (200)."""
+    if body.user_id is not None and session.get(User, body.user_id) is None:
+        raise ApiError(422, "invalid_request", f"user_id: no user has the id {body.user_id!r}")
+    granted = getattr(body, target)
+    existing = session.exec(
+        select(table).where(
+            table.role == body.role if body.role else table.user_id == body.user_id,
+            getattr(table, target) == granted,
+        )
+    ).first()
+    if existing is not None:
+        response.status_code = 200
+        return existing
+    rule = table(**body.model_dump(), created_by=admin.id)
+    session.add(rule)
+    session.flush()
+    audit(session, admin, f"{action}.grant", body.role or body.user_id, **{target: granted})
+    session.commit()
+    return rule
+
+
+def revoke_rule(
+    session: Session, admin: User, table: type[AccessRule], target: str, rule_id: int, action: str
+) -> Response:
+    """Delete rule `rule_id` of `table` (404 naming the kind of rule), audited as
+    `<action>.revoke`."""
+    rule = session.get(table, rule_id)
     if rule is None:
-        raise not_found("knowledge access rule")
+        raise not_found(action.replace("_", " ") + " rule")
     audit(
         session,
         admin,
-        "knowledge_access.revoke",
+        f"{action}.revoke",
         rule.role or rule.user_id or "",
-        knowledge_base=rule.knowledge_base,
+        **{target: getattr(rule, target)},
         rule_id=rule.id,
     )
     session.delete(rule)

@@ -14,38 +14,55 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, Response, UploadFile
 from sqlmodel import select
 
-from platform_api.chat_knowledge import attach_bases, chat_bases, chat_files, chat_files_base
+from platform_api.chat_knowledge import (
+    attach_bases,
+    chat_bases,
+    chat_files,
+    chat_files_base,
+    chat_shared_bases,
+    use_shared,
+)
 from platform_api.chats import owned_chat
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import not_found
 from platform_api.knowledge import accept_upload
 from platform_api.models import Chat, KnowledgeFile
 from platform_api.schemas import ChatKnowledgePublic, ChatKnowledgeSet, KnowledgeFilePublic
+from platform_api.shared_knowledge import public_base
 
 router = APIRouter(prefix="/chats/{chat_id}", tags=["chats"])
 
 
-def _public(session, chat: Chat) -> ChatKnowledgePublic:
+def _public(session, request: Request, user, chat: Chat) -> ChatKnowledgePublic:
+    shared = chat_shared_bases(session, request.app.state.settings, user, chat)
     return ChatKnowledgePublic(
         knowledge_bases=[base for link, base in chat_bases(session, chat) if not link.chat_files],
         files=chat_files(session, chat),
+        shared_knowledge_bases=[public_base(base) for base in shared],
     )
 
 
 @router.get("/knowledge", response_model=ChatKnowledgePublic)
-def get_chat_knowledge(chat_id: str, user: ChatsReader, session: SessionDep) -> ChatKnowledgePublic:
-    """The knowledge bases attached to the chat and the files uploaded into it."""
-    return _public(session, owned_chat(session, user, chat_id))
+def get_chat_knowledge(
+    chat_id: str, user: ChatsReader, session: SessionDep, request: Request
+) -> ChatKnowledgePublic:
+    """The knowledge bases attached to the chat, the files uploaded into it and the
+    shared bases (the crawled site) it uses."""
+    return _public(session, request, user, owned_chat(session, user, chat_id))
 
 
 @router.put("/knowledge", response_model=ChatKnowledgePublic)
 def set_chat_knowledge(
-    chat_id: str, body: ChatKnowledgeSet, user: ChatsWriter, session: SessionDep
+    chat_id: str, body: ChatKnowledgeSet, user: ChatsWriter, session: SessionDep, request: Request
 ) -> ChatKnowledgePublic:
-    """Attach exactly these knowledge bases (the caller's own) to the chat."""
+    """Attach exactly these knowledge bases (the caller's own) to the chat, and, when
+    `shared_knowledge_bases` is given, exactly these shared bases (each one the caller
+    may use: else 404)."""
     chat = owned_chat(session, user, chat_id)
-    attach_bases(session, user, chat, body.knowledge_base_ids)
-    return _public(session, chat)
+    if body.shared_knowledge_bases is not None:
+        use_shared(session, request.app.state.settings, user, chat, body.shared_knowledge_bases)
+    attach_bases(session, user, chat, body.knowledge_base_ids)  # commits both, or neither
+    return _public(session, request, user, chat)
 
 
 @router.get("/files", response_model=list[KnowledgeFilePublic])

@@ -12,21 +12,9 @@ from platform_api.schemas import (
     KnowledgeSearch,
     SharedKnowledgeBasePublic,
 )
-from platform_api.shared_knowledge import search_shared, usable_base, usable_bases
+from platform_api.shared_knowledge import public_base, search_shared, usable_base, usable_bases
 
 router = APIRouter(prefix="/shared-knowledge", tags=["knowledge"])
-
-
-def _public(base) -> SharedKnowledgeBasePublic:
-    return SharedKnowledgeBasePublic(
-        slug=base.slug,
-        title=base.title,
-        embedding_model=base.model.name,
-        embedding_dimension=base.model.dimension,
-        documents=base.documents,
-        chunks=base.chunks,
-        published_at=base.published_at,
-    )
 
 
 @router.get("", response_model=list[SharedKnowledgeBasePublic])
@@ -34,7 +22,7 @@ def list_shared_bases(
     user: ChatsReader, session: SessionDep, request: Request
 ) -> list[SharedKnowledgeBasePublic]:
     """The shared knowledge bases the caller may search."""
-    return [_public(b) for b in usable_bases(session, request.app.state.settings, user)]
+    return [public_base(b) for b in usable_bases(session, request.app.state.settings, user)]
 
 
 @router.post("/{slug}/search", response_model=list[KnowledgeHit])

@@ -21,6 +21,7 @@ from platform_api.schemas import (
     ApiKeyCreated,
     ApiKeyPublic,
     FeedbackConsent,
+    MemorySwitch,
     PasswordChange,
     ProfileUpdate,
     UserMe,
@@ -62,6 +63,17 @@ def set_feedback_consent(body: FeedbackConsent, user: CurrentUser, session: Sess
     """Turn "use my feedback to improve the model" on or off (the privacy page). Off, the
     feedback export leaves out all of the account's feedback, past ones included."""
     user.feedback_for_training = body.feedback_for_training
+    user.updated_at = utcnow()
+    session.add(user)
+    session.commit()
+    return account_view(session, user)
+
+
+@router.put("/users/me/memory", response_model=UserMe)
+def set_memory_switch(body: MemorySwitch, user: CurrentUser, session: SessionDep) -> UserMe:
+    """Turn long-term memory on or off (the settings page). Off, nothing is remembered
+    from the account's chats and nothing recalled into them; its memories stay listed."""
+    user.memory_enabled = body.memory_enabled
     user.updated_at = utcnow()
     session.add(user)
     session.commit()

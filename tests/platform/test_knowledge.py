@@ -16,7 +16,14 @@ import pytest
 from orchard.knowledge.embeddings import EmbeddingModel
 from orchard.knowledge.lance import LanceStore
 from orchard.settings import Settings
-from testkit.documents import make_docx, make_html, make_pdf, make_pdf_bomb, make_png
+from testkit.documents import (
+    make_docx,
+    make_html,
+    make_pdf,
+    make_pdf_bomb,
+    make_png,
+    make_scanned_pdf,
+)
 from tests.platform.conftest import PASSWORD
 
 MAX_FILE = 300_000
@@ -113,6 +120,16 @@ FILES = {
         "What protected the blossoms from frost?",
         "sprinklers",
     ),
+    "scan.pdf": (
+        make_scanned_pdf(
+            [
+                ["Cider pressing starts in late September."],
+                ["Store the cider bottles at 12 degrees in the cellar."],
+            ]
+        ),
+        "At what temperature are the cider bottles stored?",
+        "12 degrees",
+    ),  # fmt: skip
     "label.png": (
         make_png(["Variety: Granny Smith", "Harvest in October"]),
         "Which apple variety is on the label?",
@@ -137,6 +154,7 @@ def test_each_file_type_is_indexed_and_its_passage_found(api):
         assert file["status"] == "ready", (name, file["error"])
         assert file["chunks"] >= 1 and file["seen"][-1] == "ready"
     assert files["report.pdf"]["pages"] == 2
+    assert files["scan.pdf"]["pages"] == 2  # no text layer: read by OCR
     assert files["report.pdf"]["media_type"] == "application/pdf"
     assert files["label.png"]["media_type"] == "image/png"
 
@@ -146,6 +164,8 @@ def test_each_file_type_is_indexed_and_its_passage_found(api):
         assert best["source"] == name
     best = search(api, alice, base, "revenue growth in May", k=1)[0]["chunk"]
     assert best["page"] == 2
+    best = search(api, alice, base, "cider bottles temperature", k=1)[0]["chunk"]
+    assert (best["source"], best["page"]) == ("scan.pdf", 2)
 
     chunks = api.http.get(f"/knowledge/{base['id']}/files/{files['pests.html']['id']}/chunks",
                           headers=alice.headers).json()  # fmt: skip

@@ -120,6 +120,59 @@ def test_facts_stated_in_a_chat_reach_a_later_chat_and_only_their_owner(api, ser
     # proof that the repeated fact was not stored twice.
     assert len(remembered(api, alice, 3)) == 3
 
+    # Memory switched off (the settings page): nothing recalled, nothing remembered; the
+    # memories stay listed. On again, both resume.
+    switch = api.http.put("/users/me/memory", json={"memory_enabled": False}, headers=alice.headers)
+    assert switch.status_code == 200 and switch.json()["memory_enabled"] is False
+    assert api.http.get("/users/me", headers=alice.headers).json()["memory_enabled"] is False
+    answered_chat(api, alice, "I work at a bakery. What bread should I bake?")
+    assert "I prefer short answers." not in system_prompt(serving)
+    switch = api.http.put("/users/me/memory", json={"memory_enabled": True}, headers=alice.headers)
+    assert switch.json()["memory_enabled"] is True
+    answered_chat(api, alice, "I am learning the cello. Any advice?")
+    assert "- I prefer short answers." in system_prompt(serving)
+    assert {m["content"] for m in remembered(api, alice, 4)} == {
+        "I prefer short answers.",
+        "My project uses Python 3.11.",
+        "I live in Lyon.",
+        "I am learning the cello.",
+    }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing DB-specific
+def test_the_model_picks_facts_in_the_users_own_words_and_the_rules_stand_in(
+    settings, database_url, platform_pool, serving
+):
+    from testkit.serving_stub import Reply
+
+    model_settings = settings.model_copy(update={"memory_extraction": "model"})
+    with platform_pool.api(model_settings, database_url) as api:
+        alice = api.user("alice")
+        # The answer, then the extraction: one fact the user wrote (no rule knows "keep"),
+        # one the model made up, one question.
+        serving.script(
+            Reply(pieces=["Lavender."]),
+            Reply(pieces=["- I keep three hives of bees\n- I am the king of France.\n"
+                          "- What flowers do bees like?"]),
+        )  # fmt: skip
+        answered_chat(
+            api, alice, "By the way, I keep three hives of bees. What flowers do bees like?"
+        )
+        found = remembered(api, alice, 1)
+        assert [(m["content"], m["source"]) for m in found] == [
+            ("I keep three hives of bees.", "model")
+        ]
+        extraction = serving.requests[-1]
+        assert extraction["stream"] is False and extraction["model"] == "champion"
+        assert extraction["messages"][-1]["content"].startswith("By the way, I keep")
+        # Serving fails the extraction: the rules answer.
+        serving.script(Reply(pieces=["Noted."]), Reply(status=500))
+        answered_chat(api, alice, "I prefer short answers.")
+        assert {(m["content"], m["source"]) for m in remembered(api, alice, 2)} == {
+            ("I keep three hives of bees.", "model"),
+            ("I prefer short answers.", "rules"),
+        }
+
 
 def test_a_user_adds_edits_and_deletes_memories(api, serving):
     alice = api.user("alice")
@@ -183,7 +236,8 @@ def test_export_holds_my_memories_with_vectors_and_deletion_erases_them(api, ser
     assert left == [bob.id]
 
 
-def test_the_crawled_site_is_searchable_as_the_knowledge_access_rules_allow(api):
+def test_the_crawled_site_is_searchable_and_cited_in_chats_as_the_access_rules_allow(api, serving):
+    from tests.platform.test_chat_knowledge import ask
     from tests.unit.test_index import DOCS, SITE, curated, index, page_lines
 
     if not DOCS.is_dir():
@@ -207,6 +261,32 @@ def test_the_crawled_site_is_searchable_as_the_knowledge_access_rules_allow(api)
     assert hits.status_code == 200, hits.text
     assert hits.json()[0]["chunk"]["source"] == f"{SITE}/json.html"
 
+    # A chat that uses the crawled site answers a question about the docs citing the page.
+    chat = api.chat(alice)
+    knowledge = f"/chats/{chat['id']}/knowledge"
+    used = api.http.put(
+        knowledge, json={"knowledge_base_ids": [], "shared_knowledge_bases": ["crawled-site"]},
+        headers=alice.headers,
+    )  # fmt: skip
+    assert used.status_code == 200, used.text
+    assert [b["slug"] for b in used.json()["shared_knowledge_bases"]] == ["crawled-site"]
+    events = ask(api, alice, chat, "How do I turn a Python dict into a JSON string?")
+    assert [kind for kind, _ in events][:2] == ["start", "citations"]
+    first = events[1][1]["citations"][0]
+    assert (first["n"], first["source"], first["knowledge_base_id"]) == (
+        1, f"{SITE}/json.html", "crawled-site"
+    )  # fmt: skip
+    question = serving.requests[-1]["messages"][-1]["content"]
+    assert question.startswith(f"<sources>\n[1] {SITE}/json.html\n")
+    # Another user's chat cannot be pointed at it, nor can a base that is not published.
+    mallory = api.user("mallory")
+    assert api.http.get(knowledge, headers=mallory.headers).status_code == 404
+    unknown = api.http.put(
+        knowledge, json={"knowledge_base_ids": [], "shared_knowledge_bases": ["nope"]},
+        headers=alice.headers,
+    )  # fmt: skip
+    assert unknown.status_code == 404
+
     # Users may use the FAQ only; administrators keep every base (no rule for them).
     rules = "/admin/knowledge-access"
     bad = api.http.post(
@@ -228,6 +308,16 @@ def test_the_crawled_site_is_searchable_as_the_knowledge_access_rules_allow(api)
     url = "/shared-knowledge/crawled-site/search"
     assert api.http.post(url, json=search, headers=alice.headers).status_code == 404
     assert api.http.post(url, json=search, headers=root.headers).status_code == 200
+    # The chat set to the crawled site before the rule retrieves nothing of it now.
+    assert api.http.get(knowledge, headers=alice.headers).json()["shared_knowledge_bases"] == []
+    events = ask(api, alice, chat, "How do I turn a Python dict into a JSON string?")
+    assert "citations" not in [kind for kind, _ in events]
+    assert not serving.requests[-1]["messages"][-1]["content"].startswith("<sources>")
+    refused = api.http.put(
+        knowledge, json={"knowledge_base_ids": [], "shared_knowledge_bases": ["crawled-site"]},
+        headers=alice.headers,
+    )  # fmt: skip
+    assert refused.status_code == 404
     deleted = api.http.delete(f"{rules}/{rule.json()['id']}", headers=root.headers)
     assert deleted.status_code == 204
     assert api.http.post(url, json=search, headers=alice.headers).status_code == 200

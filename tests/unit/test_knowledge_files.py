@@ -18,6 +18,7 @@ from testkit.documents import (
     make_pdf,
     make_pdf_bomb,
     make_png,
+    make_scanned_pdf,
 )
 
 LIMITS = FileLimits()
@@ -79,6 +80,24 @@ def test_image_text_by_ocr():
     assert parsed.kind == "png"
     assert "capital of Norway is Oslo" in parsed.sections[0].text
     assert "4711" in parsed.sections[0].text
+
+
+def test_scanned_pdf_pages_are_read_by_ocr_and_oversized_scans_refused():
+    if shutil.which("tesseract") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must test OCR: make test-services installs tesseract-ocr")
+        pytest.skip("no tesseract: install Debian's tesseract-ocr (make test-services)")
+    scan = make_scanned_pdf(
+        [["Cider pressing starts in late September."], ["Store the bottles at 12 degrees."]]
+    )
+    parsed = parse_file(scan, "scan.pdf", LIMITS)
+    assert (parsed.kind, parsed.pages) == ("pdf", 2)
+    assert [s.page for s in parsed.sections] == [1, 2]
+    assert "late September" in parsed.sections[0].text
+    assert "12 degrees" in parsed.sections[1].text
+    # A page image too big to unpack is refused from its size, before it is decoded.
+    with pytest.raises(FileRejected, match=r"pixel image, more than 200,000 bytes"):
+        parse_file(scan, "scan.pdf", FileLimits(max_decompressed_bytes=200_000))
 
 
 def test_the_kind_comes_from_the_content_not_the_name():

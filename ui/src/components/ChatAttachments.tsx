@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState, type DragEvent, type ReactNode } from "react";
-import { AlertCircle, Check, Library, Loader2, Paperclip, X } from "lucide-react";
+import { AlertCircle, Check, Globe, Library, Loader2, Paperclip, X } from "lucide-react";
 import { describeError } from "../lib/api";
 import { cn } from "../lib/cn";
 import {
@@ -9,9 +9,10 @@ import {
   deleteChatFile,
   indexing,
   listBases,
+  listSharedBases,
   uploadToChat,
 } from "../lib/knowledge";
-import type { ChatKnowledge, KnowledgeBase } from "../lib/types";
+import type { ChatKnowledge, KnowledgeBase, SharedKnowledgeBase } from "../lib/types";
 import { toast } from "../store/toasts";
 import { Button } from "./ui/button";
 import { Dialog } from "./ui/dialog";
@@ -73,7 +74,7 @@ export function ChatAttachments({
     for (const file of list) {
       try {
         const saved = await uploadToChat(id, file);
-        setState((s) => (s ? { ...s, files: [...s.files, saved] } : { knowledge_bases: [], files: [saved] }));
+        setState((s) => (s ? { ...s, files: [...s.files, saved] } : { knowledge_bases: [], files: [saved], shared_knowledge_bases: [] }));
       } catch (e) {
         toast(`${file.name}: ${describeError(e)}`, "error");
       }
@@ -100,6 +101,7 @@ export function ChatAttachments({
 
   const files = state?.files ?? [];
   const bases = state?.knowledge_bases ?? [];
+  const shared = state?.shared_knowledge_bases ?? [];
   return (
     <div
       data-testid="composer-dropzone"
@@ -113,7 +115,7 @@ export function ChatAttachments({
       onDrop={onDrop}
       className={cn("space-y-1 rounded-xl", dragging && "outline-2 outline-dashed outline-primary")}
     >
-      {(files.length > 0 || bases.length > 0) && (
+      {(files.length > 0 || bases.length > 0 || shared.length > 0) && (
         <ul className="flex flex-wrap gap-1" aria-label="Chat knowledge" data-testid="chat-files">
           {files.map((f) => (
             <li key={f.id} className={cn(chip, f.status === "failed" && "border-destructive text-destructive")} data-testid="chat-file" data-status={f.status} title={f.error || f.status}>
@@ -134,6 +136,12 @@ export function ChatAttachments({
             <li key={b.id} className={chip} data-testid="chat-base">
               <Library className="size-3" aria-hidden />
               <span className="truncate">{b.name}</span>
+            </li>
+          ))}
+          {shared.map((b) => (
+            <li key={b.slug} className={chip} data-testid="chat-shared-base">
+              <Globe className="size-3" aria-hidden />
+              <span className="truncate">{b.title}</span>
             </li>
           ))}
         </ul>
@@ -164,11 +172,12 @@ export function ChatAttachments({
       {picking && (
         <BasePicker
           attached={bases.map((b) => b.id)}
+          attachedShared={shared.map((b) => b.slug)}
           onClose={() => setPicking(false)}
-          onSave={async (ids) => {
+          onSave={async (ids, slugs) => {
             const id = chatId ?? (await createChat());
             if (!id) return;
-            setState(await attachBases(id, ids));
+            setState(await attachBases(id, ids, slugs));
             setPicking(false);
             if (id !== chatId) openChat(id);
           }}
@@ -178,24 +187,65 @@ export function ChatAttachments({
   );
 }
 
+function Choice({ checked, onChange, label, testId }: { checked: boolean; onChange: (on: boolean) => void; label: string; testId: string }) {
+  return (
+    <li>
+      <label className="flex items-center gap-2 text-sm">
+        <input type="checkbox" data-testid={testId} checked={checked} onChange={(e) => onChange(e.target.checked)} />
+        {label}
+      </label>
+    </li>
+  );
+}
+
+function toggled(set: Set<string>, key: string, on: boolean): Set<string> {
+  const next = new Set(set);
+  if (on) next.add(key);
+  else next.delete(key);
+  return next;
+}
+
+/** The user's own knowledge bases and the shared ones (the crawled site) to use in a chat. */
 function BasePicker({
   attached,
+  attachedShared,
   onClose,
   onSave,
 }: {
   attached: string[];
+  attachedShared: string[];
   onClose: () => void;
-  onSave: (ids: string[]) => Promise<void>;
+  onSave: (ids: string[], slugs: string[]) => Promise<void>;
 }) {
   const [bases, setBases] = useState<KnowledgeBase[] | null>(null);
+  const [shared, setShared] = useState<SharedKnowledgeBase[]>([]);
   const [chosen, setChosen] = useState(new Set(attached));
+  const [chosenShared, setChosenShared] = useState(new Set(attachedShared));
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     listBases().then(setBases, (e) => setError(describeError(e)));
+    listSharedBases().then(setShared, (e) => setError(describeError(e)));
   }, []);
   return (
     <Dialog open onOpenChange={(o) => !o && onClose()} title="Knowledge bases" description="Answers in this chat search and cite the bases you pick.">
       {error && <p className="text-sm text-destructive">{error}</p>}
+      {shared.length > 0 && (
+        <>
+          <p className="mb-1 text-xs font-medium text-muted-foreground">Shared with everyone</p>
+          <ul className="mb-3 space-y-1" data-testid="shared-bases">
+            {shared.map((b) => (
+              <Choice
+                key={b.slug}
+                testId="shared-base"
+                label={`${b.title} (${b.documents.toLocaleString()} pages)`}
+                checked={chosenShared.has(b.slug)}
+                onChange={(on) => setChosenShared(toggled(chosenShared, b.slug, on))}
+              />
+            ))}
+          </ul>
+          <p className="mb-1 text-xs font-medium text-muted-foreground">Yours</p>
+        </>
+      )}
       {bases && bases.length === 0 && (
         <p className="text-sm text-muted-foreground">
           You have no knowledge bases yet: create one on the <a className="underline" href="/knowledge">Knowledge</a> page.
@@ -203,26 +253,12 @@ function BasePicker({
       )}
       <ul className="space-y-1">
         {bases?.map((b) => (
-          <li key={b.id}>
-            <label className="flex items-center gap-2 text-sm">
-              <input
-                type="checkbox"
-                checked={chosen.has(b.id)}
-                onChange={(e) => {
-                  const next = new Set(chosen);
-                  if (e.target.checked) next.add(b.id);
-                  else next.delete(b.id);
-                  setChosen(next);
-                }}
-              />
-              {b.name}
-            </label>
-          </li>
+          <Choice key={b.id} testId="own-base" label={b.name} checked={chosen.has(b.id)} onChange={(on) => setChosen(toggled(chosen, b.id, on))} />
         ))}
       </ul>
       <div className="mt-4 flex justify-end">
         <Button
-          onClick={() => onSave([...chosen]).catch((e) => setError(describeError(e)))}
+          onClick={() => onSave([...chosen], [...chosenShared]).catch((e) => setError(describeError(e)))}
           data-testid="attach-knowledge-save"
         >
           Use in this chat

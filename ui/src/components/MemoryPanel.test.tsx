@@ -102,3 +102,36 @@ describe("the memory page", () => {
     expect(calls).toContainEqual(["DELETE", "/api/v1/memories", undefined]);
   });
 });
+
+describe("the memory switch", () => {
+  it("turns memory off for the account and on again, keeping the list", async () => {
+    const { useSession } = await import("../store/session");
+    const { tokens } = await import("../lib/api");
+    tokens.set({ access_token: "a", refresh_token: "r" });
+    const me = { id: "u1", email: "ada@example.org", display_name: "Ada", role: "user" as const, status: "active" as const, totp_enabled: false, created_at: "2025-01-01T00:00:00Z", deleted_at: null, oauth_providers: [], feedback_for_training: true, memory_enabled: true };
+    useSession.getState().setUser(me);
+    const calls = mockApi([memory("m1", "I prefer short answers.")]);
+    const fetcher = globalThis.fetch as ReturnType<typeof vi.fn>;
+    const inner = fetcher.getMockImplementation()! as (input: string | Request, init?: RequestInit) => Promise<Response>;
+    fetcher.mockImplementation(async (input: string | Request, init?: RequestInit) => {
+      const request = input instanceof Request ? input : new Request(new URL(input, "http://x"), init);
+      if (new URL(request.url, "http://x").pathname === "/api/v1/users/me/memory") {
+        const body = await request.json();
+        calls.push([request.method, "/api/v1/users/me/memory", body]);
+        return json({ ...me, ...body });
+      }
+      return inner(input, init);
+    });
+    render(<MemoryPanel />);
+    await screen.findByText("I prefer short answers.");
+    const toggle = screen.getByTestId("memory-switch");
+    expect(toggle).toBeChecked();
+    fireEvent.click(toggle);
+    await waitFor(() => expect(screen.getByTestId("memory-switch")).not.toBeChecked());
+    expect(useSession.getState().user?.memory_enabled).toBe(false);
+    expect(screen.getByText("I prefer short answers.")).toBeInTheDocument();
+    fireEvent.click(screen.getByTestId("memory-switch"));
+    await waitFor(() => expect(screen.getByTestId("memory-switch")).toBeChecked());
+    expect(calls.filter((c) => c[1] === "/api/v1/users/me/memory").map((c) => c[2])).toEqual([{ memory_enabled: false }, { memory_enabled: true }]);
+  });
+});

@@ -6,6 +6,7 @@ import type { MemoryItem } from "../lib/types";
 import { Button } from "./ui/button";
 import { Field, Input } from "./ui/input";
 import { Badge, ErrorBanner } from "./ui/misc";
+import { useSession } from "../store/session";
 
 const SOURCES: Record<MemoryItem["source"], string> = {
   rules: "from a chat",
@@ -17,6 +18,53 @@ function check(text: string): string | null {
   if (!text.trim()) return "Write what the assistant should remember.";
   if (text.trim().length > MEMORY_MAX) return `A memory is at most ${MEMORY_MAX} characters.`;
   return null;
+}
+
+/** Memory on or off for the whole account: off, nothing is remembered from chats and
+ * nothing recalled into them; the list below stays. */
+function MemorySwitch() {
+  const user = useSession((s) => s.user);
+  const setUser = useSession((s) => s.setUser);
+  const [saving, setSaving] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  if (!user) return null;
+  const on = user.memory_enabled ?? true;
+
+  async function toggle(next: boolean) {
+    setError(null);
+    setSaving(true);
+    try {
+      setUser(await unwrap(client.PUT("/api/v1/users/me/memory", { body: { memory_enabled: next } })));
+    } catch (err) {
+      setError(describeError(err));
+    } finally {
+      setSaving(false);
+    }
+  }
+
+  return (
+    <div>
+      <ErrorBanner message={error} />
+      <label className="flex items-start gap-3 text-sm">
+        <input
+          type="checkbox"
+          role="switch"
+          className="mt-1"
+          data-testid="memory-switch"
+          checked={on}
+          disabled={saving}
+          aria-checked={on}
+          onChange={(e) => toggle(e.target.checked)}
+        />
+        <span>
+          <span className="font-medium">Memory</span>
+          <span className="block text-muted-foreground">
+            Off: nothing you say is remembered, and no memory is given to the assistant. Your memories stay below until you delete them.
+          </span>
+        </span>
+      </label>
+    </div>
+  );
 }
 
 /** The signed-in user's long-term memories (settings page): list, add, edit, switch off, delete. */
@@ -77,6 +125,7 @@ export function MemoryPanel() {
 
   return (
     <div className="space-y-4" data-testid="memory-panel">
+      <MemorySwitch />
       <p className="text-sm text-muted-foreground">
         Facts you state about yourself in a chat (“I prefer short answers”, “my project uses Python 3.11”) are
         remembered after the answer, and the ones that fit a later question are given to the assistant. Only you see

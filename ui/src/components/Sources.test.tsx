@@ -22,6 +22,17 @@ describe("Sources", () => {
     expect(screen.getByRole("dialog")).toHaveAccessibleName("[1] report.pdf, page 2");
   });
 
+  it("links a crawled page's passage to the page, and never a file name", async () => {
+    const page = "http://127.0.0.1:8000/library/json.html";
+    render(<Sources citations={[{ ...citations[0], source: page, page: null, knowledge_base_id: "crawled-site" }, citations[1]]} />);
+    const items = screen.getAllByTestId("source");
+    await userEvent.click(items[0]);
+    expect(screen.getByTestId("source-link")).toHaveAttribute("href", page);
+    await userEvent.keyboard("{Escape}");
+    await userEvent.click(items[1]);
+    expect(screen.queryByTestId("source-link")).toBeNull();
+  });
+
   it("shows nothing for an answer without sources", () => {
     const { container } = render(<Sources citations={[]} />);
     expect(container).toBeEmptyDOMElement();

@@ -2,6 +2,11 @@ import { useState } from "react";
 import type { Citation } from "../lib/types";
 import { Dialog } from "./ui/dialog";
 
+/** A source that is a crawled page (a shared base cites its URL), not a file name. */
+function isWebPage(source: string): boolean {
+  return /^https?:\/\//.test(source);
+}
+
 /** The numbered sources of an answer (passages of the user's files it was given); a
  * click opens the passage. */
 export function Sources({ citations }: { citations: Citation[] }) {
@@ -39,6 +44,11 @@ export function Sources({ citations }: { citations: Citation[] }) {
           <blockquote data-testid="source-passage" className="whitespace-pre-wrap border-l-2 border-primary pl-3 text-sm">
             {open.text}
           </blockquote>
+          {isWebPage(open.source) && (
+            <a href={open.source} target="_blank" rel="noreferrer noopener" className="mt-2 inline-block break-all text-sm text-primary underline" data-testid="source-link">
+              Open the page
+            </a>
+          )}
         </Dialog>
       )}
     </div>

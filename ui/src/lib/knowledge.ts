@@ -2,7 +2,7 @@
 // routes/chat_knowledge.py): uploads are multipart; indexing runs in the background, so a
 // file's status moves queued → parsing → embedding → ready (or failed, with the reason).
 import { client, unwrap } from "./api";
-import type { ChatKnowledge, KnowledgeBase, KnowledgeFile } from "./types";
+import type { ChatKnowledge, KnowledgeBase, KnowledgeFile, SharedKnowledgeBase } from "./types";
 
 /** What the file pickers accept (the API sniffs the content anyway). */
 export const ACCEPTED_FILES = ".pdf,.docx,.html,.htm,.md,.markdown,.txt,.png,.jpg,.jpeg";
@@ -42,11 +42,12 @@ export function chatKnowledge(chatId: string): Promise<ChatKnowledge> {
   return unwrap(client.GET("/api/v1/chats/{chat_id}/knowledge", { params: { path: { chat_id: chatId } } }));
 }
 
-export function attachBases(chatId: string, ids: string[]): Promise<ChatKnowledge> {
+/** Make the chat use exactly these bases of the user's and (by slug) shared bases. */
+export function attachBases(chatId: string, ids: string[], shared: string[]): Promise<ChatKnowledge> {
   return unwrap(
     client.PUT("/api/v1/chats/{chat_id}/knowledge", {
       params: { path: { chat_id: chatId } },
-      body: { knowledge_base_ids: ids },
+      body: { knowledge_base_ids: ids, shared_knowledge_bases: shared },
     }),
   );
 }
@@ -61,4 +62,9 @@ export function deleteChatFile(chatId: string, fileId: string): Promise<unknown>
 
 export function listBases(): Promise<KnowledgeBase[]> {
   return unwrap(client.GET("/api/v1/knowledge"));
+}
+
+/** The shared knowledge bases (the crawled site) the user may use. */
+export function listSharedBases(): Promise<SharedKnowledgeBase[]> {
+  return unwrap(client.GET("/api/v1/shared-knowledge"));
 }

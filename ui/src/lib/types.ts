@@ -33,6 +33,9 @@ export type Citation = Schemas["Citation"];
 export type KnowledgeBase = Schemas["KnowledgeBasePublic"];
 export type KnowledgeFile = Schemas["KnowledgeFilePublic"];
 export type ChatKnowledge = Schemas["ChatKnowledgePublic"];
+/** A knowledge base a pipeline published for everyone (the crawled site), by slug. */
+export type SharedKnowledgeBase = Schemas["SharedKnowledgeBasePublic"];
+export type KnowledgeAccessRule = Schemas["KnowledgeAccessRulePublic"];
 export type KnowledgeFlag = Schemas["KnowledgeFlagPublic"];
 /** A message's thumbs as the UI keeps them (PUT .../feedback answers, or a message's own). */
 export type Feedback = Pick<Schemas["FeedbackPublic"], "message_id" | "rating" | "comment">;

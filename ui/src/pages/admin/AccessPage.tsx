@@ -2,7 +2,7 @@ import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { FLAG_DESCRIPTION_MAX, ROLES } from "../../api/limits";
 import { client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
-import type { AccessRule, FeatureFlag, Role } from "../../lib/types";
+import type { FeatureFlag, Role } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Dialog } from "../../components/ui/dialog";
 import { Field, Input, Select } from "../../components/ui/input";
@@ -18,40 +18,98 @@ export function parseIds(text: string): string[] {
   return [...new Set(text.split(/[\s,]+/).filter(Boolean))];
 }
 
-function RulesCard() {
-  const [rules, setRules] = useState<AccessRule[] | null>(null);
+/** A rule as both cards show it: whom it is for, and what it grants (`target`). */
+interface Rule {
+  id: number;
+  role?: string | null;
+  user_id?: string | null;
+  target: string;
+  created_at: string;
+}
+
+type Subject = { role: Role } | { user_id: string };
+
+/** What differs between the model rules and the knowledge rules (routes/admin_access.py
+ * serves both with one semantics: no rule, the defaults; a first rule restricts). */
+interface RuleKind {
+  title: string;
+  intro: string;
+  what: string; // the target column's heading
+  placeholder: string;
+  missing: string; // the error when no target is typed
+  empty: string;
+  prefix: string; // data-testid prefix
+  targetTestId: string;
+  list: () => Promise<Rule[]>;
+  add: (subject: Subject, target: string) => Promise<unknown>;
+  remove: (id: number) => Promise<unknown>;
+}
+
+const MODEL_RULES: RuleKind = {
+  title: "Model access",
+  intro:
+    "With no rule, a role or user has every served alias (admins every version too). A role's or user's first rule restricts it to what its rules name; deleting them all restores the defaults.",
+  what: "Model",
+  placeholder: "champion, orchard-chat/3 or *",
+  missing: "Name a model: a serve alias, the model name, <name>/<version> or *.",
+  empty: "No rules: everyone has the defaults.",
+  prefix: "rule",
+  targetTestId: "rule-model",
+  list: async () => (await unwrap(client.GET("/api/v1/admin/model-access"))).map((r) => ({ ...r, target: r.model })),
+  add: (subject, model) => unwrap(client.POST("/api/v1/admin/model-access", { body: { model, ...subject } })),
+  remove: (id) => client.DELETE("/api/v1/admin/model-access/{rule_id}", { params: { path: { rule_id: id } } }),
+};
+
+const KNOWLEDGE_RULES: RuleKind = {
+  title: "Shared knowledge bases",
+  intro:
+    "Which roles and users may use the knowledge bases pipelines publish (the crawled site) in their chats. With no rule, everyone may use every shared base; a role's or user's first rule restricts it to the bases its rules name (* for all); deleting them all restores the default.",
+  what: "Knowledge base",
+  placeholder: "crawled-site or *",
+  missing: "Name a shared knowledge base by its slug (crawled-site), or * for every one.",
+  empty: "No rules: everyone may use every shared knowledge base.",
+  prefix: "krule",
+  targetTestId: "krule-target",
+  list: async () =>
+    (await unwrap(client.GET("/api/v1/admin/knowledge-access"))).map((r) => ({ ...r, target: r.knowledge_base })),
+  add: (subject, knowledge_base) => unwrap(client.POST("/api/v1/admin/knowledge-access", { body: { knowledge_base, ...subject } })),
+  remove: (id) => client.DELETE("/api/v1/admin/knowledge-access/{rule_id}", { params: { path: { rule_id: id } } }),
+};
+
+function RulesCard({ kind }: { kind: RuleKind }) {
+  const [rules, setRules] = useState<Rule[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [subject, setSubject] = useState<"role" | "user">("role");
   const [role, setRole] = useState<Role>("user");
   const [userId, setUserId] = useState("");
-  const [model, setModel] = useState("");
+  const [target, setTarget] = useState("");
+  const t = kind.prefix;
   const load = useCallback(() => {
-    unwrap(client.GET("/api/v1/admin/model-access"))
+    kind
+      .list()
       .then(setRules)
       .catch((e) => setError(describeError(e)));
-  }, []);
+  }, [kind]);
   useEffect(load, [load]);
 
   async function add(e: FormEvent) {
     e.preventDefault();
     setError(null);
-    if (!model.trim()) return setError("Name a model: a serve alias, the model name, <name>/<version> or *.");
+    if (!target.trim()) return setError(kind.missing);
     if (subject === "user" && !userId.trim()) return setError("Give the user's id (Admin → Users shows it).");
     try {
-      await client.POST("/api/v1/admin/model-access", {
-        body: { model: model.trim(), ...(subject === "role" ? { role } : { user_id: userId.trim() }) },
-      });
-      setModel("");
+      await kind.add(subject === "role" ? { role } : { user_id: userId.trim() }, target.trim());
+      setTarget("");
       load();
     } catch (err) {
       setError(describeError(err));
     }
   }
 
-  async function remove(rule: AccessRule) {
+  async function remove(rule: Rule) {
     setError(null);
     try {
-      await client.DELETE("/api/v1/admin/model-access/{rule_id}", { params: { path: { rule_id: rule.id } } });
+      await kind.remove(rule.id);
       load();
     } catch (err) {
       setError(describeError(err));
@@ -59,49 +117,46 @@ function RulesCard() {
   }
 
   return (
-    <Card title="Model access">
-      <p className="mb-3 text-sm text-muted-foreground">
-        With no rule, a role or user has every served alias (admins every version too). A role's or user's first rule restricts
-        it to what its rules name; deleting them all restores the defaults.
-      </p>
+    <Card title={kind.title}>
+      <p className="mb-3 text-sm text-muted-foreground">{kind.intro}</p>
       <ErrorBanner message={error} onDismiss={() => setError(null)} />
-      <form onSubmit={add} noValidate className="my-3 flex flex-wrap items-end gap-2" data-testid="rule-form">
-        <Select aria-label="Rule for" className="w-28" value={subject} data-testid="rule-subject" onChange={(e) => setSubject(e.target.value as "role" | "user")}>
+      <form onSubmit={add} noValidate className="my-3 flex flex-wrap items-end gap-2" data-testid={`${t}-form`}>
+        <Select aria-label="Rule for" className="w-28" value={subject} data-testid={`${t}-subject`} onChange={(e) => setSubject(e.target.value as "role" | "user")}>
           <option value="role">a role</option>
           <option value="user">a user</option>
         </Select>
         {subject === "role" ? (
-          <Select aria-label="Role" className="w-28" value={role} data-testid="rule-role" onChange={(e) => setRole(e.target.value as Role)}>
+          <Select aria-label="Role" className="w-28" value={role} data-testid={`${t}-role`} onChange={(e) => setRole(e.target.value as Role)}>
             {ROLES.map((r) => (
               <option key={r}>{r}</option>
             ))}
           </Select>
         ) : (
-          <Input aria-label="User id" placeholder="user id" className="w-56" value={userId} data-testid="rule-user" onChange={(e) => setUserId(e.target.value)} />
+          <Input aria-label="User id" placeholder="user id" className="w-56" value={userId} data-testid={`${t}-user`} onChange={(e) => setUserId(e.target.value)} />
         )}
-        <Input aria-label="Model" placeholder="champion, orchard-chat/3 or *" className="w-56" value={model} data-testid="rule-model" onChange={(e) => setModel(e.target.value)} />
-        <Button type="submit" data-testid="rule-add">
+        <Input aria-label={kind.what} placeholder={kind.placeholder} className="w-56" value={target} data-testid={kind.targetTestId} onChange={(e) => setTarget(e.target.value)} />
+        <Button type="submit" data-testid={`${t}-add`}>
           Add rule
         </Button>
       </form>
       {!rules ? (
         <Spinner />
       ) : rules.length === 0 ? (
-        <p className="text-sm text-muted-foreground" data-testid="rules-empty">
-          No rules: everyone has the defaults.
+        <p className="text-sm text-muted-foreground" data-testid={`${t}s-empty`}>
+          {kind.empty}
         </p>
       ) : (
         <div className="overflow-x-auto">
           <table className="w-full min-w-[32rem] text-sm">
-            <TableHead columns={["For", "Model", "Added", ""]} />
+            <TableHead columns={["For", kind.what, "Added", ""]} />
             <tbody>
               {rules.map((r) => (
-                <tr key={r.id} data-testid="rule-row" className="border-t border-border">
+                <tr key={r.id} data-testid={`${t}-row`} className="border-t border-border">
                   <td className="py-1.5 pr-3">{r.role ? <Badge>role {r.role}</Badge> : <span className="font-mono text-xs">user {r.user_id}</span>}</td>
-                  <td className="py-1.5 pr-3 font-mono">{r.model}</td>
+                  <td className="py-1.5 pr-3 font-mono">{r.target}</td>
                   <td className="py-1.5 pr-3 whitespace-nowrap">{formatDateTime(r.created_at)}</td>
                   <td className="py-1.5 text-right">
-                    <Button size="sm" variant="outline" data-testid="rule-delete" aria-label={`Delete the rule ${r.role ?? r.user_id} → ${r.model}`} onClick={() => remove(r)}>
+                    <Button size="sm" variant="outline" data-testid={`${t}-delete`} aria-label={`Delete the rule ${r.role ?? r.user_id} → ${r.target}`} onClick={() => remove(r)}>
                       Delete
                     </Button>
                   </td>
@@ -290,7 +345,8 @@ function FlagsCard() {
 export default function AccessPage() {
   return (
     <div className="space-y-4">
-      <RulesCard />
+      <RulesCard kind={MODEL_RULES} />
+      <RulesCard kind={KNOWLEDGE_RULES} />
       <FlagsCard />
     </div>
   );

@@ -190,6 +190,7 @@ describe("Admin → Access", () => {
     let rules = [{ id: 1, role: "user", user_id: null, model: "champion", created_at: T, created_by: "a1" }];
     const calls = mockApi((method, url, body) => {
       if (url === "/api/v1/admin/model-access" && method === "GET") return json(200, rules);
+      if (url === "/api/v1/admin/knowledge-access" && method === "GET") return json(200, []);
       if (url === "/api/v1/admin/model-access" && method === "POST") {
         rules = [...rules, { id: 2, role: null, user_id: body.user_id, model: body.model, created_at: T, created_by: "a1" } as never];
         return json(201, rules.at(-1));
@@ -228,5 +229,40 @@ describe("Admin → Access", () => {
     await user.type(screen.getByTestId("flag-key"), "Bad Key");
     await user.click(screen.getByTestId("flag-save"));
     expect(screen.getByText(/Lower-case letters, digits/)).toBeInTheDocument();
+  });
+
+  it("restricts a role to the crawled site, shows the API's refusal of an unknown base, and revokes", async () => {
+    let rules: object[] = [];
+    const calls = mockApi((method, url, body) => {
+      if (url === "/api/v1/admin/model-access" && method === "GET") return json(200, []);
+      if (url === "/api/v1/admin/feature-flags") return json(200, []);
+      if (url === "/api/v1/admin/knowledge-access" && method === "GET") return json(200, rules);
+      if (url === "/api/v1/admin/knowledge-access" && method === "POST") {
+        if (body.knowledge_base !== "crawled-site")
+          return json(422, { detail: `knowledge_base '${body.knowledge_base}' is not a published shared knowledge base: use * or one of crawled-site`, code: "invalid_request" });
+        rules = [{ id: 7, role: body.role, user_id: null, knowledge_base: body.knowledge_base, created_at: T, created_by: "a1" }];
+        return json(201, rules[0]);
+      }
+      if (url === "/api/v1/admin/knowledge-access/7" && method === "DELETE") {
+        rules = [];
+        return json(204);
+      }
+    });
+    const user = userEvent.setup();
+    render(<AccessPage />);
+    expect(await screen.findByTestId("krules-empty")).toHaveTextContent("everyone may use every shared knowledge base");
+    await user.type(screen.getByTestId("krule-target"), "nope");
+    await user.click(screen.getByTestId("krule-add"));
+    expect(await screen.findByText(/not a published shared knowledge base: use \* or one of crawled-site/)).toBeInTheDocument();
+    await user.clear(screen.getByTestId("krule-target"));
+    await user.type(screen.getByTestId("krule-target"), "crawled-site");
+    await user.click(screen.getByTestId("krule-add"));
+    const row = await screen.findByTestId("krule-row");
+    expect(row).toHaveTextContent("role user");
+    expect(row).toHaveTextContent("crawled-site");
+    expect(calls.filter((c) => c.method === "POST").at(-1)!.body).toEqual({ knowledge_base: "crawled-site", role: "user" });
+    expect(screen.getByTestId("rules-empty")).toBeInTheDocument(); // the model rules are apart
+    await user.click(screen.getByTestId("krule-delete"));
+    expect(await screen.findByTestId("krules-empty")).toBeInTheDocument();
   });
 });
