@@ -8,6 +8,7 @@ overrides every one of these variables for the stack it starts.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -49,9 +50,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # No test relies on another having run: a test that stops the stack (marked
 # `stops_stack`) is placed last only so that nothing has to start it again, and if a
 # stack test still follows it, the stack is started again before that test.
-STACK_GROUP = "stack"
-# Likewise the three-host test cluster (tests/cluster): one per run, on one worker.
-CLUSTER_GROUP = "cluster"
+#
+# xdist's scheduler sees only node ids. The `stack` fixture has one parameter, `@stack`,
+# so every test that uses it, directly or through another fixture, carries that id in its
+# node id (`test_x[@stack]`); the scheduler below sends those tests to one worker as one
+# unit. Likewise the three-host test cluster (tests/cluster, `cluster_session`: `@cluster`).
+STACK_GROUP = "@stack"
+CLUSTER_GROUP = "@cluster"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,41 +68,25 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The session stack's tests first, the ones that stop it last among them, then the
-    test cluster's tests likewise, then the rest: under xdist the stack group is the
-    longest unit, so it starts first."""
-    stack = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
+    """The session stack's tests first, the ones that stop it last among them; then the
+    test cluster's likewise; then the other modules, those with a `slow` test first: under
+    xdist the stack's group is the longest unit, so it starts first, and the other worker
+    ends on short modules, so the two finish together."""
+    stack = [item for item in items if _uses(item, "stack")]
     stack.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
-    for item in stack:
-        _group(config, item, STACK_GROUP)
-    chosen = set(map(id, stack))
-    hosts = [
-        item
-        for item in items
-        if id(item) not in chosen and "cluster_session" in getattr(item, "fixturenames", ())
-    ]
+    hosts = [item for item in items if _uses(item, "cluster_session") and not _uses(item, "stack")]
     hosts.sort(key=lambda item: item.get_closest_marker("stops_cluster") is not None)
-    # A test that needs both the stack and the cluster is in the stack's group: then the
-    # cluster's other tests join that group too, so that one worker starts one cluster.
-    uses_both = any("cluster_session" in getattr(item, "fixturenames", ()) for item in stack)
-    for item in hosts:
-        _group(config, item, STACK_GROUP if uses_both else CLUSTER_GROUP)
-    chosen |= set(map(id, hosts))
-    items[:] = stack + hosts + [item for item in items if id(item) not in chosen]
-
-
-def _group(config: pytest.Config, item: pytest.Item, name: str) -> None:
-    """Put `item` in xdist group `name`. xdist 3.8 names the group in the node id by
-    setting `item._nodeid`, which pytest 9 no longer reads (a node id is `item._id`): the
-    scheduler would see no group and spread a group's tests over both workers. So the id
-    gets its `@group` suffix here, as xdist means it to."""
-    item.add_marker(pytest.mark.xdist_group(name))
-    if getattr(config.option, "loadgroup", False) and not item.nodeid.endswith(f"@{name}"):
-        from _pytest.nodeid import coerce_node_id
-
-        item._id = coerce_node_id(f"{item.nodeid}@{name}")
+    chosen = set(map(id, stack + hosts))
+    rest = [item for item in items if id(item) not in chosen]
+    slow = {getattr(item, "module", None) for item in rest if item.get_closest_marker("slow")}
+    rest.sort(key=lambda item: getattr(item, "module", None) not in slow)
+    items[:] = stack + hosts + rest
 
 
 @pytest.hookimpl(tryfirst=True)  # before the item's fixtures (module ones included) are set up
@@ -106,17 +95,36 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _SESSION_STACK.start()
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    from xdist.scheduler import LoadGroupScheduling
+def xdist_group(nodeid: str) -> str | None:
+    """The group of a node id: `@stack`, `@cluster`, or None (a test of its module's unit)."""
+    ids = set(re.split(r"[\[\]-]", nodeid.rsplit("::", 1)[-1]))
+    return next((group for group in (STACK_GROUP, CLUSTER_GROUP) if group in ids), None)
 
-    class StackThenModules(LoadGroupScheduling):
-        """xdist's loadgroup, with a module as the unit of an ungrouped test (loadgroup
-        alone sends each ungrouped test anywhere on its own)."""
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StackThenModules(LoadScopeScheduling):
+        """xdist's loadscope with the stack's and the cluster's tests each one unit, and a
+        module the unit of every other test. A test that needs both the stack and the
+        cluster puts the cluster's other tests in the stack's unit: one worker, one
+        cluster."""
+
+        cluster_joins_stack = False
+
+        def schedule(self) -> None:
+            if self.collection is None and self.registered_collections:
+                collection = next(iter(self.registered_collections.values()))
+                self.cluster_joins_stack = any(
+                    STACK_GROUP in nodeid and CLUSTER_GROUP in nodeid for nodeid in collection
+                )
+            super().schedule()
 
         def _split_scope(self, nodeid: str) -> str:
-            if "@" in nodeid:
-                return nodeid.rsplit("@", 1)[-1]
-            return nodeid.split("::", 1)[0]
+            group = xdist_group(nodeid)
+            if group == CLUSTER_GROUP and self.cluster_joins_stack:
+                return STACK_GROUP
+            return group or nodeid.split("::", 1)[0]
 
     return StackThenModules(config, log)
 
@@ -239,7 +247,7 @@ def wait_serving(base_url: str, alias: str, version: str, timeout: float = 180) 
 _SESSION_STACK: Stack | None = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=[STACK_GROUP])  # the parameter: see xdist_group
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole local stack, started once with `orchard up` on free loopback ports."""
     global _SESSION_STACK
