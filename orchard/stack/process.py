@@ -154,8 +154,9 @@ def stop(record: ProcessRecord, run_dir: Path, timeout: float = 30.0) -> int:
     """Stop the service's whole process family; return how many processes it had.
 
     SIGTERM to the leader's process group first so a supervisor (airflow standalone,
-    `ray start --block`) can shut its children down in order; then SIGTERM to any
-    stragglers; SIGKILL whatever is left after `timeout`.
+    `ray start --block`) can shut its children down in order (without a leader, to every
+    process at once); then SIGTERM to any stragglers; SIGKILL whatever is left after
+    `timeout`.
     """
     procs = family(record)
     leader = record.process()
@@ -164,6 +165,8 @@ def stop(record: ProcessRecord, run_dir: Path, timeout: float = 30.0) -> int:
             os.killpg(leader.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             leader.terminate()
+    else:  # no supervisor left (its pid file was lost): nothing would signal the rest
+        _signal_all(procs, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=timeout * 2 / 3)
     # Processes forked during shutdown, or ones that ignored the group signal.
     alive = {p.pid: p for p in alive} | {p.pid: p for p in family(record)}
