@@ -66,6 +66,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "stops_cluster: the test removes the test cluster (placed after its users)"
     )
+    config.addinivalue_line(
+        "markers",
+        "borrows_serving: the test serves a model of its own on the stack's serving "
+        "(`Stack.serving`); such tests are placed together, so serving switches once",
+    )
 
 
 def _uses(item: pytest.Item, fixture: str) -> bool:
@@ -74,12 +79,17 @@ def _uses(item: pytest.Item, fixture: str) -> bool:
 
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The session stack's tests first, the ones that stop it last among them; then the
-    test cluster's likewise; then the other modules, those with a `slow` test first: under
-    xdist the stack's group is the longest unit, so it starts first, and the other worker
-    ends on short modules, so the two finish together."""
+    """The session stack's tests first: those that borrow its serving together, then the
+    ones that stop it; then the test cluster's likewise; then the other modules, those
+    with a `slow` test first. Under xdist the stack's group is the longest unit, so it
+    starts first, and the other worker ends on short modules, so the two finish together."""
     stack = [item for item in items if _uses(item, "stack")]
-    stack.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
+    stack.sort(
+        key=lambda item: (
+            item.get_closest_marker("stops_stack") is not None,
+            item.get_closest_marker("borrows_serving") is not None,
+        )
+    )
     hosts = [item for item in items if _uses(item, "cluster_session") and not _uses(item, "stack")]
     hosts.sort(key=lambda item: item.get_closest_marker("stops_cluster") is not None)
     chosen = set(map(id, stack + hosts))
@@ -91,8 +101,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)  # before the item's fixtures (module ones included) are set up
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _SESSION_STACK and _SESSION_STACK.stopped and "stack" in item.fixturenames:
+    """A stack test finds the stack running (started again after a `stops_stack` test),
+    and serving as the stack started it unless the test borrows serving itself."""
+    if _SESSION_STACK is None or "stack" not in item.fixturenames:
+        return
+    if _SESSION_STACK.stopped:
         _SESSION_STACK.start()
+    elif not any(item.get_closest_marker(m) for m in ("borrows_serving", "stops_stack")):
+        _SESSION_STACK.restore_serving()
 
 
 def xdist_group(nodeid: str) -> str | None:
@@ -147,6 +163,10 @@ class Stack:
     home: Path
     up_output: str = ""
     stopped: bool = True
+    # While serving serves a model of a `serving` block: what it served before the first
+    # block (alias -> version), and how many blocks are open.
+    served_before: dict[str, str] | None = None
+    open_blocks: int = 0
 
     def settings(self):
         """The stack's settings, built from the same ORCHARD_* values the CLI got."""
@@ -156,6 +176,7 @@ class Stack:
         output = up_or_fail(self.env, self.home).stdout
         self.up_output = self.up_output or output  # the first start shows the password
         self.stopped = False
+        self.served_before = None
 
     def down(self) -> subprocess.CompletedProcess:
         """`orchard down`; the next test that uses the stack starts it again."""
@@ -166,17 +187,31 @@ class Stack:
     def serving(self, model_name: str) -> Iterator[dict[str, str]]:
         """The stack's serving restarted to serve the registered model `model_name` (a
         test's own, so its aliases and versions are the test's alone); yields the CLI
-        environment of that serving. After, serving is restarted as it was and the aliases
-        it served before are served again."""
-        before = httpx.get(f"{self.settings().serving_base_url}/healthz", timeout=30).json()
+        environment of that serving.
+
+        After the block serving goes on serving that model: the next block switches
+        straight to its own, and a stack test that does not borrow serving gets serving
+        as it was before it starts (`restore_serving`, from `pytest_runtest_setup`)."""
+        if self.served_before is None:
+            health = httpx.get(f"{self.settings().serving_base_url}/healthz", timeout=30)
+            self.served_before = health.json()["serving"]
         env = {**self.env, "ORCHARD_MODEL_NAME": model_name}
         _restart_serve(env, self.home)
+        self.open_blocks += 1
         try:
             yield env
         finally:
-            _restart_serve(self.env, self.home)
-            for alias, version in before["serving"].items():
-                wait_serving(self.settings().serving_base_url, alias, version)
+            self.open_blocks -= 1
+
+    def restore_serving(self) -> None:
+        """Outside every `serving` block: serving restarted as the stack started it, once
+        the aliases it served before are served again."""
+        if self.served_before is None or self.open_blocks or self.stopped:
+            return
+        _restart_serve(self.env, self.home)
+        for alias, version in self.served_before.items():
+            wait_serving(self.settings().serving_base_url, alias, version)
+        self.served_before = None
 
 
 def _restart_serve(env: dict[str, str], home: Path) -> None:
@@ -252,7 +287,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole local stack, started once with `orchard up` on free loopback ports."""
     global _SESSION_STACK
     home = tmp_path_factory.mktemp("stack") / "home"
-    _SESSION_STACK = Stack(env=stack_env(home), home=home)
+    # Ray Train's controller polls its workers every 2 s, and a checkpoint report waits
+    # for that poll: the tests' runs of a few steps report every few steps.
+    env = stack_env(home) | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    _SESSION_STACK = Stack(env=env, home=home)
     try:
         _SESSION_STACK.start()
         yield _SESSION_STACK
