@@ -8,6 +8,7 @@ overrides every one of these variables for the stack it starts.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -49,9 +50,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # No test relies on another having run: a test that stops the stack (marked
 # `stops_stack`) is placed last only so that nothing has to start it again, and if a
 # stack test still follows it, the stack is started again before that test.
-STACK_GROUP = "stack"
-# Likewise the three-host test cluster (tests/cluster): one per run, on one worker.
-CLUSTER_GROUP = "cluster"
+#
+# xdist's scheduler sees only node ids. The `stack` fixture has one parameter, `@stack`,
+# so every test that uses it, directly or through another fixture, carries that id in its
+# node id (`test_x[@stack]`); the scheduler below sends those tests to one worker as one
+# unit. Likewise the three-host test cluster (tests/cluster, `cluster_session`: `@cluster`).
+STACK_GROUP = "@stack"
+CLUSTER_GROUP = "@cluster"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,62 +66,81 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "stops_cluster: the test removes the test cluster (placed after its users)"
     )
+    config.addinivalue_line(
+        "markers",
+        "borrows_serving: the test serves a model of its own on the stack's serving "
+        "(`Stack.serving`); such tests are placed together, so serving switches once",
+    )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The session stack's tests first, the ones that stop it last among them, then the
-    test cluster's tests likewise, then the rest: under xdist the stack group is the
-    longest unit, so it starts first."""
-    stack = [item for item in items if "stack" in getattr(item, "fixturenames", ())]
-    stack.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
-    for item in stack:
-        _group(config, item, STACK_GROUP)
-    chosen = set(map(id, stack))
-    hosts = [
-        item
-        for item in items
-        if id(item) not in chosen and "cluster_session" in getattr(item, "fixturenames", ())
-    ]
+    """The session stack's tests first: those that borrow its serving together, then the
+    ones that stop it; then the test cluster's likewise; then the other modules, those
+    with a `slow` test first. Under xdist the stack's group is the longest unit, so it
+    starts first, and the other worker ends on short modules, so the two finish together."""
+    stack = [item for item in items if _uses(item, "stack")]
+    stack.sort(
+        key=lambda item: (
+            item.get_closest_marker("stops_stack") is not None,
+            item.get_closest_marker("borrows_serving") is not None,
+        )
+    )
+    hosts = [item for item in items if _uses(item, "cluster_session") and not _uses(item, "stack")]
     hosts.sort(key=lambda item: item.get_closest_marker("stops_cluster") is not None)
-    # A test that needs both the stack and the cluster is in the stack's group: then the
-    # cluster's other tests join that group too, so that one worker starts one cluster.
-    uses_both = any("cluster_session" in getattr(item, "fixturenames", ()) for item in stack)
-    for item in hosts:
-        _group(config, item, STACK_GROUP if uses_both else CLUSTER_GROUP)
-    chosen |= set(map(id, hosts))
-    items[:] = stack + hosts + [item for item in items if id(item) not in chosen]
-
-
-def _group(config: pytest.Config, item: pytest.Item, name: str) -> None:
-    """Put `item` in xdist group `name`. xdist 3.8 names the group in the node id by
-    setting `item._nodeid`, which pytest 9 no longer reads (a node id is `item._id`): the
-    scheduler would see no group and spread a group's tests over both workers. So the id
-    gets its `@group` suffix here, as xdist means it to."""
-    item.add_marker(pytest.mark.xdist_group(name))
-    if getattr(config.option, "loadgroup", False) and not item.nodeid.endswith(f"@{name}"):
-        from _pytest.nodeid import coerce_node_id
-
-        item._id = coerce_node_id(f"{item.nodeid}@{name}")
+    chosen = set(map(id, stack + hosts))
+    rest = [item for item in items if id(item) not in chosen]
+    slow = {getattr(item, "module", None) for item in rest if item.get_closest_marker("slow")}
+    rest.sort(key=lambda item: getattr(item, "module", None) not in slow)
+    items[:] = stack + hosts + rest
 
 
 @pytest.hookimpl(tryfirst=True)  # before the item's fixtures (module ones included) are set up
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _SESSION_STACK and _SESSION_STACK.stopped and "stack" in item.fixturenames:
+    """A stack test finds the stack running (started again after a `stops_stack` test),
+    and serving as the stack started it unless the test borrows serving itself."""
+    if _SESSION_STACK is None or "stack" not in item.fixturenames:
+        return
+    if _SESSION_STACK.stopped:
         _SESSION_STACK.start()
+    elif not any(item.get_closest_marker(m) for m in ("borrows_serving", "stops_stack")):
+        _SESSION_STACK.restore_serving()
+
+
+def xdist_group(nodeid: str) -> str | None:
+    """The group of a node id: `@stack`, `@cluster`, or None (a test of its module's unit)."""
+    ids = set(re.split(r"[\[\]-]", nodeid.rsplit("::", 1)[-1]))
+    return next((group for group in (STACK_GROUP, CLUSTER_GROUP) if group in ids), None)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    from xdist.scheduler import LoadGroupScheduling
+    from xdist.scheduler import LoadScopeScheduling
 
-    class StackThenModules(LoadGroupScheduling):
-        """xdist's loadgroup, with a module as the unit of an ungrouped test (loadgroup
-        alone sends each ungrouped test anywhere on its own)."""
+    class StackThenModules(LoadScopeScheduling):
+        """xdist's loadscope with the stack's and the cluster's tests each one unit, and a
+        module the unit of every other test. A test that needs both the stack and the
+        cluster puts the cluster's other tests in the stack's unit: one worker, one
+        cluster."""
+
+        cluster_joins_stack = False
+
+        def schedule(self) -> None:
+            if self.collection is None and self.registered_collections:
+                collection = next(iter(self.registered_collections.values()))
+                self.cluster_joins_stack = any(
+                    STACK_GROUP in nodeid and CLUSTER_GROUP in nodeid for nodeid in collection
+                )
+            super().schedule()
 
         def _split_scope(self, nodeid: str) -> str:
-            if "@" in nodeid:
-                return nodeid.rsplit("@", 1)[-1]
-            return nodeid.split("::", 1)[0]
+            group = xdist_group(nodeid)
+            if group == CLUSTER_GROUP and self.cluster_joins_stack:
+                return STACK_GROUP
+            return group or nodeid.split("::", 1)[0]
 
     return StackThenModules(config, log)
 
@@ -139,6 +163,10 @@ class Stack:
     home: Path
     up_output: str = ""
     stopped: bool = True
+    # While serving serves a model of a `serving` block: what it served before the first
+    # block (alias -> version), and how many blocks are open.
+    served_before: dict[str, str] | None = None
+    open_blocks: int = 0
 
     def settings(self):
         """The stack's settings, built from the same ORCHARD_* values the CLI got."""
@@ -148,6 +176,7 @@ class Stack:
         output = up_or_fail(self.env, self.home).stdout
         self.up_output = self.up_output or output  # the first start shows the password
         self.stopped = False
+        self.served_before = None
 
     def down(self) -> subprocess.CompletedProcess:
         """`orchard down`; the next test that uses the stack starts it again."""
@@ -158,17 +187,31 @@ class Stack:
     def serving(self, model_name: str) -> Iterator[dict[str, str]]:
         """The stack's serving restarted to serve the registered model `model_name` (a
         test's own, so its aliases and versions are the test's alone); yields the CLI
-        environment of that serving. After, serving is restarted as it was and the aliases
-        it served before are served again."""
-        before = httpx.get(f"{self.settings().serving_base_url}/healthz", timeout=30).json()
+        environment of that serving.
+
+        After the block serving goes on serving that model: the next block switches
+        straight to its own, and a stack test that does not borrow serving gets serving
+        as it was before it starts (`restore_serving`, from `pytest_runtest_setup`)."""
+        if self.served_before is None:
+            health = httpx.get(f"{self.settings().serving_base_url}/healthz", timeout=30)
+            self.served_before = health.json()["serving"]
         env = {**self.env, "ORCHARD_MODEL_NAME": model_name}
         _restart_serve(env, self.home)
+        self.open_blocks += 1
         try:
             yield env
         finally:
-            _restart_serve(self.env, self.home)
-            for alias, version in before["serving"].items():
-                wait_serving(self.settings().serving_base_url, alias, version)
+            self.open_blocks -= 1
+
+    def restore_serving(self) -> None:
+        """Outside every `serving` block: serving restarted as the stack started it, once
+        the aliases it served before are served again."""
+        if self.served_before is None or self.open_blocks or self.stopped:
+            return
+        _restart_serve(self.env, self.home)
+        for alias, version in self.served_before.items():
+            wait_serving(self.settings().serving_base_url, alias, version)
+        self.served_before = None
 
 
 def _restart_serve(env: dict[str, str], home: Path) -> None:
@@ -239,12 +282,15 @@ def wait_serving(base_url: str, alias: str, version: str, timeout: float = 180) 
 _SESSION_STACK: Stack | None = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=[STACK_GROUP])  # the parameter: see xdist_group
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole local stack, started once with `orchard up` on free loopback ports."""
     global _SESSION_STACK
     home = tmp_path_factory.mktemp("stack") / "home"
-    _SESSION_STACK = Stack(env=stack_env(home), home=home)
+    # Ray Train's controller polls its workers every 2 s, and a checkpoint report waits
+    # for that poll: the tests' runs of a few steps report every few steps.
+    env = stack_env(home) | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    _SESSION_STACK = Stack(env=env, home=home)
     try:
         _SESSION_STACK.start()
         yield _SESSION_STACK

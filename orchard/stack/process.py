@@ -150,20 +150,31 @@ def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
             pass
 
 
+def _group_of(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
 def stop(record: ProcessRecord, run_dir: Path, timeout: float = 30.0) -> int:
     """Stop the service's whole process family; return how many processes it had.
 
-    SIGTERM to the leader's process group first so a supervisor (airflow standalone,
-    `ray start --block`) can shut its children down in order; then SIGTERM to any
-    stragglers; SIGKILL whatever is left after `timeout`.
+    SIGTERM to the leader's process group, so a supervisor (airflow standalone, `ray
+    start --block`) shuts its children down, and at the same time to the family's
+    processes outside that group; then SIGTERM again to any stragglers (processes forked
+    during shutdown); SIGKILL whatever is left after `timeout`.
     """
     procs = family(record)
     leader = record.process()
     if leader is not None:
         try:
-            os.killpg(leader.pid, signal.SIGTERM)
+            os.killpg(leader.pid, signal.SIGTERM)  # the leader is its session's group leader
         except (ProcessLookupError, PermissionError):
             leader.terminate()
+    # What that signal does not reach (helpers that left the group, or every process when
+    # the pid file was lost) gets its own now, not after the wait.
+    _signal_all([p for p in procs if leader is None or _group_of(p) != leader.pid], signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=timeout * 2 / 3)
     # Processes forked during shutdown, or ones that ignored the group signal.
     alive = {p.pid: p for p in alive} | {p.pid: p for p in family(record)}

@@ -20,6 +20,7 @@ import pytest
 from orchard import cluster
 from orchard.cluster import network
 from orchard.settings import Settings
+from tests.conftest import CLUSTER_GROUP
 
 
 @dataclass
@@ -57,7 +58,7 @@ class ClusterHosts:
         return json.loads(line.removeprefix("RESULT="))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=[CLUSTER_GROUP])  # see tests/conftest.py
 def cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHosts]:
     try:
         network.check_can_create()

@@ -33,7 +33,7 @@ from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
 from tests.platform.test_gateway import balance, new_key
 from tests.platform.test_gateway import grant as grant_credits
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.borrows_serving]
 
 MAX_CONTEXT = 1024  # long enough that a stream is still running when a test acts on it
 HELLO = [{"role": "user", "content": "Hello! Tell me about apples."}]

@@ -23,7 +23,7 @@ from tests.platform.conftest import PASSWORD, Account
 from tests.platform.test_gateway import grant, new_key
 from tests.ui.conftest import ARTIFACTS, Product, new_page
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.borrows_serving]
 
 ANSWER_TIMEOUT = 180_000  # ms: a busy 2-core machine streams a 512-token answer slowly
 MOBILE = {"viewport": {"width": 375, "height": 812}, "device_scale_factor": 1}

@@ -6,6 +6,8 @@ import gzip
 import io
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -184,6 +186,16 @@ def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
     _, local, docs, _ = curated
     sources = [Path(local.path).parents[2] / name for name in ("import", "crawl")]
     config = CurateConfig(executor="ray", tasks=2)
+    # The step joins the Ray it finds, as a Ray job joins its cluster: here a local one
+    # without the dashboard, which would only cost start-up time.
+    temp = tempfile.mkdtemp(prefix="orc-", dir="/tmp")  # Ray's socket paths must stay short
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=temp,
+    )
     try:
         on_ray = run_step(
             step="curate",
@@ -194,6 +206,7 @@ def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
         )
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
     assert on_ray.key == local.key  # the executor is not part of the result's address
     ray_ids = set()
     for shard in Path(on_ray.path, "documents").glob("*.jsonl.gz"):
