@@ -116,6 +116,16 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             "start from the latest stage before them. grpo needs reward.",
         ),
         **_training_params("sft", "SFT", steps=150, lr=5e-4),
+        "sft_heldout": Param(
+            256,
+            type="integer",
+            minimum=1,
+            title="SFT held-out conversations",
+            description="Held-out conversations the before/after loss is measured on (spread "
+            "over the held-out split). Each is evaluated twice: fewer make SFT of a large "
+            "model much shorter on CPU.",
+            section="SFT",
+        ),
         "sft_method": Param(
             "full",
             type="string",
@@ -297,7 +307,11 @@ def orchard_posttrain():
         if params["sft_method"] == "lora":
             lora = {name: params[name] for name in ("lora_r", "lora_alpha", "lora_dropout")}
         config = SftConfig(
-            steps=params["sft_steps"], lr=params["sft_lr"], method=params["sft_method"], **lora
+            steps=params["sft_steps"],
+            lr=params["sft_lr"],
+            method=params["sft_method"],
+            heldout_examples=params["sft_heldout"],
+            **lora,
         )
         return step_job(context, params, "sft", "chat", config, [chat, base]).path
 
