@@ -419,6 +419,7 @@ class TurnRunner:
         started = time.monotonic()
         pieces: list[str] = []
         model: str | None = None
+        ttft_ms: int | None = None  # from the send to the first piece of text
         tokens: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
         unsaved, saved_at = 0, started
         answered = False
@@ -441,6 +442,8 @@ class TurnRunner:
                         }
                     if not chunk.text:
                         continue
+                    if ttft_ms is None:
+                        ttft_ms = int((time.monotonic() - started) * 1000)
                     pieces.append(chunk.text)
                     turn.events.put_nowait(("delta", chunk.text))
                     unsaved += 1
@@ -459,6 +462,7 @@ class TurnRunner:
                 status="complete",
                 model_version=model,
                 latency_ms=int((time.monotonic() - started) * 1000),
+                ttft_ms=ttft_ms,
                 **tokens,
             )
             turn.events.put_nowait(("done", final))
@@ -475,6 +479,7 @@ class TurnRunner:
                     error=f"stopped: {turn.cancel_reason}",
                     model_version=model,
                     latency_ms=int((time.monotonic() - started) * 1000),
+                    ttft_ms=ttft_ms,
                 )
             )
             turn.events.put_nowait(("done", final))
@@ -492,6 +497,7 @@ class TurnRunner:
                 error=reason,
                 model_version=model,
                 latency_ms=int((time.monotonic() - started) * 1000),
+                ttft_ms=ttft_ms,
             )
             turn.events.put_nowait(("failed", final))
         finally:
