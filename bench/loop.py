@@ -91,7 +91,8 @@ def run_loop(args, settings) -> tuple[str, dict]:
             airflow.unpause(dag)
         run = airflow.trigger(
             "orchard_feedback",
-            {"min_pairs": args.min_pairs, "max_user_share": 1.0 / max(1, args.users - 1)},
+            # Users regenerate unevenly (a random model's lengths): twice an even share.
+            {"min_pairs": args.min_pairs, "max_user_share": min(1.0, 2.0 / args.users)},
         )
         state = airflow.wait_for_run("orchard_feedback", run, timeout=1800)
         if state != "success":
