@@ -1,11 +1,13 @@
 """The closed loop with a scripted population: does the challenger learn what users prefer?
 
     .venv/bin/python bench/loop.py --admin-email A --admin-password P \
-        [--users 6] [--questions 6] [--max-words 12] [--max-tokens 48] [--dpo-steps 30]
+        [--users 6] [--questions 6] [--max-words 12] [--max-tokens 48] [--tiny-champion]
 
 Needs a running stack (`orchard up`) whose registry has a `champion` registered by
-`orchard_posttrain` (its lineage names its model and chat data), and an administrator of
-the platform API. Over real HTTP only (testkit/population.py), never the database:
+`orchard_posttrain` (its lineage names its model and chat data), or `--tiny-champion` to
+register a tiny random chat model as champion first (testkit/loop_champion.py: the loop's
+wiring, not a model that can learn much), and an administrator of the platform API.
+Over real HTTP only (testkit/population.py), never the database:
 1. `--users` scripted users ask `--questions` questions each on the `champion` alias;
    they prefer answers of at most `--max-words` words: a long answer is regenerated once
    and the answer they end with is rated up if short, down if not;
@@ -37,22 +39,17 @@ from orchard.airflow_client import AirflowClient  # noqa: E402
 from orchard.feedback import KEY_SECRET  # noqa: E402
 from orchard.registry import aliases  # noqa: E402
 from orchard.settings import load_settings  # noqa: E402
+from testkit.loop_champion import register_tiny_champion  # noqa: E402
 from testkit.population import QUESTIONS, Population, Tally  # noqa: E402
+from testkit.stack import wait_champion  # noqa: E402
 
 
 def rated_answers_to_decide(champion: Tally, challenger: Tally) -> int | None:
-    """How many rated answers the A/B sequential test needed before it decided, fed the
-    two sides' outcomes in order (`Tally.outcomes`: version, variant, thumbs up).
+    """How many rated answers orchard_ab_review's sequential test (the thumbs-up mSPRT)
+    needed before it decided, fed the two sides' ratings in order (None: undecided)."""
+    from orchard.ab_review import rated_answers_to_decide as decide
 
-    Hook for orchard_ab_review (issue 23 item 3, built beside this bench): it returns None
-    until that module exists; then it should call the review's sequential test on these
-    outcomes and return the sample count at its decision (None: no decision yet)."""
-    try:
-        from orchard import ab_review  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    decide = getattr(ab_review, "rated_answers_to_decide", None)
-    return decide(champion.outcomes, challenger.outcomes) if decide else None
+    return decide(champion.outcomes, challenger.outcomes)
 
 
 def admin_key(api: str, email: str, password: str, home: Path) -> None:
@@ -94,7 +91,8 @@ def run_loop(args, settings) -> tuple[str, dict]:
             airflow.unpause(dag)
         run = airflow.trigger(
             "orchard_feedback",
-            {"min_pairs": args.min_pairs, "max_user_share": 1.0 / max(1, args.users - 1)},
+            # Users regenerate unevenly (a random model's lengths): twice an even share.
+            {"min_pairs": args.min_pairs, "max_user_share": min(1.0, 2.0 / args.users)},
         )
         state = airflow.wait_for_run("orchard_feedback", run, timeout=1800)
         if state != "success":
@@ -118,9 +116,18 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--min-pairs", type=int, default=8)
     parser.add_argument("--skip-loop", action="store_true", help="Only measure both aliases.")
+    parser.add_argument(
+        "--tiny-champion",
+        action="store_true",
+        help="Register a tiny random chat model as champion first (a fresh stack has none).",
+    )
     args = parser.parse_args()
     settings = load_settings()
     api = settings.api_url
+    if args.tiny_champion:
+        version = register_tiny_champion(settings)
+        served = wait_champion(settings.serving_base_url, timeout=300)
+        print(f"tiny champion: version {version} registered, serving {served}")
     questions = QUESTIONS[: args.questions]
     with Population(
         f"{api}/api/v1", args.users, max_words=args.max_words, max_tokens=args.max_tokens
@@ -144,9 +151,10 @@ def main() -> None:
         versions = ", ".join(sorted(tally.answers))
         print(f"  {name:10s} {tally.rate_of():6.1%} of {sum(tally.answers.values())} ({versions})")
     needed = rated_answers_to_decide(champion, challenger)
+    rated = len(champion.outcomes) + len(challenger.outcomes)
     print(
-        "sequential test: "
-        + (f"decided after {needed} rated answers" if needed else "not wired (orchard_ab_review)")
+        "sequential test (thumbs-up mSPRT, alpha 0.05): "
+        + (f"decided after {needed} rated answers" if needed else f"undecided after {rated}")
     )
 
 

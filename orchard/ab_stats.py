@@ -4,10 +4,10 @@ a sequential test that may be looked at every hour without inflating its error r
 Rates (thumbs-up, regeneration, abandonment, errors) get **Wilson score intervals**:
 unlike the normal ("Wald") interval they stay inside [0, 1] and keep close to their
 nominal coverage at the small counts a 10 % challenger sees in its first hours.
-Means (latency, cost per answer) get a **normal interval on the mean** (central limit
-theorem, from the count, mean and mean of squares the platform API reports): their
-samples are hundreds of answers, where the CLT interval is adequate, and the API can
-give it without shipping every sample.
+Means (time to first token, latency, cost per answer) get a **normal interval on the
+mean** (central limit theorem, from the count, mean and mean of squares the platform API
+reports): their samples are hundreds of answers, where the CLT interval is adequate, and
+the API can give it without shipping every sample.
 
 The decision uses **mSPRT**, the mixture sequential probability ratio test with a normal
 mixing distribution (Robbins 1970; Johari, Koomen, Pekelis & Walsh, "Always valid
@@ -124,6 +124,9 @@ class SideCounts:
     credits_mean: float | None = None
     credits_mean_sq: float | None = None
     chat_answers: int | None = None  # what latency and credits are means of (None: answers)
+    ttft_answers: int = 0  # answers that got a first token: what TTFT is a mean of
+    ttft_ms_mean: float | None = None
+    ttft_ms_mean_sq: float | None = None
 
 
 # The rates the review compares: name -> (numerator field, denominator field, higher is better)
@@ -134,9 +137,13 @@ RATES: dict[str, tuple[str, str, bool]] = {
     "error_rate": ("failed", "answers", False),
 }
 PRIMARY = "thumbs_up_rate"
-MEANS: dict[str, tuple[str, str]] = {
-    "latency_ms": ("latency_ms_mean", "latency_ms_mean_sq"),
-    "credits_per_answer": ("credits_mean", "credits_mean_sq"),
+# The means the review reports: name -> (mean field, mean-of-squares field, count field;
+# None: the chat answers). TTFT counts only answers that got a token (a failure before the
+# first token has no TTFT); latency is the whole answer, first request to last token.
+MEANS: dict[str, tuple[str, str, str | None]] = {
+    "ttft_ms": ("ttft_ms_mean", "ttft_ms_mean_sq", "ttft_answers"),
+    "latency_ms": ("latency_ms_mean", "latency_ms_mean_sq", None),
+    "credits_per_answer": ("credits_mean", "credits_mean_sq", None),
 }
 
 
@@ -151,9 +158,10 @@ def _side_summary(side: SideCounts) -> dict:
             "high": interval[1] if interval else None,
             "n": n,
         }
-    for name, (mean_field, square_field) in MEANS.items():
+    chat_answers = side.answers if side.chat_answers is None else side.chat_answers
+    for name, (mean_field, square_field, count_field) in MEANS.items():
         mean = getattr(side, mean_field)
-        n = side.answers if side.chat_answers is None else side.chat_answers
+        n = chat_answers if count_field is None else getattr(side, count_field)
         interval = mean_interval(n, mean, getattr(side, square_field))
         summary[name] = {
             "value": mean,

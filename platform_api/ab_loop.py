@@ -54,8 +54,8 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 def side_stats(session: Session, since: datetime | None) -> list[SideStats]:
     """Chat answers per side (with their feedback, regenerations, stops, failures,
-    latency and credits) plus gateway requests for the champion (failures only: they take
-    no feedback), since `since`."""
+    latency, time to first token and credits) plus gateway requests for the champion
+    (failures only: they take no feedback), since `since`."""
     rated = func.count(MessageFeedback.message_id)
     up = func.count(case((MessageFeedback.rating == "up", 1)))
     down = func.count(case((MessageFeedback.rating == "down", 1)))
@@ -64,6 +64,7 @@ def side_stats(session: Session, since: datetime | None) -> list[SideStats]:
     failed = func.count(case((Message.status == "failed", 1)))
     latency = func.coalesce(Message.latency_ms, 0) * 1.0
     credits = func.coalesce(Message.credits, 0) * 1.0
+    ttft = Message.ttft_ms * 1.0  # NULL (no token came) is left out of its count and means
     query = (
         select(
             Message.variant,
@@ -78,6 +79,9 @@ def side_stats(session: Session, since: datetime | None) -> list[SideStats]:
             func.avg(latency * latency),
             func.avg(credits),
             func.avg(credits * credits),
+            func.count(Message.ttft_ms),
+            func.avg(ttft),
+            func.avg(ttft * ttft),
         )
         .outerjoin(MessageFeedback, MessageFeedback.message_id == Message.id)
         .where(
@@ -103,7 +107,7 @@ def side_stats(session: Session, since: datetime | None) -> list[SideStats]:
     requests = {row[0]: row for row in session.exec(gateway)}
     sides = []
     for variant in VARIANTS:
-        row = chats.get(variant) or (variant, 0, 0, 0, 0, 0, 0, 0, None, None, None, None)
+        row = chats.get(variant) or (variant, *[0] * 7, None, None, None, None, 0, None, None)
         _, sent, sent_failed = requests.get(variant, (variant, 0, 0))
 
         def number(value):
@@ -124,6 +128,9 @@ def side_stats(session: Session, since: datetime | None) -> list[SideStats]:
                 credits_mean=number(row[10]),
                 credits_mean_sq=number(row[11]),
                 chat_answers=row[1],
+                ttft_answers=row[12],
+                ttft_ms_mean=number(row[13]),
+                ttft_ms_mean_sq=number(row[14]),
             )
         )
     return sides

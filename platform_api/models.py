@@ -252,6 +252,7 @@ class Message(PlatformTable, table=True):
     prompt_tokens: int | None = Field(default=None)
     completion_tokens: int | None = Field(default=None)
     latency_ms: int | None = Field(default=None)
+    ttft_ms: int | None = Field(default=None)  # time to the first token (None: none came)
     created_at: datetime = _created()
     updated_at: datetime = _created()
     # Set when a regenerated answer or an edited question replaced it: the row is kept

@@ -781,6 +781,9 @@ class SideStats(BaseModel):
     credits_mean: float | None
     credits_mean_sq: float | None
     chat_answers: int  # the chat answers alone: what latency and credits are means of
+    ttft_answers: int = 0  # the chat answers that got a first token: what TTFT is a mean of
+    ttft_ms_mean: float | None = None  # time to first token (send to first piece of text)
+    ttft_ms_mean_sq: float | None = None
 
 
 class SplitStats(BaseModel):

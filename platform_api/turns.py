@@ -423,6 +423,7 @@ class TurnRunner:
         started = time.monotonic()
         pieces: list[str] = []
         model: str | None = None
+        ttft_ms: int | None = None  # from the send to the first piece of text
         tokens: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
         unsaved, saved_at = 0, started
         answered = False
@@ -445,6 +446,8 @@ class TurnRunner:
                         }
                     if not chunk.text:
                         continue
+                    if ttft_ms is None:
+                        ttft_ms = int((time.monotonic() - started) * 1000)
                     pieces.append(chunk.text)
                     turn.events.put_nowait(("delta", chunk.text))
                     unsaved += 1
@@ -463,6 +466,7 @@ class TurnRunner:
                 status="complete",
                 model_version=model,
                 latency_ms=int((time.monotonic() - started) * 1000),
+                ttft_ms=ttft_ms,
                 **tokens,
             )
             turn.events.put_nowait(("done", final))
@@ -479,6 +483,7 @@ class TurnRunner:
                     error=f"stopped: {turn.cancel_reason}",
                     model_version=model,
                     latency_ms=int((time.monotonic() - started) * 1000),
+                    ttft_ms=ttft_ms,
                 )
             )
             turn.events.put_nowait(("done", final))
@@ -496,6 +501,7 @@ class TurnRunner:
                 error=reason,
                 model_version=model,
                 latency_ms=int((time.monotonic() - started) * 1000),
+                ttft_ms=ttft_ms,
             )
             turn.events.put_nowait(("failed", final))
         finally:

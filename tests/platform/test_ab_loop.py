@@ -201,6 +201,10 @@ def test_the_loop_split_the_review_and_the_model_card(
     assert {v: s["answers"] for v, s in counted.items()} == sides
     assert counted["champion"]["thumbs_down"] == counted["champion"]["rated"] > 0
     assert counted["champion"]["latency_ms_mean"] is not None
+    # TTFT per side: every answer got a first token, none later than its last one.
+    champion = counted["champion"]
+    assert champion["ttft_answers"] == 20 and champion["ttft_ms_mean"] is not None
+    assert champion["ttft_ms_mean"] <= champion["latency_ms_mean"]
 
     summary = run_review(
         api_url=api.root,
@@ -218,6 +222,8 @@ def test_the_loop_split_the_review_and_the_model_card(
     assert version.tags["ab.verdict"] == review["verdict"] == summary["verdict"]
     up = review["sides"]["challenger"]["thumbs_up_rate"]
     assert up["value"] == 1.0 and 0 < up["low"] < 1.0
+    ttft = review["sides"]["champion"]["ttft_ms"]
+    assert ttft["n"] == 20 and ttft["low"] <= ttft["value"] <= ttft["high"]
     # The card is an MLflow artifact of the version's run...
     local = client.download_artifacts(version.run_id, "model_card/model_card.md")
     logged = Path(local).read_text()

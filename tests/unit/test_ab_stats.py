@@ -94,6 +94,9 @@ def _side(answers, up, down, regenerated=0, stopped=0, failed=0) -> SideCounts:
         latency_ms_mean_sq=800.0**2 + 200.0**2,
         credits_mean=5.0,
         credits_mean_sq=30.0,
+        ttft_answers=answers - failed,  # a failed answer got no first token
+        ttft_ms_mean=120.0,
+        ttft_ms_mean_sq=120.0**2 + 30.0**2,
     )
 
 
@@ -111,6 +114,11 @@ def test_the_verdict_promotes_keeps_testing_or_rolls_back():
     assert rate["low"] < rate["value"] < rate["high"]
     latency = sides["champion"]["latency_ms"]
     assert latency["low"] < 800 < latency["high"]
+    # TTFT per side, a mean of the answers that got a first token (not of the failed ones).
+    ttft = review(champion, _side(100, 35, 35, failed=30))["sides"]["challenger"]["ttft_ms"]
+    assert ttft["n"] == 70 and ttft["low"] < 120 < ttft["high"]
+    half = 1.96 * 30 * (70 / 69) ** 0.5 / 70**0.5  # z · s / √n, s with n − 1
+    assert ttft["high"] - ttft["low"] == pytest.approx(2 * half, 1e-3)
 
 
 def test_rated_answers_to_decide_counts_the_ratings_the_test_needed():

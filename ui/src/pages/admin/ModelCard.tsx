@@ -81,7 +81,8 @@ const REVIEW_ROWS: [string, string, boolean][] = [
   ["regeneration_rate", "Regenerated", true],
   ["abandonment_rate", "Stopped", true],
   ["error_rate", "Errors", true],
-  ["latency_ms", "Latency, ms", false],
+  ["ttft_ms", "Time to first token, ms", false],
+  ["latency_ms", "Latency (whole answer), ms", false],
   ["credits_per_answer", "Credits per answer", false],
 ];
 

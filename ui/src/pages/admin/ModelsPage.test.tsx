@@ -14,6 +14,7 @@ const side = (up: number, rated: number, answers: number) => ({
   regeneration_rate: { value: 0.05, low: 0.02, high: 0.11, n: answers },
   abandonment_rate: { value: 0.01, low: 0.0, high: 0.05, n: answers },
   error_rate: { value: 0, low: 0, high: 0.04, n: answers },
+  ttft_ms: { value: 41.26, low: 38.9, high: 43.61, n: answers },
   latency_ms: { value: 812.345, low: 790.1, high: 834.6, n: answers },
   credits_per_answer: { value: 5.25, low: 5.01, high: 5.49, n: answers },
 });
@@ -138,6 +139,10 @@ describe("ModelsPage", () => {
       .find((r) => r.dataset.metric === "thumbs_up_rate")!;
     expect(up).toHaveTextContent("50 % [42, 56]");
     expect(up).toHaveTextContent("85.7 % [77.7, 91.7]");
+    const ttft = within(shown)
+      .getAllByTestId("ab-row")
+      .find((r) => r.dataset.metric === "ttft_ms")!;
+    expect(ttft).toHaveTextContent("41.3 [38.9, 43.6]");
     expect(within(shown).getByTestId("card-artifact")).toHaveTextContent("runs:/run2/model_card/model_card.md");
   });
 });
