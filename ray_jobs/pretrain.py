@@ -301,7 +301,8 @@ def _where(rank: int, loop: dict[str, Any]) -> dict[str, str]:
 
 
 def _batch(dataset, step: int, loop: dict[str, Any], rank: int, world: int) -> dict:
-    """This rank's slice of global batch `step`: the same samples whatever the restart."""
+    """Data-parallel replica `rank` of `world`'s slice of global batch `step`: the same
+    samples whatever the restart."""
     import torch
 
     per_rank = loop["global_batch_size"] // world
@@ -314,6 +315,7 @@ def train_loop(loop: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
     import torch
+    from megatron.core import parallel_state
 
     from model.distributed import init_model_parallel
     from model.presets import ModelPreset
@@ -327,6 +329,19 @@ def train_loop(loop: dict[str, Any]) -> None:
     torch.distributed.all_gather_object(workers, _where(rank, loop))
     preset = ModelPreset(**loop["model_preset"])
     init_model_parallel(preset, seed=loop["seed"])
+    # The ranks of one model replica (TP × PP) read the same samples: the global batch
+    # is split over the data-parallel replicas only.
+    dp_rank = parallel_state.get_data_parallel_rank()
+    dp_size = parallel_state.get_data_parallel_world_size()
+    shard = (
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_pipeline_model_parallel_rank(),
+    )
+    per_replica = loop["global_batch_size"] // dp_size
+    # A pipeline runs micro-batches through its stages one behind the other: give each
+    # stage one micro-batch of its own when the slice splits so.
+    pp = preset.pipeline_parallel
+    micro_batch = per_replica // pp if per_replica % pp == 0 else per_replica
     checkpoint = ray.train.get_checkpoint()
     init_state = None
     if loop["init"] and not checkpoint:  # a resumed run has its weights in the checkpoint
@@ -340,7 +355,7 @@ def train_loop(loop: dict[str, Any]) -> None:
         clip_grad=loop["clip_grad"],
         warmup_steps=loop["warmup_steps"],
         total_steps=loop["steps"],
-        micro_batch_size=loop["global_batch_size"] // world,
+        micro_batch_size=micro_batch,
         seed=loop["seed"],
     )
     training = build_training(
@@ -357,7 +372,7 @@ def train_loop(loop: dict[str, Any]) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
-        training.load_state_dict(state["training"])
+        training.load_state_dict(state["shards"][shard])
         start, curve = state["step"], state["curve"]
         if rank == 0:
             print(f"resumed from the checkpoint of step {start}", flush=True)
@@ -367,7 +382,9 @@ def train_loop(loop: dict[str, Any]) -> None:
     prometheus = TrainMetrics(loop["run_name"], "pretrain") if rank == 0 else None
     tokens_per_step = loop["global_batch_size"] * loop["seq_length"]
     if loop["init"] and start == 0:  # the loaded base model before any step
-        batches = [_batch(valid_set, i, loop, rank, world) for i in range(loop["eval_batches"])]
+        batches = [
+            _batch(valid_set, i, loop, dp_rank, dp_size) for i in range(loop["eval_batches"])
+        ]
         val_loss = float(training.eval_loss(batches))
         point = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
         curve.append({"step": 0, "tokens": 0, **point})
@@ -381,7 +398,7 @@ def train_loop(loop: dict[str, Any]) -> None:
             )
     window_start, window_steps = time.perf_counter(), 0
     for step in range(start, loop["steps"]):
-        out = training.train_step(_batch(train_set, step, loop, rank, world))
+        out = training.train_step(_batch(train_set, step, loop, dp_rank, dp_size))
         window_steps += 1
         done = step + 1
         if prometheus:
@@ -400,7 +417,9 @@ def train_loop(loop: dict[str, Any]) -> None:
                 point["mfu"] = tokens_per_s * loop["flops_per_token"] / loop["peak_flops"]
             window_start, window_steps = time.perf_counter(), 0
         if done % loop["eval_interval"] == 0 or done == loop["steps"]:
-            batches = [_batch(valid_set, i, loop, rank, world) for i in range(loop["eval_batches"])]
+            batches = [
+                _batch(valid_set, i, loop, dp_rank, dp_size) for i in range(loop["eval_batches"])
+            ]
             val_loss = float(training.eval_loss(batches))
             point |= {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
         if point:
@@ -422,27 +441,37 @@ def train_loop(loop: dict[str, Any]) -> None:
 def _report_checkpoint(
     training, step: int, curve: list, workers: list, point: dict, rank: int, mlflow
 ) -> None:
-    """Every rank reports; rank 0 hands Ray Train the state (identical on every rank:
-    data-parallel replicas), which Ray copies to the run's storage."""
+    """Every rank reports; rank 0 hands Ray Train the state, which Ray copies to the
+    run's storage. The state holds every shard of the first model replica (data-parallel
+    replicas are identical), keyed by (TP rank, PP rank), for a resumed run of the same
+    layout, and the whole model merged (`model`: TP = PP = 1 keys) for the export.
+    Gathering a whole model on one rank suits the CPU presets; at GPU scale Megatron's
+    distributed checkpointing (not used here) writes the shards in parallel instead."""
     import ray.train
     import torch
 
+    from model.distributed import gather_model_parallel
+    from model.shards import merge_shards
+
     metrics = {"step": step, **{k: v for k, v in point.items() if k != "step"}}
+    shards = gather_model_parallel(training.state_dict())
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
+    assert shards is not None
     with tempfile.TemporaryDirectory(prefix="orchard-ckpt-") as directory:
         state = {
             "step": step,
             "curve": curve,
             "workers": workers,
-            "training": training.state_dict(),
+            "shards": shards,
+            "model": merge_shards({k: v["model"] for k, v in shards.items()}, training.preset),
         }
         torch.save(state, Path(directory) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         if mlflow:  # the weights, for people to pick up; the full state stays in Ray's storage
             weights = Path(directory) / "model.pt"
-            torch.save(state["training"]["model"], weights)
+            torch.save(state["model"], weights)
             mlflow.artifact(weights, f"checkpoints/step-{step:06d}")
 
 
@@ -637,6 +666,12 @@ def pretrain(
         preset = get_preset(config.preset)
         seq_length = config.seq_length or preset.seq_length
         preset = dataclasses.replace(preset, seq_length=seq_length)
+    if config.workers % preset.model_parallel_size:
+        raise OrchardError(
+            f"preset {preset.name!r} splits one model over TP {preset.tensor_parallel} × PP "
+            f"{preset.pipeline_parallel} = {preset.model_parallel_size} workers: set workers "
+            f"to a multiple of {preset.model_parallel_size}"
+        )
     lr = peak_lr(config, preset.hidden_size, continued=base is not None)
     warmup = config.warmup_steps if config.warmup_steps is not None else config.steps // 10
     entropy = unigram_entropy([e["prefix"] for e in index["train"]], vocab_size)
@@ -731,7 +766,7 @@ def pretrain(
         raise OrchardError("pretraining finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
-    model_state = state["training"]["model"]
+    model_state = state["model"]  # the whole model, whatever the TP/PP layout
     (ctx.out / "megatron").mkdir()
     torch.save(model_state, ctx.out / "megatron" / "model.pt")
     export_hf(
