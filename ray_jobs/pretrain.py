@@ -454,9 +454,11 @@ def _report_checkpoint(
     from model.shards import merge_shards
 
     metrics = {"step": step, **{k: v for k, v in point.items() if k != "step"}}
+    # Named by step, so the storage shows which steps are safe (every rank passes it).
+    name = f"checkpoint_step-{step:06d}"
     shards = gather_model_parallel(training.state_dict())
     if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
     assert shards is not None
     with tempfile.TemporaryDirectory(prefix="orchard-ckpt-") as directory:
@@ -468,7 +470,8 @@ def _report_checkpoint(
             "model": merge_shards({k: v["model"] for k, v in shards.items()}, training.preset),
         }
         torch.save(state, Path(directory) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         if mlflow:  # the weights, for people to pick up; the full state stays in Ray's storage
             weights = Path(directory) / "model.pt"
             torch.save(state["model"], weights)
