@@ -78,7 +78,7 @@ def merge_shards(
                 parts = [shards[(t, stage)][key].chunk(halves, dim) for t in range(tp)]
                 halves_joined = [torch.cat([p[h] for p in parts], dim) for h in range(halves)]
                 whole = torch.cat(halves_joined, dim)
-            merged[_global_key(key, stage, per_stage)] = whole.clone()
+            merged[_global_key(key, stage, per_stage)] = whole
     return merged
 
 
