@@ -133,10 +133,19 @@ class PretrainConfig(StepConfig):
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PretrainConfig:
+        from model.presets import PRESETS
+
         if self.global_batch_size % self.workers:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} does not split over "
                 f"{self.workers} workers: make it a multiple of workers"
+            )
+        preset = PRESETS.get(self.preset)  # an unknown name is refused when training starts
+        if preset is not None and self.workers % preset.model_parallel_size:
+            raise ValueError(
+                f"preset {preset.name!r} splits one model over TP {preset.tensor_parallel} × "
+                f"PP {preset.pipeline_parallel} = {preset.model_parallel_size} workers: set "
+                f"workers to a multiple of {preset.model_parallel_size}"
             )
         return self
 
@@ -669,12 +678,6 @@ def pretrain(
         preset = get_preset(config.preset)
         seq_length = config.seq_length or preset.seq_length
         preset = dataclasses.replace(preset, seq_length=seq_length)
-    if config.workers % preset.model_parallel_size:
-        raise OrchardError(
-            f"preset {preset.name!r} splits one model over TP {preset.tensor_parallel} × PP "
-            f"{preset.pipeline_parallel} = {preset.model_parallel_size} workers: set workers "
-            f"to a multiple of {preset.model_parallel_size}"
-        )
     lr = peak_lr(config, preset.hidden_size, continued=base is not None)
     warmup = config.warmup_steps if config.warmup_steps is not None else config.steps // 10
     entropy = unigram_entropy([e["prefix"] for e in index["train"]], vocab_size)
