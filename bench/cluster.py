@@ -12,12 +12,12 @@ on a busy machine with fewer free cores than hosts it is lower. Prints the media
 tokens/s of each (the step's `tokens_per_s` metric, measured between log points, so Ray
 and torch start-up are not in it) and the ratio.
 
-Then a third run with 2 workers (30 steps, a checkpoint every 10) loses host c in the
-middle (testkit/cluster_failure.py: every process SIGKILLed once a checkpoint is safe,
-then the host boots again at once) and prints the time from the host's death to training
-resumed: to the first step the resumed run logged to MLflow (exact timestamps), and to
-the "resumed from the checkpoint" line of the job's log (polled each second). Never
-fails on time. Removes the cluster at the end, also on error or Ctrl-C.
+Then a third run with 2 workers (30 steps of 8 x 256 tokens, a checkpoint every 10)
+loses host c in the middle (testkit/cluster_failure.py: every process SIGKILLed once a
+checkpoint is safe, then the host boots again at once) and prints the time from the
+host's death to training resumed: to the first step the resumed run logged to MLflow
+(exact timestamps), and to the "resumed from the checkpoint" line of the job's log
+(polled each second). Never fails on time. Removes the cluster at the end, also on error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def main() -> int:
                 )
                 if not args.no_failure:
                     config = runs["2 workers on hosts b+c"] | {
+                        "seq_length": 256,
                         "steps": 30,
                         "checkpoint_interval": 10,
                         "eval_interval": 30,

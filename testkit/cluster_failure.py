@@ -23,10 +23,9 @@ from orchard.cluster import failures
 from orchard.settings import Settings
 from testkit.cluster_pretrain import SUBMIT, ModelData, object_keys
 
-# After the first checkpoint is in storage and the next step has run, Ray Train's
-# controller registers the checkpoint at its next poll of the workers (every 2 s).
-REGISTER_WAIT_S = 3.0
-_STEP = re.compile(r'"step": (\d+)')
+# Once a checkpoint is in storage, rank 0's report returns and Ray Train's controller
+# registers the checkpoint at its next poll of the workers (every 2 s).
+REGISTER_WAIT_S = 2.5
 _CHECKPOINT = re.compile(r"/checkpoint_step-(\d+)/state\.pt$")
 RESUMED = re.compile(r"resumed from the checkpoint of step (\d+)")
 
@@ -98,7 +97,7 @@ def pretrain_through_host_death(
     deadline = time.monotonic() + timeout
     target = layout.host(host)
     try:
-        safe = _wait_for_a_registered_checkpoint(job, run, data, deadline)
+        safe = _wait_for_a_registered_checkpoint(job, data, deadline)
         if safe:
             run.checkpoints_at_kill = checkpoint_steps(data)
             run.killed_at = time.time()
@@ -120,23 +119,18 @@ def pretrain_through_host_death(
 
 
 def _wait_for_a_registered_checkpoint(
-    job: subprocess.Popen, run: FailoverRun, data: ModelData, deadline: float
+    job: subprocess.Popen, data: ModelData, deadline: float
 ) -> bool:
-    """True once a checkpoint is complete in storage, a later step has run (rank 0's
-    report returned) and the controller has had time to register it; False if the job
-    ended first (then it was too short to kill in the middle)."""
-    first = None
+    """True once a checkpoint is complete in storage and the controller has had time to
+    register it; False if the job ended first (then it was too short to kill in the
+    middle of it)."""
     while job.poll() is None and time.monotonic() < deadline:
-        if first is None:
-            try:
-                steps = checkpoint_steps(data)
-            except Exception:  # the S3 server is busy: look again
-                steps = []
-            first = steps[0] if steps else None
-        else:
-            seen = [int(m[1]) for _, line in list(run.lines) if (m := _STEP.search(line))]
-            if seen and max(seen) > first:
-                time.sleep(REGISTER_WAIT_S)
-                return job.poll() is None
+        try:
+            steps = checkpoint_steps(data)
+        except Exception:  # the S3 server is busy: look again
+            steps = []
+        if steps:
+            time.sleep(REGISTER_WAIT_S)
+            return job.poll() is None
         time.sleep(0.2)
     return False
