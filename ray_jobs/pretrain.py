@@ -458,6 +458,7 @@ def _report_checkpoint(
     distributed checkpointing (not used here) writes the shards in parallel instead."""
     import ray.train
     import torch
+    from megatron.core import parallel_state
 
     from model.distributed import gather_model_parallel
     from model.shards import merge_shards
@@ -465,7 +466,9 @@ def _report_checkpoint(
     metrics = {"step": step, **{k: v for k, v in point.items() if k != "step"}}
     # Named by step, so the storage shows which steps are safe (every rank passes it).
     name = f"checkpoint_step-{step:06d}"
-    shards = gather_model_parallel(training.state_dict())
+    shards = None
+    if parallel_state.get_data_parallel_rank() == 0:  # the first replica's TP × PP ranks
+        shards = gather_model_parallel(training.state_dict())
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
