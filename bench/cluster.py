@@ -117,6 +117,8 @@ def main() -> int:
 def _failover(hosts_settings, layout, settings, config, data) -> int:
     from mlflow.tracking import MlflowClient
 
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # the jobs' tracking store, read here
+
     print("pretraining while host c dies ...", flush=True)
     run = pretrain_through_host_death(hosts_settings, layout, settings, config, data)
     resumed = run.resumed()

@@ -50,9 +50,11 @@ def s3_endpoint(cluster_session):
 
 
 def test_a_worker_host_dying_mid_training_resumes_from_the_last_checkpoint(
-    cluster_hosts, s3_endpoint, tmp_path
+    cluster_hosts, s3_endpoint, tmp_path, monkeypatch
 ):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the job's tracking store, read here
 
     layout = cluster_hosts.layout
     data = model_data_on_s3(s3_endpoint, tmp_path / "cache")
