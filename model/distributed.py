@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -92,3 +93,26 @@ def _initialize(*, tensor_parallel: int, pipeline_parallel: int) -> None:
         tensor_model_parallel_size=tensor_parallel,
         pipeline_model_parallel_size=pipeline_parallel,
     )
+
+
+def gather_model_parallel(obj: Any) -> dict[tuple[int, int], Any] | None:
+    """`obj` of every rank of this model replica (its TP × PP ranks), keyed by (tensor-,
+    pipeline-parallel rank), on the replica's first rank (global rank 0 for the first
+    data-parallel replica); None on the other ranks. Pickled over the process group."""
+    key = (
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_pipeline_model_parallel_rank(),
+    )
+    if (
+        parallel_state.get_tensor_model_parallel_world_size()
+        * parallel_state.get_pipeline_model_parallel_world_size()
+        == 1
+    ):
+        return {key: obj}
+    group = parallel_state.get_model_parallel_group()
+    first = dist.get_process_group_ranks(group)[0]
+    gathered: list[Any] | None = None
+    if dist.get_rank() == first:
+        gathered = [None] * dist.get_world_size(group)
+    dist.gather_object((key, obj), gathered, dst=first, group=group)
+    return dict(gathered) if gathered is not None else None

@@ -30,6 +30,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from model import cpu_compat
 from model.presets import ModelPreset
+from model.shards import skip_earlier_stages
 from orchard.errors import OrchardError
 
 
@@ -190,7 +191,8 @@ def build_gpt(
 
     `parallel_state` must be initialised (`init_single_process` or `init_model_parallel`)
     with the preset's TP/PP sizes. Weights are drawn from the current torch RNG state
-    (`model.distributed.seed_all`). `recompute` needs CUDA.
+    (`model.distributed.seed_all`); on CPU the initial weights do not depend on the TP/PP
+    layout (`model.shards.skip_earlier_stages`). `recompute` needs CUDA.
     """
     check_parallel_state(preset)
     if vocab_size % preset.tensor_parallel:
@@ -206,15 +208,26 @@ def build_gpt(
                 "saves the CUDA RNG state. Train without recompute on CPU"
             )
         cpu_compat.apply()
-    model = GPTModel(
-        config=transformer_config(preset, bf16=bf16, recompute=recompute),
-        transformer_layer_spec=layer_spec(use_cuda),
-        vocab_size=vocab_size,
-        max_sequence_length=preset.seq_length,
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=preset.tie_embeddings,
-        position_embedding_type="rope",
-        rotary_base=preset.rotary_base,
-    )
+
+    def stage() -> GPTModel:
+        return GPTModel(
+            config=transformer_config(preset, bf16=bf16, recompute=recompute),
+            transformer_layer_spec=layer_spec(use_cuda),
+            vocab_size=vocab_size,
+            max_sequence_length=preset.seq_length,
+            pre_process=parallel_state.is_pipeline_first_stage(),
+            post_process=parallel_state.is_pipeline_last_stage(),
+            share_embeddings_and_output_weights=preset.tie_embeddings,
+            position_embedding_type="rope",
+            rotary_base=preset.rotary_base,
+        )
+
+    if not use_cuda and not parallel_state.is_pipeline_first_stage():
+        # The same initial model as in one process, whatever the layout (model.shards).
+        rng = torch.get_rng_state()
+        throwaway = stage()
+        torch.set_rng_state(rng)
+        skip_earlier_stages(throwaway, preset, vocab_size)
+        del throwaway
+    model = stage()
     return model.cuda() if use_cuda else model

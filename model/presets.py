@@ -2,7 +2,9 @@
 
 Every preset is a decoder-only Llama: RMSNorm, SwiGLU MLP, RoPE, grouped-query attention,
 no biases, untied input/output embeddings (an imported model's shape may tie them:
-`model/hf_import.py`). `nano` and `micro` train on a laptop CPU;
+`model/hf_import.py`). `nano` and `micro` train on a laptop CPU
+(`nano-tp2`, `nano-pp2`, `micro-tp2`, `micro-pp2`: the same models split over two
+processes, for tests of the parallel layouts);
 `small`, `medium` and `large` are ~6B, ~13.5B and ~70B shapes (Llama-2-7B with 8 KV
 groups, a 48-layer Llama-2-13B with 8 KV groups, Llama-3-70B), split the way those sizes
 are usually split over 8-GPU nodes: TP within a node (NVLink), PP across nodes, and data
@@ -16,7 +18,7 @@ A variant is a copy: `dataclasses.replace(get_preset("nano"), seq_length=512, na
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchard.errors import OrchardError
 
@@ -168,6 +170,19 @@ PRESETS: dict[str, ModelPreset] = {
             pipeline_parallel=4,
             rotary_base=500_000,
         ),
+    )
+}
+
+
+# Test layouts of the CPU presets: the same model split over two processes (two hosts
+# of the test cluster), by tensor (`nano-tp2`) or by pipeline stages (`nano-pp2`). They
+# train the model `nano` trains, from the same seed and data (tests/cluster).
+PRESETS |= {
+    variant.name: variant
+    for base in ("nano", "micro")
+    for variant in (
+        replace(PRESETS[base], name=f"{base}-tp2", tensor_parallel=2),
+        replace(PRESETS[base], name=f"{base}-pp2", pipeline_parallel=2),
     )
 }
 

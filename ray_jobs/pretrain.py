@@ -133,10 +133,19 @@ class PretrainConfig(StepConfig):
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PretrainConfig:
+        from model.presets import PRESETS
+
         if self.global_batch_size % self.workers:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} does not split over "
                 f"{self.workers} workers: make it a multiple of workers"
+            )
+        preset = PRESETS.get(self.preset)  # an unknown name is refused when training starts
+        if preset is not None and self.workers % preset.model_parallel_size:
+            raise ValueError(
+                f"preset {preset.name!r} splits one model over TP {preset.tensor_parallel} × "
+                f"PP {preset.pipeline_parallel} = {preset.model_parallel_size} workers: set "
+                f"workers to a multiple of {preset.model_parallel_size}"
             )
         return self
 
@@ -301,7 +310,8 @@ def _where(rank: int, loop: dict[str, Any]) -> dict[str, str]:
 
 
 def _batch(dataset, step: int, loop: dict[str, Any], rank: int, world: int) -> dict:
-    """This rank's slice of global batch `step`: the same samples whatever the restart."""
+    """Data-parallel replica `rank` of `world`'s slice of global batch `step`: the same
+    samples whatever the restart."""
     import torch
 
     per_rank = loop["global_batch_size"] // world
@@ -314,6 +324,7 @@ def train_loop(loop: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
     import torch
+    from megatron.core import parallel_state
 
     from model.distributed import init_model_parallel
     from model.presets import ModelPreset
@@ -327,6 +338,19 @@ def train_loop(loop: dict[str, Any]) -> None:
     torch.distributed.all_gather_object(workers, _where(rank, loop))
     preset = ModelPreset(**loop["model_preset"])
     init_model_parallel(preset, seed=loop["seed"])
+    # The ranks of one model replica (TP × PP) read the same samples: the global batch
+    # is split over the data-parallel replicas only.
+    dp_rank = parallel_state.get_data_parallel_rank()
+    dp_size = parallel_state.get_data_parallel_world_size()
+    shard = (
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_pipeline_model_parallel_rank(),
+    )
+    per_replica = loop["global_batch_size"] // dp_size
+    # A pipeline runs micro-batches through its stages one behind the other: give each
+    # stage one micro-batch of its own when the slice splits so.
+    pp = preset.pipeline_parallel
+    micro_batch = per_replica // pp if per_replica % pp == 0 else per_replica
     checkpoint = ray.train.get_checkpoint()
     init_state = None
     if loop["init"] and not checkpoint:  # a resumed run has its weights in the checkpoint
@@ -340,7 +364,7 @@ def train_loop(loop: dict[str, Any]) -> None:
         clip_grad=loop["clip_grad"],
         warmup_steps=loop["warmup_steps"],
         total_steps=loop["steps"],
-        micro_batch_size=loop["global_batch_size"] // world,
+        micro_batch_size=micro_batch,
         seed=loop["seed"],
     )
     training = build_training(
@@ -357,7 +381,7 @@ def train_loop(loop: dict[str, Any]) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
-        training.load_state_dict(state["training"])
+        training.load_state_dict(state["shards"][shard])
         start, curve = state["step"], state["curve"]
         if rank == 0:
             print(f"resumed from the checkpoint of step {start}", flush=True)
@@ -367,7 +391,9 @@ def train_loop(loop: dict[str, Any]) -> None:
     prometheus = TrainMetrics(loop["run_name"], "pretrain") if rank == 0 else None
     tokens_per_step = loop["global_batch_size"] * loop["seq_length"]
     if loop["init"] and start == 0:  # the loaded base model before any step
-        batches = [_batch(valid_set, i, loop, rank, world) for i in range(loop["eval_batches"])]
+        batches = [
+            _batch(valid_set, i, loop, dp_rank, dp_size) for i in range(loop["eval_batches"])
+        ]
         val_loss = float(training.eval_loss(batches))
         point = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
         curve.append({"step": 0, "tokens": 0, **point})
@@ -381,7 +407,7 @@ def train_loop(loop: dict[str, Any]) -> None:
             )
     window_start, window_steps = time.perf_counter(), 0
     for step in range(start, loop["steps"]):
-        out = training.train_step(_batch(train_set, step, loop, rank, world))
+        out = training.train_step(_batch(train_set, step, loop, dp_rank, dp_size))
         window_steps += 1
         done = step + 1
         if prometheus:
@@ -400,7 +426,9 @@ def train_loop(loop: dict[str, Any]) -> None:
                 point["mfu"] = tokens_per_s * loop["flops_per_token"] / loop["peak_flops"]
             window_start, window_steps = time.perf_counter(), 0
         if done % loop["eval_interval"] == 0 or done == loop["steps"]:
-            batches = [_batch(valid_set, i, loop, rank, world) for i in range(loop["eval_batches"])]
+            batches = [
+                _batch(valid_set, i, loop, dp_rank, dp_size) for i in range(loop["eval_batches"])
+            ]
             val_loss = float(training.eval_loss(batches))
             point |= {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
         if point:
@@ -422,27 +450,43 @@ def train_loop(loop: dict[str, Any]) -> None:
 def _report_checkpoint(
     training, step: int, curve: list, workers: list, point: dict, rank: int, mlflow
 ) -> None:
-    """Every rank reports; rank 0 hands Ray Train the state (identical on every rank:
-    data-parallel replicas), which Ray copies to the run's storage."""
+    """Every rank reports; rank 0 hands Ray Train the state, which Ray copies to the
+    run's storage. The state holds every shard of the first model replica (data-parallel
+    replicas are identical), keyed by (TP rank, PP rank), for a resumed run of the same
+    layout, and the whole model merged (`model`: TP = PP = 1 keys) for the export.
+    Gathering a whole model on one rank suits the CPU presets; at GPU scale Megatron's
+    distributed checkpointing (not used here) writes the shards in parallel instead."""
     import ray.train
     import torch
+    from megatron.core import parallel_state
+
+    from model.distributed import gather_model_parallel
+    from model.shards import merge_shards
 
     metrics = {"step": step, **{k: v for k, v in point.items() if k != "step"}}
+    # Named by step, so the storage shows which steps are safe (every rank passes it).
+    name = f"checkpoint_step-{step:06d}"
+    shards = None
+    if parallel_state.get_data_parallel_rank() == 0:  # the first replica's TP × PP ranks
+        shards = gather_model_parallel(training.state_dict())
     if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
+    assert shards is not None
     with tempfile.TemporaryDirectory(prefix="orchard-ckpt-") as directory:
         state = {
             "step": step,
             "curve": curve,
             "workers": workers,
-            "training": training.state_dict(),
+            "shards": shards,
+            "model": merge_shards({k: v["model"] for k, v in shards.items()}, training.preset),
         }
         torch.save(state, Path(directory) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         if mlflow:  # the weights, for people to pick up; the full state stays in Ray's storage
             weights = Path(directory) / "model.pt"
-            torch.save(state["training"]["model"], weights)
+            torch.save(state["model"], weights)
             mlflow.artifact(weights, f"checkpoints/step-{step:06d}")
 
 
@@ -731,7 +775,7 @@ def pretrain(
         raise OrchardError("pretraining finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
-    model_state = state["training"]["model"]
+    model_state = state["model"]  # the whole model, whatever the TP/PP layout
     (ctx.out / "megatron").mkdir()
     torch.save(model_state, ctx.out / "megatron" / "model.pt")
     export_hf(

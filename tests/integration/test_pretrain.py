@@ -69,6 +69,12 @@ def test_a_batch_that_does_not_split_over_the_workers_is_refused():
         PretrainConfig(global_batch_size=6, workers=4)
 
 
+def test_a_split_preset_needs_a_multiple_of_its_ranks_as_workers():
+    with pytest.raises(ValidationError, match="TP 1 × PP 2 = 2 workers: set workers to a mult"):
+        PretrainConfig(preset="nano-pp2", workers=3, global_batch_size=6)
+    assert PretrainConfig(preset="nano-tp2", workers=4).workers == 4
+
+
 def test_where_the_workers_run_is_not_part_of_the_step_key():
     spread = PretrainConfig(
         workers=2, placement="STRICT_SPREAD", worker_labels={"orchard-host": "in(b,c)"}

@@ -285,6 +285,102 @@ def test_tensor_parallel_run_matches_one_process(
     assert results[1] == results[0]
 
 
+# -- the same model on other layouts (model/shards.py); across hosts: tests/cluster/ --
+
+LAYOUTS = {"tp2": {"tensor_parallel": 2}, "pp2": {"pipeline_parallel": 2}}
+STEPS = 3
+
+
+def _training_config():
+    from model.training import TrainConfig
+
+    return TrainConfig(lr=3e-3, warmup_steps=0, total_steps=10, micro_batch_size=2)
+
+
+def _layouts_worker(rank: int, port: int, batch: dict, vocab_size: int, queue) -> None:
+    """One of two ranks: trains TINY on each layout in turn, reports its shards."""
+    import os
+
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from model.distributed import init_model_parallel
+    from model.training import build_training
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        for name, sizes in LAYOUTS.items():
+            preset = dataclasses.replace(TINY, name=f"tiny-{name}", **sizes)
+            init_model_parallel(preset)
+            training = build_training(preset, vocab_size, _training_config())
+            initial = training.state_dict()["model"]
+            losses = [training.train_step(batch)["loss"] for _ in range(STEPS)]
+            shard = (
+                parallel_state.get_tensor_model_parallel_rank(),
+                parallel_state.get_pipeline_model_parallel_rank(),
+            )
+            queue.put((name, shard, losses, initial, training.state_dict()["model"]))
+            parallel_state.destroy_model_parallel()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_tp2_and_pp2_start_train_and_merge_like_one_process(
+    megatron: None, tokenizer_dir: Path, vocab_size: int
+) -> None:
+    import multiprocessing
+
+    from model.shards import merge_shards, shard_of
+    from model.training import build_training
+    from tests.conftest import free_port
+
+    batch = text_batch(tokenizer_dir)
+    single = build_training(TINY, vocab_size, _training_config())
+    single_initial = single.state_dict()["model"]
+    expected = [single.train_step(batch)["loss"] for _ in range(STEPS)]
+    single_trained = single.state_dict()["model"]
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    port = free_port()
+    workers = [
+        context.Process(target=_layouts_worker, args=(r, port, batch, vocab_size, queue))
+        for r in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        results = [queue.get(timeout=150) for _ in range(2 * len(LAYOUTS))]
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+
+    for name, sizes in LAYOUTS.items():
+        preset = dataclasses.replace(TINY, **sizes)
+        mine = {shard: rest for layout, shard, *rest in results if layout == name}
+        for losses, *_ in mine.values():
+            assert losses == pytest.approx(expected, abs=1e-5), name
+        initial = merge_shards({s: r[1] for s, r in mine.items()}, preset)
+        trained = merge_shards({s: r[2] for s, r in mine.items()}, preset)
+        # The same random initial model, to the bit, whatever the layout.
+        whole = {k: v for k, v in single_initial.items() if "_extra_state" not in k}
+        assert initial.keys() == whole.keys(), name
+        for key, value in whole.items():
+            assert torch.equal(initial[key], value), (name, key)
+        for key in whole:
+            value = single_trained[key]
+            assert torch.allclose(trained[key], value, atol=1e-5), (name, key)
+        # Cutting the whole model again gives each rank exactly what it held.
+        for shard, (_, _, held) in mine.items():
+            again = shard_of(trained, preset, *shard, like=held)
+            assert all(torch.equal(again[k], held[k]) for k in held if "_extra" not in k), shard
+
+
 @pytest.fixture(scope="module")
 def exported(megatron: None, tokenizer_dir: Path, vocab_size: int, tmp_path_factory):
     """A few trained steps (so weights are not at their init), then exported."""

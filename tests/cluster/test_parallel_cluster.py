@@ -1,0 +1,119 @@
+"""Tensor and pipeline parallelism across hosts: one model split over hosts b and c.
+
+The pretrain step runs three times as Ray jobs on the same tokenized corpus (on S3) with
+the same seed: `nano` in one process on host b, `nano-tp2` (each layer's matrices split
+over b and c, all-reduced over gloo between them) and `nano-pp2` (layers 0-1 on one host,
+2-3 on the other, activations and gradients sent between them). All three train the
+same model, so their loss curves agree, and their exports (merged from the shards,
+model/shards.py) give the same logits.
+
+Tolerances: the layouts do the same arithmetic in another order (TP sums each row-parallel
+matmul in two halves and all-reduces them; PP runs the batch as two micro-batches and sums
+their losses), so fp32 rounding (~1e-7 relative) is the only difference, and Adam's first
+steps amplify it in the weights whose gradient is near zero. The losses may differ by
+1e-4 (2e-5 of ln 384 = 5.95) and the logits by 1e-3. A real layout error is far larger:
+a pipeline stage initialised from the wrong random draws moves the losses by ~3e-3 after
+one step (tests/unit/test_model.py), and a mis-merged shard (fc1's gate and up halves
+interleaved, a stage's layers renumbered) changes logits by 1e-2 to 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchard.steps import Manifest, localize
+from testkit.cluster_pretrain import (
+    bridge_s3,
+    model_data_on_s3,
+    submit_pretrain,
+    submitter_settings,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+LOSS_TOLERANCE = 1e-4
+LOGITS_TOLERANCE = 1e-3
+BASE = {
+    "seq_length": 64,
+    "global_batch_size": 4,
+    "steps": 4,
+    "log_interval": 1,
+    "eval_interval": 4,
+    "eval_batches": 1,
+    "checkpoint_interval": 4,
+    "threads_per_worker": 1,  # each test host has one CPU
+}
+ACROSS_B_AND_C = {
+    "workers": 2,
+    "placement": "STRICT_SPREAD",
+    "worker_labels": {"orchard-host": "in(b,c)"},
+}
+RUNS = {
+    "single": BASE | {"preset": "nano", "workers": 1, "worker_labels": {"orchard-host": "b"}},
+    "tp2": BASE | {"preset": "nano-tp2"} | ACROSS_B_AND_C,
+    "pp2": BASE | {"preset": "nano-pp2"} | ACROSS_B_AND_C,
+}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(cluster_session):
+    with bridge_s3(cluster_session.ensure_up()) as endpoint:
+        yield endpoint
+
+
+def test_tp2_and_pp2_across_hosts_train_the_single_process_model(
+    cluster_hosts, s3_endpoint, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    layout = cluster_hosts.layout
+    data = model_data_on_s3(s3_endpoint, tmp_path / "cache")
+    home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
+    settings = submitter_settings(layout, data, home, tmp_path / "mlruns")
+    outputs: dict[str, Path] = {}
+    workers: dict[str, list[dict]] = {}
+    for name, config in RUNS.items():
+        location, log = submit_pretrain(
+            cluster_hosts.settings, layout, settings, config, data.tokenized, name
+        )
+        assert location, f"{name}:\n{log[-6000:]}"
+        done = Manifest.read(location, data.store)
+        workers[name] = done.workers
+        outputs[name] = Path(localize(done, data.store).path)
+
+    # The split runs spanned both worker hosts; the single one ran in one process on b.
+    assert [w["hostname"] for w in workers["single"]] == ["host-b"]
+    for name in ("tp2", "pp2"):
+        assert sorted(w["hostname"] for w in workers[name]) == ["host-b", "host-c"], name
+
+    curves = {
+        name: [p["loss"] for p in json.loads((out / "curve.json").read_text()) if "loss" in p]
+        for name, out in outputs.items()
+    }
+    print({name: [round(x, 6) for x in losses] for name, losses in curves.items()})
+    assert len(curves["single"]) == BASE["steps"]
+    assert curves["single"][-1] < curves["single"][0]
+    for name in ("tp2", "pp2"):
+        assert curves[name] == pytest.approx(curves["single"], abs=LOSS_TOLERANCE), name
+
+    # The exported Hugging Face models are the same model, whichever layout trained it.
+    models = {
+        name: AutoModelForCausalLM.from_pretrained(out / "hf", dtype=torch.float32).eval()
+        for name, out in outputs.items()
+    }
+    vocab = models["single"].config.vocab_size
+    seeded = torch.Generator().manual_seed(0)
+    tokens = torch.randint(vocab, (2, BASE["seq_length"]), generator=seeded)
+    with torch.no_grad():
+        logits = {name: model(tokens).logits for name, model in models.items()}
+    for name in ("tp2", "pp2"):
+        diff = (logits[name] - logits["single"]).abs().max().item()
+        print(f"{name}: max |logits - single's| = {diff:.2e}")
+        assert diff < LOGITS_TOLERANCE, name
+    shutil.rmtree(home, ignore_errors=True)
