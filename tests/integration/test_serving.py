@@ -135,8 +135,14 @@ def serving(stack, tmp_path_factory) -> Iterator[Serving]:
             "serving-test-" + "".join(random.choices(string.ascii_lowercase, k=8))
         ) as env,
     ):
+        # Heads 32 wide (64 / 2): the smallest vLLM's CPU attention runs, so these versions
+        # are served by vLLM, the engine `choose_engine` picks for every model it can run.
         dirs = {
-            key: str(build_tiny_chat_model(root / key, seed=seed, max_context=MAX_CONTEXT))
+            key: str(
+                build_tiny_chat_model(
+                    root / key, seed=seed, heads=2, kv_heads=1, max_context=MAX_CONTEXT
+                )
+            )
             for key, seed in (("first", 0), ("second", 1))
         }
         yield Serving(env=env, settings=settings_from_env(env), model_dirs=dirs)
