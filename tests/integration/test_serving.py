@@ -135,15 +135,16 @@ def serving(stack, tmp_path_factory) -> Iterator[Serving]:
             "serving-test-" + "".join(random.choices(string.ascii_lowercase, k=8))
         ) as env,
     ):
-        # Heads 32 wide (64 / 2): the smallest vLLM's CPU attention runs, so these versions
-        # are served by vLLM, the engine `choose_engine` picks for every model it can run.
+        # `first` has heads 32 wide (64 / 2), the smallest vLLM's CPU attention runs, so
+        # `choose_engine` serves it with vLLM; `second` keeps serving.tiny's 16-wide heads,
+        # so it runs on the hand-written engine: the alias switch moves between the two.
         dirs = {
-            key: str(
+            "first": str(
                 build_tiny_chat_model(
-                    root / key, seed=seed, heads=2, kv_heads=1, max_context=MAX_CONTEXT
+                    root / "first", seed=0, heads=2, kv_heads=1, max_context=MAX_CONTEXT
                 )
-            )
-            for key, seed in (("first", 0), ("second", 1))
+            ),
+            "second": str(build_tiny_chat_model(root / "second", seed=1, max_context=MAX_CONTEXT)),
         }
         yield Serving(env=env, settings=settings_from_env(env), model_dirs=dirs)
 
