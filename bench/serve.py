@@ -11,9 +11,8 @@ replica calls (`engine.submit(prompt_ids, SamplingParams)` → a stream of delta
   `generate` loop serving the same requests one after another (its TTFT includes waiting);
 - prefix caching: TTFT of a request whose long system prompt was just served (warm) ÷ one
   whose system prompt is new (cold).
-- `--quantized`: the 135M model on vLLM with FP8 weights and with an FP8 KV cache too
-  (speed, and held-out perplexity through vLLM's prompt logprobs, to divide by the full
-  model's).
+- `--quantized`: the 135M model on vLLM with an FP8 KV cache too (speed, and held-out
+  perplexity through vLLM's prompt logprobs, to divide by the full model's).
 
 Same threads for every engine and the loop (`--threads`, default 2). One run; prints a
 table, never fails on time.
@@ -261,7 +260,7 @@ def main() -> None:
     parser.add_argument(
         "--quantized",
         action="store_true",
-        help="also vLLM with FP8 weights and with an FP8 KV cache (not on nano)",
+        help="also vLLM with an FP8 KV cache (not on nano)",
     )
     args = parser.parse_args()
     from transformers import AutoTokenizer
@@ -276,7 +275,7 @@ def main() -> None:
             "vllm": partial(vllm_engine, model_dir, tokenizer, args.threads),
             "hf-engine": partial(hf_engine, model_dir, tokenizer, args.threads),
         }
-        if args.kv_fp8 and name != "nano":
+        if args.quantized and name != "nano":
             engines["vllm fp8-kv"] = partial(
                 vllm_engine, model_dir, tokenizer, args.threads, "fp8-kv"
             )

