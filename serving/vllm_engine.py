@@ -179,6 +179,7 @@ class VllmEngine:
     ) -> VllmStream:
         """Queue a sequence now (EngineError if it cannot run); iterate the result."""
         max_tokens = self.check(len(prompt_ids), params.max_tokens)
+        loop = asyncio.get_running_loop()  # the stream's pump runs on the caller's loop
         if self._active >= self.max_batch_size + self.max_waiting:
             raise Overloaded(
                 f"{self._active} sequences are already running or waiting for this model: "
@@ -204,7 +205,7 @@ class VllmEngine:
             {"prompt_token_ids": list(prompt_ids)}, sampling, request_id=request_id
         )
         self._active += 1
-        return VllmStream(self, outputs, len(prompt_ids), coalesce_s)
+        return VllmStream(self, outputs, len(prompt_ids), coalesce_s, loop)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
         stream = self.submit(prompt_ids, params)
@@ -230,7 +231,12 @@ class VllmStream:
     """One sequence's deltas from vLLM; `cancel()` aborts the request in the engine."""
 
     def __init__(
-        self, owner: VllmEngine, outputs: Any, prompt_tokens: int, coalesce_s: float
+        self,
+        owner: VllmEngine,
+        outputs: Any,
+        prompt_tokens: int,
+        coalesce_s: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._owner = owner
         self._prompt_tokens = prompt_tokens
@@ -240,7 +246,7 @@ class VllmStream:
         self._last = -float("inf")
         self._released = False
         self.done = False
-        self._task = asyncio.get_running_loop().create_task(self._pump(outputs))
+        self._task = loop.create_task(self._pump(outputs))
 
     async def _pump(self, outputs: Any) -> None:
         try:

@@ -152,19 +152,22 @@ def test_vllm_matches_hf_generate_alone_and_in_a_batch(vllm, model_dir):
 def test_stop_sequences_seeds_and_limits(vllm):
     engine, tokenizer, _, loop = vllm
     ids = chat_ids(tokenizer, PROMPTS[1])
-    full, _ = loop.run_until_complete(
-        collect(engine.submit(ids, SamplingParams(max_tokens=20, temperature=0)))
-    )
+
+    def run(**params):
+        async def go():
+            return await collect(engine.submit(ids, SamplingParams(**params)))
+
+        return loop.run_until_complete(go())
+
+    full, _ = run(max_tokens=20, temperature=0)
     stop = full[6:9]
-    text, last = loop.run_until_complete(
-        collect(engine.submit(ids, SamplingParams(max_tokens=20, temperature=0, stop=(stop,))))
-    )
+    text, last = run(max_tokens=20, temperature=0, stop=(stop,))
     assert last.finish_reason == "stop" and stop not in text and full.startswith(text)
-    seeded = SamplingParams(max_tokens=16, temperature=1.0, seed=7)
-    runs = [loop.run_until_complete(collect(engine.submit(ids, seeded)))[0] for _ in range(2)]
+    runs = [run(max_tokens=16, temperature=1.0, seed=7)[0] for _ in range(2)]
     assert runs[0] == runs[1]
     with pytest.raises(ContextTooLong, match="maximum context length is 128"):
         engine.submit(ids, SamplingParams(max_tokens=128))
+    assert engine._active == 0  # a refused request holds no slot
 
 
 @pytest.mark.slow
