@@ -164,8 +164,12 @@ async def level(engine, tokenizer, clients: int, max_tokens: int) -> dict:
 async def prefix(engine, tokenizer, max_tokens: int) -> tuple[float, float]:
     """TTFT with the system prompt's KV cached (warm) and with a new one (cold): medians."""
     cold, warm = [], []
+    # A system prompt that fills at most half the context (the nano shape has 512).
+    words = SYSTEM.split()
+    while len(chat_ids(tokenizer, PROMPTS[5], " ".join(words))) > engine.engine.max_context // 2:
+        words = words[: len(words) * 3 // 4]
     for i in range(3):
-        system = f"Session {i}. " + SYSTEM  # a prefix no earlier request had
+        system = f"Session {i}. " + " ".join(words)  # a prefix no earlier request had
         cold.append((await one(engine, chat_ids(tokenizer, PROMPTS[i], system), 4))[0])
         warm.append((await one(engine, chat_ids(tokenizer, PROMPTS[i + 3], system), 4))[0])
     return percentile(warm, 0.5), percentile(cold, 0.5)
@@ -257,6 +261,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default="nano,smollm2-135m")
+    parser.add_argument("--engines", default="vllm,hf-engine")
     parser.add_argument(
         "--quantized",
         action="store_true",
@@ -280,7 +285,10 @@ def main() -> None:
                 vllm_engine, model_dir, tokenizer, args.threads, "fp8-kv"
             )
         results = {}
+        chosen = args.engines.split(",")
         for engine, make in engines.items():
+            if engine.split()[0] not in chosen:
+                continue
             try:
                 results[engine] = engine_rows(
                     make, tokenizer, args.max_tokens, with_ppl=engine.startswith("vllm")
