@@ -12,7 +12,8 @@ benchmark. Then, over real HTTP:
 2. a streamed chat completion through the gateway (`POST /v1/chat/completions` with an
    API key: auth, rate limit, credit reservation, relay, settlement) versus the same
    request sent to serving directly: time to first token and to the end, p50/p99, and
-   the overhead ratio, at 1 and 4 concurrent clients; and through a bare relay
+   the overhead ratio, at 1 and 4 concurrent clients, the three targets taken in turn in
+   3 rounds (a drifting load weighs on each alike); and through a bare relay
    (`bare_relay.py`: the same uvicorn + httpx hop, nothing else), the floor under the
    gateway's overhead.
 One run; prints figures, never fails on time.
@@ -39,6 +40,7 @@ from orchard.settings import Settings  # noqa: E402
 from testkit.stack import free_port, orchard, stack_env, wait_champion  # noqa: E402
 
 UNTHROTTLED = "1000000/minute"
+ROUNDS = 3  # the streams of each level, in rounds that take gateway, relay and serving in turn
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -77,6 +79,8 @@ def _has_content(line: str) -> bool:
 
 
 async def streams(base: str, key: str, clients: int, total: int, max_tokens: int) -> dict:
+    """Time to first token and to the end of `total` streams from `clients` clients: lists of
+    seconds (`firsts`, `ends`)."""
     body = {
         "model": "champion",
         "messages": [{"role": "user", "content": "Hello! Tell me about apples."}],
@@ -109,12 +113,28 @@ async def streams(base: str, key: str, clients: int, total: int, max_tokens: int
         firsts.clear()
         ends.clear()
         await asyncio.gather(*[loop() for _ in range(clients)])
-    return {
-        "ttft_p50": percentile(firsts, 0.5),
-        "ttft_p99": percentile(firsts, 0.99),
-        "end_p50": percentile(ends, 0.5),
-        "end_p99": percentile(ends, 0.99),
-    }
+    return {"firsts": firsts, "ends": ends}
+
+
+def interleaved(targets: list[tuple[str, str]], clients: int, total: int, max_tokens: int):
+    """`total` streams to each target, in `ROUNDS` rounds that take the targets in turn, so
+    that a machine whose load drifts during the run weighs on every target alike; then
+    p50/p99 of each target's time to first token and to the end."""
+    runs = [{"firsts": [], "ends": []} for _ in targets]
+    for _ in range(ROUNDS):
+        for run, (url, token) in zip(runs, targets, strict=True):
+            got = asyncio.run(streams(url, token, clients, total // ROUNDS, max_tokens))
+            run["firsts"] += got["firsts"]
+            run["ends"] += got["ends"]
+    return tuple(
+        {
+            "ttft_p50": percentile(run["firsts"], 0.5),
+            "ttft_p99": percentile(run["firsts"], 0.99),
+            "end_p50": percentile(run["ends"], 0.5),
+            "end_p99": percentile(run["ends"], 0.99),
+        }
+        for run in runs
+    )
 
 
 _relay: list[subprocess.Popen] = []
@@ -202,16 +222,15 @@ def main() -> None:
                 asyncio.run(hammer(f"{settings.api_url}/healthz", {}, clients, args.requests)),
             )
         relay_url = start_relay(settings.serving_base_url)
-        streaming = {}
-        for clients in (1, 4):
-            streaming[clients] = tuple(
-                asyncio.run(streams(url, token, clients, args.streams, args.max_tokens))
-                for url, token in (
-                    (settings.api_url, key),
-                    (relay_url, "unused"),
-                    (settings.serving_base_url, "unused"),
-                )
-            )
+        targets = [
+            (settings.api_url, key),
+            (relay_url, "unused"),
+            (settings.serving_base_url, "unused"),
+        ]
+        streaming = {
+            clients: interleaved(targets, clients, args.streams, args.max_tokens)
+            for clients in (1, 4)
+        }
     finally:
         stop_relay()
         orchard(env, "down")

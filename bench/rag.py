@@ -9,8 +9,14 @@ the time of each stage; then times hybrid, vector and keyword searches (query em
 included) at 1 and 8 concurrent clients: p50/p99 per query. The baseline is the
 embedding alone: ingestion is bound by it, and a search's p50 against one query
 embedding shows what the store adds. Weaviate is timed when ORCHARD_WEAVIATE_URL is set.
-Prints figures, never fails on time. Not measured yet: a chat turn's retrieval overhead
-(retrieval into chat turns is not built).
+
+Last, a chat turn's retrieval overhead: the platform API (in this process, SQLite, the
+embedded store) in front of testkit's serving stand-in, whose first token is immediate,
+so the figure is the platform's own time to first token: `--turns` questions in a chat
+without knowledge and in one with `--chat-pages` pages uploaded into it, alternating;
+TTFT p50/p99 of each and the ratio with ÷ without. Against a real model the ratio is
+smaller (the model's prefill is added to both, more to the longer prompt with sources).
+Prints figures, never fails on time.
 """
 
 from __future__ import annotations
@@ -96,10 +102,83 @@ def time_searches(store, collection: str, embedder, questions: list[str], client
         )
 
 
+def time_to_first_token(http, headers: dict, chat_id: str, question: str) -> float:
+    start = time.perf_counter()
+    with http.stream("POST", f"/chats/{chat_id}/messages", json={"content": question},
+                     headers=headers) as response:  # fmt: skip
+        response.raise_for_status()
+        first = None
+        for line in response.iter_lines():
+            if first is None and line == "event: delta":
+                first = time.perf_counter() - start
+    return first * 1000
+
+
+def chat_turn_overhead(pages: list[Path], questions: list[str]) -> None:
+    """TTFT of a chat turn with retrieval ÷ without (module docstring)."""
+    from orchard.settings import Settings
+    from platform_api.app import create_app
+    from testkit.platform import CHAT_CREDITS, FAST_ARGON2, Api, LiveServer, grant_credits
+    from testkit.serving_stub import ServingStub
+
+    stub = ServingStub()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/platform.db"
+        settings = Settings(home=Path(tmp), database_url=url, serving_url=stub.url,
+                            starter_plan_credits=0, rate_limit_user="100000/minute",
+                            rate_limit_ip="100000/minute")  # fmt: skip
+        server = LiveServer(create_app(settings, FAST_ARGON2))
+        server.start()
+        try:
+            import httpx
+
+            http = httpx.Client(base_url=f"{server.url}/api/v1", timeout=120)
+            api = Api(http=http, root=server.url, settings=settings, database_url=url)
+            account = api.user("bench")
+            grant_credits(url, account.id, CHAT_CREDITS)
+            account.funded = True
+            plain, with_files = api.chat(account), api.chat(account)
+            for page in pages:
+                response = http.post(f"/chats/{with_files['id']}/files",
+                                     files={"file": (page.name, page.read_bytes(), "text/html")},
+                                     headers=account.headers)  # fmt: skip
+                response.raise_for_status()
+            while True:
+                files = http.get(f"/chats/{with_files['id']}/files", headers=account.headers)
+                if all(f["status"] in ("ready", "failed") for f in files.json()):
+                    break
+                time.sleep(0.5)
+            chunks = sum(f["chunks"] for f in files.json())
+            ttft: dict[str, list[float]] = {"without": [], "with": []}
+            time_to_first_token(http, account.headers, plain["id"], "warm-up")
+            time_to_first_token(http, account.headers, with_files["id"], "warm-up")
+            for question in questions:
+                ttft["without"].append(
+                    time_to_first_token(http, account.headers, plain["id"], question)
+                )
+                ttft["with"].append(
+                    time_to_first_token(http, account.headers, with_files["id"], question)
+                )
+            http.close()
+        finally:
+            server.stop()
+            stub.stop()
+    print(f"== chat turn retrieval overhead ({len(pages)} pages, {chunks} chunks in the chat)")
+    for name, values in ttft.items():
+        print(
+            f"  TTFT {name:7s} retrieval: p50 {percentile(values, 0.5):6.1f} ms, "
+            f"p99 {percentile(values, 0.99):6.1f} ms"
+        )
+    ratio = percentile(ttft["with"], 0.5) / percentile(ttft["without"], 0.5)
+    print(f"  TTFT with retrieval / without (p50): {ratio:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--chat-pages", type=int, default=10)
     args = parser.parse_args()
     if not DOCS.is_dir():
         sys.exit(f"no {DOCS}: install Debian's python3.11-doc (make demo-site)")
@@ -142,6 +221,7 @@ def main() -> None:
                 time_searches(store, collection, embedder, questions, clients)
             store.drop_collection(collection)
             store.close()
+    chat_turn_overhead(pages[: args.chat_pages], questions[: args.turns])
 
 
 if __name__ == "__main__":

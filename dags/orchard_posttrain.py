@@ -2,9 +2,21 @@
 ### orchard_posttrain
 
 A pretrained model in, a registered chat model out. Runs by itself whenever
-`orchard_pretrain` publishes `pretrained_model` (or trigger it by hand with the Params).
+`orchard_pretrain` publishes `pretrained_model` (or trigger it by hand with the Params),
+and whenever `orchard_feedback` publishes `feedback_preferences` (users' feedback):
 
-1. **chat_data** turns the curated corpus behind the pretrained model into instruction
+**From feedback** (the asset `feedback_preferences` triggered the run, or the *Feedback
+dataset* Param is set), the run starts from the registry's current `champion`: its model
+and its chat data (found through the version's lineage tags), and runs **dpo** only, on
+the feedback pairs mixed with `feedback_ratio` of the chat data's own pairs per feedback
+pair, then **evaluate** (against the champion) and **register** as `challenger`, tagged
+with the feedback dataset version, the champion it started from and the row counts
+(`orchard.feedback.*`). The *Stages* Param does not apply.
+
+From a pretrained model:
+
+1. **chat_data** turns the curated corpus behind the pretrained model (or the `corpus`
+   Param's, for an imported base model) into instruction
    conversations grounded in its own text (each documented function, class and section
    asks questions answered by its own words), plus refusals and any uploaded JSONL, and
    preference pairs with hard negatives (another entry's answer, a truncated answer, the
@@ -40,6 +52,7 @@ from airflow.sdk import Asset, Param, dag, task
 from orchard.dag_inputs import DAG_DEFAULTS, manifest_param, step_job
 
 PRETRAINED_MODEL = Asset("pretrained_model")
+FEEDBACK_DATASET = Asset("feedback_preferences")  # orchard_feedback's output
 CHAT_MODEL = Asset("orchard_chat_model")
 STAGES = ["sft", "reward", "dpo", "grpo"]
 
@@ -69,7 +82,7 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
 
 @dag(
     dag_id="orchard_posttrain",
-    schedule=[PRETRAINED_MODEL],
+    schedule=(PRETRAINED_MODEL | FEEDBACK_DATASET),
     doc_md=__doc__,
     tags=["orchard", "model"],
     **DAG_DEFAULTS,
@@ -77,6 +90,23 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
     # stage's knobs have a section of their own, collapsed until opened.
     params={
         "pretrained": manifest_param("pretrain", "pretrained model"),
+        "feedback": Param(
+            None,
+            type=["null", "string"],
+            title="Feedback dataset manifest",
+            description="A feedback step's manifest.json, or its directory: post-train the "
+            "champion on it (dpo only). Empty: only when feedback_preferences triggered the "
+            "run.",
+        ),
+        "corpus": Param(
+            None,
+            type=["null", "string"],
+            title="Corpus manifest",
+            description="The curated corpus the chat data is built from: a curate or mix "
+            "manifest.json, or its directory. Empty: the corpus the pretrained model was "
+            "trained on. Give it for a model that was not pretrained here (an orchard_import "
+            "output, whose manifest has no corpus behind it).",
+        ),
         "stages": Param(
             STAGES,
             type="array",
@@ -131,6 +161,15 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             description="Strength of the KL pull towards the SFT model (DPO).",
             section="DPO",
         ),
+        "feedback_ratio": Param(
+            1.0,
+            type="number",
+            minimum=0,
+            title="Original pairs per feedback pair",
+            description="From feedback: the chat data's own preference pairs mixed in per "
+            "feedback pair (0: feedback only).",
+            section="DPO",
+        ),
         "labels": Param(
             "reference",
             type="string",
@@ -141,6 +180,24 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             section="DPO",
         ),
         **_training_params("grpo", "GRPO", steps=40, lr=3e-5),
+        "base_samples": Param(
+            64,
+            type="integer",
+            minimum=0,
+            title="Base-model negatives",
+            description="Held-in questions the pretrained model answers greedily in chat_data; "
+            "its answers become rejected answers of preference pairs (0: none).",
+            section="Evaluation and data",
+        ),
+        "compare_stages": Param(
+            True,
+            type="boolean",
+            title="Compare with earlier stages",
+            description="evaluate also answers the held-out questions with the pretrained "
+            "model and each earlier stage (win rates, metrics per stage); off, only the "
+            "candidate and the champion are evaluated (a large base model's time).",
+            section="Evaluation and data",
+        ),
         "champion_if_none": Param(
             True,
             type="boolean",
@@ -155,35 +212,86 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
 )
 def orchard_posttrain():
     @task
-    def pretrained(params: dict | None = None, **context) -> str:
+    def origin(params: dict | None = None, **context) -> dict:
+        """From feedback: the feedback set, and the champion's model and chat data."""
+        from pathlib import Path
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from orchard.errors import OrchardError
+        from orchard.feedback import champion_lineage
+        from orchard.settings import load_settings
+
+        given = params["feedback"]
+        triggered = context.get("triggering_asset_events") or {}
+        if not given and not triggered.get(PRETRAINED_MODEL):  # a new model comes first
+            events = triggered.get(FEEDBACK_DATASET) or []
+            given = next((e.extra.get("manifest") for e in reversed(list(events)) if e.extra), None)
+        if not given:
+            return {"feedback": None}
+        feedback = str(given).rstrip("/").removesuffix("/manifest.json")
+        if "://" not in feedback and not (Path(feedback) / "manifest.json").is_file():
+            raise AirflowFailException(f"no feedback manifest at {given}: run orchard_feedback")
+        settings = load_settings()
+        try:
+            version, model, chat = champion_lineage(settings.mlflow_uri, settings.model_name)
+        except OrchardError as error:
+            raise AirflowFailException(str(error)) from None
+        if chat is None:
+            raise AirflowFailException(
+                f"champion version {version} records no chat_data in its lineage: the "
+                "original preference pairs to mix the feedback with are unknown"
+            )
+        print(f"from feedback {feedback}, starting from champion version {version} ({model})")
+        return {
+            "feedback": feedback,
+            "champion": f"{settings.model_name}/{version}",
+            "base": model.removesuffix("/manifest.json"),
+            "chat": chat.removesuffix("/manifest.json"),
+        }
+
+    @task
+    def pretrained(start: dict, params: dict | None = None, **context) -> str:
         from orchard.dag_inputs import upstream_manifest
 
+        if start["feedback"]:
+            return start["base"]
         found = upstream_manifest(context, PRETRAINED_MODEL, params["pretrained"], "pretrain")
         return found.removesuffix("manifest.json").rstrip("/")  # a local path or s3:// URI
 
     @task
-    def chat_data(base: str, params: dict | None = None, **context) -> str:
+    def chat_data(base: str, start: dict, params: dict | None = None, **context) -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
         from orchard.steps import Manifest, ancestors
         from ray_jobs.chat_data import ChatDataConfig
 
-        behind = ancestors([Manifest.read(base)])
+        if start["feedback"]:
+            return start["chat"]  # the champion's: its pairs are the original preference data
+
+        corpus = (params.get("corpus") or "").rstrip("/").removesuffix("/manifest.json")
+        behind = ancestors([Manifest.read(corpus or base)])
         corpora = [m.path for m in behind if m.step == "curate" and m.code_version != "unknown"]
         if not corpora:
             raise AirflowFailException(
-                f"no curated corpus behind {base}: post-training builds its chat data from "
-                "the corpus the model was pretrained on"
+                f"no curated corpus behind {corpus or base}: post-training builds its chat "
+                "data from the corpus the model was pretrained on, or from the corpus Param "
+                "(a curate or mix manifest)"
             )
         return step_job(
-            context, params, "chat_data", "chat", ChatDataConfig(), [*corpora, base]
+            context,
+            params,
+            "chat_data",
+            "chat",
+            ChatDataConfig(base_samples=params["base_samples"]),
+            [*corpora, base],
         ).path
 
     @task
-    def sft(chat: str, base: str, params: dict | None = None, **context) -> str:
+    def sft(chat: str, base: str, start: dict, params: dict | None = None, **context) -> str:
         from ray_jobs.sft import SftConfig
 
-        if "sft" not in params["stages"]:
+        if start["feedback"] or "sft" not in params["stages"]:
             return base
         lora = {}
         if params["sft_method"] == "lora":
@@ -194,20 +302,34 @@ def orchard_posttrain():
         return step_job(context, params, "sft", "chat", config, [chat, base]).path
 
     @task
-    def reward(chat: str, policy: str, params: dict | None = None, **context) -> str | None:
+    def reward(
+        chat: str, policy: str, start: dict, params: dict | None = None, **context
+    ) -> str | None:
         from ray_jobs.reward import RewardConfig
 
-        if "reward" not in params["stages"]:
+        if start["feedback"] or "reward" not in params["stages"]:
             return None
         config = RewardConfig(steps=params["reward_steps"], lr=params["reward_lr"])
         return step_job(context, params, "reward", "rm", config, [chat, policy]).path
 
     @task
-    def dpo(chat: str, policy: str, rm: str | None, params: dict | None = None, **context):
+    def dpo(
+        chat: str, policy: str, rm: str | None, start: dict, params: dict | None = None, **context
+    ):
         from airflow.sdk.exceptions import AirflowFailException
 
         from ray_jobs.dpo import DpoConfig
 
+        if start["feedback"]:
+            config = DpoConfig(
+                steps=params["dpo_steps"],
+                lr=params["dpo_lr"],
+                beta=params["beta"],
+                feedback_ratio=params["feedback_ratio"],
+                from_champion=start["champion"],
+            )
+            inputs = [chat, policy, start["feedback"]]
+            return step_job(context, params, "dpo", "feedback", config, inputs).path
         if "dpo" not in params["stages"]:
             return policy
         if params["labels"] == "judge" and not rm:
@@ -222,12 +344,14 @@ def orchard_posttrain():
         return step_job(context, params, "dpo", "chat", config, inputs).path
 
     @task
-    def grpo(chat: str, policy: str, rm: str | None, params: dict | None = None, **context):
+    def grpo(
+        chat: str, policy: str, rm: str | None, start: dict, params: dict | None = None, **context
+    ):
         from airflow.sdk.exceptions import AirflowFailException
 
         from ray_jobs.grpo import GrpoConfig
 
-        if "grpo" not in params["stages"]:
+        if start["feedback"] or "grpo" not in params["stages"]:
             return policy
         if not rm:
             raise AirflowFailException("grpo needs the reward stage: add it to stages")
@@ -240,6 +364,7 @@ def orchard_posttrain():
         base: str,
         models: list[str],
         rm: str | None,
+        start: dict,
         params: dict | None = None,
         **context,
     ) -> str:
@@ -251,7 +376,9 @@ def orchard_posttrain():
         settings = load_settings()
         # Each stage's output once, in pipeline order; the last one is the candidate.
         chain = list(dict.fromkeys([base, *models]))
-        candidate, earlier = chain[-1], chain[:-1]
+        candidate, earlier = chain[-1], chain[:-1] if params["compare_stages"] else []
+        if start["feedback"]:
+            earlier = []  # the start is the champion, compared with as the champion
         steps = [Manifest.read(path).step for path in earlier]
         uri, name = settings.mlflow_uri, settings.model_name
         champion = aliases(uri, name).get("champion")
@@ -268,7 +395,9 @@ def orchard_posttrain():
         return step_job(context, params, "evaluate", name, config, inputs).path
 
     @task(outlets=[CHAT_MODEL])
-    def register(candidate: str, evaluation: str, params: dict | None = None, **context):
+    def register(
+        candidate: str, evaluation: str, start: dict, params: dict | None = None, **context
+    ):
         import json
 
         from orchard.pipeline import mlflow_ui_url
@@ -278,7 +407,8 @@ def orchard_posttrain():
 
         settings = load_settings()
         config = RegisterConfig(
-            model_name=settings.model_name, champion_if_none=params["champion_if_none"]
+            model_name=settings.model_name,
+            champion_if_none=params["champion_if_none"] and not start["feedback"],
         )
         path = step_job(context, params, "register", "chat", config, [candidate, evaluation]).path
         record = json.loads(storage_for(path).read_text(join(path, "registered.json")))
@@ -288,14 +418,15 @@ def orchard_posttrain():
         context["outlet_events"][CHAT_MODEL].extra = {**record, "url": url}
         return url
 
-    base = pretrained()
-    chat = chat_data(base)
-    tuned = sft(chat, base)
-    rm = reward(chat, tuned)
-    preferred = dpo(chat, tuned, rm)
-    final = grpo(chat, preferred, rm)
-    scores = evaluate(chat, base, [tuned, preferred, final], rm)
-    register(final, scores)
+    start = origin()
+    base = pretrained(start)
+    chat = chat_data(base, start)
+    tuned = sft(chat, base, start)
+    rm = reward(chat, tuned, start)
+    preferred = dpo(chat, tuned, rm, start)
+    final = grpo(chat, preferred, rm, start)
+    scores = evaluate(chat, base, [tuned, preferred, final], rm, start)
+    register(final, scores, start)
 
 
 orchard_posttrain()

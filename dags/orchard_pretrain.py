@@ -11,6 +11,13 @@ checkpoints every N steps. A killed run resumes from its last checkpoint when th
 is retried. Loss, validation perplexity, LR, grad norm and tokens/s are live in MLflow
 (experiment `orchard-pretrain`). The finished model is exported to Hugging Face format
 and published as the `pretrained_model` asset, which post-training builds on.
+
+**Continued pretraining.** With *Initialise from* (an imported base model, from
+`orchard_import`), the model is that base's architecture and weights instead of a preset
+at random; the corpus must be tokenized with the base's own tokenizer (`orchard_tokenizer`
+with *Use this tokenizer*), and a corpus tokenized so continues that base even when
+*Initialise from* is left empty. The validation loss of the base as loaded is logged at step 0;
+the export keeps the base's config and chat template, and the manifest names the base.
 """
 
 from __future__ import annotations
@@ -65,6 +72,19 @@ PRESETS = ["nano", "micro", "small", "medium", "large"]
             title="Peak learning rate",
             description="0: 6e-4 scaled by sqrt(4096 / hidden size).",
         ),
+        "init_from": Param(
+            None,
+            type=["null", "string"],
+            maxLength=1000,
+            title="Initialise from",
+            description="Continued pretraining: an imported base model (orchard_import's "
+            "manifest.json or its directory). The model is the base's shape and weights "
+            "(preset is then not used); sequence length 0 means min(its positions, 1024), "
+            "learning rate 0 means 1e-4. Empty: the base model whose tokenizer tokenized "
+            "the corpus, if one did (orchard_tokenizer's Use this tokenizer); else the "
+            "preset from scratch.",
+            section="Continued pretraining",
+        ),
         "workers": Param(
             1,
             type="integer",
@@ -87,7 +107,7 @@ def orchard_pretrain():
     @task(outlets=[PRETRAINED_MODEL])
     def pretrain(tokenized_manifest: str, params: dict | None = None, **context) -> str:
         from orchard.storage import join
-        from ray_jobs.pretrain import PretrainConfig
+        from ray_jobs.pretrain import PretrainConfig, base_of_tokenized, init_from_manifest
 
         config = PretrainConfig(
             preset=params["preset"],
@@ -97,13 +117,25 @@ def orchard_pretrain():
             lr=params["lr"] or None,
             workers=params["workers"],
         )
-        manifest = step_job(
-            context, params, "pretrain", params["preset"], config, [tokenized_manifest]
-        )
+        inputs, name = [tokenized_manifest], params["preset"]
+        # A corpus tokenized with a base model's tokenizer continues that base by default.
+        init_from = params.get("init_from") or base_of_tokenized(tokenized_manifest)
+        if init_from:  # continued pretraining of an imported base model
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from orchard.errors import OrchardError
+
+            try:
+                base, name = init_from_manifest(init_from)
+            except OrchardError as error:
+                raise AirflowFailException(str(error)) from None
+            inputs.append(base)
+        manifest = step_job(context, params, "pretrain", name, config, inputs)
         context["outlet_events"][PRETRAINED_MODEL].extra = {
             "manifest": join(manifest.path, "manifest.json"),
             "hf_dir": join(manifest.path, "hf"),
             "val_loss": manifest.metrics.get("val_loss"),
+            "init_from": init_from or "",
             "key": manifest.key,
         }
         return manifest.path

@@ -6,10 +6,16 @@ The curated corpus in, a tokenizer and a tokenized corpus out. Runs by itself wh
 
 1. **tokenizer** trains a byte-level BPE tokenizer (Hugging Face `tokenizers`) with
    Orchard's special tokens and chat template, and reports its compression (bytes per
-   token) and round-trip exactness on held-out documents;
+   token) and round-trip exactness on held-out documents. With *Use this tokenizer*
+   (an imported base model, from `orchard_import`) it trains nothing and adopts the base
+   model's own tokenizer instead, so continued pretraining and post-training of that
+   model see the tokens it knows;
 2. **tokenize** writes the corpus as Megatron indexed datasets (`.bin/.idx`, train and
    validation splits, an end-of-document token after every document), in parallel over
    Ray, and publishes the `orchard_tokenized_corpus` asset `orchard_pretrain` runs on.
+   The manifest names the tokenizer (trained or base model, source, sha256 of its
+   `tokenizer.json`, vocabulary size); a base model's tokenizer with more tokens than the
+   model has embeddings is refused.
 
 Both steps are content-addressed: the same corpus and Params reuse the finished output.
 """
@@ -49,6 +55,16 @@ TOKENIZED_CORPUS = Asset("orchard_tokenized_corpus")
             title="Validation share",
             description="Share of documents held out for validation (never trained on).",
         ),
+        "base_tokenizer": Param(
+            None,
+            type=["null", "string"],
+            maxLength=1000,
+            title="Use this tokenizer",
+            description="An imported base model (orchard_import): its manifest.json, its "
+            "directory or its tokenizer/ directory. The corpus is tokenized with that "
+            "model's own tokenizer and none is trained (vocabulary size is then unused). "
+            "Empty: train Orchard's tokenizer.",
+        ),
         "force": Param(
             False, type="boolean", title="Rebuild", description="Redo steps already done."
         ),
@@ -63,6 +79,16 @@ def orchard_tokenizer():
 
     @task
     def tokenizer(corpus_manifest: str, params: dict | None = None, **context) -> str:
+        if params.get("base_tokenizer"):  # adopt an imported base model's tokenizer
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from orchard.errors import OrchardError
+            from ray_jobs.tokenize import base_tokenizer_manifest
+
+            try:
+                return base_tokenizer_manifest(params["base_tokenizer"])
+            except OrchardError as error:
+                raise AirflowFailException(str(error)) from None
         from ray_jobs.tokenizer import TokenizerConfig
 
         config = TokenizerConfig(
@@ -85,6 +111,7 @@ def orchard_tokenizer():
             "manifest": join(manifest.path, "manifest.json"),
             "tokens": manifest.counts.get("tokens.train", 0),
             "key": manifest.key,
+            "tokenizer": manifest.facts.get("tokenizer_source", ""),
         }
         return manifest.path
 

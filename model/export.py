@@ -88,12 +88,17 @@ def export_hf(
     out_dir: str | os.PathLike,
     *,
     dtype: torch.dtype = torch.float32,
+    base_hf_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write `out_dir` (config, safetensors weights, tokenizer files, chat template).
 
     `model_state_dict` is the GPTModel state dict of a TP = PP = 1 run (for example
     `Training.state_dict()["model"]`). The directory appears whole or not at all: it is
     written beside `out_dir` and renamed into place (replacing an older export).
+
+    `base_hf_dir` (continued pretraining: the imported base model's `hf/`) keeps the base's
+    own config and generation config (its bos/eos/pad ids, context length), after checking
+    that it describes the same architecture as `preset`.
     """
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     tokenizer = _load_tokenizer(tokenizer_dir)
@@ -104,6 +109,8 @@ def export_hf(
         )
     weights = hf_state_dict(model_state_dict, preset, vocab_size)
     config = llama_config(preset, vocab_size, tokenizer)
+    if base_hf_dir is not None:
+        config = _base_config(Path(base_hf_dir), config)
     config.dtype = dtype
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
@@ -116,10 +123,49 @@ def export_hf(
         for item in tokenizer_dir.iterdir():
             if item.is_file() and item.name not in _MODEL_FILES:
                 shutil.copy2(item, staging / item.name)
+        if base_hf_dir is not None and (Path(base_hf_dir) / "generation_config.json").is_file():
+            shutil.copy2(Path(base_hf_dir) / "generation_config.json", staging)
         _replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+# What must agree between a base model's config and the preset it was imported as.
+_SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "tie_word_embeddings",
+    "max_position_embeddings",
+)
+
+
+def _base_config(base_hf_dir: Path, mine: LlamaConfig) -> LlamaConfig:
+    """The base model's own config, checked to describe the model `mine` does."""
+    try:
+        base = LlamaConfig.from_pretrained(str(base_hf_dir))
+    except (OSError, ValueError) as error:
+        raise OrchardError(
+            f"no Hugging Face config in {base_hf_dir} ({error}): pass the imported model's hf/"
+        ) from None
+    differ = [f for f in _SHAPE_FIELDS if getattr(base, f, None) != getattr(mine, f, None)]
+    theta = (base.rope_parameters or {}).get("rope_theta")
+    if theta != mine.rope_parameters["rope_theta"]:
+        differ.append("rope_theta")
+    if differ:
+        raise OrchardError(
+            f"the base model in {base_hf_dir} differs from the trained model in "
+            + ", ".join(differ)
+            + ": export with the preset of the import the training started from"
+        )
+    base.architectures = ["LlamaForCausalLM"]
+    return base
 
 
 def load_llama_weights(

@@ -82,15 +82,28 @@ def build_training(
     *,
     bf16: bool = False,
     recompute: bool = False,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Training:
     """Model (seeded with `config.seed`), Megatron DDP, optimizer and LR schedule.
 
+    `init_state` (a GPTModel state dict of the same shape, e.g. an imported base model's
+    `megatron/model.pt`) replaces the random initialisation: continued pretraining. It is
+    loaded before the optimizer exists, so that bf16 master weights start from it too.
     `parallel_state` must be initialised with the preset's TP/PP sizes; every rank of a
     data-parallel group must call this with the same arguments.
     """
     check_parallel_state(preset)
     seed_all(config.seed)
     gpt = build_gpt(preset, vocab_size, bf16=bf16, recompute=recompute)
+    if init_state is not None:
+        try:
+            gpt.load_state_dict(init_state, strict=True)
+        except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+            first = " ".join(str(error).split())[:300]
+            raise OrchardError(
+                f"the initial weights do not fit model {preset.name!r} with vocab size "
+                f"{vocab_size} ({first}): initialise from the import the preset came from"
+            ) from None
     model_config = gpt.config
     ddp = DistributedDataParallel(
         config=model_config,

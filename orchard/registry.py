@@ -14,6 +14,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 EXPERIMENT = "orchard-registry"
+BASE_TAG = "orchard.base"
+"""Prefix of the tags naming the imported base model a version was adapted from
+(`orchard.base.source`, `.licence`, `.sha256`, ...); a from-scratch version has none."""
 LAYOUT_TAG = "orchard.serving_layout"
 LAYOUT = "mlflow-transformers/v1"
 

@@ -346,6 +346,11 @@ class Settings(BaseSettings):
         description="The most bytes a file may unpack to (DOCX members, PDF streams, image "
         "pixels × 4): a zip or PDF bomb past it is refused.",
     )
+    feedback_api_key: SecretStr | None = Field(
+        None,
+        description="An administrator's platform API key of scope feedback:export, which "
+        "orchard_feedback exports with (default: <home>/secrets/feedback-export-key).",
+    )
 
     # -- names ----------------------------------------------------------------------
     model_name: str = Field("orchard-chat", description="Registered model name in MLflow.")
@@ -363,9 +368,48 @@ class Settings(BaseSettings):
         "triggers; the others start from its assets.",
     )
     pipeline_followers: tuple[str, ...] = Field(
-        ("orchard_tokenizer", "orchard_pretrain", "orchard_posttrain"),
+        ("orchard_index", "orchard_tokenizer", "orchard_pretrain", "orchard_posttrain"),
         description="DAGs the pipeline's assets trigger, in order, which the build unpauses "
-        "and follows to their end; the last one's `register` task names the new version.",
+        "and follows to their end; the last one's `register` task names the new version. "
+        "orchard_index and orchard_tokenizer both start on the curated corpus and run side "
+        "by side.",
+    )
+
+    # -- the closed loop's A/B review (docs/ab-review.md) ----------------------------
+    ab_loop_share_percent: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="The challenger's share of champion traffic when a challenger "
+        "registered by the feedback loop (tag orchard.feedback.version) starts its A/B split.",
+    )
+    ab_guardrail_error_rate: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Cut the challenger's share to 0 when its error rate (failed answers "
+        "and gateway requests since the split was set) is above this with 95 % confidence "
+        "(the Wilson interval's lower end).",
+    )
+    ab_guardrail_thumbs_down_rate: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="The same for the share of the challenger's rated answers rated down.",
+    )
+    ab_guardrail_min_answers: int = Field(
+        5, ge=1, description="The guardrail acts on at least this many answers (or ratings)."
+    )
+    ab_guardrail_check_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="How often the platform API checks the guardrail while a split runs.",
+    )
+    ab_review_api_key: SecretStr | None = Field(
+        None,
+        description="An API key with the models:review scope, of an administrator, that "
+        "the orchard_ab_review DAG uses to read the split's statistics from the platform API.",
     )
 
     @classmethod

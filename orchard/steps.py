@@ -424,9 +424,15 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def latest(data_root: Path | Storage, step: str) -> Manifest | None:
-    """The newest finished output of `step` under `data_root` (by creation time), if any:
-    what a manually triggered DAG builds on when no upstream run handed it a manifest."""
+def latest(data_root: Path | Storage, step: str, name: str | None = None) -> Manifest | None:
+    """The newest finished output of `step` under `data_root` (by creation time), if any
+    (of those named `name`, when given): what a manually triggered DAG builds on when no
+    upstream run handed it a manifest."""
+    return max(finished(data_root, step, name), key=lambda m: m.created_at, default=None)
+
+
+def finished(data_root: Path | Storage, step: str, name: str | None = None) -> list[Manifest]:
+    """Every finished output of `step` under `data_root` (of those named `name`)."""
     if isinstance(data_root, Storage) and data_root.remote:
         store = data_root
         found = [store.join(step, d) for d in store.subdirs(store.join(step))]
@@ -439,7 +445,7 @@ def latest(data_root: Path | Storage, step: str) -> Manifest | None:
     else:
         root = Path(data_root.root) if isinstance(data_root, Storage) else data_root
         done = [Manifest.read(path.parent) for path in (root / step).glob(f"*/{MANIFEST}")]
-    return max(done, key=lambda manifest: manifest.created_at, default=None)
+    return [m for m in done if name is None or m.name == name]
 
 
 def _published(location: str) -> Manifest | None:

@@ -20,6 +20,11 @@ Feature flags. A `FeatureFlag` row is on for a user when it is `enabled` and its
 list is empty or holds the user's role, and always for the user ids in its `users`. With
 no row a flag has its default (`KNOWN_FLAGS`, off for any other key), so adding a flag to
 the code changes nothing until an administrator writes its row.
+
+Shared knowledge bases. `KnowledgeAccessRule` rows grant a role or one user a shared
+knowledge base (one a pipeline published, e.g. the crawled site) by slug, or `*` for every
+one, the way model rules grant models: no rule for the user or their role, every shared
+base; otherwise the union of what their rules name.
 """
 
 from __future__ import annotations
@@ -29,13 +34,22 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from sqlalchemy import bindparam, or_
 from sqlmodel import Session, select
 
 from orchard.settings import Settings
 from platform_api.errors import ApiError
-from platform_api.models import VARIANTS, FeatureFlag, ModelAccessRule, TrafficSplit, User
+from platform_api.models import (
+    VARIANTS,
+    FeatureFlag,
+    KnowledgeAccessRule,
+    ModelAccessRule,
+    TrafficSplit,
+    User,
+)
 
 EVERY_MODEL = "*"
 CHAMPION, CHALLENGER = VARIANTS
@@ -79,10 +93,27 @@ def _is_version(model: str, prefix: str) -> bool:
 
 
 def valid_model(settings: Settings, model: str) -> bool:
-    """What a rule may name: `*`, a serve alias, the bare model name, or a version."""
-    return model in (EVERY_MODEL, settings.model_name, *settings.serve_aliases) or _is_version(
-        model, f"{settings.model_name}/"
+    """What a rule may name: `*`, a serve alias, the bare model name, a version, or the
+    embedding model (`embedding_names`)."""
+    return (
+        model in (EVERY_MODEL, settings.model_name, *settings.serve_aliases)
+        or _is_version(model, f"{settings.model_name}/")
+        or model in embedding_names(settings)
     )
+
+
+@cache
+def _embedding_names(directory: Path | None) -> tuple[str, str]:
+    from orchard.knowledge.embeddings import model_name
+
+    name = model_name(directory)
+    return name, name.rsplit("/", 1)[-1]
+
+
+def embedding_names(settings: Settings) -> tuple[str, str]:
+    """The embedding model serving's `/v1/embeddings` runs, under the two names it answers
+    to: its full name (`sentence-transformers/all-MiniLM-L6-v2`) and the last part."""
+    return _embedding_names(settings.embedding_model)
 
 
 _RULES = select(ModelAccessRule.model).where(  # built once: every gateway request reads it
@@ -109,6 +140,17 @@ def models_for(session: Session, settings: Settings, user: User) -> Models:
         (m for m in granted if _is_version(m, f"{bare}/")), key=lambda m: (len(m), m)
     )  # numeric order
     return Models((*(m for m in served if m in granted), *versions), False, f"{bare}/")
+
+
+def embedding_route(session: Session, settings: Settings, user: User, model: str) -> bool:
+    """Whether `model` names the embedding model and the user may use it: by default every
+    user may; once a user's or role's rules exist, only when one names it (by either
+    name) or `*`, as for the chat models."""
+    names = embedding_names(settings)
+    if model not in names:
+        return False
+    rules = set(session.execute(_RULES, {"p_user_id": user.id, "p_role": user.role}).scalars())
+    return not rules or bool(rules & {EVERY_MODEL, *names})
 
 
 def may_use(session: Session, settings: Settings, user: User, model: str) -> bool:
@@ -211,3 +253,22 @@ def features_for(session: Session, user: User) -> list[str]:
 def require_feature(session: Session, user: User, key: str) -> None:
     if not feature_enabled(session, user, key):
         raise ApiError(403, "feature_disabled", f"{key!r} is switched off for your account")
+
+
+# -- shared knowledge bases ------------------------------------------------------------------
+EVERY_BASE = "*"
+
+
+def knowledge_bases_for(session: Session, user: User, published: list[str]) -> list[str]:
+    """The shared bases (slugs among `published`) `user` may search: every one when
+    neither the user nor their role has a rule, else those their rules name (`*`: all)."""
+    rules = set(
+        session.exec(
+            select(KnowledgeAccessRule.knowledge_base).where(
+                or_(KnowledgeAccessRule.user_id == user.id, KnowledgeAccessRule.role == user.role)
+            )
+        )
+    )
+    if not rules or EVERY_BASE in rules:
+        return list(published)
+    return [slug for slug in published if slug in rules]

@@ -20,10 +20,12 @@ from sqlmodel import Session
 import orchard
 from orchard.settings import Settings, load_settings
 from platform_api import observability
+from platform_api.ab_loop import GuardrailTask
 from platform_api.config import PlatformOptions
-from platform_api.db import database_url, make_engine, migrate
+from platform_api.db import database_url, make_engine, make_loop_engine, migrate
 from platform_api.errors import install_error_handlers
 from platform_api.knowledge import Knowledge
+from platform_api.memory import after_turn
 from platform_api.metering import Pricing
 from platform_api.oauth import install as install_oauth
 from platform_api.plans import ensure_starter_plan
@@ -36,19 +38,23 @@ from platform_api.routes import (
     admin_errors,
     admin_health,
     admin_jobs,
+    admin_knowledge,
     admin_models,
     admin_monitoring,
     auth,
+    chat_knowledge,
     chat_socket,
     chats,
     credits,
     folders,
     gateway,
     knowledge,
+    memory,
     messages,
     oauth,
     plans,
     privacy,
+    shared_knowledge,
     shares,
     usage,
     users,
@@ -60,7 +66,7 @@ from platform_api.webui import mount_webui
 
 API_PREFIX = "/api/v1"
 # Multipart uploads, read up to the upload limit instead of the JSON body limit.
-UPLOAD_PATHS = re.compile(rf"^{API_PREFIX}/knowledge/[^/]+/files$")
+UPLOAD_PATHS = re.compile(rf"^{API_PREFIX}/(?:knowledge|chats)/[^/]+/files$")
 
 
 class Health(BaseModel):
@@ -85,18 +91,31 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         app.state.keys = Keys.load(settings)
         app.state.passwords = await run_in_threadpool(Passwords, options)
         app.state.engine = make_engine(url)
+        # The gateway's admission on the event loop: SQLite with in-process rate counters.
+        in_process = app.state.rate_limiter.in_memory
+        app.state.loop_engine = make_loop_engine(url) if in_process else None
         await run_in_threadpool(_seed, app.state.engine, settings)
         app.state.serving = Serving(settings.serving_base_url)
-        app.state.turns = TurnRunner(app.state.engine, app.state.serving)
         app.state.knowledge = Knowledge(settings, app.state.engine)
+        app.state.turns = TurnRunner(
+            app.state.engine,
+            app.state.serving,
+            app.state.knowledge,
+            after_turn=after_turn(settings, app.state.engine),
+        )
         await run_in_threadpool(app.state.knowledge.resume)
+        app.state.guardrail = GuardrailTask(app.state.engine, settings)
+        app.state.guardrail.start()
         try:
             yield
         finally:
+            await app.state.guardrail.aclose()
             await run_in_threadpool(app.state.knowledge.close)
             await app.state.turns.aclose()
             await app.state.serving.aclose()
             app.state.engine.dispose()
+            if app.state.loop_engine is not None:
+                app.state.loop_engine.dispose()
 
     app = FastAPI(title="Orchard platform API", version=orchard.__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -141,6 +160,10 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
         chat_socket,
         shares,
         knowledge,
+        shared_knowledge,
+        memory,
+        chat_knowledge,
+        admin_knowledge,
     ):
         api.include_router(module.router)
     app.include_router(api)

@@ -16,7 +16,10 @@ the same totals (a dashboard takes `max` over instances, never `sum`).
 - `orchard_platform_credit_ledger_mismatches`: accounts whose balance differs from their
   last ledger entry's `balance_after` (always 0 unless something wrote around
   `CreditLedger`: an alert);
-- `orchard_platform_feedback{rating}`: answers rated up / down.
+- `orchard_platform_feedback{rating}`: answers rated up / down;
+- `orchard_platform_ab_challenger_percent{model}`: the A/B split's challenger share, and
+  `orchard_platform_ab_guardrail_cuts_total{model}`: how often the guardrail cut it to 0
+  (the audit log's `model.guardrail` entries; an alert).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
 from platform_api.models import (
+    AuditEntry,
     CreditAccount,
     CreditEntry,
     MessageFeedback,
+    TrafficSplit,
     UsageRecord,
     User,
     utcnow,
@@ -56,6 +61,7 @@ class BusinessCollector(Collector):
             yield from _usage(session)
             yield from _credits(session)
             yield from _feedback(session)
+            yield from _ab_split(session)
 
 
 def _users(session: Session) -> Iterator[Metric]:
@@ -154,3 +160,32 @@ def _feedback(session: Session) -> Iterator[Metric]:
     for rating in ("up", "down"):
         feedback.add_metric([rating], counts.get(rating, 0))
     yield feedback
+
+
+def _ab_split(session: Session) -> Iterator[Metric]:
+    share = GaugeMetricFamily(
+        "orchard_platform_ab_challenger_percent",
+        "The challenger's share of the champion's traffic (%).",
+        labels=["model"],
+    )
+    splits = {
+        split.model_name: split.challenger_percent for split in session.exec(select(TrafficSplit))
+    }
+    for model, percent in splits.items():
+        share.add_metric([model], percent)
+    yield share
+    cuts = CounterMetricFamily(
+        "orchard_platform_ab_guardrail_cuts",
+        "Times the A/B guardrail cut the challenger's share to 0.",
+        labels=["model"],
+    )
+    query = (
+        select(AuditEntry.target, func.count())
+        .where(AuditEntry.action == "model.guardrail")
+        .group_by(AuditEntry.target)
+    )
+    # Every split's series exists from 0, so `increase` sees its first cut.
+    counted = {model: 0 for model in splits} | dict(session.exec(query).all())
+    for model, count in counted.items():
+        cuts.add_metric([model], count)
+    yield cuts

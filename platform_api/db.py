@@ -21,8 +21,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import NullPool, StaticPool
 from sqlmodel import Session
 
 from orchard.errors import OrchardError
@@ -82,6 +82,27 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     if not pooled:
         return create_engine(url, poolclass=NullPool)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def make_loop_engine(url: str) -> Engine | None:
+    """For SQLite, an engine whose one connection the event loop itself may use for short
+    work that must not wait for a worker thread (the OpenAI gateway's admission): a local
+    file, no busy wait (a held write lock fails at once with "database is locked", and
+    the caller goes to a worker thread instead). None for PostgreSQL, where every query
+    is a network round trip and runs in a worker thread."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return None
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 0}, poolclass=StaticPool
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def is_locked(error: OperationalError) -> bool:
+    """SQLite's write lock was held (by another connection's transaction)."""
+    return "database is locked" in str(error.orig)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -58,15 +58,24 @@ _bearer = HTTPBearer(
 # How fresh an API key's `last_used_at` is kept: written at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-ApiKeyScope = Literal["inference", "chats:read", "chats:write", "usage:read"]
+ApiKeyScope = Literal[
+    "inference", "chats:read", "chats:write", "usage:read", "feedback:export", "models:review"
+]
 API_KEY_SCOPES: dict[str, str] = {  # what each scope lets a key do (docs and the UI say it too)
-    "inference": "the OpenAI-compatible gateway at /v1: list models, chat completions",
+    "inference": "the OpenAI-compatible gateway at /v1: list models, chat and text "
+    "completions, embeddings",
     "chats:read": "read chats, their messages, folders and share links; search; the chat "
     "models and feature flags; cost estimates",
     "chats:write": "create, change and delete chats, folders and share links; send, "
     "regenerate, edit and stop messages (spends credits); feedback; the chat WebSocket",
     "usage:read": "the credit balance and ledger, and usage",
+    "feedback:export": "administrators only: export the answers' feedback as preference "
+    "data (the orchard_feedback DAG's service key)",
+    "models:review": "for administrators' keys: read the A/B split's statistics and start "
+    "the feedback loop's split (the orchard_ab_review DAG)",
 }
+# Scopes only an administrator's key may carry (the route still checks the role).
+ADMIN_API_KEY_SCOPES: frozenset[str] = frozenset({"feedback:export", "models:review"})
 DEFAULT_API_KEY_SCOPES: tuple[str, ...] = ("inference",)
 assert set(API_KEY_SCOPES) == set(get_args(ApiKeyScope))
 
@@ -137,11 +146,15 @@ async def bearer_token(
     return credential_of(credentials)
 
 
-def authenticate(conn: HTTPConnection, session: Session, keys: Keys, token: str) -> Principal:
+def authenticate(
+    conn: HTTPConnection, session: Session, keys: Keys, token: str, *, count: bool = True
+) -> Principal:
     """The caller behind `token` (an access token or an API key), checked against the
-    database now, and counted against its rate limit: once per request, or per action
-    on a WebSocket."""
+    database now, and counted against its rate limit (unless `count` is false: a retry
+    of a request counted already): once per request, or per action on a WebSocket."""
     principal = _authenticate(session, keys, token)
+    if not count:
+        return principal
     limiter = conn.app.state.rate_limiter
     if principal.api_key_id is not None:
         limiter.hit("api_key", principal.api_key_id)
@@ -224,3 +237,15 @@ ChatsWriter = Annotated[User, Security(get_current_user, scopes=["chats:write"])
 UsageReader = Annotated[User, Security(get_current_user, scopes=["usage:read"])]
 LoginPrincipal = Annotated[Principal, Depends(get_login_principal)]
 AdminUser = Annotated[User, Depends(get_admin)]
+# An administrator at a login, or an administrator's key with the `feedback:export` scope.
+FeedbackExporter = Annotated[User, Security(get_admin, scopes=["feedback:export"])]
+
+
+def get_models_reviewer(
+    user: Annotated[User, Security(get_current_user, scopes=["models:review"])],
+) -> User:
+    return get_admin(user)
+
+
+# An administrator, signed in or by an API key with the models:review scope.
+ModelsReviewer = Annotated[User, Depends(get_models_reviewer)]

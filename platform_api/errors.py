@@ -86,9 +86,9 @@ def _explain(error: dict) -> str:
         return f"field {field!r} is required"
     if kind == "json_invalid":
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', message)})"
-    if kind == "model_attributes_type" or (kind == "dict_type" and field == "body"):
+    if kind in ("model_attributes_type", "dict_type") and field == "body":
         return "the body must be a JSON object"
-    if kind == "model_type":
+    if kind in ("model_type", "model_attributes_type"):  # the latter: a tagged union's
         return f"{field}: must be a JSON object"
     return f"{field}: {message}"
 

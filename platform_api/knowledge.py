@@ -4,10 +4,11 @@
 (loaded on first use) and one ingestion thread. An upload is stored as the original
 bytes under `<home>/knowledge/files/<user id>/<file id>` and a `KnowledgeFile` row in
 state `queued`; the thread then parses it (`parsing`), embeds its chunks (`embedding`)
-and adds them to the store in one batch (`ready`). A file that fails is `failed` with
-the reason and has no chunk in the store: whatever was added is deleted again, also
-when the file was deleted while it was being indexed. Files still queued or half-done
-when the server stopped are queued again at start-up.
+and adds them to the store in one batch (`ready`); chunks whose text reads like
+instructions to the model are recorded as `KnowledgeFlag`s for administrators. A file
+that fails is `failed` with the reason and has no chunk in the store: whatever was added
+is deleted again, also when the file was deleted while it was being indexed. Files still
+queued or half-done when the server stopped are queued again at start-up.
 
 Ownership: a knowledge base and its files are found by id *and* owner (another user's is
 404, like one that does not exist), and every store call names the owner, so neither an
@@ -24,12 +25,21 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from fastapi import UploadFile
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from orchard.knowledge.chunking import chunk_sections
 from orchard.knowledge.embeddings import Embedder, EmbeddingModelError, load_embedder
-from orchard.knowledge.files import FileLimits, FileRejected, parse_file
+from orchard.knowledge.files import (
+    MEDIA_TYPES,
+    FileLimits,
+    FileRejected,
+    parse_file,
+    safe_filename,
+    sniff,
+)
+from orchard.knowledge.injection import detect_injection
 from orchard.knowledge.vectors import (
     Chunk,
     EmbeddingMismatch,
@@ -40,7 +50,15 @@ from orchard.knowledge.vectors import (
 )
 from orchard.settings import Settings
 from platform_api.errors import ApiError, not_found
-from platform_api.models import KnowledgeBase, KnowledgeFile, User, new_id, utcnow
+from platform_api.models import (
+    KnowledgeBase,
+    KnowledgeFile,
+    KnowledgeFlag,
+    User,
+    new_id,
+    utcnow,
+)
+from platform_api.request_limits import upload_too_large
 
 log = logging.getLogger("orchard.knowledge")
 
@@ -162,6 +180,7 @@ class Knowledge:
                 )  # fmt: skip
                 for i, piece in enumerate(pieces)
             ]
+            flags = [(chunk, detect_injection(chunk.text)) for chunk in chunks]
             self.store.create_collection(collection, embedder.model)
             self.store.add(collection, chunks, vectors, embedder.model)
         except FileRejected as error:
@@ -183,6 +202,19 @@ class Knowledge:
             base.embedding_model = embedder.model.name
             base.embedding_dimension = embedder.model.dimension
             session.add(base)
+            session.add_all(
+                KnowledgeFlag(
+                    user_id=file.user_id,
+                    knowledge_base_id=file.knowledge_base_id,
+                    file_id=file.id,
+                    chunk_id=chunk.id,
+                    page=chunk.page,
+                    rule=flag.rule,
+                    excerpt=flag.excerpt,
+                )  # fmt: skip
+                for chunk, flag in flags
+                if flag is not None
+            )
             self._set(session, current, status="ready", chunks=len(chunks))
 
     def _fail(self, file: KnowledgeFile, collection: str, reason: str) -> None:
@@ -255,3 +287,34 @@ class Knowledge:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+
+def accept_upload(
+    session: Session, knowledge: Knowledge, user: User, base: KnowledgeBase, file: UploadFile
+) -> KnowledgeFile:
+    """Check an upload's size and kind, store the original and queue it for indexing."""
+    limit = knowledge.limits.max_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise upload_too_large(limit)
+    filename = safe_filename(file.filename or "")
+    try:
+        kind = sniff(data, filename)
+    except FileRejected as error:
+        raise ApiError(415, "unsupported_file", str(error)) from None
+    row = KnowledgeFile(
+        id=new_id(),
+        knowledge_base_id=base.id,
+        user_id=user.id,
+        filename=filename,
+        media_type=MEDIA_TYPES[kind],
+        size_bytes=len(data),
+        sha256="",
+    )
+    row.sha256 = knowledge.store_original(user.id, row.id, data)
+    session.add(row)
+    base.updated_at = utcnow()
+    session.add(base)
+    session.commit()
+    knowledge.submit(row.id)
+    return row

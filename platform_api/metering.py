@@ -9,8 +9,13 @@ refunds the unused part (one refund of that debit) and writes a `UsageRecord`.
 
 The prompt bound: Orchard's tokenizers are byte-level BPE, so a text never has more
 tokens than UTF-8 bytes; each message adds at most `TEMPLATE_TOKENS_PER_MESSAGE` for
-the chat template's role markers. A request that does not finish (the client left, or
-serving broke off) is billed for the completion pieces it received and no prompt.
+the chat template's role markers, and tool definitions `TEMPLATE_TOKENS_FOR_TOOLS` for
+the template's instructions around their JSON. A text completion's prompt is bounded the
+same way (or counted, when sent as token ids), each of its `n` choices of each prompt by
+`max_tokens`. An embeddings request has only input tokens: the embedding model's
+WordPiece tokens are never more than the text's bytes, plus its two special tokens.
+A request that does not finish (the client left, or serving broke off) is billed for
+the completion pieces it received and no prompt.
 
 The same path meters the OpenAI gateway and chat turns (`turns.py`, source "chat"). Before
 the debit, `reserve` checks the caller's token limits against the same bound
@@ -36,6 +41,9 @@ log = logging.getLogger("platform_api.metering")
 
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 TEMPLATE_TOKENS_PER_PROMPT = 8  # the generation prompt after the last message
+# What a chat template adds around tool definitions (their JSON is counted byte for byte):
+# the instructions templates such as Llama 3.1's and Qwen 2.5's write are 100-300 tokens.
+TEMPLATE_TOKENS_FOR_TOOLS = 512
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,21 @@ class Pricing:
         return -(-milli // 1000)
 
 
-def prompt_token_bound(texts: list[str]) -> int:
-    return TEMPLATE_TOKENS_PER_PROMPT + sum(
-        len(text.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for text in texts
+def prompt_token_bound(texts: list[str], tools: bool = False) -> int:
+    """A chat prompt's bound from its messages' texts (`tools`: the request defines tools,
+    whose JSON is among `texts` and whose template instructions cost more)."""
+    return (
+        TEMPLATE_TOKENS_PER_PROMPT
+        + (TEMPLATE_TOKENS_FOR_TOOLS if tools else 0)
+        + sum(len(text.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for text in texts)
     )
+
+
+def text_token_bound(prompt: str | list[int], special: int = TEMPLATE_TOKENS_PER_PROMPT) -> int:
+    """One completion prompt's or embedding input's bound: given as token ids, their
+    count; as text, its UTF-8 bytes plus `special` tokens the tokenizer may add (BOS;
+    an embedding model's [CLS] and [SEP])."""
+    return len(prompt) if isinstance(prompt, list) else len(prompt.encode()) + special
 
 
 @dataclass(frozen=True)

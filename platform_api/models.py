@@ -18,8 +18,18 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import CheckConstraint, DateTime, MetaData, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import registry
+from sqlalchemy.sql.expression import true as sa_true
 from sqlmodel import Field, SQLModel
 
 NAMING_CONVENTION = {
@@ -47,6 +57,8 @@ TONES = ("neutral", "friendly", "formal", "concise")
 VARIANTS = ("champion", "challenger")
 # An uploaded file's ingestion: waiting, being read, being embedded, searchable, or not.
 KNOWLEDGE_FILE_STATUSES = ("queued", "parsing", "embedding", "ready", "failed")
+# Where a memory came from: rules or the model reading a chat turn, or the user writing it.
+MEMORY_SOURCES = ("rules", "model", "user")
 
 
 def new_id() -> str:
@@ -115,6 +127,11 @@ class User(PlatformTable, table=True):
     daily_token_limit: int | None = Field(default=None)
     monthly_token_limit: int | None = Field(default=None)
     limits_reset_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # "Use my feedback to improve the model": on by default (as in common chat products),
+    # off with one click on the privacy page; the feedback export leaves out those off.
+    feedback_for_training: bool = Field(
+        default=True, sa_column_kwargs={"server_default": sa_true()}
+    )
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -239,6 +256,9 @@ class Message(PlatformTable, table=True):
     superseded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     credits: int | None = Field(default=None)  # what the answer cost (assistant messages)
     variant: str | None = Field(default=None, max_length=16)  # A/B split: which side answered
+    # The passages the answer was given, numbered as the model saw them (chat_knowledge.py):
+    # [{"n", "chunk_id", "file_id", "knowledge_base_id", "source", "page", "heading", "text"}].
+    citations: list[dict] | None = Field(default=None, sa_type=JSON)
 
 
 class ChatFlag(PlatformTable, table=True):
@@ -529,3 +549,92 @@ class KnowledgeFile(PlatformTable, table=True):
     chunks: int = Field(default=0)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class KnowledgeAccessRule(PlatformTable, table=True):
+    """Grants a role or one user a shared knowledge base (by slug, or `*` for every one),
+    with the semantics of `ModelAccessRule`: a subject with no rule may use every shared
+    base, its first rule restricts it to what its rules name (platform_api/access.py)."""
+
+    __tablename__ = "knowledge_access_rules"
+    __table_args__ = (
+        CheckConstraint("(role IS NULL) <> (user_id IS NULL)", name="one_subject"),
+        CheckConstraint(f"role IS NULL OR {_in('role', ROLES)}", name="role"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    role: str | None = Field(default=None, max_length=16)
+    user_id: str | None = Field(
+        default=None, foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    knowledge_base: str = Field(max_length=40)
+    created_at: datetime = _created()
+    created_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
+
+
+class Memory(PlatformTable, table=True):
+    """A fact about a user that later chats are told (platform_api/memory.py): stated in
+    a chat turn and extracted after it, or written by the user. Only its owner reads it.
+    `embedding` is its vector (float32, little-endian) of the model named beside it; a
+    disabled memory is kept but never put into a prompt."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        UniqueConstraint("user_id", "content"),
+        CheckConstraint(_in("source", MEMORY_SOURCES), name="source"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    content: str = Field(max_length=500)
+    enabled: bool = Field(default=True)
+    source: str = Field(max_length=16)
+    message_id: str | None = Field(
+        default=None, foreign_key="messages.id", max_length=32, ondelete="SET NULL"
+    )
+    embedding: bytes = Field(sa_type=LargeBinary)
+    embedding_model: str = Field(max_length=200)
+    embedding_dimension: int
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class ChatKnowledge(PlatformTable, table=True):
+    """A knowledge base a chat retrieves from: one the user attached, or the chat's own
+    (`chat_files`: the files uploaded into the chat, deleted with the chat)."""
+
+    __tablename__ = "chat_knowledge"
+
+    chat_id: str = Field(
+        foreign_key="chats.id", primary_key=True, max_length=32, ondelete="CASCADE"
+    )
+    knowledge_base_id: str = Field(
+        foreign_key="knowledge_bases.id", primary_key=True, index=True, max_length=32,
+        ondelete="CASCADE",
+    )  # fmt: skip
+    chat_files: bool = Field(default=False)
+    created_at: datetime = _created()
+
+
+class KnowledgeFlag(PlatformTable, table=True):
+    """A chunk whose text reads like instructions to the model ("ignore previous
+    instructions..."), found at ingestion (orchard/knowledge/injection.py): listed to
+    administrators; the chunk stays data and never reaches a system prompt."""
+
+    __tablename__ = "knowledge_flags"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True, max_length=32, ondelete="CASCADE")
+    knowledge_base_id: str = Field(
+        foreign_key="knowledge_bases.id", max_length=32, ondelete="CASCADE"
+    )
+    file_id: str = Field(
+        foreign_key="knowledge_files.id", index=True, max_length=32, ondelete="CASCADE"
+    )
+    chunk_id: str = Field(max_length=32)
+    page: int | None = Field(default=None)
+    rule: str = Field(max_length=64)  # which pattern matched
+    excerpt: str = Field(sa_type=Text)  # the matching text with some context
+    created_at: datetime = _created()

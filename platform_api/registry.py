@@ -46,9 +46,18 @@ class VersionInfo:
     metrics: dict[str, str]  # eval.* tags
     lineage: dict[str, str]  # orchard.* tags
     description: str
+    review: dict | None = None  # the latest A/B review (tag ab.review)
 
 
 HEALTH_TIMEOUT_S = 3.0
+REVIEW_TAG = "ab.review"
+
+
+def _review(tags: dict[str, str]) -> dict | None:
+    try:
+        return json.loads(tags[REVIEW_TAG]) if REVIEW_TAG in tags else None
+    except ValueError:
+        return None
 
 
 class Registry:
@@ -130,6 +139,7 @@ class Registry:
                 },
                 lineage={k: val for k, val in v.tags.items() if k.startswith("orchard.")},
                 description=v.description or "",
+                review=_review(v.tags),
             )
             for v in found
         ]
@@ -167,3 +177,34 @@ class Registry:
         replaced = self._aliases(model).get(CHAMPION)
         self._move_champion(history[-1], history[:-1])
         return replaced, history[-1]
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        found = self._call(
+            f"finding version {version}", self.client.get_model_version, self.name, version
+        )
+        return dict(found.tags)
+
+    def set_version_tag(self, version: str, key: str, value: str) -> None:
+        self._call(
+            f"tagging version {version}",
+            self.client.set_model_version_tag,
+            self.name,
+            version,
+            key,
+            value,
+        )
+
+    def card(self, version: str, mlflow_url: str | None, airflow_url: str | None) -> dict:
+        """Version `version`'s model card (orchard.model_card)."""
+        from orchard.model_card import card_for_version
+
+        return self._call(
+            f"building the card of version {version}",
+            lambda: card_for_version(
+                self.tracking_uri,
+                self.name,
+                version,
+                mlflow_url=mlflow_url,
+                airflow_url=airflow_url,
+            ),
+        )

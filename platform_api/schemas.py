@@ -138,6 +138,9 @@ class UserMe(UserPublic):
     oauth_providers: list[str] = Field(
         default_factory=list, description="Providers it can sign in with, last used first."
     )
+    feedback_for_training: bool = Field(
+        True, description="Use my feedback to improve the model (on by default)."
+    )
 
 
 class ProfileUpdate(Request):
@@ -263,6 +266,20 @@ class MessageRating(Public):
     comment: str
 
 
+class Citation(BaseModel):
+    """A numbered source of an answer: a passage of one of the user's files."""
+
+    n: int = Field(description="Its number in the answer ([1], [2], ...).")
+    chunk_id: str
+    file_id: str
+    knowledge_base_id: str
+    source: str = Field(description="The file's name.")
+    page: int | None = None
+    heading: str = ""
+    snippet: str = Field(description="The passage's start, for a one-line source list.")
+    text: str = Field(description="The passage as the model was given it.")
+
+
 class MessagePublic(Public):
     id: str
     chat_id: str
@@ -295,6 +312,16 @@ class MessagePublic(Public):
         description="`credits` × the credit price in US dollars (where the API computes it: "
         "listing a chat's messages and a turn's final event).",
     )
+    citations: list[Citation] = Field(
+        default_factory=list,
+        description="The passages retrieved from the chat's knowledge for this answer, "
+        "numbered as the model saw them (assistant messages of chats with knowledge).",
+    )
+
+    @field_validator("citations", mode="before")
+    @classmethod
+    def _no_citations(cls, value):
+        return [] if value is None else value
 
 
 # -- a chat over a WebSocket (routes/chat_socket.py): the client's frames ---------------------
@@ -436,6 +463,12 @@ class FeedbackPublic(Public):
     updated_at: datetime
 
 
+class FeedbackConsent(Request):
+    feedback_for_training: bool = Field(
+        description="Use my feedback (ratings, regenerations, edits) to improve the model."
+    )
+
+
 class AccountDelete(Request):
     password: str | None = Field(
         None,
@@ -455,6 +488,9 @@ class ModelVersionPublic(BaseModel):
     metrics: dict[str, str] = Field(description="The version's eval.* tags, without the prefix.")
     lineage: dict[str, str] = Field(description="The orchard.* tags: manifests and runs behind it.")
     description: str
+    review: dict[str, Any] | None = Field(
+        None, description="The latest A/B review of this version (tag ab.review), if any."
+    )
 
 
 class ModelRegistryPublic(BaseModel):
@@ -621,7 +657,8 @@ class AccessRuleCreate(Request):
     model: str = Field(
         min_length=1,
         max_length=200,
-        description="A serve alias, the model name, `<model name>/<version>`, or `*`.",
+        description="A serve alias, the model name, `<model name>/<version>`, the embedding "
+        "model (/v1/embeddings), or `*`.",
     )
 
     @model_validator(mode="after")
@@ -678,11 +715,27 @@ class SplitWrite(Request):
     )
 
 
+class GuardrailAlert(BaseModel):
+    """The guardrail cut the challenger's share to 0 (an audit entry `model.guardrail`)."""
+
+    at: datetime
+    metric: str  # error_rate or thumbs_down_rate
+    rate: float  # what was observed
+    low: float  # its Wilson interval's lower end, which crossed the bound
+    bound: float
+    count: int  # answers (or ratings) it was measured on
+    previous_percent: int
+    version: str | None  # the challenger version, when known
+
+
 class SplitPublic(BaseModel):
     model_name: str
     challenger_percent: int
     updated_at: datetime | None
     updated_by: str | None
+    guardrail: GuardrailAlert | None = Field(
+        None, description="Set while the last change of the split was the guardrail's cut."
+    )
 
 
 class VariantResult(BaseModel):
@@ -700,6 +753,75 @@ class SplitResults(BaseModel):
     split: SplitPublic
     since: datetime | None
     variants: list[VariantResult]
+
+
+class SideStats(BaseModel):
+    """One side's counts for the A/B review (orchard.ab_stats.SideCounts): chat answers
+    (regenerated ones included) plus the gateway's requests for the champion."""
+
+    variant: str
+    answers: int
+    rated: int
+    thumbs_up: int
+    thumbs_down: int
+    regenerated: int  # answers a regeneration or an edited question replaced
+    stopped: int  # answers the user stopped or left (partial)
+    failed: int  # answers and gateway requests that failed
+    latency_ms_mean: float | None
+    latency_ms_mean_sq: float | None
+    credits_mean: float | None
+    credits_mean_sq: float | None
+    chat_answers: int  # the chat answers alone: what latency and credits are means of
+
+
+class SplitStats(BaseModel):
+    split: SplitPublic
+    since: datetime | None
+    sides: list[SideStats]
+
+
+class LoopSplit(BaseModel):
+    started: bool  # false: nothing to start (the reason says why)
+    reason: str
+    version: str | None
+    split: SplitPublic
+
+
+class CardLink(BaseModel):
+    label: str
+    url: str | None  # None: nothing to link to (shown as text)
+
+
+class CardRun(BaseModel):
+    step: str
+    manifest: str  # the manifest's directory name, not its local path
+    mlflow: CardLink | None
+    airflow: CardLink | None
+
+
+class CardMetric(BaseModel):
+    name: str  # task/metric
+    value: str  # 3 significant figures
+    champion: str | None  # the champion's value of the same metric, when it has one
+
+
+class ModelCardPublic(BaseModel):
+    """A registered version's model card (orchard.model_card), also an MLflow artifact."""
+
+    version: str
+    aliases: list[str]
+    model_step: str | None
+    tokenizer: str | None
+    data: dict[str, str] = Field(description="Training data behind it: name -> counts.")
+    runs: list[CardRun]
+    metrics: list[CardMetric]
+    decontamination: dict[str, str]
+    feedback_datasets: list[str]
+    review: dict[str, Any] | None = Field(
+        None, description="The latest A/B review (orchard.ab_stats.review), if any."
+    )
+    markdown: str
+    artifact: str | None = Field(None, description="The card's MLflow artifact URI, once logged.")
 
 
 # -- conversation monitoring, for administrators (routes/admin_monitoring.py) -----------------
@@ -791,6 +913,35 @@ class KnowledgeChunkPublic(Public):
     heading: str
 
 
+class ChatKnowledgeSet(Request):
+    knowledge_base_ids: list[str] = Field(
+        max_length=20, description="The caller's knowledge bases this chat retrieves from."
+    )
+
+
+class ChatKnowledgePublic(BaseModel):
+    knowledge_bases: list[KnowledgeBasePublic] = Field(
+        description="The knowledge bases the user attached to the chat."
+    )
+    files: list[KnowledgeFilePublic] = Field(description="The files uploaded into the chat.")
+
+
+class KnowledgeFlagPublic(Public):
+    """A chunk with instruction-like text, found at ingestion (for administrators)."""
+
+    id: str
+    user_id: str
+    user_email: str = ""
+    knowledge_base_id: str
+    file_id: str
+    filename: str = ""
+    chunk_id: str
+    page: int | None
+    rule: str
+    excerpt: str
+    created_at: datetime
+
+
 class KnowledgeSearch(Request):
     query: str = Field(min_length=1, max_length=KNOWLEDGE_QUERY_MAX)
     k: int = Field(5, ge=1, le=KNOWLEDGE_HITS_MAX)
@@ -833,3 +984,71 @@ class OpsHealth(BaseModel):
     targets: list[TargetHealth]
     firing_alerts: list[str] = Field(description="Names of the alerts firing now.")
     links: OpsLinks
+
+
+MEMORY_CHARS = 500
+MemorySource = Literal["rules", "model", "user"]
+
+
+class MemoryPublic(Public):
+    id: str
+    content: str
+    enabled: bool  # a disabled memory is kept but never put into a prompt
+    source: MemorySource  # extracted from a chat (rules, model) or written by the user
+    message_id: str | None  # the chat message it was extracted from
+    embedding_model: str
+    embedding_dimension: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemoryCreate(Request):
+    content: Trimmed = Field(min_length=1, max_length=MEMORY_CHARS)
+
+
+class MemoryUpdate(Request):
+    content: Trimmed | None = Field(None, min_length=1, max_length=MEMORY_CHARS)
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> MemoryUpdate:
+        if self.content is None and self.enabled is None:
+            raise ValueError("send content, enabled or both")
+        return self
+
+
+class KnowledgeAccessRuleCreate(Request):
+    role: Role | None = None
+    user_id: str | None = Field(None, max_length=32)
+    knowledge_base: str = Field(
+        min_length=1,
+        max_length=40,
+        description="A shared knowledge base's slug (GET /shared-knowledge), or `*`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> KnowledgeAccessRuleCreate:
+        if (self.role is None) == (self.user_id is None):
+            raise ValueError("send either role or user_id, not both and not neither")
+        return self
+
+
+class KnowledgeAccessRulePublic(Public):
+    id: int
+    role: str | None
+    user_id: str | None
+    knowledge_base: str
+    created_at: datetime
+    created_by: str | None
+
+
+class SharedKnowledgeBasePublic(BaseModel):
+    """A knowledge base a pipeline published for everyone (the crawled site)."""
+
+    slug: str
+    title: str
+    embedding_model: str
+    embedding_dimension: int
+    documents: int
+    chunks: int
+    published_at: str

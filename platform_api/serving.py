@@ -11,11 +11,13 @@ happened.
 
 `read_events` is the one parser of that stream: `stream_chat` reads a chat turn's text from
 it, and the OpenAI gateway (`routes/gateway.py`) relays its events to the client as sent.
-Both reach serving through the app's one `Serving` (HTTP client and context lengths).
+Both reach serving through the app's one `Serving` (HTTP clients and context lengths):
+chat turns through httpx, the gateway through aiohttp (`Serving.relay`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,12 +25,14 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 
 log = logging.getLogger("platform_api.serving")
 CONNECT_TIMEOUT_S = 10.0
 # Between two chunks: a busy model on CPU may take a while to the first token.
 READ_TIMEOUT_S = 300.0
+DRAIN_S = 1.0  # after [DONE], for the end of the body
 
 
 class ServingError(Exception):
@@ -85,8 +89,9 @@ class Event:
         return self.payload.get("choices") or []
 
     def pieces(self) -> int:
-        """How many choices this event adds text to (one piece each)."""
-        return sum(1 for c in self.choices if (c.get("delta") or {}).get("content"))
+        """How many choices this event adds output to (one piece each): a chat delta's
+        content or tool calls, a text completion's text."""
+        return sum(1 for c in self.choices if _adds_output(c))
 
     def chunk(self) -> Chunk:
         """What a chat turn reads: the first choice's text, the model, the usage."""
@@ -103,17 +108,43 @@ class Event:
         )
 
 
-async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
+def _adds_output(choice: dict) -> bool:
+    delta = choice.get("delta") or {}
+    return bool(delta.get("content") or delta.get("tool_calls") or choice.get("text"))
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body), so that the connection goes
+    back to the client's pool instead of being closed: a new connection to serving on every
+    request costs a TCP handshake and the proxy's set-up before each first token. A server
+    that keeps the stream open longer than `DRAIN_S` gets its connection closed."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx.HTTPError, aiohttp.ClientError):
+        pass
+
+
+async def lines_of(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """An aiohttp body's lines as text, without their line breaks (as httpx's
+    `aiter_lines`)."""
+    async for line in content:
+        yield line.decode(errors="replace").rstrip("\r\n")
+
+
+async def read_events(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
     """Serving's events, in order, until `data: [DONE]` (not yielded: the iteration just
     ends). Lines other than `data:` (blank separators, comments such as keep-alives, event
     names) are skipped. Raises `MalformedChunk` for an event that is not a JSON object and
     `StreamUnfinished` when the stream ends without `[DONE]`; a broken connection is
     httpx's error, for the caller to word."""
-    async for line in response.aiter_lines():
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[len("data:") :].strip()
         if data == "[DONE]":
+            await _drain(lines)
             return
         try:
             payload = json.loads(data)
@@ -136,7 +167,7 @@ async def stream_chat(
                 if response.status_code >= 500:
                     log.error("serving answered %d: %s", response.status_code, body)
                 raise ServingError(f"serving answered {response.status_code}: {body}")
-            async with aclosing(read_events(response)) as events:
+            async with aclosing(read_events(response.aiter_lines())) as events:
                 async for event in events:
                     if event.is_error:
                         raise ServingError(f"serving reported an error: {event.payload['error']}")
@@ -164,6 +195,13 @@ class ContextLengths:
     def forget(self) -> None:
         """Read serving's list again at the next `get` (serving's models changed)."""
         self._read_at = float("-inf")
+
+    def known(self, model: str) -> int | None:
+        """`get` without reading serving: the length read less than `ttl_s` ago; raises
+        `LookupError` when the list is older (call `get`)."""
+        if time.monotonic() - self._read_at >= self.ttl_s:
+            raise LookupError("the context lengths are stale")
+        return self._lengths.get(model)
 
     async def get(self, model: str) -> int | None:
         now = time.monotonic()
@@ -193,12 +231,26 @@ class Serving:
         self.base_url = base_url
         self.client = http_client()
         self.contexts = ContextLengths(self.client, base_url)
+        self._relay: aiohttp.ClientSession | None = None
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
+    def relay(self) -> aiohttp.ClientSession:
+        """The OpenAI gateway's client, made on first use (in the running loop): aiohttp,
+        whose HTTP parser is compiled, spends about half httpx's CPU time on a streamed
+        request, and on a busy machine CPU time is time to the first token."""
+        if self._relay is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S
+            )
+            self._relay = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        return self._relay
+
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._relay is not None:
+            await self._relay.close()
 
 
 def fit_max_tokens(request: dict, prompt_bound: int, context: int | None) -> dict:

@@ -37,10 +37,23 @@ from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from orchard.knowledge.embeddings import EmbeddingModelError
+from orchard.knowledge.vectors import VectorStoreError
 from orchard.settings import Settings
 from platform_api.access import chat_route
+from platform_api.chat_knowledge import (
+    KnowledgeScope,
+    fit_sources,
+    knowledge_scope,
+    question_of,
+    retrieve,
+    source_reservation,
+    with_sources,
+)
 from platform_api.credits import InsufficientCredits
 from platform_api.errors import ApiError, not_found
+from platform_api.knowledge import Knowledge
+from platform_api.memory import with_memories
 from platform_api.metering import (
     Pricing,
     Reservation,
@@ -84,6 +97,8 @@ class OpenedTurn:
     # The credits reserved for the answer (metering.py), settled when the turn ends.
     reservation: Reservation | None = None
     pricing: Pricing | None = None
+    # The knowledge bases the turn retrieves from (chat_knowledge.py); None: none.
+    knowledge: KnowledgeScope | None = None
 
 
 # (the message named, the last visible one) -> (the question, supersede from seq)
@@ -189,7 +204,10 @@ def _open(
     context = context_messages(session, chat, seq if isinstance(question, str) else question.seq)
     pricing = Pricing.from_settings(settings)
     text = question if isinstance(question, str) else question.content
-    reservation = _reserve(session, user, chat, pricing, [*context, {"content": text}])
+    context = with_memories(session, settings, user, context, text)  # memory.py
+    knowledge = knowledge_scope(session, user, chat)
+    reserved = [*context, {"content": text}, *source_reservation(knowledge)]
+    reservation = _reserve(session, user, chat, pricing, reserved)
     session.exec(update(Chat).where(Chat.id == chat.id).values(updated_at=now))
     if isinstance(question, str):
         question = Message(chat_id=chat.id, seq=seq, role="user", content=question, created_at=now)
@@ -215,6 +233,7 @@ def _open(
         assistant_message=MessagePublic.model_validate(answer),
         reservation=reservation,
         pricing=pricing,
+        knowledge=knowledge,
         serving_request={
             "model": alias,
             "messages": messages,
@@ -348,6 +367,8 @@ class Turn:
             kind, payload = event
             if kind == "delta":
                 yield kind, {"content": payload}
+            elif kind == "citations":
+                yield kind, {"citations": payload}
             else:
                 yield kind, payload.model_dump(mode="json")
             event = await self.events.get()
@@ -357,10 +378,20 @@ class TurnRunner:
     """Owns the running turns of this process; reaches serving through the app's `Serving`
     (which it does not close: the app does, after `aclose`)."""
 
-    def __init__(self, engine: Engine, serving: Serving) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        serving: Serving,
+        knowledge: Knowledge | None = None,
+        after_turn: Callable[[OpenedTurn], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.serving = serving
+        self.knowledge = knowledge
         self.running: dict[str, Turn] = {}
+        # Called in a worker thread once a turn is answered (memory.py: remember facts),
+        # after the client's stream has ended; the turn counts as running until it returns.
+        self.after_turn = after_turn
 
     def start(self, opened: OpenedTurn) -> Turn:
         turn = Turn(opened)
@@ -390,11 +421,14 @@ class TurnRunner:
         model: str | None = None
         tokens: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
         unsaved, saved_at = 0, started
+        answered = False
         request = turn.opened.serving_request
-        bound = prompt_token_bound([m["content"] for m in request["messages"]])
-        request = fit_max_tokens(request, bound, await self.serving.contexts.get(request["model"]))
-        chunks = stream_chat(self.serving.client, self.serving.base_url, request)
         try:
+            context = await self.serving.contexts.get(request["model"])
+            request = await self._with_sources(turn, request, context)
+            bound = prompt_token_bound([m["content"] for m in request["messages"]])
+            request = fit_max_tokens(request, bound, context)
+            chunks = stream_chat(self.serving.client, self.serving.base_url, request)
             # aclosing: however the loop ends, the connection to serving closes now, so
             # serving stops generating for a turn nobody reads any more.
             async with aclosing(chunks):
@@ -428,6 +462,7 @@ class TurnRunner:
                 **tokens,
             )
             turn.events.put_nowait(("done", final))
+            answered = True
         except asyncio.CancelledError:
             # Shielded: a second cancellation (shutdown) must not lose the partial answer.
             final = await asyncio.shield(
@@ -461,7 +496,40 @@ class TurnRunner:
             turn.events.put_nowait(("failed", final))
         finally:
             turn.events.put_nowait(None)
-            self.running.pop(turn.message_id, None)
+            try:
+                if answered and self.after_turn is not None:
+                    await self._after_turn(turn)
+            finally:
+                self.running.pop(turn.message_id, None)
+
+    async def _after_turn(self, turn: Turn) -> None:
+        """`after_turn` in a worker thread, run to its end even when the turn is cancelled
+        meanwhile (the response cancels it once the client has the whole answer)."""
+        work = asyncio.ensure_future(asyncio.to_thread(self.after_turn, turn.opened))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await work
+            raise
+
+    async def _with_sources(self, turn: Turn, request: dict, context: int | None) -> dict:
+        """Retrieve from the chat's knowledge, fit the passages into the context, save
+        them as the answer's citations and send them to the client, and quote them in
+        serving's request (chat_knowledge.py)."""
+        scope = turn.opened.knowledge
+        if scope is None or self.knowledge is None:
+            return request
+        try:
+            hits = await asyncio.to_thread(retrieve, self.knowledge, scope, question_of(request))
+        except (VectorStoreError, EmbeddingModelError) as error:
+            log.warning("chat turn %s answers without sources: %s", turn.message_id, error)
+            return request
+        citations = fit_sources(hits, request["messages"], request["max_tokens"], context)
+        if not citations:
+            return request
+        await asyncio.to_thread(self._save, turn, citations=citations)
+        turn.events.put_nowait(("citations", citations))
+        return with_sources(request, citations)
 
     def _finish(self, turn: Turn, billed: tuple[int, int], **values) -> MessagePublic:
         """The final save, with the settlement of the turn's reservation in the same

@@ -9,10 +9,19 @@ the frozen reference model) and, for `labels="judge"`, the `reward` model. TRL's
   questions the policy samples two answers and the reward model, as judge, picks the one
   it scores higher as chosen; pairs the judge cannot tell apart are dropped.
 Output: `hf/`. Metrics: final loss, reward accuracy and margin as TRL logs them.
+
+From users' feedback (the `orchard_feedback` loop): a `feedback` manifest among the inputs
+adds its pairs (`preference/train.jsonl`, the replaced or thumbed-down answer rejected),
+mixed with `feedback_ratio` of the chat data's own pairs per feedback pair (a seeded
+sample; 0: feedback only), and the policy is normally the current champion's model
+(`from_champion` records which version). Counts `feedback_pairs` and `original_pairs`;
+facts `feedback_version` and `from_champion`; the step's MLflow run records the feedback
+set as a dataset input.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -36,6 +45,7 @@ from orchard.steps import Manifest, StepContext, StepOutput, StepSpec
 
 log = logging.getLogger("orchard.dpo")
 COLUMNS = ("prompt", "chosen", "rejected")
+FEEDBACK = "feedback"  # the step of orchard_feedback's preference sets
 
 
 class DpoConfig(TrainStepConfig):
@@ -48,6 +58,15 @@ class DpoConfig(TrainStepConfig):
     )
     judge_prompts: int = Field(128, ge=1, description="Questions the judge labels.")
     judge_max_new_tokens: int = Field(64, ge=1, description="Length of a judged answer.")
+    feedback_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="With a feedback input: the chat data's own pairs mixed in per feedback "
+        "pair (0: feedback only).",
+    )
+    from_champion: str | None = Field(
+        None, description="The registry version the policy is (`orchard-chat/3`): lineage."
+    )
 
 
 def judge_pairs(config: DpoConfig, policy, tokenizer, reward_dir: Path, rows: list[dict]):
@@ -116,6 +135,13 @@ def dpo(
     from trl import DPOConfig, DPOTrainer
 
     judged = config.labels == "judge"
+    feedback = [m for m in inputs if m.step == FEEDBACK]
+    if len(feedback) > 1 or (feedback and judged):
+        raise OrchardError(
+            "dpo takes at most one feedback manifest, and only with labels=reference; got "
+            f"{[m.step for m in inputs]}"
+        )
+    inputs = [m for m in inputs if m.step != FEEDBACK]
     chat, models = split_inputs("dpo", inputs, ["policy", "reward"] if judged else ["policy"])
     start = Path(models["policy"].path) / "hf"
     tokenizer = load_tokenizer(start)
@@ -129,9 +155,14 @@ def dpo(
             read_rows(chat, "sft/train.jsonl"),
         )
         log.info("the judge labelled %d pairs", len(rows))
+    elif feedback:
+        rows, mixed = feedback_mix(config, feedback[0], read_rows(chat, "preference/train.jsonl"))
+        rows = train_rows(rows, config)
     else:
         rows = train_rows(read_rows(chat, "preference/train.jsonl"), config)
     with tracked_run("dpo", ctx.key, tracking_uri) as run_id:
+        if feedback and run_id:
+            log_feedback_input(feedback[0])
         args = DPOConfig(
             **trainer_args(config, ctx.work, bool(run_id)),
             beta=config.beta,
@@ -152,9 +183,45 @@ def dpo(
         values = logged(trainer, name)
         if values:
             metrics[f"final_{name.replace('/', '_')}"] = float(values[-1])
-    return StepOutput(
-        counts={"steps": config.steps, "pairs": len(rows)}, metrics=metrics, mlflow_run_id=run_id
-    )
+    counts, facts = {"steps": config.steps, "pairs": len(rows)}, {}
+    if feedback:
+        counts |= mixed
+        facts = {"feedback_version": feedback[0].key, "from_champion": config.from_champion or ""}
+    return StepOutput(counts=counts, metrics=metrics, facts=facts, mlflow_run_id=run_id)
+
+
+def feedback_mix(
+    config: DpoConfig, feedback: Manifest, original: list[dict]
+) -> tuple[list[dict], dict[str, int]]:
+    """The feedback pairs plus `feedback_ratio` original pairs per feedback pair (seeded
+    sample), and how many of each."""
+    import random
+
+    ours = [{c: row[c] for c in COLUMNS} for row in read_feedback(Path(feedback.path))]
+    wanted = min(len(original), round(config.feedback_ratio * len(ours)))
+    theirs = random.Random(config.seed).sample(original, wanted) if wanted else []
+    log.info("dpo on %d feedback pairs and %d original pairs", len(ours), len(theirs))
+    return ours + theirs, {"feedback_pairs": len(ours), "original_pairs": len(theirs)}
+
+
+def read_feedback(directory: Path) -> list[dict]:
+    path = directory / "preference" / "train.jsonl"
+    if not path.is_file():
+        raise OrchardError(f"{path} is missing: pass a finished feedback manifest")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise OrchardError(f"{path} has no pairs: the feedback set has nothing to train on")
+    return rows
+
+
+def log_feedback_input(feedback: Manifest) -> None:
+    """The feedback set as a dataset input of the active MLflow run (context training)."""
+    import mlflow
+
+    from orchard.feedback import mlflow_dataset
+
+    dataset = mlflow_dataset(read_feedback(Path(feedback.path)), feedback.key, feedback.path)
+    mlflow.log_input(dataset, context="training")
 
 
 STEP = StepSpec("dpo", DpoConfig, default_name="chat", doc=__doc__)

@@ -25,7 +25,10 @@ Output:
     megatron/preset.json   its ModelPreset (`load_preset`): shape, RoPE theta, RMSNorm eps,
                            tied embeddings; `build_gpt(preset, vocab_size)` loads model.pt
     hf/                    the same weights as a LlamaForCausalLM (safetensors, fp32) with
-                           the model's own tokenizer, chat template and special tokens
+                           the model's own tokenizer, chat template and special tokens; a
+                           template without {% generation %} markers gets them
+                           (`orchard.chat_format.add_generation_markers`: same rendered
+                           chats, refused when it cannot prove that)
     tokenizer/             the model's own tokenizer as a Hugging Face directory plus the
                            tokenizer_metadata.json Megatron's tokenizer loader reads (the
                            layout of the tokenizer step's `tokenizer/`)
@@ -284,8 +287,14 @@ def import_model(config: ImportConfig, checkpoint: Checkpoint, ctx: StepContext)
     from model.export import hf_state_dict
     from model.gpt import build_gpt
     from model.hf_import import megatron_state_dict, preset_from_llama
+    from orchard.chat_format import add_generation_markers
 
     model, tokenizer = load_hf(checkpoint)
+    # Post-training's assistant-only loss reads {% generation %} markers, which most
+    # published templates lack (SmolLM2's does): added where the chats render the same.
+    markers = add_generation_markers(tokenizer)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # batches need one; attention masks it
     hf_config = model.config.to_dict()
     hf_config.pop("quantization_config", None)  # dequantized: a plain fp32 model now
     display = display_name(config, checkpoint)
@@ -333,6 +342,7 @@ def import_model(config: ImportConfig, checkpoint: Checkpoint, ctx: StepContext)
             "eos": tokenizer.eos_token,
             "pad": tokenizer.pad_token,
             "chat_template": bool(tokenizer.chat_template),
+            "generation_markers": markers,
         },
     }
     (ctx.out / REPORT).write_text(json.dumps(report, indent=2))

@@ -11,12 +11,26 @@ driver, the machine) resumes from the last checkpoint with the same data order a
 curve. Loss, validation loss/perplexity, LR, grad norm, tokens/s (and MFU on a GPU) stream
 into one MLflow run, which a resumed attempt continues.
 
+Continued pretraining: with an imported base model among the inputs (an import_model
+manifest, `init_from` in `orchard_pretrain`), the model is the base's (its shape from
+`megatron/preset.json`: RMSNorm, SwiGLU, RoPE theta, GQA, tied embeddings, its vocabulary
+and positions) initialised from its `megatron/model.pt` instead of at random. The
+tokenized corpus must have been made with the base's own tokenizer (`orchard_tokenizer`'s
+*Use this tokenizer*; checked by the sha256 of its tokenizer.json), `seq_length` may not
+exceed the base's positions (default: min(positions, 1024)), and the peak LR defaults to
+1e-4. Before the first step the validation loss of the loaded model is measured and logged
+at step 0 (`init_val_loss`): far below a random initialisation's ~ln(vocab). The export
+keeps the base's config (special tokens, context length), and the manifest's facts name
+the base (`base_source`, `base_sha256`, `base_licence`, `base_display_name`).
+
 Output: `hf/` (a `LlamaForCausalLM` in safetensors + tokenizer + chat template, loadable
 with `AutoModelForCausalLM.from_pretrained`), `megatron/model.pt` (the Megatron weights),
 `curve.json` (every logged step), `samples/` (the export continuing held-out documents,
 with ROUGE-1, on-topic ratio and distinct-2: `model/samples.py`).
 
     python -m ray_jobs.pretrain --config '{"preset": "nano", "steps": 300}' --input T.json
+    python -m ray_jobs.pretrain --config '{"steps": 20, "seq_length": 512}' \
+        --input T.json --input IMPORT.json          # continued pretraining of the import
 """
 
 from __future__ import annotations
@@ -50,18 +64,31 @@ log = logging.getLogger("orchard.pretrain")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 STATE_FILE = "state.pt"
 RUN_ID_FILE = "mlflow-run-id"
+# Continued pretraining: a gentler peak LR than from scratch (the base is trained already),
+# and a CPU-sized default sequence length below the base's positions.
+CONTINUED_LR = 1e-4
+CONTINUED_SEQ_LENGTH = 1024
 
 
 class PretrainConfig(StepConfig):
-    preset: str = Field("nano", description="Model shape: nano, micro, small, medium, large.")
+    preset: str = Field(
+        "nano",
+        description="Model shape: nano, micro, small, medium, large. Not used when "
+        "initialising from an imported base model (the base's shape is).",
+    )
     steps: int = Field(300, ge=1, description="Optimizer steps.")
     global_batch_size: int = Field(8, ge=1, description="Sequences per optimizer step.")
-    seq_length: int | None = Field(None, ge=8, description="Tokens per sequence (preset's).")
+    seq_length: int | None = Field(
+        None,
+        ge=8,
+        description="Tokens per sequence. Default: the preset's; from a base model, "
+        "min(its positions, 1024).",
+    )
     lr: float | None = Field(
         None,
         gt=0,
         description="Peak learning rate. Default: 6e-4 scaled by sqrt(4096 / hidden size), "
-        "so tiny models are not starved (nano: 2.4e-3).",
+        "so tiny models are not starved (nano: 2.4e-3); 1e-4 from a base model.",
     )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a share of peak.")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warmup (default 10%).")
@@ -114,8 +141,10 @@ class PretrainConfig(StepConfig):
         return self
 
 
-def peak_lr(config: PretrainConfig, hidden_size: int) -> float:
-    return config.lr or 6e-4 * math.sqrt(4096 / hidden_size)
+def peak_lr(config: PretrainConfig, hidden_size: int, continued: bool = False) -> float:
+    if config.lr:
+        return config.lr
+    return CONTINUED_LR if continued else 6e-4 * math.sqrt(4096 / hidden_size)
 
 
 def read_datasets(tokenized: Path) -> dict[str, Any]:
@@ -174,8 +203,14 @@ def _datasets(loop: dict[str, Any], seq_length: int):
         entries = index[split]
         return [e["prefix"] for e in entries], [float(e["tokens"]) for e in entries]
 
+    # The end-of-document and pad tokens the corpus was tokenized with. A pad that is the
+    # end-of-document token (a base model without a pad token) makes Megatron pad with -1
+    # instead, outside the vocabulary and out of the loss; it warns about the collision.
     tokenizer = MegatronTokenizer.from_pretrained(
-        index["tokenizer"], metadata_path={"library": "huggingface"}, eos_token="<|endoftext|>"
+        index["tokenizer"],
+        metadata_path={"library": "huggingface"},
+        eos_token=index.get("eod_token", "<|endoftext|>"),
+        pad_token=index.get("pad_token", "<|pad|>"),
     )
     config = GPTDatasetConfig(
         random_seed=loop["seed"],
@@ -234,6 +269,22 @@ def _localize_on_this_node(source: str) -> tuple[dict[str, Any], str]:
     return read_datasets(local), str(cache)
 
 
+def _init_weights(init: dict[str, str | None]) -> Path:
+    """The base model's megatron/model.pt on this node: the driver's path, or (an import
+    published on object storage) a copy this worker downloads into its node's cache."""
+    if not init["source"]:
+        return Path(init["weights"])
+    import ray
+
+    from orchard.steps import Manifest, localize
+    from orchard.storage import storage_for
+
+    store = storage_for(init["source"])
+    store.cache = Path(ray.get_runtime_context().get_temp_dir()) / "orchard-cache"
+    local = Path(localize(Manifest.read(init["source"], store), store).path)
+    return local / "megatron" / "model.pt"
+
+
 def _where(rank: int, loop: dict[str, Any]) -> dict[str, str]:
     """This worker's node, for the manifest: which hosts trained, and from where they read."""
     import socket
@@ -265,7 +316,7 @@ def train_loop(loop: dict[str, Any]) -> None:
     import torch
 
     from model.distributed import init_model_parallel
-    from model.presets import get_preset
+    from model.presets import ModelPreset
     from model.training import TrainConfig, build_training
 
     torch.set_num_threads(loop["threads"])
@@ -274,8 +325,12 @@ def train_loop(loop: dict[str, Any]) -> None:
     # Every rank's node, gathered over the process group (so also a check that it spans them).
     workers: list[Any] = [None] * world
     torch.distributed.all_gather_object(workers, _where(rank, loop))
-    preset = dataclasses.replace(get_preset(loop["preset"]), seq_length=loop["seq_length"])
+    preset = ModelPreset(**loop["model_preset"])
     init_model_parallel(preset, seed=loop["seed"])
+    checkpoint = ray.train.get_checkpoint()
+    init_state = None
+    if loop["init"] and not checkpoint:  # a resumed run has its weights in the checkpoint
+        init_state = torch.load(_init_weights(loop["init"]), weights_only=True)
     train_config = TrainConfig(
         lr=loop["lr"],
         min_lr=loop["lr"] * loop["min_lr_ratio"],
@@ -289,11 +344,16 @@ def train_loop(loop: dict[str, Any]) -> None:
         seed=loop["seed"],
     )
     training = build_training(
-        preset, loop["vocab_size"], train_config, bf16=loop["bf16"], recompute=loop["recompute"]
+        preset,
+        loop["vocab_size"],
+        train_config,
+        bf16=loop["bf16"],
+        recompute=loop["recompute"],
+        init_state=init_state,
     )
+    del init_state
     curve: list[dict[str, float]] = []
     start = 0
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
@@ -306,6 +366,19 @@ def train_loop(loop: dict[str, Any]) -> None:
     mlflow = _MlflowLogger(loop["mlflow_uri"], loop["mlflow_run_id"]) if rank == 0 else None
     prometheus = TrainMetrics(loop["run_name"], "pretrain") if rank == 0 else None
     tokens_per_step = loop["global_batch_size"] * loop["seq_length"]
+    if loop["init"] and start == 0:  # the loaded base model before any step
+        batches = [_batch(valid_set, i, loop, rank, world) for i in range(loop["eval_batches"])]
+        val_loss = float(training.eval_loss(batches))
+        point = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))}
+        curve.append({"step": 0, "tokens": 0, **point})
+        if mlflow:
+            mlflow.log(point, 0)
+        if rank == 0:
+            print(
+                f"step 0 (the base model as loaded): validation loss {val_loss:.3f}; a random "
+                f"initialisation's is about ln(vocab) = {math.log(loop['vocab_size']):.2f}",
+                flush=True,
+            )
     window_start, window_steps = time.perf_counter(), 0
     for step in range(start, loop["steps"]):
         out = training.train_step(_batch(train_set, step, loop, rank, world))
@@ -405,7 +478,9 @@ class _MlflowLogger:
 # -- the driver ----------------------------------------------------------------------
 
 
-def _mlflow_run(uri: str | None, ctx: StepContext, name: str, tokenized: Manifest) -> str | None:
+def _mlflow_run(
+    uri: str | None, ctx: StepContext, name: str, tokenized: Manifest, base: Manifest | None
+) -> str | None:
     """The step's MLflow run, opened before training so the curve is live; a resumed
     attempt continues the same run (its id is kept in the work directory)."""
     if not uri:
@@ -430,6 +505,9 @@ def _mlflow_run(uri: str | None, ctx: StepContext, name: str, tokenized: Manifes
         "orchard.tokenize_key": tokenized.key,
         "orchard.tokenize_path": tokenized.path,
     }
+    if base is not None:
+        tags |= {"orchard.init_from": base.ref.path, "orchard.init_key": base.key}
+        tags |= {f"orchard.{k}": v for k, v in base_facts(base).items()}
     run = client.create_run(experiment, run_name=f"{name}-{ctx.key}", tags=tags)
     keep.write_text(run.info.run_id)
     return run.info.run_id
@@ -441,13 +519,107 @@ def _cluster_has_gpu() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def init_from_manifest(given: str) -> tuple[str, str]:
+    """(manifest.json path, run name) of the imported base model `given` names: its
+    manifest or its output directory (a local path or an s3:// location). The run name is
+    `cpt-<the import's name>`. An OrchardError (one line) for anything else."""
+    from orchard.storage import join, storage_for
+
+    directory = given.strip().rstrip("/").removesuffix("/manifest.json")
+    if is_uri(directory):
+        found = storage_for(directory).is_file(join(directory, "manifest.json"))
+    else:
+        found = (Path(directory) / "manifest.json").is_file()
+    if not found:
+        raise OrchardError(
+            f"no imported model at {given}: give an import_model manifest or its directory "
+            "(run orchard_import first)"
+        )
+    manifest = Manifest.read(directory)
+    if manifest.step != "import_model":
+        raise OrchardError(
+            f"{given} is a {manifest.step} output, not an imported base model: give an "
+            "import_model manifest (orchard_import)"
+        )
+    return join(directory, "manifest.json"), f"cpt-{manifest.name}"
+
+
+def base_of_tokenized(tokenized_manifest: str) -> str | None:
+    """The import_model output whose tokenizer the tokenize output at `tokenized_manifest`
+    used (its manifest.json), or None when its tokenizer was trained."""
+    from orchard.storage import join
+
+    tokenized = Manifest.read(tokenized_manifest.rstrip("/").removesuffix("/manifest.json"))
+    bases = [ref.path for ref in tokenized.inputs if ref.step == "import_model"]
+    return join(bases[0], "manifest.json") if bases else None
+
+
+def base_facts(base: Manifest) -> dict[str, str]:
+    """What the manifest records of the base model a run started from."""
+    facts = base.facts
+    return {
+        f"base_{k}": facts[k]
+        for k in ("source", "sha256", "licence", "display_name", "architecture")
+        if k in facts
+    }
+
+
+def continued_model(
+    config: PretrainConfig, base: Manifest, index: dict[str, Any]
+) -> tuple[Any, int, int]:
+    """(preset, vocab size, seq_length) of continued pretraining from the import `base`,
+    checked against the tokenized corpus: its tokenizer must be the base's own, and
+    seq_length at most the base's positions."""
+    import hashlib
+
+    from model.presets import ModelPreset
+
+    directory = Path(base.path)
+    preset_file = directory / "megatron" / "preset.json"
+    if not preset_file.is_file() or not (directory / "megatron" / "model.pt").is_file():
+        raise OrchardError(
+            f"{base.path} has no megatron/preset.json and model.pt: pass an import_model "
+            "output (orchard_import) to initialise from"
+        )
+    preset = ModelPreset(**json.loads(preset_file.read_text()))
+    vocab_size = int(base.counts["vocab_size"])
+
+    def sha256(tokenizer_dir: Path) -> str | None:
+        file = tokenizer_dir / "tokenizer.json"
+        return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+
+    if sha256(Path(index["tokenizer"])) != sha256(directory / "tokenizer"):
+        raise OrchardError(
+            f"the tokenized corpus was made with another tokenizer than the base model "
+            f"{base.facts.get('display_name', base.name)!r}'s: tokenize the corpus with it "
+            "(orchard_tokenizer's base_tokenizer Param) and pass that tokenize output"
+        )
+    if int(index["vocab_size"]) > vocab_size:
+        raise OrchardError(
+            f"the tokenized corpus has a vocabulary of {index['vocab_size']} but the base "
+            f"model only {vocab_size} embeddings: tokenize with the base model's tokenizer"
+        )
+    positions = preset.seq_length
+    seq_length = config.seq_length or min(positions, CONTINUED_SEQ_LENGTH)
+    if seq_length > positions:
+        raise OrchardError(
+            f"seq_length {seq_length} exceeds the base model's {positions} positions: set "
+            f"seq_length to at most {positions}"
+        )
+    if config.preset != PretrainConfig.model_fields["preset"].default:
+        log.warning("preset %r is not used: the base model's shape is", config.preset)
+    return preset, vocab_size, seq_length
+
+
 def pretrain(
     config: PretrainConfig,
     tokenized: Manifest,
     ctx: StepContext,
     name: str = "model",
     mlflow_uri: str | None = None,
+    base: Manifest | None = None,
 ) -> StepOutput:
+    """The step body; `base` (an import_model manifest) makes it continued pretraining."""
     import ray
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -458,11 +630,14 @@ def pretrain(
     from model.samples import write_samples
 
     index = read_datasets(Path(tokenized.path))
-    vocab_size = int(index["vocab_size"])
-    preset = get_preset(config.preset)
-    seq_length = config.seq_length or preset.seq_length
-    preset = dataclasses.replace(preset, seq_length=seq_length)
-    lr = peak_lr(config, preset.hidden_size)
+    if base is not None:  # the base's shape, positions and vocabulary
+        preset, vocab_size, seq_length = continued_model(config, base, index)
+    else:
+        vocab_size = int(index["vocab_size"])
+        preset = get_preset(config.preset)
+        seq_length = config.seq_length or preset.seq_length
+        preset = dataclasses.replace(preset, seq_length=seq_length)
+    lr = peak_lr(config, preset.hidden_size, continued=base is not None)
     warmup = config.warmup_steps if config.warmup_steps is not None else config.steps // 10
     entropy = unigram_entropy([e["prefix"] for e in index["train"]], vocab_size)
     log.info("corpus unigram entropy: %.3f nats/token", entropy)
@@ -475,7 +650,7 @@ def pretrain(
     if use_gpu and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), 0.0)
-    run_id = _mlflow_run(mlflow_uri, ctx, name, tokenized)
+    run_id = _mlflow_run(mlflow_uri, ctx, name, tokenized, base)
     if run_id:
         import mlflow
 
@@ -500,6 +675,14 @@ def pretrain(
         "warmup_steps": warmup,
         "seq_length": seq_length,
         "vocab_size": vocab_size,
+        "model_preset": dataclasses.asdict(preset),
+        "init": None
+        if base is None
+        else {
+            "weights": str(Path(base.path) / "megatron" / "model.pt"),
+            # On object storage each worker reads the published import itself.
+            "source": base.ref.path if is_uri(base.ref.path) else None,
+        },
         "datasets": index,
         # On object storage each worker reads the published tokenize output itself.
         "datasets_source": tokenized.ref.path if is_uri(tokenized.ref.path) else None,
@@ -551,11 +734,18 @@ def pretrain(
     model_state = state["training"]["model"]
     (ctx.out / "megatron").mkdir()
     torch.save(model_state, ctx.out / "megatron" / "model.pt")
-    export_hf(model_state, preset, vocab_size, Path(index["tokenizer"]), ctx.out / "hf")
+    export_hf(
+        model_state,
+        preset,
+        vocab_size,
+        Path(index["tokenizer"]),
+        ctx.out / "hf",
+        base_hf_dir=Path(base.path) / "hf" if base is not None else None,
+    )
     curve = state["curve"]
     (ctx.out / "curve.json").write_text(json.dumps(curve, indent=1))
     last = curve[-1]
-    evals = [p for p in curve if "val_loss" in p]
+    evals = [p for p in curve if "val_loss" in p and p["step"] > 0]
     speeds = [p["tokens_per_s"] for p in curve if "tokens_per_s" in p]
     metrics = {
         "final_loss": last.get("loss", float("nan")),
@@ -564,6 +754,8 @@ def pretrain(
         "unigram_entropy": entropy,
         "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else 0.0,
     }
+    if curve[0]["step"] == 0:  # continued pretraining: the base model before any step
+        metrics["init_val_loss"] = curve[0]["val_loss"]
     # What the export writes when it continues held-out documents (model/samples.py).
     metrics |= write_samples(
         ctx.out / "hf", [e["prefix"] for e in index["valid"]], ctx.out / "samples"
@@ -586,6 +778,7 @@ def pretrain(
         artifacts=["hf", "samples"],
         mlflow_run_id=run_id,
         workers=state.get("workers", []),
+        facts=base_facts(base) if base is not None else {},
     )
 
 
@@ -599,13 +792,20 @@ def run(
     name: str = STEP.default_name,
     force: bool = False,
 ) -> Manifest:
+    """Pretrain on the tokenize manifest among `inputs`; with an import_model manifest
+    among them too, continue pretraining that base model."""
     tokenized = [m for m in inputs if m.step == "tokenize"]
-    if len(tokenized) != 1:
-        raise OrchardError("pretrain needs exactly one tokenize manifest among its --input")
+    bases = [m for m in inputs if m.step == "import_model"]
+    if len(tokenized) != 1 or len(bases) > 1:
+        raise OrchardError(
+            "pretrain needs exactly one tokenize manifest among its --input, and at most one "
+            f"import_model manifest to initialise from; got {', '.join(m.step for m in inputs)}"
+        )
+    base = bases[0] if bases else None
     return STEP.run(
         settings,
         config,
-        lambda ctx: pretrain(config, tokenized[0], ctx, name, settings.mlflow_uri),
+        lambda ctx: pretrain(config, tokenized[0], ctx, name, settings.mlflow_uri, base),
         inputs,
         name,
         force,

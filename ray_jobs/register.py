@@ -5,7 +5,8 @@ grpo, …) and, optionally, the evaluate manifest of that same model. The model 
 with MLflow's `transformers` flavor (tokenizer and chat template included) through
 `orchard.registry.register_hf_model`, registered as a new version, given the alias
 `challenger`, and tagged with every manifest behind it (walked through the manifests'
-inputs down to the crawl), with the evaluation metrics (`eval.<name>`, lm-eval's as
+inputs down to the crawl or the imported base model, whose source, licence, sha256 and
+tokenizer are `orchard.base.*`), with the evaluation metrics (`eval.<name>`, lm-eval's as
 `eval.lm_eval/<task>/<metric>`) and with the decontamination counts of every training set
 behind it (`orchard.decontamination.<set>`: "<removed> of <checked> removed"). Its
 description is the model card (`model_card`): the lm-eval scores and the decontamination
@@ -29,6 +30,7 @@ from pathlib import Path
 from pydantic import Field
 
 from orchard.errors import OrchardError
+from orchard.registry import BASE_TAG
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec, lineage
 
@@ -36,6 +38,7 @@ log = logging.getLogger("orchard.register")
 
 KEY_TAG = "orchard.register_key"
 EVALUATE = "evaluate"
+IMPORT = "import_model"
 
 
 class RegisterConfig(StepConfig):
@@ -83,10 +86,49 @@ def version_tags(model: Manifest, evaluation: Manifest | None) -> dict[str, str]
         tags[f"orchard.lineage.{step}"] = manifest.path
         if manifest.mlflow_run_id:
             tags[f"orchard.lineage.{step}.mlflow_run"] = manifest.mlflow_run_id
+    tags |= base_tags(behind)
     for name, value in sorted((evaluation.metrics if evaluation else {}).items()):
         tags[f"eval.{name}"] = f"{value:.6g}"
     for name, (removed, checked) in decontamination(behind.values()).items():
         tags[f"orchard.decontamination.{name}"] = f"{removed} of {checked} removed"
+    return tags | feedback_tags(behind)
+
+
+def feedback_tags(behind: dict[str, Manifest]) -> dict[str, str]:
+    """A model trained on users' feedback (orchard_feedback → dpo): which feedback dataset
+    version, the champion it started from, and the row counts."""
+    feedback = behind.get("feedback")
+    trained = next((m for m in behind.values() if "feedback_version" in m.facts), None)
+    if feedback is None or trained is None:
+        return {}
+    tags = {
+        "orchard.feedback.version": feedback.key,
+        "orchard.feedback.dataset": feedback.path,
+        "orchard.feedback.from_champion": trained.facts.get("from_champion") or "none",
+    }
+    for name in ("feedback_pairs", "original_pairs"):
+        if name in trained.counts:
+            tags[f"orchard.feedback.{name}"] = str(trained.counts[name])
+    for name in ("records", "pairs", "unpaired", "users", "opted_out_accounts"):
+        if name in feedback.counts:
+            tags[f"orchard.feedback.dataset_{name}"] = str(feedback.counts[name])
+    return tags
+
+
+def base_tags(behind: dict[str, Manifest]) -> dict[str, str]:
+    """`orchard.base.*`: the imported base model a version was adapted from (its source,
+    licence, sha256, architecture and name from the import's manifest, and the tokenizer
+    it kept); none for a model pretrained from scratch, whose tokenizer is the
+    `orchard.lineage.tokenizer` step."""
+    base = behind.get(IMPORT)
+    if base is None:
+        return {}
+    tags = {
+        f"{BASE_TAG}.{fact}": str(base.facts[fact])
+        for fact in ("source", "licence", "sha256", "architecture", "display_name")
+        if fact in base.facts
+    }
+    tags[f"{BASE_TAG}.tokenizer"] = f"{base.path.rstrip('/')}/tokenizer"
     return tags
 
 
@@ -107,6 +149,14 @@ def model_card(model: Manifest, evaluation: Manifest | None) -> str:
     Orchard's local tasks, and what decontamination removed from its training data."""
     behind = lineage([model] + ([evaluation] if evaluation else []))
     lines = [f"Orchard chat model from the {model.step} step ({Path(model.path).name})."]
+    base = base_tags(behind)
+    if base:
+        lines.append(
+            f"Adapted from the base model {base.get(f'{BASE_TAG}.display_name', '?')} "
+            f"({base.get(f'{BASE_TAG}.source', '?')}, licence "
+            f"{base.get(f'{BASE_TAG}.licence', 'unknown')}, sha256 "
+            f"{base.get(f'{BASE_TAG}.sha256', '?')})."
+        )
     scores: dict[str, list[str]] = {}
     for name, value in sorted((evaluation.metrics if evaluation else {}).items()):
         if name.startswith("lm_eval/") and name.count("/") == 2:

@@ -1,6 +1,13 @@
 """The tokenize step: the corpus as token ids in Megatron's indexed dataset format.
 
-Inputs: the tokenizer step's manifest and the corpus (mix) manifest. Each input shard
+Inputs: a tokenizer and the corpus (mix) manifest. The tokenizer is either the one the
+tokenizer step trained (its manifest), or an imported base model's own (an import_model
+manifest: its `tokenizer/`), so that continued pretraining and post-training of the base
+see the tokens it knows. A base model's tokenizer must fit the model (no more tokens than
+its embedding rows); its end-of-document token is `eod_token` when it has one, else its
+own eos token, and its pad token is `pad_token` when it has one, else its own pad token,
+else the end-of-document token (Megatron then pads with -1, outside any vocabulary, and
+masks the padding out of the loss). Each input shard
 (`documents/*.jsonl.gz`, in sorted order) becomes one output shard, written by
 `megatron.core.datasets.indexed_dataset.IndexedDatasetBuilder`: per document, its
 tokens followed by the end-of-document token (`add_item` + `end_document`), in input
@@ -21,7 +28,11 @@ Output:
     train/<shard>.bin/.idx, valid/<shard>.bin/.idx   (a split without documents in a
                                                       shard has no files)
     datasets.json   {"format": "megatron-indexed-dataset",
-                     "tokenizer": <absolute path of the Hugging Face tokenizer directory>,
+                     "tokenizer": "tokenizer" (a copy of the Hugging Face tokenizer
+                                  directory, relative to the step's directory),
+                     "tokenizer_source": {"kind": "trained" | "base model", "source",
+                                          "sha256" (of tokenizer.json), "vocab_size",
+                                          "model_vocab_size" (a base model's)},
                      "vocab_size", "eod_id", "pad_id", "eod_token", "pad_token",
                      "dtype": "uint16" | "int32", "valid_fraction",
                      "train": [{"prefix": "train/00000", "tokens", "documents",
@@ -30,6 +41,8 @@ Output:
                      "totals": {"train": {"tokens", "documents"}, "valid": {...}}}
                     Prefixes are relative to the step's directory, in shard order; tokens
                     count the end-of-document tokens.
+The manifest's `facts` name the tokenizer: tokenizer_kind, tokenizer_source,
+tokenizer_sha256, tokenizer_vocab_size.
 """
 
 from __future__ import annotations
@@ -53,13 +66,15 @@ from orchard.documents import Document, document_shards, read_shard
 from orchard.errors import OrchardError
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
+from orchard.storage import is_uri
 
 log = logging.getLogger("orchard.tokenize")
 
 SPLITS = ("train", "valid")
 DATASETS = "datasets.json"
-TOKENIZER_DIR = "tokenizer"  # the tokenizer step's Hugging Face directory
+TOKENIZER_DIR = "tokenizer"  # the Hugging Face directory of a tokenizer or import_model step
 CORPUS_STEPS = ("mix", "curate")
+TOKENIZER_STEPS = ("tokenizer", "import_model")  # a trained tokenizer, or a base model's
 # Megatron's own rule (DType.optimal_dtype): token ids fit uint16 below this size.
 UINT16_VOCAB_LIMIT = 65_500
 
@@ -233,21 +248,77 @@ def _check(results: list[ShardResult]) -> None:
 
 
 @dataclass(frozen=True)
+class TokenizerSource:
+    """Which tokenizer a corpus is tokenized with: a trained one or a base model's."""
+
+    directory: Path
+    """Its Hugging Face directory (`tokenizer.json` + `tokenizer_config.json`)."""
+    kind: Literal["trained", "base model"]
+    source: str
+    """The tokenizer step's output, or the base model's source and name."""
+    model_vocab_size: int | None = None
+    """A base model's embedding rows: its tokenizer must not have more tokens."""
+
+
+def tokenizer_source(manifest: Manifest) -> TokenizerSource:
+    """The tokenizer of a tokenizer step's or an import_model step's manifest."""
+    directory = Path(manifest.path) / TOKENIZER_DIR
+    if manifest.step == "tokenizer":
+        return TokenizerSource(directory, "trained", manifest.path)
+    if manifest.step != "import_model":
+        raise OrchardError(
+            f"a {manifest.step} output has no tokenizer to use: pass a tokenizer step's or "
+            "an imported base model's (import_model) manifest"
+        )
+    if not (directory / "tokenizer.json").is_file():
+        raise OrchardError(
+            f"the imported model at {manifest.path} has no {TOKENIZER_DIR}/tokenizer.json: "
+            "import it again (orchard_import with Rebuild)"
+        )
+    facts = manifest.facts
+    name = facts.get("display_name") or manifest.name
+    return TokenizerSource(
+        directory,
+        "base model",
+        f"{name} ({facts.get('source', manifest.path)}, sha256 {facts.get('sha256', '?')})",
+        int(manifest.counts["vocab_size"]),
+    )
+
+
+@dataclass(frozen=True)
 class TokenizerInfo:
     directory: Path
     vocab_size: int
     eod_id: int
     pad_id: int
     dtype: str
+    eod_token: str
+    pad_token: str
+    sha256: str
 
 
-def tokenizer_info(directory: Path, config: TokenizeConfig) -> TokenizerInfo:
+def _own_special_token(directory: Path, role: str) -> str | None:
+    """The tokenizer's own `eos_token` / `pad_token` (tokenizer_config.json), if any."""
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    token = config.get(role)
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def tokenizer_info(
+    directory: Path, config: TokenizeConfig, source: TokenizerSource | None = None
+) -> TokenizerInfo:
+    """The tokenizer's size, dtype and special ids; a base model's tokenizer falls back on
+    its own eos/pad tokens and must fit the model."""
     from tokenizers import Tokenizer
 
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise OrchardError(
-            f"no tokenizer.json in {directory}: pass the manifest of a finished tokenizer step"
+            f"no tokenizer.json in {directory}: pass the manifest of a finished tokenizer "
+            "step, or of an imported base model"
         )
     try:
         tokenizer = Tokenizer.from_file(str(path))
@@ -255,8 +326,15 @@ def tokenizer_info(directory: Path, config: TokenizeConfig) -> TokenizerInfo:
         raise OrchardError(
             f"{path} is not a tokenizer ({error}): rebuild the tokenizer step"
         ) from None
+    base = source is not None and source.kind == "base model"
+    eod, pad = config.eod_token, config.pad_token
+    if base:  # a base model's own special tokens where it lacks Orchard's
+        if tokenizer.token_to_id(eod) is None:
+            eod = _own_special_token(directory, "eos_token") or eod
+        if tokenizer.token_to_id(pad) is None:
+            pad = _own_special_token(directory, "pad_token") or eod
     ids = {}
-    for token in (config.eod_token, config.pad_token):
+    for token in (eod, pad):
         ids[token] = tokenizer.token_to_id(token)
         if ids[token] is None:
             raise OrchardError(
@@ -264,20 +342,34 @@ def tokenizer_info(directory: Path, config: TokenizeConfig) -> TokenizerInfo:
                 "tokenizer step, or set eod_token/pad_token to tokens it has"
             )
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if base and source.model_vocab_size is not None and vocab_size > source.model_vocab_size:
+        raise OrchardError(
+            f"the tokenizer in {directory} has {vocab_size} tokens but the base model only "
+            f"{source.model_vocab_size} embeddings: use the base model's own tokenizer"
+        )
     return TokenizerInfo(
         directory=directory,
         vocab_size=vocab_size,
-        eod_id=ids[config.eod_token],
-        pad_id=ids[config.pad_token],
+        eod_id=ids[eod],
+        pad_id=ids[pad],
         dtype=vocab_dtype(vocab_size),
+        eod_token=eod,
+        pad_token=pad,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
     )
 
 
 def tokenize(
-    config: TokenizeConfig, tokenizer_dir: Path, corpus: Path, ctx: StepContext
+    config: TokenizeConfig,
+    tokenizer_dir: Path,
+    corpus: Path,
+    ctx: StepContext,
+    source: TokenizerSource | None = None,
 ) -> StepOutput:
-    """The step body: every corpus shard into train/ and valid/, then datasets.json."""
-    info = tokenizer_info(tokenizer_dir, config)
+    """The step body: every corpus shard into train/ and valid/, then datasets.json.
+    `source` says where the tokenizer comes from (default: a trained one in tokenizer_dir)."""
+    source = source or TokenizerSource(tokenizer_dir, "trained", str(tokenizer_dir))
+    info = tokenizer_info(tokenizer_dir, config, source)
     files = document_shards(corpus, needed_from="mix (or curate)")
     shards = [
         Shard(
@@ -341,16 +433,24 @@ def tokenize(
         split: {kind: sum(e[kind] for e in entries[split]) for kind in ("tokens", "documents")}
         for split in SPLITS
     }
+    described = {
+        "kind": source.kind,
+        "source": source.source,
+        "sha256": info.sha256,
+        "vocab_size": info.vocab_size,
+        "model_vocab_size": source.model_vocab_size,
+    }
     datasets = {
         "format": "megatron-indexed-dataset",
         # A copy inside this output (relative path): pretraining on another host, or
         # reading the output from object storage, finds it without the tokenizer step's.
         "tokenizer": TOKENIZER_DIR,
+        "tokenizer_source": described,
         "vocab_size": info.vocab_size,
         "eod_id": info.eod_id,
         "pad_id": info.pad_id,
-        "eod_token": config.eod_token,
-        "pad_token": config.pad_token,
+        "eod_token": info.eod_token,
+        "pad_token": info.pad_token,
         "dtype": info.dtype,
         "valid_fraction": config.valid_fraction,
         "train": entries["train"],
@@ -364,11 +464,13 @@ def tokenize(
     corpus_bytes = sum(r.bytes for r in results)
     figures = {f"{kind}.{split}": n for split in SPLITS for kind, n in totals[split].items()}
     log.info(
-        "tokenize: %d tokens (%d documents) in %.1f s, %d shards",
+        "tokenize: %d tokens (%d documents) in %.1f s, %d shards, with the %s tokenizer %s",
         tokens,
         documents,
         seconds,
         len(shards),
+        source.kind,
+        source.source,
     )
     return StepOutput(
         counts=figures | {"shards": len(shards), "bytes": corpus_bytes},
@@ -377,17 +479,54 @@ def tokenize(
             "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
             "bytes_per_token": corpus_bytes / tokens if tokens else 0.0,
         },
+        facts={
+            "tokenizer_kind": source.kind,
+            "tokenizer_source": source.source,
+            "tokenizer_sha256": info.sha256,
+            "tokenizer_vocab_size": str(info.vocab_size),
+        },
     )
 
 
+def base_tokenizer_manifest(given: str) -> str:
+    """The manifest.json of the imported base model whose tokenizer `given` names: its
+    manifest, its output directory, or that directory's tokenizer/ or hf/ (a local path or
+    an s3:// location). An OrchardError (one line) for anything else."""
+    from orchard.storage import join, storage_for
+
+    location = given.strip().rstrip("/").removesuffix("/manifest.json")
+    for directory in (location, location.rsplit("/", 1)[0]):  # the output, or a dir in it
+        if is_uri(directory):
+            store = storage_for(directory)
+            found = store.is_file(join(directory, "manifest.json"))
+        else:
+            found = (Path(directory) / "manifest.json").is_file()
+        if found:
+            break
+    else:
+        raise OrchardError(
+            f"no imported model at {given}: give an import_model manifest (or its directory, "
+            "or its tokenizer/ directory); run orchard_import first"
+        )
+    manifest = Manifest.read(directory)
+    if manifest.step != "import_model":
+        raise OrchardError(
+            f"{given} belongs to a {manifest.step} output, not an imported base model: give "
+            "an import_model manifest (orchard_import)"
+        )
+    return join(directory, "manifest.json")
+
+
 def inputs_of(inputs: list[Manifest]) -> tuple[Manifest, Manifest]:
-    """(tokenizer manifest, corpus manifest) among a step's inputs."""
-    tokenizers = [m for m in inputs if m.step == "tokenizer"]
+    """(tokenizer manifest, corpus manifest) among a step's inputs; the tokenizer's is a
+    tokenizer step's or an imported base model's (import_model)."""
+    tokenizers = [m for m in inputs if m.step in TOKENIZER_STEPS]
     corpora = [m for m in inputs if m.step in CORPUS_STEPS]
     if len(tokenizers) != 1 or len(corpora) != 1:
         raise OrchardError(
-            "the tokenize step needs two --input manifests: one tokenizer step and one "
-            f"corpus (mix); got {', '.join(m.step for m in inputs) or 'none'}"
+            "the tokenize step needs two --input manifests: one tokenizer (a tokenizer step, "
+            "or an imported base model) and one corpus (mix); got "
+            f"{', '.join(m.step for m in inputs) or 'none'}"
         )
     return tokenizers[0], corpora[0]
 
@@ -404,10 +543,11 @@ def run(
 ) -> Manifest:
     """Tokenize the corpus among `inputs` with the tokenizer among them."""
     tokenizer, corpus = inputs_of(inputs)
+    source = tokenizer_source(tokenizer)
     return STEP.run(
         settings,
         config,
-        lambda ctx: tokenize(config, Path(tokenizer.path) / TOKENIZER_DIR, Path(corpus.path), ctx),
+        lambda ctx: tokenize(config, source.directory, Path(corpus.path), ctx, source),
         inputs,
         name,
         force,

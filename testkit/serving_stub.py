@@ -1,11 +1,18 @@
 """A small, faithful stand-in for the serving app's OpenAI-compatible streaming endpoint.
 
 A real HTTP/1.1 server on loopback: `GET /v1/models` lists what it serves;
-`POST /v1/chat/completions` without `stream` answers one `chat.completion` with `usage`;
-with `stream: true` it answers `text/event-stream` in chunked transfer encoding, one
-`chat.completion.chunk` per piece (the first carrying the assistant role), a final
-chunk with `finish_reason`, a usage chunk when `stream_options.include_usage` is set,
-then `data: [DONE]`.
+`POST /v1/chat/completions` without `stream` answers one `chat.completion` with `usage`
+(`n` identical choices); with `stream: true` it answers `text/event-stream` in chunked
+transfer encoding, one `chat.completion.chunk` per piece and choice (the first carrying
+the assistant role), a final chunk per choice with `finish_reason`, a usage chunk when
+`stream_options.include_usage` is set, then `data: [DONE]`. `POST /v1/completions` does
+the same in `text_completion` shape, for each prompt × `n`. `POST /v1/embeddings` answers
+a vector per input and its usage (a token per word plus two), and refuses token arrays
+as serving does. Usage counts every choice: prompt tokens once per prompt, completion
+tokens per choice.
+
+A field named in `unsupported` is refused as serving refuses a field it does not
+implement: 400, OpenAI's error shape, naming it.
 
 Each request takes the next scripted `Reply` (or the default one). A reply can hold
 after N pieces until the test releases it (a slow model, without wall-clock sleeps),
@@ -49,7 +56,11 @@ class ServingStub:
 
             def setup(self) -> None:
                 super().setup()
+                # As serving's uvicorn does: each chunk leaves at once (with Nagle, a small
+                # write waits for the client's delayed ACK, 40 ms).
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 stub.connections.add(self.connection)
+                stub.opened += 1
 
             def finish(self) -> None:
                 stub.connections.discard(self.connection)
@@ -99,6 +110,8 @@ class ServingStub:
         self.released = threading.Event()
         self.finished = threading.Event()  # set when a handler is done with its request
         self.hangups = 0  # streams the platform closed before the end
+        self.opened = 0  # connections the platform opened
+        self.unsupported: set[str] = set()  # fields refused as serving refuses them
         self.models = [  # what GET /v1/models lists, like serving's directory
             {"id": name, "object": "model", "created": 0, "owned_by": "orchard"}
             for name in ("orchard-chat", "champion", "challenger", "orchard-chat/3")
@@ -125,30 +138,38 @@ class ServingStub:
         self.thread.join(10)
         self.stopped = True
 
-    # -- the endpoint -------------------------------------------------------------------
+    # -- the endpoints ------------------------------------------------------------------
     def _answer(self, handler: JsonHandler) -> None:
         length = int(handler.headers.get("Content-Length", 0))
         request = json.loads(handler.rfile.read(length))
-        if handler.path != "/v1/chat/completions":
+        paths = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+        if handler.path not in paths or not isinstance(request, dict):
             return handler.reply(404, {"error": {"message": "not found"}})
         self.requests.append(request)
+        for name in self.unsupported:
+            if request.get(name) not in (None, False):
+                return handler.reply(400, _unsupported(name))
+        if handler.path == "/v1/embeddings":
+            return self._embeddings(handler, request)
+        chat = handler.path == "/v1/chat/completions"
         reply = self.replies.popleft() if self.replies else Reply()
         if reply.status != 200:
             error = {"message": "model crashed", "type": "server_error"}
             return handler.reply(reply.status, {"error": error})
         if not request.get("stream"):
-            return handler.reply(200, self._completion(request, reply))
+            return handler.reply(200, self._completion(request, reply, chat))
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
         base = {
-            "id": "chatcmpl-stub",
-            "object": "chat.completion.chunk",
+            "id": "chatcmpl-stub" if chat else "cmpl-stub",
+            "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()),
             "model": reply.model,
         }
+        choices = _prompt_count(request, chat) * (request.get("n") or 1)
 
         def send(payload: dict | str) -> None:
             data = payload if isinstance(payload, str) else json.dumps({**base, **payload})
@@ -156,7 +177,15 @@ class ServingStub:
             handler.wfile.write(f"{len(body):x}\r\n".encode() + body + b"\r\n")
             handler.wfile.flush()
 
-        send({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        def choice(index: int, text: str | None, finish: str | None = None) -> dict:
+            if not chat:
+                return {"index": index, "text": text or "", "finish_reason": finish}
+            delta = {} if text is None else {"content": text}
+            return {"index": index, "delta": delta, "finish_reason": finish}
+
+        if chat:
+            for i in range(choices):
+                send({"choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]})
         for index, piece in enumerate(reply.pieces):
             if index == reply.crash_after:
                 handler.connection.shutdown(socket.SHUT_RDWR)  # no final chunk: a crash
@@ -169,37 +198,94 @@ class ServingStub:
             if index == reply.hold_after:
                 self.holding.set()
                 self.released.wait(60)
-            delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
-            send({"choices": [delta]})
-        send({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            for i in range(choices):
+                send({"choices": [choice(i, piece)]})
+        for i in range(choices):
+            send({"choices": [choice(i, None, "stop")]})
         if (request.get("stream_options") or {}).get("include_usage"):
-            usage = {
-                "prompt_tokens": reply.prompt_tokens,
-                "completion_tokens": len(reply.pieces),
-                "total_tokens": reply.prompt_tokens + len(reply.pieces),
-            }
-            send({"choices": [], "usage": usage})
+            send({"choices": [], "usage": _usage(request, reply, chat)})
         send("[DONE]")
         handler.wfile.write(b"0\r\n\r\n")
         handler.wfile.flush()
 
     @staticmethod
-    def _completion(request: dict, reply: Reply) -> dict:
-        """A non-streaming `chat.completion`, with `n` identical choices."""
-        n = request.get("n") or 1
-        message = {"role": "assistant", "content": "".join(reply.pieces)}
-        completion = len(reply.pieces) * n
+    def _completion(request: dict, reply: Reply, chat: bool = True) -> dict:
+        """A non-streaming `chat.completion` or `text_completion`, with identical choices
+        (`n` per prompt)."""
+        choices = _prompt_count(request, chat) * (request.get("n") or 1)
+        text = "".join(reply.pieces)
+        if chat:
+            message = {"role": "assistant", "content": text}
+            answers = [
+                {"index": i, "message": message, "finish_reason": "stop"} for i in range(choices)
+            ]
+        else:
+            answers = [{"index": i, "text": text, "finish_reason": "stop"} for i in range(choices)]
         return {
-            "id": "chatcmpl-stub",
-            "object": "chat.completion",
+            "id": "chatcmpl-stub" if chat else "cmpl-stub",
+            "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": reply.model,
-            "choices": [
-                {"index": i, "message": message, "finish_reason": "stop"} for i in range(n)
-            ],
-            "usage": {
-                "prompt_tokens": reply.prompt_tokens,
-                "completion_tokens": completion,
-                "total_tokens": reply.prompt_tokens + completion,
-            },
+            "choices": answers,
+            "usage": _usage(request, reply, chat),
         }
+
+    def _embeddings(self, handler: JsonHandler, request: dict) -> None:
+        inputs = request.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            error = {  # serving's own words (serving/openai_api.py)
+                "message": "token arrays are not supported: send the text as strings "
+                "(parameter input)",
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": None,
+            }
+            return handler.reply(400, {"error": error})
+        tokens = sum(len(text.split()) + 2 for text in texts)
+        return handler.reply(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.6, 0.8]}
+                    for i in range(len(texts))
+                ],
+                "model": EMBEDDING_MODEL,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _prompt_count(request: dict, chat: bool) -> int:
+    prompt = request.get("prompt")
+    if chat or not isinstance(prompt, list) or all(isinstance(p, int) for p in prompt):
+        return 1
+    return len(prompt)
+
+
+def _usage(request: dict, reply: Reply, chat: bool) -> dict:
+    """The prompt's tokens once per prompt, the completion's for every choice."""
+    prompts = _prompt_count(request, chat)
+    prompt = reply.prompt_tokens * prompts
+    completion = len(reply.pieces) * prompts * (request.get("n") or 1)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _unsupported(param: str) -> dict:
+    """Serving's answer to a field it does not implement (serving/openai_api.py)."""
+    return {
+        "error": {
+            "message": f"{param} is not supported by Orchard serving: leave it unset",
+            "type": "invalid_request_error",
+            "param": param,
+            "code": None,
+        }
+    }

@@ -94,7 +94,7 @@ def _group(config: pytest.Config, item: pytest.Item, name: str) -> None:
     scheduler would see no group and spread a group's tests over both workers. So the id
     gets its `@group` suffix here, as xdist means it to."""
     item.add_marker(pytest.mark.xdist_group(name))
-    if config.getvalue("loadgroup") and not item.nodeid.endswith(f"@{name}"):
+    if getattr(config.option, "loadgroup", False) and not item.nodeid.endswith(f"@{name}"):
         from _pytest.nodeid import coerce_node_id
 
         item._id = coerce_node_id(f"{item.nodeid}@{name}")

@@ -15,9 +15,10 @@ from sqlmodel import Session, select
 from platform_api import sessions
 from platform_api.audit import audit
 from platform_api.credits import CreditLedger
-from platform_api.deps import AdminUser, SessionDep
+from platform_api.deps import AdminUser, FeedbackExporter, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import Chat, Message, MessageFeedback, Plan, User, utcnow
+from platform_api.feedback_export import export_records, opted_out_accounts
+from platform_api.models import Plan, User, utcnow
 from platform_api.schemas import (
     OFFSET_MAX,
     AdminUserUpdate,
@@ -27,7 +28,6 @@ from platform_api.schemas import (
     UserPublic,
     UserStatus,
 )
-from platform_api.turns import context_messages
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -124,44 +124,34 @@ def grant_credits(
 )
 def export_feedback(
     request: Request,
-    admin: AdminUser,
-    rating: Literal["up", "down"] | None = Query(None, description="Only this rating."),
+    admin: FeedbackExporter,
+    rating: Literal["up", "down"] | None = Query(
+        None, description="Only ratings, of this value (no regenerations or edits)."
+    ),
 ) -> StreamingResponse:
-    """Every rated answer as one JSON line in TRL's unpaired preference format (KTO):
-    `prompt` (what the model saw: system prompt and history), `completion` (the answer),
-    `label` (true for thumbs up), plus the comment, model version and ids."""
+    """The answers' feedback as preference data, one JSON line per signal
+    (`feedback_export.py`): ratings in TRL's unpaired format (KTO: `prompt`, `completion`,
+    `label`), regenerations (the replaced answer a weak `rejected`, its replacement
+    `chosen`) and edited questions, each with the model version, the A/B variant and a
+    pseudonym of the user. Accounts that opted out of "use my feedback to improve the
+    model" are left out (`X-Orchard-Opted-Out` counts them). An administrator's login, or
+    an administrator's API key with the `feedback:export` scope (the DAG's)."""
     engine = request.app.state.engine
     with Session(engine) as session:
         audit(session, admin, "feedback.export", rating=rating)
         session.commit()
+        opted_out = opted_out_accounts(session)
 
     def lines():
         with Session(engine) as session:
-            query = (
-                select(MessageFeedback, Message, Chat)
-                .join(Message, Message.id == MessageFeedback.message_id)
-                .join(Chat, Chat.id == Message.chat_id)
-                .order_by(MessageFeedback.updated_at, MessageFeedback.message_id)
-            )
-            if rating is not None:
-                query = query.where(MessageFeedback.rating == rating)
-            for feedback, message, chat in session.exec(query):
-                record = {
-                    # what the model saw then, even if the chat has moved on since
-                    "prompt": context_messages(session, chat, message.seq, message.created_at),
-                    "completion": [{"role": "assistant", "content": message.content}],
-                    "label": feedback.rating == "up",
-                    "rating": feedback.rating,
-                    "comment": feedback.comment,
-                    "model_version": message.model_version,
-                    "message_id": message.id,
-                    "chat_id": chat.id,
-                    "rated_at": feedback.updated_at.isoformat(),
-                }
+            for record in export_records(session, rating):
                 yield json.dumps(record, ensure_ascii=False) + "\n"
 
     return StreamingResponse(
         lines(),
         media_type="application/x-ndjson",
-        headers={"Content-Disposition": 'attachment; filename="orchard-feedback.jsonl"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="orchard-feedback.jsonl"',
+            "X-Orchard-Opted-Out": str(opted_out),
+        },
     )

@@ -13,6 +13,7 @@ from sqlmodel import select
 from platform_api.access import (
     FLAG_KEY,
     KNOWN_FLAGS,
+    embedding_names,
     features_for,
     models_for,
     valid_model,
@@ -20,7 +21,7 @@ from platform_api.access import (
 from platform_api.audit import audit
 from platform_api.deps import AdminUser, ChatsReader, SessionDep
 from platform_api.errors import ApiError, not_found
-from platform_api.models import FeatureFlag, ModelAccessRule, User, utcnow
+from platform_api.models import FeatureFlag, KnowledgeAccessRule, ModelAccessRule, User, utcnow
 from platform_api.schemas import (
     OFFSET_MAX,
     AccessRuleCreate,
@@ -29,6 +30,8 @@ from platform_api.schemas import (
     FeatureFlagPublic,
     FeatureFlagWrite,
     Features,
+    KnowledgeAccessRuleCreate,
+    KnowledgeAccessRulePublic,
 )
 
 router = APIRouter(tags=["access"])
@@ -94,8 +97,9 @@ def create_access_rule(
             422,
             "invalid_request",
             f"model {body.model!r} is not one this platform serves: use *, "
-            f"{', '.join((*settings.serve_aliases, settings.model_name))} "
-            f"or {settings.model_name}/<version>",
+            f"{', '.join((*settings.serve_aliases, settings.model_name))}, "
+            f"{settings.model_name}/<version> or the embedding model "
+            f"{embedding_names(settings)[0]}",
         )
     if body.user_id is not None and session.get(User, body.user_id) is None:
         raise ApiError(422, "invalid_request", f"user_id: no user has the id {body.user_id!r}")
@@ -203,5 +207,79 @@ def delete_feature_flag(key: FlagKey, admin: AdminUser, session: SessionDep) -> 
         raise not_found("feature flag")
     audit(session, admin, "feature_flag.delete", key)
     session.delete(flag)
+    session.commit()
+    return Response(status_code=204)
+
+
+# -- shared knowledge base access (administrators) -----------------------------------------
+@router.get("/admin/knowledge-access", response_model=list[KnowledgeAccessRulePublic])
+def list_knowledge_rules(admin: AdminUser, session: SessionDep) -> list[KnowledgeAccessRule]:
+    return list(session.exec(select(KnowledgeAccessRule).order_by(KnowledgeAccessRule.id)))
+
+
+@router.post("/admin/knowledge-access", response_model=KnowledgeAccessRulePublic, status_code=201)
+def create_knowledge_rule(
+    body: KnowledgeAccessRuleCreate,
+    request: Request,
+    response: Response,
+    admin: AdminUser,
+    session: SessionDep,
+) -> KnowledgeAccessRule:
+    """Grant a role or a user a shared knowledge base (or `*`). The first rule of a role
+    or user restricts it to what its rules name (see access.py). The same rule again
+    answers the existing one (200)."""
+    from orchard.knowledge.shared import published
+
+    slugs = list(published(request.app.state.settings))
+    if body.knowledge_base != "*" and body.knowledge_base not in slugs:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"knowledge_base {body.knowledge_base!r} is not a published shared knowledge base: "
+            f"use * or one of {', '.join(slugs) or 'none yet (run the orchard_index DAG)'}",
+        )
+    if body.user_id is not None and session.get(User, body.user_id) is None:
+        raise ApiError(422, "invalid_request", f"user_id: no user has the id {body.user_id!r}")
+    existing = session.exec(
+        select(KnowledgeAccessRule).where(
+            KnowledgeAccessRule.role == body.role
+            if body.role
+            else KnowledgeAccessRule.user_id == body.user_id,
+            KnowledgeAccessRule.knowledge_base == body.knowledge_base,
+        )
+    ).first()
+    if existing is not None:
+        response.status_code = 200
+        return existing
+    rule = KnowledgeAccessRule(**body.model_dump(), created_by=admin.id)
+    session.add(rule)
+    session.flush()
+    audit(
+        session,
+        admin,
+        "knowledge_access.grant",
+        body.role or body.user_id,
+        knowledge_base=body.knowledge_base,
+    )
+    session.commit()
+    return rule
+
+
+@router.delete("/admin/knowledge-access/{rule_id}", status_code=204)
+def delete_knowledge_rule(
+    rule_id: Annotated[int, Path(ge=1, le=OFFSET_MAX)], admin: AdminUser, session: SessionDep
+) -> Response:
+    rule = session.get(KnowledgeAccessRule, rule_id)
+    if rule is None:
+        raise not_found("knowledge access rule")
+    audit(
+        session,
+        admin,
+        "knowledge_access.revoke",
+        rule.role or rule.user_id or "",
+        knowledge_base=rule.knowledge_base,
+        rule_id=rule.id,
+    )
+    session.delete(rule)
     session.commit()
     return Response(status_code=204)

@@ -1,6 +1,7 @@
 """Administrators: the model registry (versions with eval metrics and lineage, promote a
-version to champion, roll back), the champion/challenger A/B split with its results, and
-the audit log."""
+version to champion, roll back), each version's model card, the champion/challenger A/B
+split with its results, the A/B review's per-side statistics and the feedback loop's split
+start (also for an admin's `models:review` API key: docs/ab-review.md), and the audit log."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import case, func
 from sqlmodel import select
 
+from platform_api.ab_loop import LOOP_TAGS, STARTED_TAG, latest_alert, side_stats
 from platform_api.access import CHALLENGER, CHAMPION
 from platform_api.audit import audit
-from platform_api.deps import AdminUser, SessionDep
+from platform_api.deps import AdminUser, ModelsReviewer, SessionDep
 from platform_api.errors import ApiError
 from platform_api.models import (
     VARIANTS,
@@ -28,12 +30,15 @@ from platform_api.registry import Registry, RegistryError, RegistryUnavailable, 
 from platform_api.schemas import (
     OFFSET_MAX,
     AuditEntryPublic,
+    LoopSplit,
+    ModelCardPublic,
     ModelRegistryPublic,
     ModelVersionPublic,
     Promotion,
     PromotionResult,
     SplitPublic,
     SplitResults,
+    SplitStats,
     SplitWrite,
     VariantResult,
 )
@@ -75,6 +80,7 @@ def list_model_versions(request: Request, admin: AdminUser) -> ModelRegistryPubl
                 metrics=v.metrics,
                 lineage=v.lineage,
                 description=v.description,
+                review=v.review,
             )
             for v in versions
         ],
@@ -110,12 +116,52 @@ def _split(session, model_name: str) -> SplitPublic:
         challenger_percent=row.challenger_percent if row else 0,
         updated_at=row.updated_at if row else None,
         updated_by=row.updated_by if row else None,
+        guardrail=latest_alert(session, model_name) if row else None,
     )
 
 
 @router.get("/models/split", response_model=SplitPublic)
 def read_split(request: Request, admin: AdminUser, session: SessionDep) -> SplitPublic:
     return _split(session, request.app.state.settings.model_name)
+
+
+def _challenger_version(request: Request) -> str:
+    """The registry's challenger version; 409 when serving or the registry has none."""
+    settings = request.app.state.settings
+    if CHALLENGER not in settings.serve_aliases or CHAMPION not in settings.serve_aliases:
+        raise ApiError(
+            409,
+            "no_challenger",
+            f"serving does not serve both {CHAMPION} and {CHALLENGER} "
+            f"(ORCHARD_SERVE_ALIASES={','.join(settings.serve_aliases)})",
+        )
+    aliases, _, _ = _registry_call(_registry(request).overview)
+    if CHALLENGER not in aliases:
+        raise ApiError(
+            409,
+            "no_challenger",
+            f"{settings.model_name} has no {CHALLENGER} alias in the registry: "
+            "let the pipeline register one before splitting traffic",
+        )
+    return aliases[CHALLENGER]
+
+
+def _write_split(session, admin, model_name: str, percent: int, **detail) -> None:
+    row = session.get(TrafficSplit, model_name) or TrafficSplit(model_name=model_name)
+    previous = row.challenger_percent  # 0 for a new row
+    row.challenger_percent = percent
+    row.updated_at, row.updated_by = utcnow(), admin.id
+    session.add(row)
+    audit(
+        session,
+        admin,
+        "model.split",
+        model_name,
+        challenger_percent=percent,
+        previous=previous,
+        **detail,
+    )
+    session.commit()
 
 
 @router.put("/models/split", response_model=SplitPublic)
@@ -127,37 +173,8 @@ def set_split(
     one. Above 0 the registry must have a `challenger` that serving serves (409)."""
     settings = request.app.state.settings
     if body.challenger_percent > 0:
-        if CHALLENGER not in settings.serve_aliases or CHAMPION not in settings.serve_aliases:
-            raise ApiError(
-                409,
-                "no_challenger",
-                f"serving does not serve both {CHAMPION} and {CHALLENGER} "
-                f"(ORCHARD_SERVE_ALIASES={','.join(settings.serve_aliases)})",
-            )
-        aliases, _, _ = _registry_call(_registry(request).overview)
-        if CHALLENGER not in aliases:
-            raise ApiError(
-                409,
-                "no_challenger",
-                f"{settings.model_name} has no {CHALLENGER} alias in the registry: "
-                "let the pipeline register one before splitting traffic",
-            )
-    row = session.get(TrafficSplit, settings.model_name) or TrafficSplit(
-        model_name=settings.model_name
-    )
-    previous = row.challenger_percent  # 0 for a new row
-    row.challenger_percent = body.challenger_percent
-    row.updated_at, row.updated_by = utcnow(), admin.id
-    session.add(row)
-    audit(
-        session,
-        admin,
-        "model.split",
-        settings.model_name,
-        challenger_percent=body.challenger_percent,
-        previous=previous,
-    )
-    session.commit()
+        _challenger_version(request)
+    _write_split(session, admin, settings.model_name, body.challenger_percent)
     return _split(session, settings.model_name)
 
 
@@ -225,6 +242,74 @@ def read_split_results(
     return SplitResults(
         split=_split(session, request.app.state.settings.model_name), since=since, variants=variants
     )
+
+
+@router.get("/models/split/stats", response_model=SplitStats)
+def read_split_stats(
+    request: Request,
+    reviewer: ModelsReviewer,
+    session: SessionDep,
+    since: datetime | None = Query(
+        None, description="Only answers made from then on (UTC without a time zone)."
+    ),
+) -> SplitStats:
+    """Per side: answers, ratings, regenerations, stops, failures, and the mean and mean of
+    squares of latency and credits, for the orchard_ab_review DAG's intervals and test.
+    An administrator's API key with the `models:review` scope may read it."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return SplitStats(
+        split=_split(session, request.app.state.settings.model_name),
+        since=since,
+        sides=side_stats(session, since),
+    )
+
+
+@router.post("/models/split/loop", response_model=LoopSplit)
+def start_loop_split(request: Request, reviewer: ModelsReviewer, session: SessionDep) -> LoopSplit:
+    """Start the A/B split for a challenger the feedback loop registered (version tag
+    `orchard.feedback.version` or `loop.feedback_dataset`), at `ab_loop_share_percent`,
+    once per version: a version whose split was started (tag `ab.split_started_at`) is
+    left as it is, whatever an admin or the guardrail did to the split since. Audited as
+    `model.split`."""
+    settings = request.app.state.settings
+    registry = _registry(request)
+    version = _challenger_version(request)
+    tags = _registry_call(registry.version_tags, version)
+
+    def answer(started: bool, reason: str) -> LoopSplit:
+        return LoopSplit(
+            started=started,
+            reason=reason,
+            version=version,
+            split=_split(session, settings.model_name),
+        )
+
+    if not any(tag in tags for tag in LOOP_TAGS):
+        return answer(
+            False, f"challenger v{version} has no {' or '.join(LOOP_TAGS)} tag: not from the loop"
+        )
+    if STARTED_TAG in tags:
+        return answer(False, f"the split of v{version} started at {tags[STARTED_TAG]}")
+    percent = settings.ab_loop_share_percent
+    _write_split(
+        session, reviewer, settings.model_name, percent, version=version, reason="feedback loop"
+    )
+    _registry_call(registry.set_version_tag, version, STARTED_TAG, utcnow().isoformat())
+    return answer(True, f"challenger v{version} gets {percent} % of the champion's traffic")
+
+
+@router.get("/models/{version}/card", response_model=ModelCardPublic)
+def read_model_card(version: str, request: Request, admin: AdminUser) -> ModelCardPublic:
+    """The version's model card, generated from the registry (the same card the
+    orchard_ab_review DAG logs as the artifact `model_card/` of the version's run)."""
+    if not version.isdigit():
+        raise ApiError(404, "version_not_found", f"{version!r} is not a version number")
+    settings = request.app.state.settings
+    card = _registry_call(
+        _registry(request).card, version, settings.mlflow_uri, settings.airflow_base_url
+    )
+    return ModelCardPublic.model_validate(card)
 
 
 @router.get("/audit", response_model=list[AuditEntryPublic])

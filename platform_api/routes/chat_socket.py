@@ -10,7 +10,7 @@ The credential travels in the first frame, never in the URL (which lands in logs
             {"type": "edit", "message_id": "<a user message>", "content": "…"}
             {"type": "stop"}
             {"type": "auth", "token": "…"}            (a fresh token, any time)
-    server: {"type": "start" | "delta" | "done" | "failed", …the SSE event's data}
+    server: {"type": "start" | "citations" | "delta" | "done" | "failed", …the SSE event's data}
             {"type": "error", "status": 409, "code": "chat_busy", "detail": "…"}
 
 Every action frame is checked like an HTTP request: the credential against the database

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from platform_api import search
 from platform_api.access import check_chat_alias, default_chat_alias
+from platform_api.chat_knowledge import drop_chat_files
 from platform_api.chats import chat_messages, owned_chat, owned_folder
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError
@@ -141,9 +142,11 @@ def update_chat(
 
 
 @router.delete("/{chat_id}", status_code=204)
-def delete_chat(chat_id: str, user: ChatsWriter, session: SessionDep) -> Response:
-    """The chat, its messages and its share links go."""
-    session.delete(owned_chat(session, user, chat_id))
+def delete_chat(chat_id: str, user: ChatsWriter, session: SessionDep, request: Request) -> Response:
+    """The chat, its messages, its share links and the files uploaded into it go."""
+    chat = owned_chat(session, user, chat_id)
+    drop_chat_files(session, request.app.state.knowledge, chat)
+    session.delete(chat)
     session.commit()
     return Response(status_code=204)
 

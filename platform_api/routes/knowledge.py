@@ -16,12 +16,11 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from orchard.knowledge.files import MEDIA_TYPES, FileRejected, safe_filename, sniff
+from platform_api.chat_knowledge import chat_file_base_ids
 from platform_api.deps import ChatsReader, ChatsWriter, SessionDep
 from platform_api.errors import ApiError
-from platform_api.knowledge import Knowledge, owned_base, owned_file
-from platform_api.models import KnowledgeBase, KnowledgeFile, new_id, utcnow
-from platform_api.request_limits import upload_too_large
+from platform_api.knowledge import Knowledge, accept_upload, owned_base, owned_file
+from platform_api.models import KnowledgeBase, KnowledgeFile
 from platform_api.schemas import (
     KnowledgeBasePublic,
     KnowledgeBaseWrite,
@@ -40,7 +39,10 @@ def _knowledge(request: Request) -> Knowledge:
 
 @router.get("", response_model=list[KnowledgeBasePublic])
 def list_bases(user: ChatsReader, session: SessionDep) -> list[KnowledgeBase]:
-    query = select(KnowledgeBase).where(KnowledgeBase.user_id == user.id)
+    """The caller's bases (a chat's own uploads are listed with the chat instead)."""
+    query = select(KnowledgeBase).where(
+        KnowledgeBase.user_id == user.id, KnowledgeBase.id.not_in(chat_file_base_ids())
+    )
     return list(session.exec(query.order_by(KnowledgeBase.name)))
 
 
@@ -87,33 +89,9 @@ def upload_file(
     request: Request,
 ) -> KnowledgeFile:
     """Store the file and queue it for indexing (202): poll its status."""
-    base = owned_base(session, user, base_id)
-    knowledge = _knowledge(request)
-    limit = knowledge.limits.max_bytes
-    data = file.file.read(limit + 1)
-    if len(data) > limit:
-        raise upload_too_large(limit)
-    filename = safe_filename(file.filename or "")
-    try:
-        kind = sniff(data, filename)
-    except FileRejected as error:
-        raise ApiError(415, "unsupported_file", str(error)) from None
-    row = KnowledgeFile(
-        id=new_id(),
-        knowledge_base_id=base.id,
-        user_id=user.id,
-        filename=filename,
-        media_type=MEDIA_TYPES[kind],
-        size_bytes=len(data),
-        sha256="",
+    return accept_upload(
+        session, _knowledge(request), user, owned_base(session, user, base_id), file
     )
-    row.sha256 = knowledge.store_original(user.id, row.id, data)
-    session.add(row)
-    base.updated_at = utcnow()
-    session.add(base)
-    session.commit()
-    knowledge.submit(row.id)
-    return row
 
 
 @router.get("/{base_id}/files/{file_id}", response_model=KnowledgeFilePublic)

@@ -5,6 +5,8 @@ streaming; rate an answer (thumbs up/down with a comment).
 `POST /chats/{id}/messages` (and `.../{message_id}/regenerate`, `.../{message_id}/edit`)
 answers `text/event-stream`:
 - `event: start`  — `{"user_message": {...}, "assistant_message": {...}}` (both saved)
+- `event: citations` — `{"citations": [...]}`: the numbered sources retrieved from the
+  chat's knowledge (chat_knowledge.py), before the text; only when there are some
 - `event: delta`  — `{"content": "<next piece of the answer>"}`, repeated
 - `event: done`   — the saved assistant message (`status` complete, or partial if stopped)
 - `event: failed` — the saved assistant message (`status` failed, `error` says why)

@@ -1,9 +1,15 @@
-"""Privacy: export all of my data, and delete my account.
+"""Privacy: whether my feedback may train the model, export all of my data, and delete
+my account.
+
+"Use my feedback to improve the model" (`PUT /users/me/feedback-consent`, in
+routes/users.py with the rest of the account) is on by default; off, the admin feedback
+export (and so the `orchard_feedback` DAG) leaves out every rating, regeneration and edit
+of the account, past ones included.
 
 Deleting an account erases what is the person's: chats (with their messages, share links
-and feedback), folders, knowledge bases (files, their originals, chunks and vectors), API
-keys, login sessions, the e-mail address, the display name, the password hash and the 2FA
-secret. It keeps what accounting must keep, the credits
+and feedback), folders, knowledge bases (files, their originals, chunks and vectors),
+memories (with their vectors), API keys, login sessions, the e-mail address, the display
+name, the password hash and the 2FA secret. It keeps what accounting must keep, the credits
 ledger (append-only) and the usage records (token counts, no text), attached to an
 anonymous account row (`deleted-<id>@deleted.invalid`, no password) that can never log
 in again. The e-mail address is free to register again at once.
@@ -19,6 +25,7 @@ from sqlmodel import select
 from platform_api.credits import CreditLedger
 from platform_api.deps import CurrentUser, KeysDep, LoginPrincipal, SessionDep
 from platform_api.errors import ApiError
+from platform_api.memory import memory_vector
 from platform_api.models import (
     ApiKey,
     AuthSession,
@@ -26,6 +33,7 @@ from platform_api.models import (
     Folder,
     KnowledgeBase,
     KnowledgeFile,
+    Memory,
     Message,
     MessageFeedback,
     OAuthLoginCode,
@@ -45,6 +53,7 @@ from platform_api.schemas import (
     KnowledgeBasePublic,
     KnowledgeChunkPublic,
     KnowledgeFilePublic,
+    MemoryPublic,
     MessagePublic,
     ShareLinkPublic,
     UserPublic,
@@ -98,6 +107,20 @@ def _knowledge_export(request: Request, user, session) -> list[dict]:
     return exported
 
 
+def _memory_export(user, session) -> list[dict]:
+    """Each memory with its vector."""
+    memories = session.exec(
+        select(Memory).where(Memory.user_id == user.id).order_by(Memory.created_at)
+    )
+    return [
+        {
+            **MemoryPublic.model_validate(memory).model_dump(mode="json"),
+            "vector": [float(x) for x in memory_vector(memory)],
+        }
+        for memory in memories
+    ]
+
+
 @router.get("/users/me/export")
 def export_my_data(user: CurrentUser, session: SessionDep, request: Request) -> JSONResponse:
     """Everything the platform holds about the caller, as one JSON document."""
@@ -135,6 +158,7 @@ def export_my_data(user: CurrentUser, session: SessionDep, request: Request) -> 
         "feedback": _dump(FeedbackPublic, feedback),
         "share_links": _dump(ShareLinkPublic, shares),
         "knowledge_bases": _knowledge_export(request, user, session),
+        "memories": _memory_export(user, session),
         "api_keys": _dump(
             ApiKeyPublic, session.exec(select(ApiKey).where(ApiKey.user_id == user.id))
         ),
@@ -185,6 +209,7 @@ def delete_my_account(
     request.app.state.knowledge.erase_user(session, user.id)
     session.exec(delete(KnowledgeFile).where(KnowledgeFile.user_id == user.id))
     session.exec(delete(KnowledgeBase).where(KnowledgeBase.user_id == user.id))
+    session.exec(delete(Memory).where(Memory.user_id == user.id))
     # Chats take their messages, share links and feedback with them (ON DELETE CASCADE).
     session.exec(delete(Chat).where(Chat.user_id == user.id))
     session.exec(delete(Folder).where(Folder.user_id == user.id))

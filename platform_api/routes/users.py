@@ -6,7 +6,13 @@ from fastapi import APIRouter, Response
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from platform_api.deps import CurrentUser, LoginPrincipal, PasswordsDep, SessionDep
+from platform_api.deps import (
+    ADMIN_API_KEY_SCOPES,
+    CurrentUser,
+    LoginPrincipal,
+    PasswordsDep,
+    SessionDep,
+)
 from platform_api.errors import ApiError, not_found
 from platform_api.models import ApiKey, AuthSession, OAuthIdentity, User, utcnow
 from platform_api.reauth import ConfirmationDep
@@ -14,6 +20,7 @@ from platform_api.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
+    FeedbackConsent,
     PasswordChange,
     ProfileUpdate,
     UserMe,
@@ -44,6 +51,17 @@ def read_me(user: CurrentUser, session: SessionDep) -> UserMe:
 @router.patch("/users/me", response_model=UserMe)
 def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> UserMe:
     user.display_name = body.display_name
+    user.updated_at = utcnow()
+    session.add(user)
+    session.commit()
+    return account_view(session, user)
+
+
+@router.put("/users/me/feedback-consent", response_model=UserMe)
+def set_feedback_consent(body: FeedbackConsent, user: CurrentUser, session: SessionDep) -> UserMe:
+    """Turn "use my feedback to improve the model" on or off (the privacy page). Off, the
+    feedback export leaves out all of the account's feedback, past ones included."""
+    user.feedback_for_training = body.feedback_for_training
     user.updated_at = utcnow()
     session.add(user)
     session.commit()
@@ -103,6 +121,11 @@ def create_api_key(
     if live >= MAX_API_KEYS:
         raise ApiError(
             409, "too_many_api_keys", f"{MAX_API_KEYS} live API keys at most: revoke one first"
+        )
+    admin_only = sorted(set(body.scopes) & ADMIN_API_KEY_SCOPES)
+    if admin_only and principal.user.role != "admin":
+        raise ApiError(
+            403, "admin_scope", f"only administrators' keys may have {', '.join(admin_only)}"
         )
     return _new_key(session, principal.user.id, body.name, body.scopes)
 

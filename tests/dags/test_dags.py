@@ -165,9 +165,14 @@ def test_the_build_dag_follows_every_stage_of_the_chain_in_order(dagbag):
     dag = dagbag.dags["orchard_build"]
     settings = Settings()
     stages = [name.removeprefix("orchard_") for name in settings.pipeline_followers]
-    order = ["data", *stages, "registered"]
+    order = ["data", *stages, "registered", "champion"]
     for upstream, downstream in zip(order[:-1], order[1:], strict=True):
-        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    # The base-model branch: import (beside the data stage) and the corpus → adapt.
+    assert dag.get_task("data").downstream_task_ids == {stages[0], "adapt"}
+    assert dag.get_task("import").downstream_task_ids == {"adapt"}
+    assert dag.get_task("registered").upstream_task_ids == {stages[-1], "adapt"}
+    assert dag.get_task("registered").trigger_rule == "none_failed_min_one_success"
     assert settings.pipeline_followers[-1] == "orchard_posttrain"
     assert "register" in dagbag.dags["orchard_posttrain"].task_ids
 
@@ -229,3 +234,15 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
     assert dag.test(run_conf=conf).state == "success"
     assert {s: sorted(p.name for p in (data / s).iterdir()) for s in outputs} == outputs
     assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+
+def test_the_index_dag_builds_the_shared_knowledge_base_from_the_curated_corpus(dagbag):
+    """orchard_index starts on the asset orchard_data publishes (beside the tokenizer) and
+    runs the index step on the corpus that event names (tests/unit/test_index.py runs the
+    step itself)."""
+    dag = dagbag.dags["orchard_index"]
+    (asset,) = dag.timetable.asset_condition.objects
+    assert asset.name == "orchard_curated_corpus"
+    assert asset in dagbag.dags["orchard_data"].get_task("mix").outlets
+    assert dag.get_task("corpus").downstream_task_ids == {"index"}
+    assert dag.params["knowledge_base"] == "crawled-site"

@@ -40,12 +40,14 @@ def after_workload(stack, prometheus, tmp_path_factory) -> float:
         workload.serve_champion(settings, tmp_path_factory.mktemp("observe"))
         workload.chat_through_serving(settings, answers=1)
         workload.chat_through_the_api(settings)
-        # Rates need a series seen before it grows: serve again once Prometheus has the
-        # first answer's histograms (a series born with its only requests shows no rate).
-        assert prometheus.wait("ray_orchard_serve_time_to_first_token_seconds_count", timeout=60)
-        workload.chat_through_serving(settings)
         states = [airflow.wait_for_run("orchard_smoke", run, timeout=300) for run in runs]
         training.result()
+    # Rates need a series seen before it grows: serve again once Prometheus has the first
+    # answer's series (a series born with its only requests shows no rate), and last, so
+    # the increase is inside the panels' 5-minute windows however long the training took.
+    for series in ("time_to_first_token_seconds_count", "requests_total"):
+        assert prometheus.wait(f"ray_orchard_serve_{series}", timeout=60)
+    workload.chat_through_serving(settings)
     airflow.close()
     assert states == ["failed", "failed", "success"]
     # Two scrapes after the last of it (Ray exports its metrics every few seconds too).

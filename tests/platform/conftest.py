@@ -92,9 +92,10 @@ class PlatformPool:
         """The backend's database URL, its content reset to the migrated template."""
         running = self.servers.get(backend)
         if running:  # no pooled connection may outlive the old content
-            engine = getattr(running[1].app.state, "engine", None)
-            if engine is not None:
-                engine.dispose()
+            for name in ("engine", "loop_engine"):
+                engine = getattr(running[1].app.state, name, None)
+                if engine is not None:
+                    engine.dispose()
         if backend == "sqlite":
             path = self.root / "sqlite" / "platform.db"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -130,3 +130,99 @@ def test_deleting_a_chat_deletes_its_feedback(api, serving):
     assert api.http.delete(f"/chats/{chat['id']}", headers=alice.headers).status_code == 204
     root = api.admin()
     assert api.http.get("/admin/feedback/export", headers=root.headers).text == ""
+
+
+def _stream(api: Api, account: Account, path: str, body: dict | None = None) -> None:
+    with api.http.stream("POST", path, json=body, headers=account.headers) as response:
+        assert response.status_code == 200, response.read()
+        assert [kind for kind, _ in _events(response)][-1] == "done"
+
+
+def test_the_export_has_regenerations_and_edits_with_version_variant_and_pseudonym(api, serving):
+    alice = api.user("alice")
+    serving.script(
+        Reply(pieces=["A long ", "rambling answer."]),
+        Reply(pieces=["Short."]),
+        Reply(pieces=["Old answer."]),
+        Reply(pieces=["A follow-up answer."]),
+        Reply(pieces=["New answer."]),
+    )
+    chat, long = answered_chat(api, alice, "Explain sort_keys")
+    _stream(api, alice, f"/chats/{chat['id']}/messages/{long['id']}/regenerate")
+    short = _messages(api, alice, chat)[-1]
+    api.http.put(feedback_url(chat, short), json={"rating": "up"}, headers=alice.headers)
+    other, _ = answered_chat(api, alice, "What is indnet?")
+    with _send(api, alice, other, "And a follow-up?") as response:
+        _events(response)
+    question = _messages(api, alice, other)[0]  # edited: the follow-up goes too
+    _stream(
+        api,
+        alice,
+        f"/chats/{other['id']}/messages/{question['id']}/edit",
+        {"content": "What is indent?"},
+    )
+
+    root = api.admin()
+    response = api.http.get("/admin/feedback/export", headers=root.headers)
+    assert response.headers["x-orchard-opted-out"] == "0"
+    records = [json.loads(line) for line in response.text.splitlines()]
+    assert [r["kind"] for r in records] == ["rating", "regeneration", "edit"]
+    rating, regeneration, edit = records
+    assert rating["completion"][0]["content"] == "Short." and rating["label"] is True
+    assert regeneration["prompt"] == [{"role": "user", "content": "Explain sort_keys"}]
+    assert regeneration["rejected"]["content"] == "A long rambling answer."
+    assert (regeneration["chosen"]["content"], regeneration["chosen"]["rating"]) == ("Short.", "up")
+    assert regeneration["chosen"]["model_version"] == "orchard-chat/3"
+    assert edit["prompt"] == [{"role": "user", "content": "What is indnet?"}]
+    assert (edit["completion"][0]["content"], edit["label"]) == ("Old answer.", False)
+    assert edit["edited_question"] == "What is indent?"
+    # One pseudonym per person, never the account id or e-mail.
+    assert {r["user"] for r in records} == {rating["user"]}
+    assert alice.id not in response.text and alice.email not in response.text
+    assert all("variant" in r for r in records)
+
+
+def test_an_opted_out_user_is_absent_from_the_export(api, serving):
+    alice, bob = api.user("alice"), api.user("bob")
+    assert api.http.get("/users/me", headers=alice.headers).json()["feedback_for_training"]
+    for account in (alice, bob):
+        chat, answer = answered_chat(api, account, f"Hi, I am {account.email}")
+        api.http.put(feedback_url(chat, answer), json={"rating": "up"}, headers=account.headers)
+    off = api.http.put(
+        "/users/me/feedback-consent", json={"feedback_for_training": False}, headers=bob.headers
+    )
+    assert off.status_code == 200 and off.json()["feedback_for_training"] is False
+    root = api.admin()
+    response = api.http.get("/admin/feedback/export", headers=root.headers)
+    assert response.headers["x-orchard-opted-out"] == "1"
+    assert [r["prompt"][-1]["content"] for r in map(json.loads, response.text.splitlines())] == [
+        f"Hi, I am {alice.email}"
+    ]
+    api.http.put(
+        "/users/me/feedback-consent", json={"feedback_for_training": True}, headers=bob.headers
+    )
+    again = api.http.get("/admin/feedback/export", headers=root.headers)
+    assert len(again.text.splitlines()) == 2
+
+
+def test_the_export_takes_an_admins_key_with_the_feedback_export_scope(api, serving):
+    alice, root = api.user("alice"), api.admin()
+    chat, answer = answered_chat(api, alice, "Hi there")
+    api.http.put(feedback_url(chat, answer), json={"rating": "up"}, headers=alice.headers)
+    refused = api.http.post(
+        "/api-keys", json={"name": "dag", "scopes": ["feedback:export"]}, headers=alice.headers
+    )
+    assert (refused.status_code, refused.json()["code"]) == (403, "admin_scope")
+    key = api.http.post(
+        "/api-keys", json={"name": "dag", "scopes": ["feedback:export"]}, headers=root.headers
+    ).json()["key"]
+    bearer = {"Authorization": f"Bearer {key}"}
+    exported = api.http.get("/admin/feedback/export", headers=bearer)
+    assert exported.status_code == 200 and len(exported.text.splitlines()) == 1
+    # The key does nothing else an administrator could.
+    assert api.http.get("/admin/users", headers=bearer).status_code == 403
+    reader = api.http.post(
+        "/api-keys", json={"name": "r", "scopes": ["chats:read"]}, headers=root.headers
+    ).json()["key"]
+    no_scope = api.http.get("/admin/feedback/export", headers={"Authorization": f"Bearer {reader}"})
+    assert (no_scope.status_code, no_scope.json()["code"]) == (403, "insufficient_scope")

@@ -132,16 +132,25 @@ def test_no_operation_answers_a_server_error(platform, mode):
             failures.append(f"{operation.label}: {str(error)[:600]}")
     http.close()
     assert operations > 40  # the whole API was fuzzed, not an empty schema
-    assert gateway_operations == 2  # GET /v1/models, POST /v1/chat/completions
+    assert (
+        gateway_operations == 4
+    )  # GET /v1/models, POST /v1/{chat/completions,completions,embeddings}
     assert not failures, "\n\n".join(failures)
 
 
 # A value of each JSON type; each field gets those its schema does not allow.
 CONFUSED = [0, -1, 1.5, "", "x", True, None, [], [1], {}, {"a": 1}]
+# Valid, with every nested object present (the fields are varied in the first message and
+# the first item of each list), so that the field made wrong is the only mistake.
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 VALID_CHAT = {
     "model": "champion",
-    "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}], "tool_calls": [CALL]}
+    ],
     "max_tokens": 5,
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    "tool_choice": {"type": "function", "function": {"name": "f"}},
 }
 
 

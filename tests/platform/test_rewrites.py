@@ -96,7 +96,11 @@ def test_regenerate_hides_the_old_answer_and_answers_the_same_history(api, servi
     assert exported[done["id"]]["superseded_at"] is None
     assert [f["message_id"] for f in mine["feedback"]] == [old["id"]]
     lines = api.http.get("/admin/feedback/export", headers=root.headers).text.splitlines()
-    (record,) = [json.loads(line) for line in lines]
+    records = [json.loads(line) for line in lines]
+    (record,) = [r for r in records if r["kind"] == "rating"]
+    (regenerated,) = [r for r in records if r["kind"] == "regeneration"]
+    assert regenerated["rejected"]["content"] == "Pears are sweeter."  # the replaced answer
+    assert regenerated["chosen"]["content"] == "Mangoes are sweetest."
     assert record["completion"] == [{"role": "assistant", "content": "Pears are sweeter."}]
     assert record["prompt"] == asked_before["messages"]
 

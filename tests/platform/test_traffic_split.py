@@ -93,6 +93,7 @@ def test_only_admins_split_within_0_to_100_and_only_with_a_challenger(api, regis
         "challenger_percent": 0,
         "updated_at": None,
         "updated_by": None,
+        "guardrail": None,
     }
     put = {"json": {"challenger_percent": 10}}
     assert api.http.put("/admin/models/split", headers=alice.headers, **put).status_code == 403

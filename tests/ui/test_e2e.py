@@ -18,6 +18,7 @@ from sqlmodel import Session, func, select
 
 from platform_api.db import make_engine
 from platform_api.models import Message
+from testkit.documents import make_pdf
 from tests.platform.conftest import PASSWORD, Account
 from tests.platform.test_gateway import grant, new_key
 from tests.ui.conftest import ARTIFACTS, Product, new_page
@@ -259,7 +260,9 @@ def test_the_375_px_layout_never_scrolls_sideways(browser, product, request):
 
     admin = new_page(browser, request, **MOBILE)
     log_in(admin, product, api.admin("ops"))
-    for path in ("/admin", "/admin/models", "/admin/conversations", "/admin/users"):
+    # /admin/users last: the checks below are about its rows
+    for path in ("/admin", "/admin/models", "/admin/conversations", "/admin/knowledge",
+                 "/admin/users"):  # fmt: skip
         admin.goto(f"{product.url}{path}")
         expect(admin.get_by_test_id("forbidden")).to_have_count(0)
         no_horizontal_scroll(admin)
@@ -389,3 +392,61 @@ def test_the_admin_promotes_a_version_and_the_next_reply_uses_it(product, first_
     wait_answer(page)
     model = last_answer(page).get_by_test_id("message-model").inner_text()
     assert version_in(model, second) and not version_in(model, first), model
+
+
+# Records whether the last answer showed its sources while it was still streaming.
+RECORD_SOURCES = """() => {
+  window.__sourcesWhileStreaming = false;
+  new MutationObserver(() => {
+    const answers = document.querySelectorAll('[data-testid="message"][data-role="assistant"]');
+    const last = answers[answers.length - 1];
+    if (last && last.dataset.status === "streaming" && last.querySelector('[data-testid="source"]'))
+      window.__sourcesWhileStreaming = true;
+  }).observe(document.body, { subtree: true, childList: true, attributes: true });
+}"""
+
+
+def test_a_pdf_attached_to_a_chat_is_cited_and_its_passage_opens(browser, product, request):
+    """At 375 px: attach a PDF in the composer, ask about it; the answer streams with a
+    numbered source and a click shows the passage. The tiny model writes no sense, so only
+    the citation and the passage are checked, not the answer's words."""
+    page = new_page(browser, request, **MOBILE)
+    account = product.api.user("iris")
+    log_in(page, product, account)
+    pdf = make_pdf([["Orchard diary"], ["The Gala apples are harvested in the second week of "
+                                         "September, when the seeds turn brown."]])  # fmt: skip
+    page.get_by_test_id("attach-input").set_input_files(
+        files=[{"name": "diary.pdf", "mimeType": "application/pdf", "buffer": pdf}]
+    )
+    page.wait_for_url(re.compile(r"/c/[^/]+$"))  # a chat made for the file
+    chip = page.get_by_test_id("chat-file")
+    expect(chip).to_contain_text("diary.pdf")
+    expect(chip).to_have_attribute("data-status", "ready", timeout=ANSWER_TIMEOUT)
+    chat_id = page.url.rsplit("/", 1)[1]
+    short = product.api.http.patch(
+        f"/chats/{chat_id}", json={"max_tokens": 24}, headers=account.headers
+    )  # a short answer: the test is about its sources
+    assert short.status_code == 200, short.text
+
+    page.evaluate(RECORD_SOURCES)
+    send(page, "When are the Gala apples harvested?")
+    wait_answer(page)
+    assert page.evaluate("window.__sourcesWhileStreaming"), "no source while the answer streamed"
+    source = last_answer(page).get_by_test_id("source").first
+    expect(source).to_contain_text("[1]")
+    expect(source).to_contain_text("diary.pdf, p. 2")
+    no_horizontal_scroll(page)
+    source.click()
+    passage = page.get_by_test_id("source-passage")
+    expect(passage).to_contain_text("harvested in the second week of September")
+    screenshot(page, "knowledge-source-375px")
+    page.keyboard.press("Escape")
+    expect(passage).to_have_count(0)
+
+    page.reload()  # the citation was saved with the answer
+    last_answer(page).get_by_test_id("source").first.click()
+    expect(page.get_by_test_id("source-passage")).to_contain_text("second week of September")
+    page.goto(f"{product.url}/knowledge")
+    expect(page.get_by_test_id("kb-name")).to_be_visible()
+    no_horizontal_scroll(page)
+    assert not page.errors.csp(), page.errors.csp()

@@ -27,7 +27,7 @@ APACHE_HEADER = "                                 Apache License\n   Version 2.0
 SUPPORTED = "supported: Llama-family causal LMs"
 
 
-def write_tokenizer(directory: Path) -> None:
+def write_tokenizer(directory: Path, chat_template: str | None = None) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -44,17 +44,22 @@ def write_tokenizer(directory: Path) -> None:
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>"
     )
-    wrapped.chat_template = "{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}"
+    wrapped.chat_template = (
+        chat_template or "{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}"
+    )
     wrapped.save_pretrained(str(directory))
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def write_tiny_llama(directory: Path, chat_template: str | None = None) -> Path:
     """A Hugging Face Llama directory with random (not initial) weights and a licence."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    write_tokenizer(directory)
+    write_tokenizer(directory, chat_template)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=320,

@@ -16,7 +16,7 @@ from platform_api.serving import Event, MalformedChunk, StreamUnfinished, read_e
 def events(body: str) -> list[Event]:
     async def read() -> list[Event]:
         response = httpx.Response(200, content=body.encode())
-        return [event async for event in read_events(response)]
+        return [event async for event in read_events(response.aiter_lines())]
 
     return asyncio.run(read())
 

@@ -44,6 +44,7 @@ const LIMITS = [
   ["CREDIT_REASON_MAX", "CreditGrant", "reason", "maxLength"],
   ["FLAG_DESCRIPTION_MAX", "FeatureFlagWrite", "description", "maxLength"],
   ["API_KEY_NAME_MAX", "ApiKeyCreate", "name", "maxLength"],
+  ["MEMORY_MAX", "MemoryCreate", "content", "maxLength"],
   ["JOB_DAGS", "JobTrigger", "dag", "enum"],
   ["JOB_CONF_MAX", "JobTrigger", "conf", "x-orchard-max-json-length"],
 ];

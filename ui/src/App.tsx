@@ -15,6 +15,7 @@ const SharedPage = lazy(() => import("./pages/SharedPage"));
 const SettingsPage = lazy(() => import("./pages/SettingsPage"));
 const AccountRoutes = lazy(() => import("./pages/account/AccountRoutes"));
 const AdminRoutes = lazy(() => import("./pages/admin/AdminRoutes"));
+const KnowledgePage = lazy(() => import("./pages/KnowledgePage"));
 
 function Lazy({ children }: { children: ReactNode }) {
   return (
@@ -56,6 +57,7 @@ export default function App() {
           <Route index element={<ChatPage />} />
           <Route path="c/:chatId" element={<ChatPage />} />
           <Route path="settings" element={<Lazy><SettingsPage /></Lazy>} />
+          <Route path="knowledge" element={<Lazy><KnowledgePage /></Lazy>} />
           <Route path="account/*" element={<Lazy><AccountRoutes /></Lazy>} />
           <Route path="admin/*" element={<Lazy><AdminRoutes /></Lazy>} />
           <Route path="chat" element={<Navigate to="/" replace />} />

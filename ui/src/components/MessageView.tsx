@@ -10,6 +10,7 @@ import type { Message } from "../lib/types";
 import { useConversation } from "../store/conversation";
 import { toast } from "../store/toasts";
 import { LazyMarkdown as Markdown } from "./LazyMarkdown";
+import { Sources } from "./Sources";
 import { Button } from "./ui/button";
 import { Textarea } from "./ui/input";
 
@@ -195,6 +196,7 @@ export function MessageView({ chatId, message, modelAlias, liveTokens, canRegene
             ) : null}
           </div>
         )}
+        {!isUser && !editing && <Sources citations={message.citations ?? []} />}
         {message.status === "failed" && message.error && (
           <p className="mt-2 text-sm text-destructive" data-testid="message-error">
             The answer failed: {message.error}

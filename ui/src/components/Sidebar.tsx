@@ -6,6 +6,7 @@ import {
   ChevronRight,
   Folder as FolderIcon,
   FolderPlus,
+  Library,
   LogOut,
   Moon,
   MoreHorizontal,
@@ -362,6 +363,9 @@ export function Sidebar() {
             {credits ?? "…"}
           </span>
         </div>
+        <NavLink to="/knowledge" className={navLink} onClick={() => setDrawer(false)} data-testid="nav-knowledge">
+          <Library className="size-4" aria-hidden /> Knowledge
+        </NavLink>
         <NavLink to="/settings" className={navLink} onClick={() => setDrawer(false)} data-testid="nav-settings">
           <Settings className="size-4" aria-hidden /> Settings
         </NavLink>

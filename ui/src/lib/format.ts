@@ -10,3 +10,10 @@ export function chatTitleFrom(text: string): string {
   if (!line) return "New chat";
   return line.length > 60 ? `${line.slice(0, 57)}…` : line;
 }
+
+/** A file size for people: 980 B, 12.3 KB, 4.1 MB. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1_000_000) return `${(bytes / 1000).toFixed(1)} KB`;
+  return `${(bytes / 1_000_000).toFixed(1)} MB`;
+}

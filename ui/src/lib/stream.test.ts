@@ -149,4 +149,14 @@ describe("streamReducer", () => {
     const s = streamReducer(initialConversation, { type: "delta", content: "x" });
     expect(s).toBe(initialConversation);
   });
+
+  it("a citations event gives the streaming answer its sources before the text", () => {
+    const source = { n: 1, chunk_id: "k1", file_id: "f1", knowledge_base_id: "b1", source: "report.pdf", page: 2, heading: "", snippet: "Revenue grew", text: "Revenue grew by 12 percent." };
+    let s = run(events.slice(0, 1));
+    const action = eventToAction({ event: "citations", data: JSON.stringify({ citations: [source] }) }, "send");
+    expect(action).toEqual({ type: "citations", citations: [source] });
+    s = streamReducer(s, action!);
+    expect(s.messages[1].citations).toEqual([source]);
+    expect(eventToAction({ event: "citations", data: "{}" }, "send")).toBeNull();
+  });
 });

@@ -2,7 +2,7 @@
 // transitions of a chat's messages while an answer streams. No React, no network:
 // everything here is unit-tested in stream.test.ts.
 
-import type { Message } from "./types";
+import type { Citation, Message } from "./types";
 
 // -- SSE parsing ------------------------------------------------------------------------
 export interface SseEvent {
@@ -140,6 +140,7 @@ export type StreamAction =
       replaceFrom?: string | null;
     }
   | { type: "delta"; content: string }
+  | { type: "citations"; citations: Citation[] }
   | { type: "done"; message: Message }
   | { type: "failed"; message: Message }
   | { type: "stopped"; message?: Message | null }
@@ -199,6 +200,14 @@ export function streamReducer(state: ConversationState, action: StreamAction): C
         messages: state.messages.map((m) =>
           m.id === id ? { ...m, content: m.content + action.content } : m,
         ),
+      };
+    }
+    case "citations": {
+      if (!state.streamingId) return state;
+      const id = state.streamingId;
+      return {
+        ...state,
+        messages: state.messages.map((m) => (m.id === id ? { ...m, citations: action.citations } : m)),
       };
     }
     case "done": {
@@ -279,6 +288,7 @@ export function streamReducer(state: ConversationState, action: StreamAction): C
 export interface TurnEvents {
   start: { user_message?: Message | null; assistant_message: Message };
   delta: { content: string };
+  citations: { citations: Citation[] };
   done: Message;
   failed: Message;
 }
@@ -306,6 +316,10 @@ export function eventToAction(event: SseEvent, mode: TurnMode, replaceFrom?: str
     case "delta": {
       const d = data as Partial<TurnEvents["delta"]>;
       return typeof d.content === "string" ? { type: "delta", content: d.content } : null;
+    }
+    case "citations": {
+      const d = data as Partial<TurnEvents["citations"]>;
+      return Array.isArray(d.citations) ? { type: "citations", citations: d.citations } : null;
     }
     case "done":
       return { type: "done", message: data as TurnEvents["done"] };

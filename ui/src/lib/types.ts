@@ -15,6 +15,7 @@ export type TokenPair = Schemas["TokenPair"];
 export type TotpSetup = Schemas["TotpSetup"];
 export type OAuthProvider = Schemas["OAuthProviderPublic"];
 export type ApiKey = Schemas["ApiKeyPublic"];
+export type MemoryItem = Schemas["MemoryPublic"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 export type ApiKeyScope = ApiKey["scopes"][number];
 
@@ -27,6 +28,12 @@ export type ChatUpdate = Schemas["ChatUpdate"];
 export type ChatSettings = Pick<Chat, "model_alias" | "temperature" | "max_tokens" | "system_prompt" | "tone">;
 export type Message = Schemas["MessagePublic"];
 export type MessageStatus = Message["status"];
+/** A numbered source of an answer: a passage of one of the user's files. */
+export type Citation = Schemas["Citation"];
+export type KnowledgeBase = Schemas["KnowledgeBasePublic"];
+export type KnowledgeFile = Schemas["KnowledgeFilePublic"];
+export type ChatKnowledge = Schemas["ChatKnowledgePublic"];
+export type KnowledgeFlag = Schemas["KnowledgeFlagPublic"];
 /** A message's thumbs as the UI keeps them (PUT .../feedback answers, or a message's own). */
 export type Feedback = Pick<Schemas["FeedbackPublic"], "message_id" | "rating" | "comment">;
 export type SearchHit = Schemas["SearchHit"];
@@ -68,3 +75,6 @@ export type FeatureFlag = Schemas["FeatureFlagPublic"];
 export type TrafficSplit = Schemas["SplitPublic"];
 export type VariantResult = Schemas["VariantResult"];
 export type SplitResults = Schemas["SplitResults"];
+export type GuardrailAlert = Schemas["GuardrailAlert"];
+export type ModelCardData = Schemas["ModelCardPublic"];
+export type CardLink = Schemas["CardLink"];

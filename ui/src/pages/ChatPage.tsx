@@ -6,6 +6,7 @@ import { chatTitleFrom } from "../lib/format";
 import { pickSettings } from "../lib/settings";
 import { initialConversation } from "../lib/stream";
 import type { Chat } from "../lib/types";
+import { ChatAttachments } from "../components/ChatAttachments";
 import { Composer } from "../components/Composer";
 import { MessageView } from "../components/MessageView";
 import { SettingsForm } from "../components/SettingsForm";
@@ -54,6 +55,22 @@ export default function ChatPage() {
     if (el && stick.current) el.scrollTop = el.scrollHeight;
   }, [conv.messages]);
 
+  /** A chat for the first file or knowledge base attached before any message. */
+  async function createChat(): Promise<string | null> {
+    try {
+      const created = await useChats.getState().create(newChatSettings(), chatTitleFrom(draft));
+      return created.id;
+    } catch (e) {
+      dispatch(NEW_CHAT, { type: "error", error: describeError(e) });
+      return null;
+    }
+  }
+
+  function newChatSettings() {
+    const allowed = useAccess.getState().models;
+    return allowed?.default && !allowed.aliases.includes(defaults.model_alias) ? { ...defaults, model_alias: allowed.default } : defaults;
+  }
+
   async function onSend() {
     const text = draft;
     if (!text.trim()) return;
@@ -64,10 +81,7 @@ export default function ChatPage() {
     dispatch(NEW_CHAT, { type: "send" });
     let created: Chat;
     try {
-      const allowed = useAccess.getState().models;
-      const settings =
-        allowed?.default && !allowed.aliases.includes(defaults.model_alias) ? { ...defaults, model_alias: allowed.default } : defaults;
-      created = await useChats.getState().create(settings, chatTitleFrom(text));
+      created = await useChats.getState().create(newChatSettings(), chatTitleFrom(text));
     } catch (e) {
       dispatch(NEW_CHAT, { type: "error", error: describeError(e) });
       return;
@@ -153,14 +167,23 @@ export default function ChatPage() {
       </div>
       <div className="mx-auto w-full max-w-3xl space-y-2 px-3 pb-3 sm:px-4">
         <ErrorBanner message={conv.error} onDismiss={() => dispatch(key, { type: "dismiss" })} />
-        <Composer
-          value={draft}
-          onChange={(v) => setDraft(key, v)}
-          onSend={onSend}
-          onStop={() => (chatId ? stop(chatId) : undefined)}
-          phase={conv.phase}
+        <ChatAttachments
           chatId={chatId ?? null}
-        />
+          createChat={createChat}
+          openChat={(id) => {
+            moveDraft(NEW_CHAT, id);
+            navigate(`/c/${id}`);
+          }}
+        >
+          <Composer
+            value={draft}
+            onChange={(v) => setDraft(key, v)}
+            onSend={onSend}
+            onStop={() => (chatId ? stop(chatId) : undefined)}
+            phase={conv.phase}
+            chatId={chatId ?? null}
+          />
+        </ChatAttachments>
         <p className="text-center text-xs text-muted-foreground">
           {conv.phase === "streaming" ? (
             <span data-testid="live-tokens">{conv.liveTokens} tokens so far</span>

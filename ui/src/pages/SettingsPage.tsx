@@ -1,3 +1,4 @@
+import { MemoryPanel } from "../components/MemoryPanel";
 import { SettingsForm } from "../components/SettingsForm";
 import { Card } from "../components/ui/misc";
 import { useDefaults } from "../store/defaults";
@@ -14,6 +15,9 @@ export default function SettingsPage() {
           settings” button.
         </p>
         <SettingsForm initial={defaults} submitLabel="Save settings" onSubmit={(_patch, values) => save(values)} />
+      </Card>
+      <Card title="Memory">
+        <MemoryPanel />
       </Card>
     </div>
   );

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { ApiKeysPage } from "./ApiKeysPage";
+import { useSession } from "../../store/session";
 
 const json = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
 const key = (name: string, scopes: string[]) => ({
@@ -31,7 +32,10 @@ function mockApi(listed: unknown[]) {
   return posted;
 }
 
-afterEach(() => vi.unstubAllGlobals());
+afterEach(() => {
+  vi.unstubAllGlobals();
+  useSession.setState({ user: null });
+});
 
 describe("API key scopes", () => {
   it("lists each key with its scopes", async () => {
@@ -70,5 +74,17 @@ describe("API key scopes", () => {
     fireEvent.click(screen.getByTestId("api-key-create"));
     expect(await screen.findByRole("alert")).toHaveTextContent("Choose at least one scope.");
     expect(posted).toEqual([]);
+  });
+
+  it("offers the feedback:export scope to administrators only", () => {
+    mockApi([]);
+    const me = { id: "u1", email: "a@example.org", display_name: "", status: "active" as const, totp_enabled: false, created_at: "2026-01-01T00:00:00Z" };
+    useSession.setState({ user: { ...me, role: "user" }, status: "ready" });
+    const { unmount } = render(<ApiKeysPage />);
+    expect(screen.queryByTestId("api-key-scope-feedback:export")).toBeNull();
+    unmount();
+    useSession.setState({ user: { ...me, role: "admin" }, status: "ready" });
+    render(<ApiKeysPage />);
+    expect(screen.getByTestId("api-key-scope-feedback:export")).not.toBeChecked();
   });
 });

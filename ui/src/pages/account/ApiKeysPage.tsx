@@ -8,17 +8,31 @@ import type { ApiKey, ApiKeyCreated, ApiKeyScope } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Badge, Card, ErrorBanner } from "../../components/ui/misc";
+import { useSession } from "../../store/session";
 import { toast } from "../../store/toasts";
 
 /** What each scope lets a key do (the server's list: platform_api/deps.py API_KEY_SCOPES). */
-export const SCOPES: { scope: ApiKeyScope; label: string; what: string }[] = [
+export const SCOPES: { scope: ApiKeyScope; label: string; what: string; adminOnly?: boolean }[] = [
   { scope: "inference", label: "Inference", what: "the OpenAI-compatible gateway at /v1 (models, chat completions)" },
   { scope: "chats:read", label: "Read chats", what: "chats, messages, folders and share links; search; cost estimates" },
   { scope: "chats:write", label: "Write chats", what: "create, change and delete chats; send messages (spends credits); feedback" },
   { scope: "usage:read", label: "Read usage", what: "the credit balance, ledger and usage" },
+  {
+    scope: "feedback:export",
+    label: "Export feedback",
+    what: "the answers' feedback as preference data (the orchard_feedback DAG's key)",
+    adminOnly: true,
+  },
+  {
+    scope: "models:review",
+    label: "Review models",
+    what: "the A/B split's statistics and the loop's split (the orchard_ab_review DAG's key)",
+    adminOnly: true,
+  },
 ];
 
 export function ApiKeysPage() {
+  const isAdmin = useSession((s) => s.user?.role === "admin");
   const [keys, setKeys] = useState<ApiKey[] | null>(null);
   const [name, setName] = useState("");
   const [scopes, setScopes] = useState<ApiKeyScope[]>(["inference"]);
@@ -87,7 +101,7 @@ export function ApiKeysPage() {
           </div>
           <fieldset className="text-sm" aria-describedby={scopesError ? "api-key-scopes-error" : undefined}>
             <legend className="mb-1 font-medium">Scopes</legend>
-            {SCOPES.map(({ scope, label, what }) => (
+            {SCOPES.filter((s) => isAdmin || !s.adminOnly).map(({ scope, label, what }) => (
               <label key={scope} className="flex items-start gap-2 py-0.5">
                 <input
                   type="checkbox"

@@ -16,6 +16,7 @@ const HealthPage = lazy(() => import("./HealthPage"));
 const ConversationsPage = lazy(() => import("./ConversationsPage"));
 const PlansPage = lazy(() => import("./PlansPage"));
 const AccessPage = lazy(() => import("./AccessPage"));
+const KnowledgeFlagsPage = lazy(() => import("./KnowledgeFlagsPage"));
 
 const TABS = [
   ["models", "Models"],
@@ -24,6 +25,7 @@ const TABS = [
   ["access", "Access"],
   ["analytics", "Analytics"],
   ["conversations", "Conversations"],
+  ["knowledge", "Flagged files"],
   ["jobs", "Training jobs"],
   ["health", "Health"],
   ["errors", "Errors"],
@@ -71,6 +73,7 @@ export default function AdminRoutes() {
           <Route path="access" element={<AccessPage />} />
           <Route path="analytics" element={<AnalyticsPage />} />
           <Route path="conversations/*" element={<ConversationsPage />} />
+          <Route path="knowledge" element={<KnowledgeFlagsPage />} />
           <Route path="jobs" element={<JobsPage />} />
           <Route path="health" element={<HealthPage />} />
           <Route path="errors" element={<ErrorsPage />} />

@@ -5,20 +5,33 @@ import type { ModelRegistry, PromotionResult } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Badge, Card, ErrorBanner, Spinner } from "../../components/ui/misc";
 import { toast } from "../../store/toasts";
+import { ModelCard, VerdictBadge, sig3 } from "./ModelCard";
 import { SplitCard } from "./SplitCard";
 
-function Tags({ tags, testId }: { tags: Record<string, string>; testId: string }) {
-  const entries = Object.entries(tags);
-  if (!entries.length) return <span className="text-muted-foreground">—</span>;
+/** Eval metrics to 3 significant figures, this version against the champion. */
+function Metrics({ metrics, champion, isChampion }: { metrics: Record<string, string>; champion: Record<string, string> | null; isChampion: boolean }) {
+  const names = Object.keys(metrics).filter((k) => !k.endsWith("/examples"));
+  if (!names.length) return <p className="text-sm text-muted-foreground">No eval metrics.</p>;
+  const compare = champion && !isChampion;
   return (
-    <dl className="grid grid-cols-[auto_1fr] gap-x-2 gap-y-0.5 text-xs" data-testid={testId}>
-      {entries.map(([k, v]) => (
-        <div key={k} className="contents">
-          <dt className="font-mono text-muted-foreground">{k}</dt>
-          <dd className="font-mono break-all">{v}</dd>
-        </div>
-      ))}
-    </dl>
+    <table className="w-full text-sm" data-testid="model-metrics">
+      <thead className="text-left text-xs text-muted-foreground">
+        <tr>
+          <th className="py-1 pr-2 font-medium">Eval metric</th>
+          <th className="py-1 pr-2 text-right font-medium">this</th>
+          {compare && <th className="py-1 text-right font-medium">champion</th>}
+        </tr>
+      </thead>
+      <tbody>
+        {names.map((name) => (
+          <tr key={name} className="border-t border-border" data-testid="model-metric" data-metric={name}>
+            <td className="w-full py-1 pr-2 [overflow-wrap:anywhere]">{name.replace(/^lm_eval\//, "")}</td>
+            <td className="py-1 pr-2 text-right font-mono whitespace-nowrap">{sig3(metrics[name])}</td>
+            {compare && <td className="py-1 text-right font-mono whitespace-nowrap">{sig3(champion[name])}</td>}
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
 
@@ -26,6 +39,7 @@ export function ModelsPage() {
   const [registry, setRegistry] = useState<ModelRegistry | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [openCards, setOpenCards] = useState<Record<string, boolean>>({});
 
   const load = useCallback(() => {
     unwrap(client.GET("/api/v1/admin/models"))
@@ -56,6 +70,7 @@ export function ModelsPage() {
 
   if (!registry && !error) return <Spinner />;
   const champion = registry?.aliases.champion ?? null;
+  const championMetrics = registry?.versions.find((v) => v.version === champion)?.metrics ?? null;
   return (
     <div className="space-y-4">
       <ErrorBanner message={error} onDismiss={() => setError(null)} />
@@ -85,67 +100,56 @@ export function ModelsPage() {
               .join(", ") || "none"}
             {registry.champion_history.length > 0 && <> · earlier champions: {registry.champion_history.map((v) => `v${v}`).join(", ")}</>}
           </p>
-          <div className="overflow-x-auto">
-            <table className="w-full min-w-[40rem] text-sm">
-              <thead className="text-left text-muted-foreground">
-                <tr>
-                  <th className="py-1 pr-3 font-medium">Version</th>
-                  <th className="py-1 pr-3 font-medium">Aliases</th>
-                  <th className="py-1 pr-3 font-medium">Eval metrics</th>
-                  <th className="py-1 pr-3 font-medium">Lineage</th>
-                  <th className="py-1 font-medium" />
-                </tr>
-              </thead>
-              <tbody>
-                {registry.versions.map((v) => {
-                  const isChampion = v.version === champion || v.aliases.includes("champion");
-                  return (
-                    <tr key={v.version} data-testid="model-row" data-version={v.version} className="border-t border-border align-top">
-                      <td className="py-2 pr-3">
-                        <div className="font-mono font-medium">v{v.version}</div>
-                        <div className="text-xs text-muted-foreground">{formatDateTime(v.created_at)}</div>
-                        <div className="text-xs text-muted-foreground">{v.status}</div>
-                        {v.run_id && <div className="font-mono text-xs break-all text-muted-foreground">run {v.run_id}</div>}
-                      </td>
-                      <td className="py-2 pr-3">
-                        <div className="flex flex-wrap gap-1">
-                          {isChampion && (
-                            <Badge data-testid="champion-badge" className="border-primary bg-primary/10 text-primary">
-                              champion
-                            </Badge>
-                          )}
-                          {v.aliases
-                            .filter((a) => a !== "champion")
-                            .map((a) => (
-                              <Badge key={a}>{a}</Badge>
-                            ))}
-                        </div>
-                        {v.description && <p className="mt-1 text-xs whitespace-pre-line text-muted-foreground">{v.description}</p>}
-                      </td>
-                      <td className="py-2 pr-3">
-                        <Tags tags={v.metrics} testId="model-metrics" />
-                      </td>
-                      <td className="py-2 pr-3">
-                        <Tags tags={v.lineage} testId="model-lineage" />
-                      </td>
-                      <td className="py-2 text-right">
-                        <Button
-                          size="sm"
-                          variant={isChampion ? "outline" : "default"}
-                          data-testid="promote"
-                          disabled={busy || isChampion}
-                          title={isChampion ? "Already the champion" : `Make v${v.version} the champion`}
-                          onClick={() => change(() => client.POST("/api/v1/admin/models/promote", { body: { version: v.version } }))}
-                        >
-                          Promote
-                        </Button>
-                      </td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          </div>
+          <ul className="space-y-3">
+            {registry.versions.map((v) => {
+              const isChampion = v.version === champion || v.aliases.includes("champion");
+              return (
+                <li key={v.version} data-testid="model-row" data-version={v.version} className="rounded-md border border-border p-3">
+                  <div className="flex flex-wrap items-start gap-x-3 gap-y-2">
+                    <div className="min-w-0 flex-1">
+                      <div className="flex flex-wrap items-center gap-2">
+                        <span className="font-mono font-medium">v{v.version}</span>
+                        {isChampion && (
+                          <Badge data-testid="champion-badge" className="border-primary bg-primary/10 text-primary">
+                            champion
+                          </Badge>
+                        )}
+                        {v.aliases
+                          .filter((a) => a !== "champion")
+                          .map((a) => (
+                            <Badge key={a}>{a}</Badge>
+                          ))}
+                        {v.review && <VerdictBadge verdict={String((v.review as { verdict: string }).verdict)} />}
+                      </div>
+                      <div className="text-xs text-muted-foreground">
+                        {formatDateTime(v.created_at)} · {v.status}
+                      </div>
+                    </div>
+                    <Button
+                      size="sm"
+                      variant={isChampion ? "outline" : "default"}
+                      data-testid="promote"
+                      disabled={busy || isChampion}
+                      title={isChampion ? "Already the champion" : `Make v${v.version} the champion`}
+                      onClick={() => change(() => client.POST("/api/v1/admin/models/promote", { body: { version: v.version } }))}
+                    >
+                      Promote
+                    </Button>
+                  </div>
+                  <div className="mt-2">
+                    <Metrics metrics={v.metrics} champion={championMetrics} isChampion={isChampion} />
+                  </div>
+                  <details className="mt-2" data-testid="model-card-toggle" onToggle={(e) => {
+                    const open = (e.currentTarget as HTMLDetailsElement).open;
+                    setOpenCards((cards) => ({ ...cards, [v.version]: open }));
+                  }}>
+                    <summary className="cursor-pointer text-sm font-medium text-primary">Model card</summary>
+                    <div className="mt-2">{openCards[v.version] && <ModelCard version={v.version} />}</div>
+                  </details>
+                </li>
+              );
+            })}
+          </ul>
         </Card>
       )}
       <SplitCard />

@@ -2,7 +2,7 @@ import { ThumbsDown, ThumbsUp } from "lucide-react";
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { ApiError, client, describeError, unwrap } from "../../lib/api";
 import { formatDateTime } from "../../lib/dates";
-import type { SplitResults } from "../../lib/types";
+import type { GuardrailAlert, SplitResults } from "../../lib/types";
 import { Button } from "../../components/ui/button";
 import { Input } from "../../components/ui/input";
 import { Card, ErrorBanner, Spinner } from "../../components/ui/misc";
@@ -15,6 +15,18 @@ export function parsePercent(text: string): number | null {
   if (!/^\d{1,3}$/.test(t)) return null;
   const n = Number(t);
   return n <= 100 ? n : null;
+}
+
+/** The guardrail cut the challenger to 0 %: what it saw, until an admin sets the split again. */
+export function GuardrailBanner({ alert }: { alert: GuardrailAlert }) {
+  const what = alert.metric === "error_rate" ? "error rate" : "thumbs-down rate";
+  return (
+    <div role="alert" data-testid="guardrail-alert" className="mb-3 rounded-md border border-destructive/40 bg-destructive/10 px-3 py-2 text-sm text-destructive">
+      <span className="font-medium">Guardrail: the challenger{alert.version ? ` (v${alert.version})` : ""} was cut from {alert.previous_percent}% to 0%.</span>{" "}
+      Its {what} was {(alert.rate * 100).toFixed(0)}% over {alert.count} (at least {(alert.low * 100).toFixed(0)}% with 95% confidence, bound{" "}
+      {(alert.bound * 100).toFixed(0)}%), {formatDateTime(alert.at)}. Setting the split again clears this alert; the audit log keeps it.
+    </div>
+  );
 }
 
 const mean = (n: number | null, unit = "") => (n == null ? "—" : `${n}${unit}`);
@@ -65,6 +77,7 @@ export function SplitCard() {
           <span className="font-medium">No challenger to split to.</span> {conflict}
         </div>
       )}
+      {results?.split.guardrail && <GuardrailBanner alert={results.split.guardrail} />}
       <form onSubmit={save} className="flex flex-wrap items-center gap-3" noValidate data-testid="split-form">
         <label htmlFor="split-range" className="text-sm font-medium">
           Challenger share
