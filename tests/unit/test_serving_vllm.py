@@ -190,3 +190,33 @@ def test_cancelling_frees_the_slot_and_a_full_queue_refuses(vllm):
     assert last.finish_reason == "length" and last.completion_tokens == 3
     assert observer.seen["finished"].count(("cancelled",)) >= 6
     assert engine._active == 0
+
+
+# -- INT8 weights (serving/quantize.py) ----------------------------------------------------
+def test_the_int8_checkpoint_holds_int8_linears_that_dequantize_to_the_export(model_dir):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from serving.quantize import int8_checkpoint
+
+    target = int8_checkpoint(model_dir, model_dir.parent / "int8")
+    config = json.loads((target / "config.json").read_text())
+    scheme = config["quantization_config"]
+    assert scheme["quant_method"] == "compressed-tensors" and scheme["format"] == "int-quantized"
+    assert (target / "tokenizer.json").exists() and (target / "generation_config.json").exists()
+    original = {k: v for p in model_dir.glob("*.safetensors") for k, v in load_file(p).items()}
+    written = {k: v for p in target.glob("*.safetensors") for k, v in load_file(p).items()}
+    name = "model.layers.0.mlp.down_proj.weight"
+    weight, scale = written[name], written[name + "_scale"]
+    assert weight.dtype == torch.int8 and scale.shape == (weight.shape[0], 1)
+    error = (weight.float() * scale - original[name].float()).abs()
+    assert bool((error <= scale / 2 + 1e-7).all())  # round to nearest, per output channel
+    linears = [k for k in written if k.endswith("_proj.weight")]
+    assert len(linears) == 7 * 2 and all(written[k].dtype == torch.int8 for k in linears)
+    for kept in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
+        assert torch.equal(written[kept], original[kept])
+    assert int8_checkpoint(model_dir, target) == target  # written once, then reused
+    with pytest.raises(ValueError, match="quantized already"):
+        int8_checkpoint(target, model_dir.parent / "again")
