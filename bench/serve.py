@@ -11,11 +11,13 @@ replica calls (`engine.submit(prompt_ids, SamplingParams)` → a stream of delta
   `generate` loop serving the same requests one after another (its TTFT includes waiting);
 - prefix caching: TTFT of a request whose long system prompt was just served (warm) ÷ one
   whose system prompt is new (cold).
-- `--quantized`: the 135M model on vLLM with an FP8 KV cache too (speed, and held-out
-  perplexity through vLLM's prompt logprobs, to divide by the full model's).
+- `--quantized`: the 135M model on vLLM with an FP8 KV cache and with W8A8 INT8 weights
+  too, and a table of quantized ÷ full: tokens/s and TTFT at each concurrency, held-out
+  perplexity and bits per byte (vLLM's prompt logprobs on a paragraph of documentation).
+  `bench/quantized_eval.py` gives the evaluate step's lm-eval scores of the same variants.
 
 Same threads for every engine and the loop (`--threads`, default 2). One run; prints a
-table, never fails on time.
+table and the load average at its start and end, never fails on time.
 
     .venv/bin/python bench/serve.py [--max-tokens 128] [--models nano,smollm2-135m] [--quantized]
 """
@@ -181,8 +183,8 @@ async def prefix(engine, tokenizer, max_tokens: int) -> tuple[float, float]:
     return percentile(warm, 0.5), percentile(cold, 0.5)
 
 
-async def perplexity(engine, tokenizer) -> float:
-    """exp(mean negative log-likelihood) of HELD_OUT's tokens, from vLLM's prompt logprobs."""
+async def perplexity(engine, tokenizer) -> tuple[float, float]:
+    """(perplexity per token, bits per byte) of HELD_OUT, from vLLM's prompt logprobs."""
     from vllm import SamplingParams
 
     ids = tokenizer(HELD_OUT, add_special_tokens=False)["input_ids"]
@@ -196,7 +198,9 @@ async def perplexity(engine, tokenizer) -> float:
         entry[token].logprob
         for token, entry in zip(ids[1:], final.prompt_logprobs[1:], strict=True)
     ]
-    return math.exp(-sum(logprobs) / len(logprobs))
+    scored = tokenizer.decode(ids[1:])  # the first token is context, not scored
+    nats = -sum(logprobs)
+    return math.exp(nats / len(logprobs)), nats / math.log(2) / len(scored.encode())
 
 
 def engine_rows(make, tokenizer, max_tokens: int, *, with_ppl: bool = False) -> dict:
@@ -256,6 +260,10 @@ def sequential(measured: dict, clients: int) -> dict:
     }
 
 
+def loadavg() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -271,12 +279,13 @@ def main() -> None:
     parser.add_argument(
         "--quantized",
         action="store_true",
-        help="also vLLM with an FP8 KV cache (not on nano)",
+        help="also vLLM with an FP8 KV cache and with INT8 weights (not on nano)",
     )
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    started_load = loadavg()
     lines = []
     for name in args.models.split(","):
         model_dir = MODELS[name]()
@@ -287,9 +296,10 @@ def main() -> None:
             "hf-engine": partial(hf_engine, model_dir, tokenizer, args.threads),
         }
         if args.quantized and name != "nano":
-            engines["vllm fp8-kv"] = partial(
-                vllm_engine, model_dir, tokenizer, args.threads, "fp8-kv"
-            )
+            for quantization in ("fp8-kv", "int8"):
+                engines[f"vllm {quantization}"] = partial(
+                    vllm_engine, model_dir, tokenizer, args.threads, quantization
+                )
         results = {}
         chosen = args.engines.split(",")
         for engine, make in engines.items():
@@ -303,11 +313,13 @@ def main() -> None:
                 results[engine] = {"error": f"{type(error).__name__}: {error}"}
             print(f"{name} {engine}: {results[engine]}", flush=True)
         lines += table(name, results, measured)
+        lines += quantized_table(results)
     print()
     print(
         f"{args.max_tokens} new tokens per request, greedy, {args.threads} threads everywhere; "
         "engines driven in-process through the replica's submit() interface"
     )
+    print(f"load average {started_load} at the start, {loadavg()} at the end")
     print("\n".join(lines))
 
 
@@ -333,8 +345,39 @@ def table(name: str, results: dict, measured: dict) -> list[str]:
         out.append(
             f"{engine:<12} prefix: TTFT warm {warm * 1e3:.0f} ms / cold {cold * 1e3:.0f} ms "
             f"= {warm / cold:.2f}"
-            + (f"; held-out perplexity {rows['ppl']:.2f}" if "ppl" in rows else "")
+            + (
+                f"; held-out perplexity {rows['ppl'][0]:.2f}, {rows['ppl'][1]:.3f} bits/byte"
+                if "ppl" in rows
+                else ""
+            )
         )
+    return out
+
+
+def quantized_table(results: dict) -> list[str]:
+    """Each quantized vLLM variant ÷ full vLLM (same model, same run): speed and quality."""
+    full = results.get("vllm", {})
+    pairs = [
+        (engine, rows)
+        for engine, rows in results.items()
+        if engine.startswith("vllm ") and "error" not in rows
+    ]
+    if "error" in full or not full or not pairs:
+        return []
+    out = [
+        "quantized ÷ full vLLM: tok/s and TTFT p50 at 1/8/32 streams; held-out perplexity, "
+        "bits per byte (lower is better: a ratio above 1 is a quality loss)"
+    ]
+    for engine, rows in pairs:
+        speed = " ".join(
+            f"{rows[c]['tokens_per_s'] / full[c]['tokens_per_s']:.2f}" for c in CONCURRENCY
+        )
+        ttft = " ".join(f"{rows[c]['ttft_p50'] / full[c]['ttft_p50']:.2f}" for c in CONCURRENCY)
+        quality = (
+            f"perplexity {rows['ppl'][0] / full['ppl'][0]:.3f}, "
+            f"bits/byte {rows['ppl'][1] / full['ppl'][1]:.3f}"
+        )
+        out.append(f"{engine:<12} tok/s {speed} | TTFT {ttft} | {quality}")
     return out
 
 
