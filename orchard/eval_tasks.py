@@ -261,9 +261,7 @@ def run_harness(
     lm-eval's own results table (for the report)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     lm = HFLM(
         pretrained=model,
@@ -272,12 +270,27 @@ def run_harness(
         max_length=max_length,
         device=str(model.device),
     )
+    return harness_results(
+        lm, task_dir, tasks, chat_template=bool(getattr(tokenizer, "chat_template", None))
+    )
+
+
+def harness_results(
+    lm: Any, task_dir: Path, tasks: list[str], *, chat_template: bool
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """`tasks` of `task_dir` on any lm-eval model (`run_harness`'s HFLM, or the vLLM backend
+    of bench/quantized_eval.py): the flattened metrics and lm-eval's results table."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     out = simple_evaluate(
         model=lm,
         tasks=tasks,
         task_manager=manager,
-        apply_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        apply_chat_template=chat_template,
         log_samples=False,
         bootstrap_iters=0,
         random_seed=0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +75,25 @@ class ServingConfig(BaseModel):
         None, ge=1, description="torch intra-op threads per replica (default: torch's)."
     )
     device: str = Field("auto", description="'cpu', 'cuda' or 'auto' (cuda if available).")
+    engine: Literal["auto", "vllm", "hf"] = Field(
+        "auto",
+        description="'auto': vLLM for every model it can run here, the hand-written engine "
+        "for the rest (serving.vllm_engine.choose_engine); 'vllm' or 'hf' force one.",
+    )
+    vllm_dtype: str = Field(
+        "bfloat16",
+        description="vLLM's compute dtype ('bfloat16' uses the CPU's AVX-512 BF16; "
+        "'float32' is exact to the hand-written engine; 'auto': the checkpoint's).",
+    )
+    vllm_quantization: Literal["none", "fp8-kv", "int8"] = Field(
+        "none",
+        description="vLLM's quantization for versions without an `orchard.serve.quantization` "
+        "tag: 'fp8-kv' keeps the KV cache in FP8, 'int8' serves W8A8 INT8 weights "
+        "(docs/serving.md, 'Quantized serving').",
+    )
+    vllm_kv_cache_mib: int = Field(
+        512, ge=64, description="vLLM's KV cache per resident version, MiB."
+    )
     embedding_model: str | None = Field(
         None,
         description="The sentence-transformers directory /v1/embeddings serves (default: "

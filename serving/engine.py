@@ -248,7 +248,9 @@ class Engine:
                 self.observer.queue_depth(len(self._waiting))
             cache = DynamicCache(config=self.model.config)
             ids = torch.tensor([seq.prompt_ids], device=self.device)
-            logits = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+            logits = self.model(
+                input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1
+            ).logits
             self._emit(seq, self._sample(logits[0, -1], seq))
             if seq.finish_reason is None:
                 self._join(cache, len(seq.prompt_ids))
@@ -285,7 +287,7 @@ class Engine:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            cache=self._cache,
+            past_key_values=self._cache,
             use_cache=True,
         ).logits[:, -1]
         self._mask = mask

@@ -88,6 +88,26 @@ def hf_dirs(root: Path) -> tuple[Path, Path]:
     )
 
 
+def load_tokenizer(tokenizer_dir: Path) -> Any:
+    """The tokenizer of a version; one without a chat template fails."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load the tokenizer in {tokenizer_dir}: {error}") from error
+    _require_chat_template(tokenizer, tokenizer_dir)
+    return tokenizer
+
+
+def _require_chat_template(tokenizer: Any, tokenizer_dir: Path) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(
+            f"the tokenizer in {tokenizer_dir} has no chat template: save one with the "
+            "tokenizer (tokenizer.chat_template = ...; save_pretrained)"
+        )
+
+
 def load_hf_model(root: Path, *, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) ready for the engine; a tokenizer without a chat template fails."""
     import torch
@@ -103,9 +123,5 @@ def load_hf_model(root: Path, *, device: str = "cpu") -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"cannot load the model in {root}: {error}") from error
-    if not getattr(tokenizer, "chat_template", None):
-        raise ModelLoadError(
-            f"the tokenizer in {tokenizer_dir} has no chat template: save one with the "
-            "tokenizer (tokenizer.chat_template = ...; save_pretrained)"
-        )
+    _require_chat_template(tokenizer, tokenizer_dir)
     return model.eval(), tokenizer

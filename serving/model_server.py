@@ -1,5 +1,7 @@
-"""The model replicas: one `AsyncEngine` per resident model version.
+"""The model replicas: one engine per resident model version.
 
+Each version runs on vLLM (serving/vllm_engine.py) or on the hand-written engine
+(serving/engine.py), as `choose_engine` decides from its config (docs/serving.md, "Engines").
 `ModelServer` holds up to MAX_RESIDENT_VERSIONS versions per replica with Serve's model
 multiplexing (`@serve.multiplexed`): the ingress calls it with
 `multiplexed_model_id=<version>`, Serve routes the call to a replica that has that version
@@ -24,6 +26,7 @@ from ray import serve
 
 from serving import openai_api as oa
 from serving.config import MAX_RESIDENT_VERSIONS, ServingConfig
+from serving.loader import hf_dirs
 
 logger = logging.getLogger("ray.serve")
 
@@ -45,27 +48,72 @@ class ModelServer:
 
     @serve.multiplexed(max_num_models_per_replica=MAX_RESIDENT_VERSIONS)
     async def engine(self, version: str):
-        def load():  # on a worker thread: downloads, imports torch, reads weights
-            from serving.async_engine import AsyncEngine
-            from serving.engine import Engine
-            from serving.loader import default_cache_dir, download_version, load_hf_model
-            from serving.metrics import VersionMetrics
+        def download():  # on a worker thread
+            from serving.loader import default_cache_dir, download_version
 
-            device = self._device()
             cache = Path(self.config.model_cache_dir or default_cache_dir())
-            root = download_version(self.config.mlflow_uri, self.config.model_name, version, cache)
-            model, tokenizer = load_hf_model(root, device=device)
-            engine = Engine(
-                model,
-                tokenizer,
-                max_batch_size=self.config.max_batch_size,
-                max_waiting=self.config.max_waiting,
-                observer=VersionMetrics(version),
-            )
-            logger.info("loaded %s version %s on %s", self.config.model_name, version, device)
-            return AsyncEngine(engine)
+            return download_version(self.config.mlflow_uri, self.config.model_name, version, cache)
 
-        return await asyncio.get_running_loop().run_in_executor(None, load)
+        loop = asyncio.get_running_loop()
+        root = await loop.run_in_executor(None, download)
+        from serving.vllm_engine import choose_engine, read_config
+
+        model_dir, _ = hf_dirs(root)
+        choice = choose_engine(read_config(model_dir), requested=self.config.engine)
+        logger.info("version %s: engine %s (%s)", version, choice.engine, choice.reason)
+        if choice.engine == "vllm":
+            return await loop.run_in_executor(None, self._load_vllm, version, root)
+        return await loop.run_in_executor(None, self._load_hf, version, root)
+
+    def _load_hf(self, version: str, root: Path):
+        """The hand-written engine (serving/engine.py): imports torch, reads the weights."""
+        from serving.async_engine import AsyncEngine
+        from serving.engine import Engine
+        from serving.loader import load_hf_model
+        from serving.metrics import VersionMetrics
+
+        device = self._device()
+        model, tokenizer = load_hf_model(root, device=device)
+        engine = Engine(
+            model,
+            tokenizer,
+            max_batch_size=self.config.max_batch_size,
+            max_waiting=self.config.max_waiting,
+            observer=VersionMetrics(version),
+        )
+        logger.info("loaded %s version %s on %s", self.config.model_name, version, device)
+        return AsyncEngine(engine)
+
+    def _load_vllm(self, version: str, root: Path):
+        """vLLM's AsyncLLM for this version (serving/vllm_engine.py); the version's
+        `orchard.serve.quantization` tag, else the serving setting, picks its quantization."""
+        from serving.loader import load_tokenizer
+        from serving.metrics import VersionMetrics
+        from serving.registry import QUANTIZATION_TAG, version_tags
+        from serving.vllm_engine import VllmEngine
+
+        model_dir, tokenizer_dir = hf_dirs(root)
+        tags = version_tags(self.config.mlflow_uri, self.config.model_name, version)
+        quantization = tags.get(QUANTIZATION_TAG) or self.config.vllm_quantization
+        engine = VllmEngine(
+            model_dir,
+            tokenizer_dir,
+            load_tokenizer(tokenizer_dir),
+            max_batch_size=self.config.max_batch_size,
+            max_waiting=self.config.max_waiting,
+            observer=VersionMetrics(version),
+            dtype=self.config.vllm_dtype,
+            kv_cache_mib=self.config.vllm_kv_cache_mib,
+            threads=self.config.torch_threads,
+            quantization=quantization,
+        )
+        logger.info(
+            "loaded %s version %s on vLLM (quantization %s)",
+            self.config.model_name,
+            version,
+            quantization,
+        )
+        return engine
 
     async def load(self) -> dict[str, Any]:
         """Make sure this request's version is resident (the ingress warms before a switch)."""

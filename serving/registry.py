@@ -62,3 +62,19 @@ class RegistryReader:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+QUANTIZATION_TAG = "orchard.serve.quantization"
+
+
+def version_tags(tracking_uri: str, name: str, version: str, *, timeout: float = 10.0) -> dict:
+    """A registered version's tags (e.g. `orchard.serve.quantization`), one REST call."""
+    response = httpx.get(
+        f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/model-versions/get",
+        params={"name": name, "version": version},
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise RegistryUnavailable(f"MLflow answered {response.status_code}: {response.text}")
+    tags = response.json()["model_version"].get("tags", [])
+    return {item["key"]: item.get("value", "") for item in tags}

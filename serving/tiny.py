@@ -37,6 +37,7 @@ def build_tiny_chat_model(
     seed: int = 0,
     layers: int = 2,
     hidden: int = 64,
+    ffn: int | None = None,
     heads: int = 4,
     kv_heads: int = 2,
     max_context: int = 256,
@@ -51,7 +52,7 @@ def build_tiny_chat_model(
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=ffn or hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,

@@ -135,9 +135,16 @@ def serving(stack, tmp_path_factory) -> Iterator[Serving]:
             "serving-test-" + "".join(random.choices(string.ascii_lowercase, k=8))
         ) as env,
     ):
+        # `first` has heads 32 wide (64 / 2), the smallest vLLM's CPU attention runs, so
+        # `choose_engine` serves it with vLLM; `second` keeps serving.tiny's 16-wide heads,
+        # so it runs on the hand-written engine: the alias switch moves between the two.
         dirs = {
-            key: str(build_tiny_chat_model(root / key, seed=seed, max_context=MAX_CONTEXT))
-            for key, seed in (("first", 0), ("second", 1))
+            "first": str(
+                build_tiny_chat_model(
+                    root / "first", seed=0, heads=2, kv_heads=1, max_context=MAX_CONTEXT
+                )
+            ),
+            "second": str(build_tiny_chat_model(root / "second", seed=1, max_context=MAX_CONTEXT)),
         }
         yield Serving(env=env, settings=settings_from_env(env), model_dirs=dirs)
 
