@@ -286,6 +286,10 @@ def test_serve_config_is_what_serving_config_writes_for_a_cluster(
         stream_interval_ms=app["streamIntervalMs"],
         torch_threads=max(1, int(server["numCpus"])),
         device=app["device"],
+        engine=app["engine"],
+        vllm_dtype=app["vllmDtype"],
+        vllm_quantization=app["vllmQuantization"],
+        vllm_kv_cache_mib=app["vllmKvCacheMib"],
     )
     resources = Resources(
         min_replicas=server["minReplicas"],

@@ -40,6 +40,20 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
+def settled(record) -> list[str]:
+    """The family's live processes as sorted short command lines."""
+    lines = []
+    for proc in process.family(record):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = proc.cmdline()
+        except psutil.Error:
+            continue
+        lines.append("bash" if cmd[:1] == ["bash"] else " ".join(cmd))
+    return sorted(lines)
+
+
 def test_family_includes_children_that_left_the_session(tmp_path):
     record = spawn_tree(tmp_path)
     try:
@@ -119,7 +133,8 @@ def test_down_finds_a_service_whose_pid_file_is_gone(tmp_path):
         run_dir=settings.run_dir,
         marker=process.marker_for(settings.home, "mlflow"),
     )
-    assert wait_for(lambda: len(process.family(record)) == 3)
+    # Settled: bash and both sleeps, not the short-lived `( … &)` subshell between them.
+    assert wait_for(lambda: settled(record) == ["bash", "sleep 300", "sleep 301"])
     pids = [p.pid for p in process.family(record)]
     process.pid_file(settings.run_dir, "mlflow").unlink()  # lost, e.g. to a racing `down`
     (mlflow,) = [s for s in build_services(settings) if s.name == "mlflow"]
