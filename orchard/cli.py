@@ -370,10 +370,46 @@ def run(
         console.print(f"[green]{settings.pipeline_dag} succeeded.[/] New model version: {url}")
         if decision:
             console.print(f"Champion rule: {decision}")
+    _ask_demo(settings)
     console.print("Open:")
     _print_urls(settings)
     # `make run` calls .venv/bin/orchard, which is not on PATH: name the command as invoked.
     console.print(f"Stop everything with: {sys.argv[0]} down")
+
+
+def _ask_demo(settings: Settings, question: str = "", knowledge: str = "crawled-site") -> None:
+    """Ask `question` (default: the demo's) retrieving from the shared base `knowledge`
+    ('' for none), print the answer and its sources."""
+    from orchard import demo
+
+    console.print("Asking the champion a question about the crawled site, as the demo user …")
+    answer = demo.ask(settings, question or demo.DEMO_QUESTION, knowledge or None)
+    console.print(f"[bold]Q:[/] {answer.question}")
+    console.print(
+        f"[bold]A[/] ({answer.model_version or 'no model'}, {answer.status}): {answer.answer}",
+        soft_wrap=True,
+    )
+    for n, source in enumerate(answer.sources, 1):
+        console.print(f"  [{n}] {source}", soft_wrap=True)
+    email, _ = demo.demo_login(settings)
+    console.print(
+        f"Chat as {email} in the web UI: password in "
+        f"{settings.secrets_dir / demo.DEMO_PASSWORD_SECRET}"
+    )
+    if answer.status == "failed":
+        raise OrchardError("the demo question failed: `orchard logs serving` says why")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")] = "",
+    knowledge: Annotated[
+        str, typer.Option(help="Shared knowledge base to retrieve from ('' for none).")
+    ] = "crawled-site",
+) -> None:
+    """Ask the platform's default model a question as the demo user, retrieving from a
+    shared knowledge base, and print the answer with its sources (`orchard run` ends so)."""
+    _ask_demo(_settings(), question, knowledge)
 
 
 @app.command()

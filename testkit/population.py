@@ -14,13 +14,14 @@ and each rated answer's outcome in order (what a sequential test consumes).
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
+
+from orchard.demo import streamed_answer
 
 QUESTIONS = (
     "What does json.dumps do?",
@@ -136,18 +137,8 @@ class Population:
 
     def _turn(self, user: ScriptedUser, path: str, body: dict | None = None) -> dict:
         """One streamed turn; the saved answer (the `done` event's message)."""
-        event, answer = None, None
-        with self.http.stream("POST", path, json=body, headers=user.headers) as response:
-            if response.status_code != 200:
-                raise RuntimeError(
-                    f"POST {path} answered {response.status_code}: {response.read()!r}"
-                )
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    event = line[len("event: ") :]
-                elif line.startswith("data: ") and event in ("done", "failed"):
-                    answer = json.loads(line[len("data: ") :])
-        if answer is None or answer.get("status") == "failed":
+        answer = streamed_answer(self.http, path, body, user.headers)
+        if answer.get("status") == "failed":
             raise RuntimeError(f"the turn at {path} did not finish: {answer}")
         return answer
 

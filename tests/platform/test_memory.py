@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from orchard import demo
 from orchard.settings import Settings
 from orchard.storage import Storage
 from platform_api.db import make_engine
 from platform_api.memory import TOKEN_BUDGET, extract_facts
 from platform_api.metering import prompt_token_bound
 from platform_api.models import Memory
+from testkit.platform import CHAT_CREDITS, grant_credits
 from tests.platform.conftest import PASSWORD
 from tests.platform.test_feedback import answered_chat
 
@@ -278,6 +280,17 @@ def test_the_crawled_site_is_searchable_and_cited_in_chats_as_the_access_rules_a
     )  # fmt: skip
     question = serving.requests[-1]["messages"][-1]["content"]
     assert question.startswith(f"<sources>\n[1] {SITE}/json.html\n")
+    # `orchard ask` (what `orchard run` ends with) asks as the demo user: registered on
+    # first use, logged in after, its chat on the crawled site, the page cited.
+    email, password = demo.demo_login(api.settings)
+    registered = api.http.post("/auth/register", json={"email": email, "password": password})
+    assert registered.status_code == 201, registered.text
+    url = api.database_url or api.settings.database_url
+    grant_credits(url, registered.json()["id"], CHAT_CREDITS)  # the test has no starter plan
+    answer = demo.ask(api.settings, "How do I turn a Python dict into a JSON string?",
+                      api_url=api.root)  # fmt: skip
+    assert (answer.status, answer.sources[0]) == ("complete", f"{SITE}/json.html")
+    assert answer.answer and answer.model_version
     # Another user's chat cannot be pointed at it, nor can a base that is not published.
     mallory = api.user("mallory")
     assert api.http.get(knowledge, headers=mallory.headers).status_code == 404
