@@ -389,8 +389,11 @@ def _ask_demo(settings: Settings, question: str = "", knowledge: str = "crawled-
         f"[bold]A[/] ({answer.model_version or 'no model'}, {answer.status}): {answer.answer}",
         soft_wrap=True,
     )
+    numbers: dict[str, list[str]] = {}
     for n, source in enumerate(answer.sources, 1):
-        console.print(f"  [{n}] {source}", soft_wrap=True)
+        numbers.setdefault(source, []).append(f"[{n}]")
+    for source, cited_as in numbers.items():
+        console.print(f"  {''.join(cited_as)} {source}", soft_wrap=True)
     email, _ = demo.demo_login(settings)
     console.print(
         f"Chat as {email} in the web UI: password in "
