@@ -6,6 +6,7 @@ import type { MemoryItem } from "../lib/types";
 import { Button } from "./ui/button";
 import { Field, Input } from "./ui/input";
 import { Badge, ErrorBanner } from "./ui/misc";
+import { AccountSwitch } from "./AccountSwitch";
 import { useSession } from "../store/session";
 
 const SOURCES: Record<MemoryItem["source"], string> = {
@@ -25,44 +26,18 @@ function check(text: string): string | null {
 function MemorySwitch() {
   const user = useSession((s) => s.user);
   const setUser = useSession((s) => s.setUser);
-  const [saving, setSaving] = useState(false);
-  const [error, setError] = useState<string | null>(null);
   if (!user) return null;
-  const on = user.memory_enabled ?? true;
-
-  async function toggle(next: boolean) {
-    setError(null);
-    setSaving(true);
-    try {
-      setUser(await unwrap(client.PUT("/api/v1/users/me/memory", { body: { memory_enabled: next } })));
-    } catch (err) {
-      setError(describeError(err));
-    } finally {
-      setSaving(false);
-    }
-  }
-
   return (
     <div>
-      <ErrorBanner message={error} />
-      <label className="flex items-start gap-3 text-sm">
-        <input
-          type="checkbox"
-          role="switch"
-          className="mt-1"
-          data-testid="memory-switch"
-          checked={on}
-          disabled={saving}
-          aria-checked={on}
-          onChange={(e) => toggle(e.target.checked)}
-        />
-        <span>
-          <span className="font-medium">Memory</span>
-          <span className="block text-muted-foreground">
-            Off: nothing you say is remembered, and no memory is given to the assistant. Your memories stay below until you delete them.
-          </span>
-        </span>
-      </label>
+      <AccountSwitch
+        testId="memory-switch"
+        on={user.memory_enabled ?? true}
+        label="Memory"
+        description="Off: nothing you say is remembered, and no memory is given to the assistant. Your memories stay below until you delete them."
+        save={async (next) =>
+          setUser(await unwrap(client.PUT("/api/v1/users/me/memory", { body: { memory_enabled: next } })))
+        }
+      />
     </div>
   );
 }

@@ -5,50 +5,28 @@ import { Button } from "../../components/ui/button";
 import { Field, Input } from "../../components/ui/input";
 import { Card, ErrorBanner } from "../../components/ui/misc";
 import { ConfirmNotice, useConfirmation } from "../../components/ReauthNotice";
+import { AccountSwitch } from "../../components/AccountSwitch";
 import { useSession } from "../../store/session";
 
 /** "Use my feedback to improve the model": on by default, one click turns it off. */
 function FeedbackConsentCard() {
   const user = useSession((s) => s.user)!;
   const setUser = useSession((s) => s.setUser);
-  const [saving, setSaving] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const on = user.feedback_for_training ?? true;
-
-  async function toggle(next: boolean) {
-    setError(null);
-    setSaving(true);
-    try {
-      setUser(await unwrap(client.PUT("/api/v1/users/me/feedback-consent", { body: { feedback_for_training: next } })));
-    } catch (err) {
-      setError(describeError(err));
-    } finally {
-      setSaving(false);
-    }
-  }
-
   return (
     <Card title="Improve the model">
-      <ErrorBanner message={error} />
-      <label className="flex items-start gap-3 text-sm">
-        <input
-          type="checkbox"
-          role="switch"
-          className="mt-1"
-          data-testid="feedback-consent"
-          checked={on}
-          disabled={saving}
-          aria-checked={on}
-          onChange={(e) => toggle(e.target.checked)}
-        />
-        <span>
-          <span className="font-medium">Use my feedback to improve the model</span>
-          <span className="block text-muted-foreground">
-            Your thumbs up and down, comments, regenerated answers and edited questions may train the next model, with
-            e-mail addresses and phone numbers removed. Off: none of it is used, including what you gave before.
-          </span>
-        </span>
-      </label>
+      <AccountSwitch
+        testId="feedback-consent"
+        on={user.feedback_for_training ?? true}
+        label="Use my feedback to improve the model"
+        description="Your thumbs up and down, comments, regenerated answers and edited questions may train the next model, with e-mail addresses and phone numbers removed. Off: none of it is used, including what you gave before."
+        save={async (next) =>
+          setUser(
+            await unwrap(
+              client.PUT("/api/v1/users/me/feedback-consent", { body: { feedback_for_training: next } }),
+            ),
+          )
+        }
+      />
     </Card>
   );
 }
