@@ -17,8 +17,8 @@ Over real HTTP only (testkit/population.py), never the database:
    they end with is rated up if short, down if not;
 2. an administrator's API key of scope `feedback:export` is made (written where the DAG
    reads it, `<home>/secrets/feedback-export-key`), `orchard_feedback` is triggered with
-   `--method` (default kto: a near-greedy model regenerates the same answer, so thumbs
-   rarely pair up and a DPO set stops at the gate's `enough_pairs`), and its asset starts
+   `--method` (default kto: every thumb is training data, not only the regenerations that
+   make a pair; dpo needs `--min-pairs` pairs), and its asset starts
    `orchard_posttrain` from the champion (that method, the DAG's default Params): the
    bench waits for both, for the new `challenger`, and for serving to serve it. With
    `--posttrain '{"kto_steps": 200, ...}'` a second orchard_posttrain run on the same set,
