@@ -9,9 +9,7 @@ training steps as Ray jobs), the platform API on loopback and used over HTTP onl
 3. `orchard_feedback`, with an administrator's `feedback:export` key, publishes the
    preference set: no e-mail, no opted-out user, the evaluation question removed;
 4. `orchard_posttrain` from that set registers a challenger whose lineage names the
-   feedback version, the champion it started from and the row counts; the same set with
-   `feedback_method` kto trains the kto step from the same champion (its evaluate and
-   register marked done), its lineage naming the method and the labelled answers;
+   feedback version, the champion it started from and the row counts;
 5. the platform API, restarted on the same database against the stack's real serving:
    `orchard_ab_review` (a `models:review` key) starts the loop's split at 10 %; scripted
    traffic reaches both models; the next review stores a verdict with intervals per side
@@ -35,7 +33,6 @@ from orchard.ab_stats import VERDICTS
 from orchard.steps import Manifest
 from platform_api.app import create_app
 from platform_api.manage import make_admin
-from ray_jobs.register import version_tags
 from testkit.loop_champion import HELDOUT, register_tiny_champion
 from testkit.platform import FAST_ARGON2, LiveServer
 from testkit.population import QUESTIONS, Population, Tally
@@ -166,23 +163,6 @@ def test_users_feedback_becomes_a_challenger_proven_in_production_and_promoted(
     assert tags["orchard.feedback.feedback_pairs"] == "5"
     assert tags["orchard.feedback.dataset_users"] == "2"
     assert tags["orchard.model_step"] == "dpo"
-
-    # The same set through KTO instead (every labelled answer, thumbs alone included): the
-    # kto step from the same champion, with the lineage register would tag; evaluate and
-    # register are DPO's above, so marked done here.
-    made = Path(settings.data_dir) / "kto"
-    earlier = set(made.glob("feedback-*"))
-    third = {**second, "feedback_method": "kto", "kto_steps": 2}
-    run = dagbag.get_dag("orchard_posttrain").test(
-        run_conf=third, mark_success_pattern="evaluate|register"
-    )
-    assert run.state == "success"
-    (trained,) = set(made.glob("feedback-*")) - earlier
-    kto_tags = version_tags(Manifest.read(trained), None)
-    assert kto_tags["orchard.feedback.method"] == "kto"
-    assert kto_tags["orchard.feedback.version"] == tags["orchard.feedback.version"]
-    assert kto_tags["orchard.feedback.from_champion"] == f"{name}/{champion}"
-    assert kto_tags["orchard.feedback.feedback_rows"] == str(counts["labelled_answers"])
 
     # -- the A/B split in production: the same platform against the stack's serving ---
     with ExitStack() as phase:
