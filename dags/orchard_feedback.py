@@ -14,10 +14,11 @@ Users' feedback becomes a versioned preference dataset. Runs daily, or trigger i
    the registry's `champion` (its held-out evaluation tasks), else the newest chat data.
 3. **publish** runs the `feedback` step (`ray_jobs/feedback.py`): PII redacted with curate's
    rules, duplicates dropped, rows sharing a 13-gram with an evaluation text removed, then
-   the Great Expectations gate: too few pairs (`enough_pairs`), too one-sided
+   the Great Expectations gate: too few pairs (`enough_pairs`; with the *method* Param kto,
+   too few labelled answers, `enough_rows`: thumbs alone count, pairs unfold), too one-sided
    (`not_one_sided`) or too much from one user (`no_dominant_user`) fails the run with a
    report naming the rule (and its Data Docs). A passing set is published as the asset
-   `feedback_preferences` (its manifest, version = the step key, counts) and recorded in
+   `feedback_preferences` (its manifest, version = the step key, counts, method) and recorded in
    MLflow as a dataset input; the asset starts `orchard_posttrain` from the champion.
 
 The same export gives the same version: a re-run publishes nothing new.
@@ -48,12 +49,31 @@ FEEDBACK_DATASET = Asset("feedback_preferences")
             description="Base URL of the platform API to export from (empty: this stack's, "
             "http://<host>:<api_port>).",
         ),
+        "method": Param(
+            "dpo",
+            type="string",
+            enum=["dpo", "kto"],
+            title="Post-training method",
+            description="What the set is for, and so what the gate counts: dpo trains on "
+            "preference pairs (enough_pairs), kto on every labelled answer, thumbs alone "
+            "included, pairs unfolded (enough_rows). The orchard_posttrain run the set "
+            "starts uses it.",
+        ),
         "min_pairs": Param(
             8,
             type="integer",
             minimum=1,
             title="Fewest pairs",
             description="The gate stops a set with fewer preference pairs (enough_pairs).",
+            section="Gate",
+        ),
+        "min_rows": Param(
+            16,
+            type="integer",
+            minimum=1,
+            title="Fewest labelled answers",
+            description="method kto: the gate stops a set with fewer labelled answers "
+            "(enough_rows).",
             section="Gate",
         ),
         "min_positive_share": Param(
@@ -154,7 +174,9 @@ def orchard_feedback():
             export=exported["path"],
             export_sha256=exported["sha256"],
             opted_out_accounts=exported["opted_out_accounts"],
+            method=params["method"],
             min_pairs=params["min_pairs"],
+            min_rows=params["min_rows"],
             min_positive_share=params["min_positive_share"],
             max_positive_share=params["max_positive_share"],
             max_user_share=params["max_user_share"],
@@ -171,6 +193,8 @@ def orchard_feedback():
             "version": done.key,
             "pairs": done.counts.get("pairs", 0),
             "unpaired": done.counts.get("unpaired", 0),
+            "labelled_answers": done.counts.get("labelled_answers", 0),
+            "method": params["method"],
         }
         return done.path
 

@@ -9,7 +9,11 @@ and whenever `orchard_feedback` publishes `feedback_preferences` (users' feedbac
 dataset* Param is set), the run starts from the registry's current `champion`: its model
 and its chat data (found through the version's lineage tags), and runs **dpo** only, on
 the feedback pairs mixed with `feedback_ratio` of the chat data's own pairs per feedback
-pair, then **evaluate** (against the champion) and **register** as `challenger`, tagged
+pair, or, with *Method from feedback* `kto` (or a set orchard_feedback gated for kto),
+**kto** only (TRL `KTOTrainer`) on every labelled answer of the set, thumbs alone
+included and pairs unfolded into a desirable and an undesirable answer, mixed with
+`feedback_ratio` original answers (the chat data's pairs, unfolded) per feedback answer;
+then **evaluate** (against the champion) and **register** as `challenger`, tagged
 with the feedback dataset version, the champion it started from and the row counts
 (`orchard.feedback.*`). The *Stages* Param does not apply.
 
@@ -95,8 +99,18 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             type=["null", "string"],
             title="Feedback dataset manifest",
             description="A feedback step's manifest.json, or its directory: post-train the "
-            "champion on it (dpo only). Empty: only when feedback_preferences triggered the "
-            "run.",
+            "champion on it (dpo or kto only). Empty: only when feedback_preferences triggered "
+            "the run.",
+        ),
+        "feedback_method": Param(
+            "dpo",
+            type="string",
+            enum=["dpo", "kto"],
+            title="Method from feedback",
+            description="From feedback: dpo trains on the set's preference pairs, kto on every "
+            "labelled answer (thumbs alone included, pairs unfolded). A run the asset "
+            "feedback_preferences started uses the method the set was gated for "
+            "(orchard_feedback's method Param).",
         ),
         "corpus": Param(
             None,
@@ -167,17 +181,18 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             0.1,
             type="number",
             exclusiveMinimum=0,
-            title="DPO beta",
-            description="Strength of the KL pull towards the SFT model (DPO).",
+            title="DPO and KTO beta",
+            description="Strength of the KL pull towards the starting model (DPO, KTO).",
             section="DPO",
         ),
         "feedback_ratio": Param(
             1.0,
             type="number",
             minimum=0,
-            title="Original pairs per feedback pair",
+            title="Original data per feedback row",
             description="From feedback: the chat data's own preference pairs mixed in per "
-            "feedback pair (0: feedback only).",
+            "feedback pair (dpo), or its pairs unfolded, original labelled answers per "
+            "feedback answer (kto); 0: feedback only.",
             section="DPO",
         ),
         "labels": Param(
@@ -189,6 +204,7 @@ def _training_params(stage: str, title: str, steps: int, lr: float) -> dict[str,
             "picks between two of the policy's own samples (RLAIF).",
             section="DPO",
         ),
+        **_training_params("kto", "KTO", steps=60, lr=5e-5),
         **_training_params("grpo", "GRPO", steps=40, lr=3e-5),
         "base_samples": Param(
             64,
@@ -232,11 +248,12 @@ def orchard_posttrain():
         from orchard.feedback import champion_lineage
         from orchard.settings import load_settings
 
-        given = params["feedback"]
+        given, method = params["feedback"], params["feedback_method"]
         triggered = context.get("triggering_asset_events") or {}
         if not given and not triggered.get(PRETRAINED_MODEL):  # a new model comes first
             events = triggered.get(FEEDBACK_DATASET) or []
-            given = next((e.extra.get("manifest") for e in reversed(list(events)) if e.extra), None)
+            extra = next((e.extra for e in reversed(list(events)) if e.extra), {})
+            given, method = extra.get("manifest"), extra.get("method", method)
         if not given:
             return {"feedback": None}
         feedback = str(given).rstrip("/").removesuffix("/manifest.json")
@@ -252,9 +269,10 @@ def orchard_posttrain():
                 f"champion version {version} records no chat_data in its lineage: the "
                 "original preference pairs to mix the feedback with are unknown"
             )
-        print(f"from feedback {feedback}, starting from champion version {version} ({model})")
+        print(f"{method} on feedback {feedback}, from champion version {version} ({model})")
         return {
             "feedback": feedback,
+            "method": method,
             "champion": f"{settings.model_name}/{version}",
             "base": model.removesuffix("/manifest.json"),
             "chat": chat.removesuffix("/manifest.json"),
@@ -334,6 +352,8 @@ def orchard_posttrain():
 
         from ray_jobs.dpo import DpoConfig
 
+        if start["feedback"] and start["method"] != "dpo":
+            return policy  # the kto task trains on this feedback
         if start["feedback"]:
             config = DpoConfig(
                 steps=params["dpo_steps"],
@@ -356,6 +376,23 @@ def orchard_posttrain():
         )
         inputs = [chat, policy] + ([rm] if params["labels"] == "judge" else [])
         return step_job(context, params, "dpo", "chat", config, inputs).path
+
+    @task
+    def kto(chat: str, policy: str, start: dict, params: dict | None = None, **context):
+        """From feedback with method kto: KTO from the champion on the labelled answers."""
+        from ray_jobs.kto import KtoConfig
+
+        if not start["feedback"] or start["method"] != "kto":
+            return policy
+        config = KtoConfig(
+            steps=params["kto_steps"],
+            lr=params["kto_lr"],
+            beta=params["beta"],
+            feedback_ratio=params["feedback_ratio"],
+            from_champion=start["champion"],
+        )
+        inputs = [chat, policy, start["feedback"]]
+        return step_job(context, params, "kto", "feedback", config, inputs).path
 
     @task
     def grpo(
@@ -438,8 +475,9 @@ def orchard_posttrain():
     tuned = sft(chat, base, start)
     rm = reward(chat, tuned, start)
     preferred = dpo(chat, tuned, rm, start)
-    final = grpo(chat, preferred, rm, start)
-    scores = evaluate(chat, base, [tuned, preferred, final], rm, start)
+    unpaired = kto(chat, preferred, start)
+    final = grpo(chat, unpaired, rm, start)
+    scores = evaluate(chat, base, [tuned, preferred, unpaired, final], rm, start)
     register(final, scores, start)
 
 

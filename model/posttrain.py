@@ -1,4 +1,4 @@
-"""What the TRL post-training steps (sft, reward, dpo, grpo) share on the model side:
+"""What the TRL post-training steps (sft, reward, dpo, kto, grpo) share on the model side:
 sampling their rows, the trainer arguments, loading a model and tokenizer, and saving the
 result as a Hugging Face directory (`hf/`) that evaluation, registration and serving load.
 

@@ -116,3 +116,57 @@ def mlflow_dataset(pairs: list[dict], version: str, location: str):
         }
     )
     return mlflow.data.from_pandas(frame, source=location, name=f"orchard-feedback-{version}")
+
+
+def read_feedback_set(directory: Path, part: str) -> list[dict]:
+    """The rows of one part of a published feedback set: `preference` (pairs) or `kto`
+    (unpaired rows)."""
+    path = directory / part / "train.jsonl"
+    if not path.is_file():
+        raise OrchardError(f"{path} is missing: pass a finished feedback manifest")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def unfold(pairs: list[dict]) -> list[dict]:
+    """Each preference pair as two unpaired rows: its chosen answer desirable
+    (`label` true), its rejected one undesirable; the pair's other fields kept."""
+    rows = []
+    for pair in pairs:
+        rest = {k: v for k, v in pair.items() if k not in ("chosen", "rejected", "id")}
+        for side, label in (("chosen", True), ("rejected", False)):
+            row_id = f"{pair.get('id', '')}:{side}"
+            rows.append({**rest, "id": row_id, "completion": pair[side], "label": label})
+    return rows
+
+
+def kto_rows(pairs: list[dict], unpaired: list[dict]) -> list[dict]:
+    """What KTO trains on from a feedback set: its unpaired rows, then its pairs unfolded,
+    each (prompt, completion, label) once (a thumbed answer that is also half of a pair
+    counts once); rows from pairs carry `paired` true."""
+    seen: set[str] = set()
+    rows = []
+    for row in [
+        *({**u, "paired": False} for u in unpaired),
+        *({**u, "paired": True} for u in unfold(pairs)),
+    ]:
+        key = json.dumps([row["prompt"], row["completion"], row["label"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
+def mlflow_unpaired_dataset(rows: list[dict], name: str, location: str):
+    """Unpaired rows (prompt, completion, label) as an MLflow dataset `name`."""
+    import mlflow
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "prompt": [json.dumps(r["prompt"]) for r in rows],
+            "completion": [r["completion"][-1]["content"] for r in rows],
+            "label": [bool(r["label"]) for r in rows],
+            "source": [r.get("source", "") for r in rows],
+        }
+    )
+    return mlflow.data.from_pandas(frame, source=location, name=name)

@@ -47,6 +47,7 @@ STEP_DAGS = {
     "sft": "orchard_posttrain",
     "reward": "orchard_posttrain",
     "dpo": "orchard_posttrain",
+    "kto": "orchard_posttrain",
     "grpo": "orchard_posttrain",
     "evaluate": "orchard_posttrain",
     "feedback": "orchard_feedback",

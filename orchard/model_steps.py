@@ -1,5 +1,5 @@
 """The step plumbing of the steps that train or evaluate a Hugging Face model (sft, reward,
-dpo, grpo, evaluate): their common config, their inputs, the MLflow run the trainer logs
+dpo, kto, grpo, evaluate): their common config, their inputs, the MLflow run the trainer logs
 into, and their entry (`run` and `main` from one `StepSpec` and the step's body).
 
 The model code they call (TRL trainer arguments, loading and saving `hf/`) is in

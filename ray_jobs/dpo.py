@@ -21,7 +21,6 @@ set as a dataset input.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -205,12 +204,14 @@ def feedback_mix(
 
 
 def read_feedback(directory: Path) -> list[dict]:
-    path = directory / "preference" / "train.jsonl"
-    if not path.is_file():
-        raise OrchardError(f"{path} is missing: pass a finished feedback manifest")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from orchard.feedback import read_feedback_set
+
+    rows = read_feedback_set(directory, "preference")
     if not rows:
-        raise OrchardError(f"{path} has no pairs: the feedback set has nothing to train on")
+        raise OrchardError(
+            f"{directory} has no preference pairs: train it with kto (feedback_method kto), "
+            "which learns from single labelled answers, or collect more feedback"
+        )
     return rows
 
 

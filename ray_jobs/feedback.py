@@ -20,9 +20,12 @@ sharing a 13-gram with an evaluation text are removed (`orchard.decontamination`
 
 The gate (Great Expectations; a failure fails the step with one line naming each rule,
 the report kept under `feedback/failed-<key>/`):
-- `enough_pairs`: at least `min_pairs` preference pairs;
+- `enough_pairs`: at least `min_pairs` preference pairs (`method` dpo, the default), or
+  `enough_rows`: at least `min_rows` labelled answers (`method` kto: the unpaired rows and
+  each pair unfolded into a desirable and an undesirable answer, each answer once);
 - `not_one_sided`: the share of positive judgements (a thumb up 1, down or an edit 0, a
-  pair one of each) between `min_positive_share` and `max_positive_share`;
+  pair one of each; for kto each labelled answer) between `min_positive_share` and
+  `max_positive_share`;
 - `no_dominant_user`: no single user (pseudonym) behind more than `max_user_share` of the
   rows;
 - `no_email`, `no_phone`: nothing the redaction should have caught is left;
@@ -32,7 +35,8 @@ Outputs: `preference/train.jsonl` (TRL's conversational preference format, `{"id
 "prompt", "chosen", "rejected", "source", "strength", "user", "model_version",
 "variant"}`), `kto/train.jsonl` (`{"id", "prompt", "completion", "label", "source",
 ...}`), `decontamination.json`, `validation.json` and `data_docs/`. The step's MLflow run
-records the preference set as a dataset input (`mlflow.log_input`, context `feedback`).
+records the preference set and the unpaired rows as dataset inputs (`mlflow.log_input`,
+context `feedback`: `orchard-feedback-<version>` and `orchard-feedback-<version>-unpaired`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -64,7 +68,15 @@ class FeedbackConfig(StepConfig):
     opted_out_accounts: int = Field(
         0, ge=0, description="Accounts the export left out (recorded in the manifest)."
     )
+    method: Literal["dpo", "kto"] = Field(
+        "dpo",
+        description="What the set is gated for: dpo trains on its pairs (enough_pairs), kto on "
+        "every labelled answer, pairs unfolded (enough_rows).",
+    )
     min_pairs: int = Field(8, ge=1, description="Fewest preference pairs the gate accepts.")
+    min_rows: int = Field(
+        16, ge=1, description="Fewest labelled answers the gate accepts (method kto)."
+    )
     min_positive_share: float = Field(
         0.05, ge=0, le=1, description="Least share of positive judgements (one-sidedness)."
     )
@@ -220,26 +232,38 @@ def dedupe(rows: list[dict]) -> tuple[list[dict], int]:
 
 
 # -- the gate --------------------------------------------------------------------------------
-def gate_frame(pairs: list[dict], unpaired: list[dict]):
-    """One row per training row: its user, whether it is a pair, its positive share and
-    its text (what the PII rules check)."""
+def gate_frame(pairs: list[dict], unpaired: list[dict], method: str = "dpo"):
+    """One row per training row: its user, whether it is (from) a pair, its positive share
+    and its text (what the PII rules check). For dpo a pair is one row, half positive, and
+    each unpaired row one more judgement; for kto the rows KTO trains on (`kto_rows`: the
+    unpaired rows and each pair unfolded into a positive and a negative row)."""
     import pandas as pd
 
     from orchard.decontamination import messages_text, preference_text
+    from orchard.feedback import kto_rows
 
-    rows = [
-        {"id": p["id"], "user": p["user"], "paired": 1, "positive": 0.5, "text": preference_text(p)}
-        for p in pairs
-    ] + [
-        {
+    def unpaired_row(u: dict) -> dict:
+        return {
             "id": u["id"],
             "user": u["user"],
-            "paired": 0,
+            "paired": int(u.get("paired", False)),
             "positive": 1.0 if u["label"] else 0.0,
-            "text": messages_text([*u["prompt"], *u["completion"]]) + "\n" + u["comment"],
+            "text": messages_text([*u["prompt"], *u["completion"]]) + "\n" + u.get("comment", ""),
         }
-        for u in unpaired
-    ]
+
+    if method == "kto":
+        rows = [unpaired_row(u) for u in kto_rows(pairs, unpaired)]
+    else:
+        rows = [
+            {
+                "id": p["id"],
+                "user": p["user"],
+                "paired": 1,
+                "positive": 0.5,
+                "text": preference_text(p),
+            }
+            for p in pairs
+        ] + [unpaired_row(u) for u in unpaired]
     frame = pd.DataFrame(rows, columns=["id", "user", "paired", "positive", "text"])
     shares = frame["user"].map(frame["user"].value_counts(normalize=True)) if len(frame) else []
     frame["user_share"] = shares
@@ -251,10 +275,17 @@ def gate_rules(config: FeedbackConfig) -> dict[str, Any]:
 
     from orchard.pii import EMAIL, PHONE_NUMBER
 
+    enough = (
+        {"enough_rows": expect.ExpectTableRowCountToBeBetween(min_value=config.min_rows)}
+        if config.method == "kto"
+        else {
+            "enough_pairs": expect.ExpectColumnSumToBeBetween(
+                column="paired", min_value=config.min_pairs
+            )
+        }
+    )
     return {
-        "enough_pairs": expect.ExpectColumnSumToBeBetween(
-            column="paired", min_value=config.min_pairs
-        ),
+        **enough,
         "not_one_sided": expect.ExpectColumnMeanToBeBetween(
             column="positive",
             min_value=config.min_positive_share,
@@ -276,7 +307,7 @@ def gate(config: FeedbackConfig, pairs: list[dict], unpaired: list[dict], ctx: S
     naming each failed rule with what it saw."""
     from orchard.expectations import failure_message, keep_report, run_suite
 
-    frame = gate_frame(pairs, unpaired)
+    frame = gate_frame(pairs, unpaired, config.method)
     summary = run_suite(
         "feedback",
         gate_rules(config),
@@ -295,6 +326,8 @@ def gate(config: FeedbackConfig, pairs: list[dict], unpaired: list[dict], ctx: S
     positive = float(frame["positive"].mean()) if len(frame) else float("nan")
     seen = {
         "enough_pairs": f"{len(pairs)} pairs, need at least {config.min_pairs}",
+        "enough_rows": f"{len(frame)} labelled answers ({int(frame['paired'].sum())} from "
+        f"pairs), need at least {config.min_rows}",
         "not_one_sided": f"{positive:.0%} of judgements positive, allowed "
         f"{config.min_positive_share:.0%}-{config.max_positive_share:.0%}",
         "no_dominant_user": (
@@ -306,8 +339,8 @@ def gate(config: FeedbackConfig, pairs: list[dict], unpaired: list[dict], ctx: S
     }
     raise OrchardError(
         failure_message(summary, report, subject="the feedback dataset", seen=seen)
-        + ". Collect more feedback or change the gate's Params (min_pairs, "
-        "min/max_positive_share, max_user_share)"
+        + ". Collect more feedback or change the gate's Params (min_pairs or "
+        "min_rows, min/max_positive_share, max_user_share)"
     )
 
 
@@ -331,6 +364,7 @@ def build(
     config: FeedbackConfig, chat: Manifest | None, ctx: StepContext, tracking_uri: str | None
 ) -> StepOutput:
     from orchard.decontamination import decontaminate, messages_text, preference_text
+    from orchard.feedback import kto_rows
 
     records = read_export(Path(config.export))
     digest = hashlib.sha256(Path(config.export).read_bytes()).hexdigest()
@@ -364,29 +398,33 @@ def build(
         "pairs.strong": strength["strong"],
         "pairs.weak": strength["weak"],
         "unpaired": len(unpaired),
+        "labelled_answers": len(kto_rows(pairs, unpaired)),
         "users": len({row["user"] for row in [*pairs, *unpaired]}),
         "duplicates_removed": dup_pairs + dup_unpaired,
         "opted_out_accounts": config.opted_out_accounts,
         **pair_report.counts(),
         **kto_report.counts(),
     }
-    run_id = log_dataset(ctx, pairs, tracking_uri)
+    run_id = log_dataset(ctx, pairs, unpaired, tracking_uri)
     log.info("feedback dataset %s: %d pairs, %d unpaired", ctx.key, len(pairs), len(unpaired))
     return StepOutput(
         counts=dict(sorted(out_counts.items())),
-        facts={"export_sha256": config.export_sha256, "version": ctx.key},
+        facts={"export_sha256": config.export_sha256, "version": ctx.key, "method": config.method},
         artifacts=["data_docs"],
         mlflow_run_id=run_id,
     )
 
 
-def log_dataset(ctx: StepContext, pairs: list[dict], tracking_uri: str | None) -> str | None:
-    """The preference set as an MLflow dataset input of the step's run (None: no MLflow)."""
+def log_dataset(
+    ctx: StepContext, pairs: list[dict], unpaired: list[dict], tracking_uri: str | None
+) -> str | None:
+    """The pairs and the unpaired rows as MLflow dataset inputs of the step's run (None: no
+    MLflow)."""
     if not tracking_uri:
         return None
     import mlflow
 
-    from orchard.feedback import mlflow_dataset
+    from orchard.feedback import mlflow_dataset, mlflow_unpaired_dataset
 
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.set_experiment("orchard-feedback")
@@ -397,7 +435,12 @@ def log_dataset(ctx: StepContext, pairs: list[dict], tracking_uri: str | None) -
     ) as run:
         # Where run_step publishes the staging directory `.<name>-<key>.staging-<id>`.
         final = ctx.out.parent / ctx.out.name.lstrip(".").rsplit(".staging-", 1)[0]
-        mlflow.log_input(mlflow_dataset(pairs, ctx.key, str(final)), context="feedback")
+        if pairs:
+            mlflow.log_input(mlflow_dataset(pairs, ctx.key, str(final)), context="feedback")
+        if unpaired:
+            name = f"orchard-feedback-{ctx.key}-unpaired"
+            dataset = mlflow_unpaired_dataset(unpaired, name, str(final))
+            mlflow.log_input(dataset, context="feedback")
         return run.info.run_id
 
 

@@ -1,6 +1,6 @@
 """The register step: a trained chat model becomes a version of `orchard-chat` in MLflow.
 
-Input: the manifest of the step whose `hf/` directory is the model (pretrain, sft, dpo,
+Input: the manifest of the step whose `hf/` directory is the model (pretrain, sft, dpo, kto,
 grpo, …) and, optionally, the evaluate manifest of that same model. The model is logged
 with MLflow's `transformers` flavor (tokenizer and chat template included) through
 `orchard.registry.register_hf_model`, registered as a new version, given the alias
@@ -60,13 +60,14 @@ def _split(inputs: list[Manifest]) -> tuple[Manifest, Manifest | None]:
     if len(models) != 1 or len(evaluations) > 1:
         raise OrchardError(
             "register takes one model manifest (a step with an hf/ directory: pretrain, "
-            f"sft, dpo, grpo) and at most one evaluate manifest; got {[m.step for m in inputs]}"
+            "sft, dpo, kto, grpo) and at most one evaluate manifest; got "
+            f"{[m.step for m in inputs]}"
         )
     model = models[0]
     if not (Path(model.path) / "hf" / "config.json").is_file():
         raise OrchardError(
             f"{model.path} has no hf/config.json: pass the manifest of a step that "
-            "writes a Hugging Face model (pretrain, sft, dpo, grpo)"
+            "writes a Hugging Face model (pretrain, sft, dpo, kto, grpo)"
         )
     evaluation = evaluations[0] if evaluations else None
     if evaluation and model.key not in {ref.key for ref in evaluation.inputs}:
@@ -95,8 +96,8 @@ def version_tags(model: Manifest, evaluation: Manifest | None) -> dict[str, str]
 
 
 def feedback_tags(behind: dict[str, Manifest]) -> dict[str, str]:
-    """A model trained on users' feedback (orchard_feedback → dpo): which feedback dataset
-    version, the champion it started from, and the row counts."""
+    """A model trained on users' feedback (orchard_feedback → dpo or kto): which feedback
+    dataset version, the method, the champion it started from, and the row counts."""
     feedback = behind.get("feedback")
     trained = next((m for m in behind.values() if "feedback_version" in m.facts), None)
     if feedback is None or trained is None:
@@ -105,11 +106,19 @@ def feedback_tags(behind: dict[str, Manifest]) -> dict[str, str]:
         "orchard.feedback.version": feedback.key,
         "orchard.feedback.dataset": feedback.path,
         "orchard.feedback.from_champion": trained.facts.get("from_champion") or "none",
+        "orchard.feedback.method": trained.step,
     }
-    for name in ("feedback_pairs", "original_pairs"):
+    for name in ("feedback_pairs", "original_pairs", "feedback_rows", "original_rows"):
         if name in trained.counts:
             tags[f"orchard.feedback.{name}"] = str(trained.counts[name])
-    for name in ("records", "pairs", "unpaired", "users", "opted_out_accounts"):
+    for name in (
+        "records",
+        "pairs",
+        "unpaired",
+        "labelled_answers",
+        "users",
+        "opted_out_accounts",
+    ):
         if name in feedback.counts:
             tags[f"orchard.feedback.dataset_{name}"] = str(feedback.counts[name])
     return tags

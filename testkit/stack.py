@@ -106,3 +106,18 @@ def wait_champion(base_url: str, timeout: float = 300) -> str:
             return serving["champion"]
         time.sleep(1)
     raise SystemExit("the champion never loaded: see the serve log and Ray's serve logs")
+
+
+def wait_alias(base_url: str, alias: str, version: str, timeout: float = 300) -> None:
+    """Until serving at `base_url` serves `alias` as `version` (it polls the registry)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=10).json()["serving"].get(alias) == version:
+                return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass  # a busy 2-core machine can be slow to answer
+        time.sleep(1)
+    raise SystemExit(f"serving never served {alias} = version {version}: see the serve log")

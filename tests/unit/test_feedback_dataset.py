@@ -167,3 +167,34 @@ def test_a_regeneration_whose_ratings_contradict_it_makes_no_pair():
         [regeneration("u", "Q?", "New.", "Old.", rating="down")], redact, 4
     )
     assert pairs == [] and counts["pairs.contradicted"] == 1
+
+
+def test_thumbs_alone_pass_the_kto_gate_that_counts_labelled_answers_not_pairs(env):
+    settings, tmp = env
+    thumbs = [rating(f"u{i % 4}", f"Question {i}?", f"Answer {i}.", i % 2 == 0) for i in range(16)]
+    path = tmp / "export.jsonl"
+    for_dpo = export(path, thumbs)
+    with pytest.raises(OrchardError, match=r"enough_pairs .*0 pairs, need at least 4"):
+        feedback.run(for_dpo, [], settings)
+    done = feedback.run(for_dpo.model_copy(update={"method": "kto"}), [], settings)
+    assert (done.counts["pairs"], done.counts["labelled_answers"]) == (0, 16)
+    assert done.facts["method"] == "kto"
+    kto = (Path(done.path) / "kto" / "train.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["label"] for line in kto) == [False] * 8 + [True] * 8
+
+
+def test_the_kto_gate_stops_too_few_answers_and_one_sided_thumbs(env):
+    settings, tmp = env
+    few = [rating("u1", "Hi?", "Hello.", True), rating("u2", "Why?", "Because.", False)]
+    few.append(regeneration("u3", "What is indent?", "Spaces.", "A long story."))
+    config = export(tmp / "few.jsonl", few).model_copy(update={"method": "kto"})
+    with pytest.raises(OrchardError) as raised:
+        feedback.run(config, [], settings)
+    # Two thumbs and one pair unfolded into a desirable and an undesirable answer.
+    assert "enough_rows" in str(raised.value) and "enough_pairs" not in str(raised.value)
+    assert "4 labelled answers (2 from pairs), need at least 16" in str(raised.value)
+
+    ups = [rating(f"u{i % 4}", f"Question {i}?", f"Answer {i}.", True) for i in range(20)]
+    one_sided = export(tmp / "ups.jsonl", ups).model_copy(update={"method": "kto"})
+    with pytest.raises(OrchardError, match=r"not_one_sided .*100% of judgements positive"):
+        feedback.run(one_sided, [], settings)

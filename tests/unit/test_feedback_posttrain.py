@@ -1,6 +1,7 @@
 """Post-training from users' feedback: DPO from the champion's model on the feedback set
 mixed with the champion's own preference pairs, registered as `challenger` with lineage
-naming the feedback dataset version, the champion it started from and the row counts.
+naming the feedback dataset version, the champion it started from and the row counts;
+and KTO on thumbs that never pair up, with the same lineage.
 Real steps (feedback, dpo, register) on a tiny random Llama, against a SQLite MLflow store."""
 
 from __future__ import annotations
@@ -146,3 +147,62 @@ def test_a_challenger_from_feedback_names_its_dataset_champion_and_counts(loop, 
     inputs = [(d.dataset.name, d.dataset.source) for d in run.inputs.dataset_inputs]
     assert [name for name, _ in inputs] == [f"orchard-feedback-{dataset.key}"]
     assert dataset.path in inputs[0][1]
+
+
+@pytest.mark.slow
+def test_kto_trains_the_champion_on_thumbs_alone_with_the_loops_lineage(loop, monkeypatch):
+    """Thumbs that never pair up (each question asked once) are no use to DPO; KTO trains
+    on them, mixed with the original pairs unfolded, and the version it makes would be
+    tagged with the same lineage as DPO's (the tags come from the manifests alone)."""
+    from safetensors.torch import load_file
+
+    from ray_jobs import kto
+    from tests.unit.test_feedback_dataset import rating
+
+    settings, tmp, chat, sft = loop
+    monkeypatch.chdir(tmp)
+    thumbs = [
+        rating(f"u{i % 4}", f"Which flag does {i}?", "Short." if i % 3 else "Long " * 9, i % 3 > 0)
+        for i in range(12)
+    ]
+    config = export(tmp / "thumbs.jsonl", thumbs).model_copy(
+        update={"method": "kto", "min_rows": 12}
+    )
+    dataset = feedback.run(config, [chat], settings)
+    assert (dataset.counts["pairs"], dataset.counts["labelled_answers"]) == (0, 12)
+
+    trained = kto.run(
+        kto.KtoConfig(
+            steps=2,
+            lr=1e-3,
+            batch_size=4,
+            max_length=128,
+            logging_steps=1,
+            feedback_ratio=0.5,
+            from_champion=f"{NAME}/1",
+        ),
+        [chat, sft, dataset],
+        settings,
+    )
+    # 12 feedback answers (8 up, 4 down) and 3 original pairs unfolded: 6 answers.
+    assert trained.counts["feedback_rows"] == 12 and trained.counts["feedback_desirable"] == 8
+    assert (trained.counts["original_pairs"], trained.counts["original_rows"]) == (3, 6)
+    assert trained.metrics["undesirable_weight"] > 1 == trained.metrics["desirable_weight"]
+    before = load_file(Path(sft.path) / "hf" / "model.safetensors")
+    after = load_file(Path(trained.path) / "hf" / "model.safetensors")
+    assert any(not before[k].equal(after[k]) for k in before)  # the model did learn
+
+    tags = register.version_tags(trained, None)
+    assert tags["orchard.model_step"] == "kto"
+    assert tags["orchard.feedback.method"] == "kto"
+    assert tags["orchard.feedback.version"] == dataset.key
+    assert tags["orchard.feedback.from_champion"] == f"{NAME}/1"
+    assert tags["orchard.feedback.feedback_rows"] == "12"
+    assert tags["orchard.feedback.original_rows"] == "6"
+    assert tags["orchard.feedback.dataset_labelled_answers"] == "12"
+    assert tags["orchard.lineage.feedback"] == dataset.path
+    assert tags["orchard.lineage.sft"] == sft.path  # the champion's model it started from
+
+    run = MlflowClient(tracking_uri=settings.mlflow_uri).get_run(trained.mlflow_run_id)
+    names = [d.dataset.name for d in run.inputs.dataset_inputs]
+    assert names == [f"orchard-feedback-{dataset.key}-kto"]
