@@ -342,15 +342,36 @@ def _dropped_writer(work: Path, name: str) -> JsonlWriter:
     return JsonlWriter(str(work / "dropped" / name), output_filename="${rank}.jsonl.gz")
 
 
-def _execute(config: CurateConfig, stage: str, pipeline: list, work: Path, tasks: int) -> list:
+def choose_executor(config: CurateConfig) -> str:
+    """The datatrove executor the stages run on: `config.executor`, except on a Ray
+    cluster of several nodes, where datatrove's Ray executor needs a work directory that
+    every node shares and this step's is on the driver's host: there it says so in one
+    line and runs datatrove's local executor on this host."""
+    if config.executor != "ray":
+        return config.executor
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)  # inside a Ray job: joins the job's cluster
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes > 1:
+        print(
+            f"note: curate runs datatrove's local executor on this host, not Ray's: the "
+            f"cluster has {nodes} nodes and the step's work directory is on this host only",
+            flush=True,
+        )
+        return "local"
+    return "ray"
+
+
+def _execute(
+    executor_kind: str, config: CurateConfig, stage: str, pipeline: list, work: Path, tasks: int
+) -> list:
     """Run one datatrove stage; return its merged stats (also when it was already done)."""
     logging_dir = work / "logs" / stage
-    if config.executor == "ray":
-        import ray
+    if executor_kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
-        if not ray.is_initialized():
-            ray.init(log_to_driver=False)  # inside a Ray job: joins the job's cluster
         executor = RayPipelineExecutor(
             pipeline, tasks=tasks, logging_dir=str(logging_dir), mem_per_cpu_gb=0.5
         )
@@ -436,8 +457,9 @@ def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepO
         stages += _near_dedup_stages(config, current, work, work / "minhash_out", tasks)
         current = work / "minhash_out"
     counts: dict[str, int] = {}
+    executor = choose_executor(config)
     for name, pipeline, stage_tasks in stages:
-        counts |= _counts(name, _execute(config, name, pipeline, work, stage_tasks))
+        counts |= _counts(name, _execute(executor, config, name, pipeline, work, stage_tasks))
 
     documents = ctx.out / DOCUMENTS
     documents.mkdir()
