@@ -313,7 +313,7 @@ def tokenizer_source(manifest: Manifest) -> TokenizerSource:
     """The tokenizer of a tokenizer step's or an import_model step's manifest."""
     directory = Path(manifest.path) / TOKENIZER_DIR
     if manifest.step == "tokenizer":
-        return TokenizerSource(directory, "trained", manifest.path)
+        return TokenizerSource(directory, "trained", manifest.ref.path)
     if manifest.step != "import_model":
         raise OrchardError(
             f"a {manifest.step} output has no tokenizer to use: pass a tokenizer step's or "
@@ -329,7 +329,7 @@ def tokenizer_source(manifest: Manifest) -> TokenizerSource:
     return TokenizerSource(
         directory,
         "base model",
-        f"{name} ({facts.get('source', manifest.path)}, sha256 {facts.get('sha256', '?')})",
+        f"{name} ({facts.get('source', manifest.ref.path)}, sha256 {facts.get('sha256', '?')})",
         int(manifest.counts["vocab_size"]),
     )
 
