@@ -13,12 +13,16 @@ file.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datatrove.io import DataFolder
+from datatrove.io import DataFolder, get_datafolder
+from datatrove.pipeline.base import PipelineStep
 
 from orchard.errors import OrchardError
 
@@ -44,6 +48,29 @@ class ListedFiles(DataFolder):
 
     def list_files(self, *args: Any, **kwargs: Any) -> list[str]:
         return list(self.files)
+
+
+class WhereTasksRan(PipelineStep):
+    """Records the host each task of a stage ran on (`<rank>.json` in `folder`, with the
+    Ray node's address datatrove's Ray executor gives the task): which nodes a stage was
+    spread over. It passes the documents through unchanged."""
+
+    name = "📍 Where tasks ran"
+    type = "📍 - RECORD"
+
+    def __init__(self, folder: Any) -> None:
+        super().__init__()
+        self.folder = get_datafolder(folder)
+
+    def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
+        record = {"rank": str(rank), "hostname": socket.gethostname()}
+        nodes, index = os.environ.get("RAY_NODELIST"), os.environ.get("RAY_NODEID")
+        if nodes and index is not None:  # set by datatrove's Ray executor
+            record["address"] = nodes.split(",")[int(index)]
+        with self.folder.open(f"{rank:05d}.json", "wt") as out:
+            json.dump(record, out)
+        if data:
+            yield from data
 
 
 @dataclass(frozen=True)
@@ -90,8 +117,6 @@ class Workspace:
 
     def read_json(self, *parts: str) -> Any:
         """A JSON file of the workspace, or None when there is none."""
-        import json
-
         if self.shared is None:
             path = self.local.joinpath(*parts)
             return json.loads(path.read_text()) if path.exists() else None

@@ -48,7 +48,7 @@ from datatrove.utils.lid import FastTextLID
 from pydantic import Field, field_validator
 from tldextract import TLDExtract
 
-from orchard.datatrove_workspace import Workspace
+from orchard.datatrove_workspace import WhereTasksRan, Workspace
 from orchard.documents import DOCUMENTS, iter_documents, read_shard
 from orchard.errors import OrchardError
 from orchard.pii import replace_phone_numbers
@@ -476,7 +476,10 @@ def curate(
     tasks = max(1, min(config.tasks, inputs))
     executor, ws = placement or choose_placement(config, ctx)
     located = list(zip(published or [str(s) for s in sources], sources, strict=True))
-    stages: list[Stage] = [("filter", _filter_pipeline(config, located, ws), tasks)]
+    first = _filter_pipeline(config, located, ws)
+    if executor == "ray":  # which hosts the tasks ran on, for the manifest
+        first.insert(0, WhereTasksRan(ws.folder("where", "filter")))
+    stages: list[Stage] = [("filter", first, tasks)]
     current = "filtered"
     if config.exact_dedup:
         stages += _exact_dedup_stages(current, ws, "exact_out", tasks)
@@ -497,7 +500,9 @@ def curate(
     kept = sum(1 for _ in iter_documents(ctx.out))
     counts["documents"] = kept
     (ctx.out / "stats.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
-    return StepOutput(counts=counts, metrics={"documents": float(kept)})
+    where = sorted(ws.fetch("where", "filter").glob("*.json")) if executor == "ray" else []
+    workers = [{"stage": "filter", **json.loads(path.read_text())} for path in where]
+    return StepOutput(counts=counts, metrics={"documents": float(kept)}, workers=workers)
 
 
 STEP = StepSpec("curate", CurateConfig, default_name="corpus", doc=__doc__)

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,9 @@ def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
     finally:
         ray.shutdown()
     assert on_ray.key == local.key  # the executor is not part of the result's address
+    # The manifest records where each task of the filter stage ran (here: this machine).
+    assert [(w["stage"], w["rank"]) for w in on_ray.workers] == [("filter", "0"), ("filter", "1")]
+    assert {w["hostname"] for w in on_ray.workers} == {socket.gethostname()}
     ray_ids = set()
     for shard in Path(on_ray.path, "documents").glob("*.jsonl.gz"):
         with gzip.open(shard, "rt") as handle:
