@@ -28,7 +28,11 @@ from pathlib import Path
 from orchard.cluster.layout import TEST_NETWORK, ClusterError, Host, Layout
 
 NETNS_DIR = Path("/run/netns")
-_LOCK = Path("/tmp/orchard-cluster.lock")
+# Held only while a subnet is chosen. Not /tmp/orchard-cluster.lock: that one is for
+# people and CI to run whole cluster test sessions one at a time
+# (`flock /tmp/orchard-cluster.lock pytest tests/cluster`), and a second flock of the same
+# file from inside such a session would wait for ever.
+_LOCK = Path("/tmp/orchard-cluster-subnet.lock")
 
 
 def check_can_create() -> None:
