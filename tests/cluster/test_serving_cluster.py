@@ -35,17 +35,22 @@ MAX_CONTEXT = 2048  # a long answer: it is still streaming when its host dies
 
 @pytest.fixture(scope="module")
 def registry(cluster_session, tmp_path_factory):
-    """(MLflow URL, version) of the tiny model, its artifacts in the bucket."""
+    """(MLflow URL, a function registering the tiny model and returning its version),
+    its artifacts in the bucket."""
     layout = cluster_session.ensure_up()
     tmp = tmp_path_factory.mktemp("serving-cluster")
     with bridge_s3(layout) as endpoint:
         bucket = f"orchard-{uuid.uuid4().hex[:8]}"
         s3_client(endpoint).create_bucket(Bucket=bucket)
-        with bridge_mlflow(layout, endpoint, bucket, tmp / "mlflow") as uri:
+
+        def register() -> str:
             version = register_tiny_model(uri, NAME, tmp, max_context=MAX_CONTEXT)
             keys = s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])
             assert any(k["Key"].startswith("mlflow-artifacts/") for k in keys)
-            yield uri, version
+            return version
+
+        with bridge_mlflow(layout, endpoint, bucket, tmp / "mlflow") as uri:
+            yield uri, register
 
 
 def chat(content: str, **fields) -> dict:
@@ -57,7 +62,7 @@ def test_two_replicas_on_two_hosts_and_the_other_answers_when_one_host_dies(
 ):
     from openai import OpenAI
 
-    uri, version = registry
+    uri, register = registry
     layout = cluster_hosts.layout
     serve = ClusterServe(cluster_hosts.settings, layout)
     try:
@@ -70,6 +75,8 @@ def test_two_replicas_on_two_hosts_and_the_other_answers_when_one_host_dies(
                 torch_threads=1,
             )
         )
+        # Serve starts on the hosts meanwhile: its ingress finds the alias when it appears.
+        version = register()
         serve.wait_running()
         serve.wait_serving("champion", version)
 
