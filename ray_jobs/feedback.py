@@ -395,9 +395,7 @@ def log_dataset(ctx: StepContext, pairs: list[dict], tracking_uri: str | None) -
         run_name=f"feedback-{ctx.key}",
         tags={"orchard.step": "feedback", "orchard.key": ctx.key},
     ) as run:
-        # Where run_step publishes the staging directory `.<name>-<key>.staging-<id>`.
-        final = ctx.out.parent / ctx.out.name.lstrip(".").rsplit(".staging-", 1)[0]
-        mlflow.log_input(mlflow_dataset(pairs, ctx.key, str(final)), context="feedback")
+        mlflow.log_input(mlflow_dataset(pairs, ctx.key, ctx.location), context="feedback")
         return run.info.run_id
 
 

@@ -354,3 +354,32 @@ def test_a_bad_data_root_or_a_missing_bucket_is_one_line(
     root = Storage("s3://no-such-bucket/x", s3=S3Options(endpoint="http://127.0.0.1:9", **KEYS))
     with pytest.raises(OrchardError, match="cannot reach the data root"):
         root.check_writable()
+
+
+def test_a_registered_versions_lineage_names_published_locations_not_a_hosts_copy(
+    endpoint, bucket, tmp_path, monkeypatch
+):
+    """A step job reads its inputs from a local copy (`localize`); what it records for
+    later readers on other hosts (lineage tags, the model card) is where they are on S3."""
+    from ray_jobs.register import model_card, version_tags
+
+    root = store(endpoint, bucket, tmp_path / "cache")
+    corpus = run_step(
+        step="curate", name="c", config=Fixture(label="c"), data_root=root, body=writes({"x": "1"})
+    )
+    model = run_step(
+        step="sft",
+        name="m",
+        config=Fixture(label="m"),
+        data_root=root,
+        inputs=[corpus],
+        body=writes({"hf/config.json": "{}"}),
+    )
+    on_host(monkeypatch, tmp_path, "a", endpoint, root.root)  # a job's settings
+    local = localize(model, root)
+    assert Path(local.path).is_dir()  # what the register step reads
+    tags = version_tags(local, None)
+    assert tags["orchard.lineage.sft"] == model.path
+    assert tags["orchard.lineage.curate"] == corpus.path
+    assert model.path.startswith(f"s3://{bucket}/data/sft/m-")
+    assert f"({model.path.rsplit('/', 1)[-1]})" in model_card(local, None)
