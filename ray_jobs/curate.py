@@ -406,7 +406,23 @@ def _execute(
     started = time.monotonic()
     executor.run()
     log.info("curate stage %s: %.1f s", stage, time.monotonic() - started)
+    # datatrove's Ray executor logs a failed task at debug level and returns.
+    if missing := executor.get_incomplete_ranks(skip_completed=True):
+        raise OrchardError(
+            f"curate stage {stage}: datatrove tasks {missing} of {tasks} did not complete. "
+            f"The tasks' logs:\n{_task_logs(ws, stage)}"
+        )
     return ws.read_json("logs", stage, "stats.json") or []
+
+
+def _task_logs(ws: Workspace, stage: str, tail: int = 3000) -> str:
+    """The end of each datatrove task log of `stage` (datatrove keeps them in its
+    logging directory), for an error message."""
+    logs = ws.fetch("logs", stage, "logs")
+    return "\n".join(
+        f"--- {path.name}:\n{path.read_text(errors='replace')[-tail:]}"
+        for path in sorted(logs.glob("*.log"))
+    )
 
 
 def _stat_value(value: object) -> int:

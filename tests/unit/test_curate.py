@@ -183,6 +183,11 @@ def test_a_second_run_is_skipped(curated, tmp_path):
 
 def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
     import ray
+    from datatrove.pipeline.readers import JsonlReader
+
+    from orchard.datatrove_workspace import Workspace
+    from orchard.errors import OrchardError
+    from ray_jobs.curate import _execute
 
     _, local, docs, _ = curated
     sources = [Path(local.path).parents[2] / name for name in ("import", "crawl")]
@@ -205,6 +210,12 @@ def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
             data_root=tmp_path,
             body=lambda ctx: curate(config, sources, ctx),
         )
+        # A task that fails (a reader with no input) fails the stage, with the task's log:
+        # datatrove's Ray executor itself only logs it and returns.
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(OrchardError, match=r"(?s)tasks \[0\] of 1 did not.*No files found"):
+            reader = [JsonlReader(str(tmp_path / "empty"))]
+            _execute("ray", config, "read", reader, Workspace(tmp_path / "failing"), 1)
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)

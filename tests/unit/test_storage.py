@@ -227,6 +227,27 @@ def test_a_reader_never_sees_a_manifest_before_its_data(endpoint, bucket, tmp_pa
     assert seen == [done] and len(done.files) == 30
 
 
+def test_published_files_are_stored_byte_for_byte_compressed_ones_too(endpoint, bucket, tmp_path):
+    """What any S3 client (boto3, `mc`, datatrove's fsspec reader on a Ray node) reads is
+    the file the step wrote: pyarrow would gzip a `.gz` name once more on the way up
+    (and gunzip it on the way down) unless told not to."""
+    shard = gzip.compress(b'{"id": "a", "text": "one"}\n')
+
+    def body(ctx: StepContext) -> StepOutput:
+        (ctx.out / "documents").mkdir()
+        (ctx.out / "documents" / "00000.jsonl.gz").write_bytes(shard)
+        return StepOutput()
+
+    root = store(endpoint, bucket, tmp_path / "cache")
+    done = run_step(step="mix", name="gz", config=Fixture(label="gz"), data_root=root, body=body)
+    key = f"{done.path.removeprefix(f's3://{bucket}/')}/documents/00000.jsonl.gz"
+    assert objects(endpoint, bucket)[key] == shard
+    assert done.files["documents/00000.jsonl.gz"] == len(shard)
+    copy = store(endpoint, bucket, tmp_path / "elsewhere")  # a reader on another host
+    local = Path(localize(Manifest.read(done.path, copy), copy).path)
+    assert (local / "documents" / "00000.jsonl.gz").read_bytes() == shard
+
+
 def test_a_dag_task_finds_a_published_step_on_s3_without_a_ray_job(endpoint, bucket, tmp_path):
     from orchard.ray_submit import run_step_job
     from orchard.settings import Settings
