@@ -23,7 +23,7 @@ from orchard import cluster
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepOutput, localize, run_step
 from orchard.storage import S3Options, Storage
-from testkit.cluster_pretrain import KEYS, bridge_s3, object_keys, s3_client
+from testkit.cluster_pretrain import KEYS, object_keys, s3_client
 from testkit.corpus import article
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -68,51 +68,52 @@ def write_sources(ctx) -> StepOutput:
     return StepOutput(counts={"documents": SHARDS * PER_SHARD + 1})
 
 
-def test_curate_spreads_datatrove_over_the_hosts_through_the_bucket(cluster_hosts, tmp_path):
-    layout = cluster_hosts.layout
-    with bridge_s3(layout) as endpoint:
-        bucket = f"orchard-{uuid.uuid4().hex[:8]}"
-        s3_client(endpoint).create_bucket(Bucket=bucket)
-        data_root = f"s3://{bucket}/data"
-        store = Storage(data_root, s3=S3Options(endpoint=endpoint, **KEYS), cache=tmp_path / "c")
-        source = run_step(
-            step="import",
-            name="sources",
-            config=ImportedFixture(seed=3),
-            data_root=store,
-            body=write_sources,
-        )
-        # The job's home is on host a's disk (where its driver runs), as in a DAG task.
-        home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
-        settings = Settings(
-            home=home,
-            data_root=data_root,
-            s3_endpoint=endpoint,
-            s3_access_key=KEYS["access_key"],
-            s3_secret_key=KEYS["secret_key"],
-            ray_address=layout.dashboard_url,
-            mlflow_tracking_uri=(tmp_path / "mlruns").as_uri(),
-        )
-        env = (
-            cluster.node_env(cluster_hosts.settings, layout)
-            | settings.to_env()
-            | layout.client_env()
-            | {"MLFLOW_ALLOW_FILE_STORE": "true"}
-        )
-        job = subprocess.run(
-            [sys.executable, "-c", SUBMIT, json.dumps(CURATE), source.path],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-        log = job.stdout + job.stderr
-        found = [x for x in job.stdout.splitlines() if x.startswith("MANIFEST=")]
-        assert job.returncode == 0 and found, log[-6000:]
-        assert "curate: Ray tasks on 3 nodes, datatrove's files in s3://" in log, log[-4000:]
-        done = Manifest.read(found[-1].removeprefix("MANIFEST="), store)
-        copy = Path(localize(done, store).path)
-        leftovers = [k for k in object_keys(endpoint, bucket) if ".work/" in k]
+def test_curate_spreads_datatrove_over_the_hosts_through_the_bucket(
+    cluster_hosts, cluster_s3, tmp_path
+):
+    layout, endpoint = cluster_hosts.layout, cluster_s3
+    bucket = f"orchard-{uuid.uuid4().hex[:8]}"
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+    data_root = f"s3://{bucket}/data"
+    store = Storage(data_root, s3=S3Options(endpoint=endpoint, **KEYS), cache=tmp_path / "c")
+    source = run_step(
+        step="import",
+        name="sources",
+        config=ImportedFixture(seed=3),
+        data_root=store,
+        body=write_sources,
+    )
+    # The job's home is on host a's disk (where its driver runs), as in a DAG task.
+    home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        home=home,
+        data_root=data_root,
+        s3_endpoint=endpoint,
+        s3_access_key=KEYS["access_key"],
+        s3_secret_key=KEYS["secret_key"],
+        ray_address=layout.dashboard_url,
+        mlflow_tracking_uri=(tmp_path / "mlruns").as_uri(),
+    )
+    env = (
+        cluster.node_env(cluster_hosts.settings, layout)
+        | settings.to_env()
+        | layout.client_env()
+        | {"MLFLOW_ALLOW_FILE_STORE": "true"}
+    )
+    job = subprocess.run(
+        [sys.executable, "-c", SUBMIT, json.dumps(CURATE), source.path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    log = job.stdout + job.stderr
+    found = [x for x in job.stdout.splitlines() if x.startswith("MANIFEST=")]
+    assert job.returncode == 0 and found, log[-6000:]
+    assert "curate: Ray tasks on 3 nodes, datatrove's files in s3://" in log, log[-4000:]
+    done = Manifest.read(found[-1].removeprefix("MANIFEST="), store)
+    copy = Path(localize(done, store).path)
+    leftovers = [k for k in object_keys(endpoint, bucket) if ".work/" in k]
 
     # The filter stage's three tasks ran on three hosts, the worker hosts among them.
     hosts = {w["hostname"]: w for w in done.workers}
@@ -124,7 +125,7 @@ def test_curate_spreads_datatrove_over_the_hosts_through_the_bucket(cluster_host
     for shard in (copy / "documents").glob("*.jsonl.gz"):
         with gzip.open(shard, "rt") as handle:
             ids |= {json.loads(line)["id"] for line in handle}
-    assert len(ids) == SHARDS * PER_SHARD and len({"d0-0", "copy"} & ids) == 1
+    assert len(ids) == SHARDS * PER_SHARD and len({"d0-0", "copy"} & ids) == 1, done.counts
     dropped = {k: v for k, v in done.counts.items() if k.startswith("exact-filter.")}
     assert sum(v for k, v in dropped.items() if k.endswith(".dropped")) == 1, done.counts
     # datatrove's files lived in the work prefix, gone once published; nothing local.
