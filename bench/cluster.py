@@ -36,12 +36,7 @@ from orchard import cluster  # noqa: E402
 from orchard.settings import Settings  # noqa: E402
 from orchard.steps import Manifest  # noqa: E402
 from testkit.cluster_failure import pretrain_through_host_death  # noqa: E402
-from testkit.cluster_pretrain import (  # noqa: E402
-    bridge_s3,
-    model_data_on_s3,
-    submit_pretrain,
-    submitter_settings,
-)
+from testkit.cluster_pretrain import bridge_s3, cluster_pretrain  # noqa: E402
 
 
 def main() -> int:
@@ -77,20 +72,18 @@ def main() -> int:
         print("starting the test cluster ...", flush=True)
         layout = cluster.up(hosts_settings, owner_bound=True)
         try:
-            with bridge_s3(layout) as endpoint:
-                data = model_data_on_s3(endpoint, Path(tmp) / "cache", documents=200)
-                home = Path(layout.head.local_dir) / "home"
-                settings = submitter_settings(layout, data, home, Path(tmp) / "mlruns")
+            with (
+                bridge_s3(layout) as endpoint,
+                cluster_pretrain(hosts_settings, layout, endpoint, Path(tmp), 200) as setup,
+            ):
                 speeds = {}
                 for number, (label, config) in enumerate(runs.items()):
-                    location, log = submit_pretrain(
-                        hosts_settings, layout, settings, config, data.tokenized, f"bench{number}"
-                    )
+                    location, log = setup.submit(config, f"bench{number}")
                     if location is None:
                         print(log[-4000:], file=sys.stderr)
                         print(f"error: the run '{label}' failed (its log is above)")
                         return 1
-                    done = Manifest.read(location, data.store)
+                    done = Manifest.read(location, setup.data.store)
                     speeds[label] = done.metrics["tokens_per_s"]
                     hosts = ", ".join(w["hostname"] for w in done.workers)
                     print(f"{label:24s} {speeds[label]:8.0f} tokens/s  (workers on {hosts})")
@@ -108,26 +101,26 @@ def main() -> int:
                         "eval_interval": 30,
                         "log_interval": 1,
                     }
-                    return _failover(hosts_settings, layout, settings, config, data)
+                    return _failover(setup, config)
         finally:
             cluster.down(hosts_settings)
     return 0
 
 
-def _failover(hosts_settings, layout, settings, config, data) -> int:
+def _failover(setup, config) -> int:
     from mlflow.tracking import MlflowClient
 
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # the jobs' tracking store, read here
 
     print("pretraining while host c dies ...", flush=True)
-    run = pretrain_through_host_death(hosts_settings, layout, settings, config, data)
+    run = pretrain_through_host_death(setup, config)
     resumed = run.resumed()
     if run.location is None or run.killed_at is None or resumed is None:
         print(run.log[-4000:], file=sys.stderr)
         print("error: the host-death run did not kill, resume and finish (its log is above)")
         return 1
-    done = Manifest.read(run.location, data.store)
-    history = MlflowClient(settings.mlflow_uri).get_metric_history(done.mlflow_run_id, "loss")
+    done = Manifest.read(run.location, setup.data.store)
+    history = MlflowClient(setup.settings.mlflow_uri).get_metric_history(done.mlflow_run_id, "loss")
     step, said_at = resumed
     last_before = max(m.step for m in history if m.timestamp / 1000 < run.killed_at)
     first_step = step + 1  # the first step the restarted worker group trained

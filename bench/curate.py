@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from orchard.datatrove_workspace import Workspace  # noqa: E402
 from orchard.steps import run_step  # noqa: E402
 from ray_jobs.crawl import CrawlConfig, crawl  # noqa: E402
 from ray_jobs.curate import (  # noqa: E402
@@ -55,9 +56,11 @@ def bare_datatrove(config: CurateConfig, sources: list[Path], work: Path) -> flo
 
     tasks = config.tasks
     work.mkdir(parents=True)
-    stages = [("filter", _filter_pipeline(config, sources, work), tasks)]
-    stages += _exact_dedup_stages(work / "filtered", work, work / "exact_out", tasks)
-    stages += _near_dedup_stages(config, work / "exact_out", work, work / "out", tasks)
+    ws = Workspace(work)
+    located = [(str(source), source) for source in sources]
+    stages = [("filter", _filter_pipeline(config, located, ws), tasks)]
+    stages += _exact_dedup_stages("filtered", ws, "exact_out", tasks)
+    stages += _near_dedup_stages(config, "exact_out", ws, "out", tasks)
     started = time.monotonic()
     for name, pipeline, n in stages:
         LocalPipelineExecutor(

@@ -166,7 +166,8 @@ def orchard_feedback():
 
         from orchard.errors import OrchardError
         from orchard.settings import load_settings
-        from orchard.steps import Manifest
+        from orchard.steps import Manifest, localize
+        from orchard.storage import Storage
         from ray_jobs.feedback import FeedbackConfig, run
 
         settings = load_settings()
@@ -181,7 +182,10 @@ def orchard_feedback():
             max_positive_share=params["max_positive_share"],
             max_user_share=params["max_user_share"],
         )
-        inputs = [Manifest.read(chat)] if chat else []
+        # The step runs here, not as a Ray job: its input is read from a local copy (an
+        # s3:// data root's chat data is downloaded once into this host's cache).
+        store = Storage.from_settings(settings)
+        inputs = [localize(Manifest.read(chat, store), store)] if chat else []
         try:
             done = run(config, inputs, settings, force=params["force"])
         except OrchardError as error:  # the gate: retrying would fail the same way

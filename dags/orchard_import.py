@@ -66,12 +66,11 @@ BASE_MODEL = Asset("orchard_base_model")
 def orchard_import():
     @task(outlets=[BASE_MODEL])
     def import_model(params: dict | None = None, **context) -> str:
-        from pathlib import Path
-
         from airflow.sdk.exceptions import AirflowFailException
 
         from orchard.dag_inputs import step_job
         from orchard.errors import OrchardError
+        from orchard.storage import join
         from ray_jobs.import_model import ImportConfig, identify, output_name
 
         try:  # refused here in one line, before a Ray job starts
@@ -92,9 +91,10 @@ def orchard_import():
             context, params, "import_model", output_name(config, checkpoint), config, []
         )
         context["outlet_events"][BASE_MODEL].extra = {
-            "manifest": str(Path(manifest.path) / "manifest.json"),
-            "hf_dir": str(Path(manifest.path) / "hf"),
-            "megatron_dir": str(Path(manifest.path) / "megatron"),
+            # join, not Path: the output may be an s3:// location.
+            "manifest": join(manifest.path, "manifest.json"),
+            "hf_dir": join(manifest.path, "hf"),
+            "megatron_dir": join(manifest.path, "megatron"),
             "key": manifest.key,
             **{k: manifest.facts[k] for k in ("source", "sha256", "licence", "display_name")},
         }

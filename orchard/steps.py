@@ -137,6 +137,9 @@ class StepContext:
     # e.g. Ray Train checkpoints), and the pyarrow filesystem to reach it; None = `work`.
     durable_work: str | None = None
     filesystem: Any = None
+    # Where the output is published (a local path or an s3:// URI), for lineage records
+    # made while the body runs (an MLflow dataset's source).
+    location: str = ""
 
     def durable(self, name: str) -> tuple[str, Any]:
         """(path, pyarrow filesystem or None) of `name` in the scratch space that outlives
@@ -268,7 +271,7 @@ def run_step(
     work.mkdir(exist_ok=True)
     started = time.monotonic()
     try:
-        output = body(StepContext(out=staging, work=work, key=key))
+        output = body(StepContext(out=staging, work=work, key=key, location=str(final)))
         manifest = _manifest_of(
             output, step, name, key, str(final), config, refs, started, staging, mlflow_uri
         )
@@ -324,7 +327,9 @@ def _run_step_remote(
     work.mkdir(exist_ok=True)
     durable = store.join(step, f".{name}-{key}.work")
     started = time.monotonic()
-    context = StepContext(staging, work, key, durable_work=durable, filesystem=store.fs)
+    context = StepContext(
+        staging, work, key, durable_work=durable, filesystem=store.fs, location=final
+    )
     try:
         try:
             output = body(context)

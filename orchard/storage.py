@@ -162,7 +162,7 @@ class Storage:
 
     def read_bytes(self, location: str | Path) -> bytes:
         try:
-            with self.fs.open_input_stream(self.fs_path(location)) as stream:
+            with self.fs.open_input_stream(self.fs_path(location), compression=None) as stream:
                 return stream.read()
         except OSError as error:
             raise self._wrap(error, f"read {location}") from None
@@ -205,7 +205,7 @@ class Storage:
             local.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with (
-                    self.fs.open_input_stream(f"{base}/{name}") as stream,
+                    self.fs.open_input_stream(f"{base}/{name}", compression=None) as stream,
                     local.open("wb") as out,
                 ):
                     while chunk := stream.read(CHUNK):
@@ -236,7 +236,7 @@ class Storage:
         try:
             with (
                 source.open("rb") as data,
-                self.fs.open_output_stream(self.fs_path(location)) as out,
+                self.fs.open_output_stream(self.fs_path(location), compression=None) as out,
             ):
                 while chunk := data.read(CHUNK):
                     out.write(chunk)
@@ -245,7 +245,7 @@ class Storage:
 
     def write_bytes(self, location: str, data: bytes) -> None:
         try:
-            with self.fs.open_output_stream(self.fs_path(location)) as out:
+            with self.fs.open_output_stream(self.fs_path(location), compression=None) as out:
                 out.write(data)
         except OSError as error:
             raise self._wrap(error, f"write {location}") from None

@@ -1,7 +1,8 @@
 """The curate step: raw documents in, a clean, deduplicated corpus out (datatrove).
 
 Stages, each a datatrove pipeline run by its executor (local processes by default,
-the Ray cluster with `executor="ray"`):
+the Ray cluster with `executor="ray"`; on a cluster of several nodes datatrove's files
+then live in the step's work prefix in the data root's bucket, `choose_placement`):
 
 1. filter  — read HTML (WARC: crawl and imported pages) and text (JSONL) sources,
    extract the main text of HTML with Trafilatura, then the URL filter, language ID,
@@ -47,11 +48,13 @@ from datatrove.utils.lid import FastTextLID
 from pydantic import Field, field_validator
 from tldextract import TLDExtract
 
+from orchard.datatrove_workspace import WhereTasksRan, Workspace
 from orchard.documents import DOCUMENTS, iter_documents, read_shard
 from orchard.errors import OrchardError
 from orchard.pii import replace_phone_numbers
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
+from orchard.storage import join
 
 log = logging.getLogger("orchard.curate")
 
@@ -196,28 +199,34 @@ class TolerantJsonlReader(_SkipCorruptFiles, JsonlReader):
 # -- the pipeline ------------------------------------------------------------------------
 
 
-def _paths_file(work: Path, name: str, files: list[Path]) -> Path:
-    path = work / f"{name}.paths"
-    path.write_text("".join(f"{str(f).lstrip('/')}\n" for f in sorted(files)))
-    return path
+Source = tuple[str, Path]  # an input's published location, and its local copy
 
 
-def _filter_pipeline(config: CurateConfig, sources: list[Path], work: Path) -> list:
+def _input_files(sources: list[Source], pattern: str) -> list[tuple[str, Path]]:
+    """(published location, local copy) of every input file matching `pattern`."""
+    return [
+        (join(location, path.relative_to(local).as_posix()), path)
+        for location, local in sources
+        for path in local.rglob(pattern)
+    ]
+
+
+def _filter_pipeline(config: CurateConfig, sources: list[Source], ws: Workspace) -> list:
     def dropped(name: str) -> JsonlWriter:
-        return JsonlWriter(str(work / "dropped" / name), output_filename="${rank}.jsonl.gz")
+        return _dropped_writer(ws, name)
 
-    html = [f for source in sources for f in source.rglob("*.warc.gz")]
-    text = [f for source in sources for f in source.rglob("*.jsonl.gz")]
+    html = _input_files(sources, "*.warc.gz")
+    text = _input_files(sources, "*.jsonl.gz")
     steps: list = []
     if html:
         steps += [
-            TolerantWarcReader("/", paths_file=str(_paths_file(work, "html", html))),
+            TolerantWarcReader(**ws.inputs(html, "html")),
             # no_fallback: skip trafilatura's slower fallback extractors (~30% faster
             # on documentation pages, and it keeps more of their text).
             Trafilatura(favour_precision=True, timeout=5.0, no_fallback=True),
         ]
     if text:
-        steps.append(TolerantJsonlReader("/", paths_file=str(_paths_file(work, "text", text))))
+        steps.append(TolerantJsonlReader(**ws.inputs(text, "text")))
     language = config.languages[0]
     for name in config.filters:
         if name == "url":
@@ -249,14 +258,14 @@ def _filter_pipeline(config: CurateConfig, sources: list[Path], work: Path) -> l
     steps.append(FTFYFormatter(normalization="NFC"))
     if config.remove_pii:
         steps += [PIIFormatter(), PhoneNumberFormatter()]
-    steps.append(JsonlWriter(str(work / "filtered"), output_filename="${rank}.jsonl.gz"))
+    steps.append(JsonlWriter(ws.folder("filtered"), output_filename="${rank}.jsonl.gz"))
     return steps
 
 
 Stage = tuple[str, list, int]  # name, datatrove pipeline, number of tasks
 
 
-def _exact_dedup_stages(src: Path, work: Path, out: Path, tasks: int) -> list[Stage]:
+def _exact_dedup_stages(src: str, ws: Workspace, out: str, tasks: int) -> list[Stage]:
     from datatrove.pipeline.dedup.exact_dedup import (
         ExactDedupConfig,
         ExactDedupFilter,
@@ -265,8 +274,8 @@ def _exact_dedup_stages(src: Path, work: Path, out: Path, tasks: int) -> list[St
     )
 
     dedup = ExactDedupConfig(content_getter=document_text)
-    reader = JsonlReader(str(src))
-    sigs, dups = str(work / "exact" / "sigs"), str(work / "exact" / "dups")
+    reader = JsonlReader(ws.folder(src))
+    sigs, dups = ws.folder("exact", "sigs"), ws.folder("exact", "dups")
     # The filter's ranks must read the same shards as the signature's ranks.
     return [
         ("exact-signature", [reader, ExactDedupSignature(sigs, config=dedup)], tasks),
@@ -274,11 +283,11 @@ def _exact_dedup_stages(src: Path, work: Path, out: Path, tasks: int) -> list[St
         (
             "exact-filter",
             [
-                JsonlReader(str(src)),
+                JsonlReader(ws.folder(src)),
                 ExactDedupFilter(
-                    dups, config=dedup, exclusion_writer=_dropped_writer(work, "exact_duplicate")
+                    dups, config=dedup, exclusion_writer=_dropped_writer(ws, "exact_duplicate")
                 ),
-                JsonlWriter(str(out), output_filename="${rank}.jsonl.gz"),
+                JsonlWriter(ws.folder(out), output_filename="${rank}.jsonl.gz"),
             ],
             tasks,
         ),
@@ -286,7 +295,7 @@ def _exact_dedup_stages(src: Path, work: Path, out: Path, tasks: int) -> list[St
 
 
 def _near_dedup_stages(
-    config: CurateConfig, src: Path, work: Path, out: Path, tasks: int
+    config: CurateConfig, src: str, ws: Workspace, out: str, tasks: int
 ) -> list[Stage]:
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -303,13 +312,17 @@ def _near_dedup_stages(
         hashes_per_bucket=config.minhash_hashes_per_bucket,
         hash_config=HashConfig(precision=64),
     )
-    root = work / "minhash"
     language = config.languages[0]
-    sigs, buckets, clusters = (str(root / part) for part in ("sigs", "buckets", "clusters"))
+    sigs, buckets, clusters = (
+        ws.folder("minhash", part) for part in ("sigs", "buckets", "clusters")
+    )
     return [
         (
             "minhash-signature",
-            [JsonlReader(str(src)), MinhashDedupSignature(sigs, config=minhash, language=language)],
+            [
+                JsonlReader(ws.folder(src)),
+                MinhashDedupSignature(sigs, config=minhash, language=language),
+            ],
             tasks,
         ),
         # One task per LSH band; then one task joins the bands into clusters.
@@ -322,11 +335,11 @@ def _near_dedup_stages(
         (
             "minhash-filter",
             [
-                JsonlReader(str(src)),
+                JsonlReader(ws.folder(src)),
                 MinhashDedupFilter(
-                    clusters, exclusion_writer=_dropped_writer(work, "near_duplicate")
+                    clusters, exclusion_writer=_dropped_writer(ws, "near_duplicate")
                 ),
-                JsonlWriter(str(out), output_filename="${rank}.jsonl.gz"),
+                JsonlWriter(ws.folder(out), output_filename="${rank}.jsonl.gz"),
             ],
             tasks,
         ),
@@ -338,21 +351,48 @@ def document_text(document: Document) -> str:
     return " ".join(document.text.split())
 
 
-def _dropped_writer(work: Path, name: str) -> JsonlWriter:
-    return JsonlWriter(str(work / "dropped" / name), output_filename="${rank}.jsonl.gz")
+def _dropped_writer(ws: Workspace, name: str) -> JsonlWriter:
+    return JsonlWriter(ws.folder("dropped", name), output_filename="${rank}.jsonl.gz")
 
 
-def _execute(config: CurateConfig, stage: str, pipeline: list, work: Path, tasks: int) -> list:
+def choose_placement(config: CurateConfig, ctx: StepContext) -> tuple[str, Workspace]:
+    """(executor, workspace) of the stages: `config.executor` in the step's work directory;
+    on a Ray cluster of several nodes with the data root on object storage, Ray tasks on
+    any node with datatrove's files in the step's durable work prefix in the bucket (each
+    says so in one line); with a local data root there, datatrove's local executor on this
+    host, as the work directory is on this host only."""
+    here = Workspace(ctx.work)
+    if config.executor != "ray":
+        return config.executor, here
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)  # inside a Ray job: joins the job's cluster
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes == 1:
+        return "ray", here
+    if ctx.durable_work is None:
+        print(
+            f"note: curate runs datatrove's local executor on this host, not Ray's: the "
+            f"cluster has {nodes} nodes and the data root is this host's disk",
+            flush=True,
+        )
+        return "local", here
+    shared, filesystem = ctx.durable("datatrove")
+    print(f"curate: Ray tasks on {nodes} nodes, datatrove's files in s3://{shared}", flush=True)
+    return "ray", Workspace(ctx.work, shared=shared, filesystem=filesystem)
+
+
+def _execute(
+    executor_kind: str, config: CurateConfig, stage: str, pipeline: list, ws: Workspace, tasks: int
+) -> list:
     """Run one datatrove stage; return its merged stats (also when it was already done)."""
-    logging_dir = work / "logs" / stage
-    if config.executor == "ray":
-        import ray
+    logging_dir = ws.folder("logs", stage)
+    if executor_kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
-        if not ray.is_initialized():
-            ray.init(log_to_driver=False)  # inside a Ray job: joins the job's cluster
         executor = RayPipelineExecutor(
-            pipeline, tasks=tasks, logging_dir=str(logging_dir), mem_per_cpu_gb=0.5
+            pipeline, tasks=tasks, logging_dir=logging_dir, mem_per_cpu_gb=0.5
         )
     else:
         from datatrove.executor.local import LocalPipelineExecutor
@@ -361,13 +401,28 @@ def _execute(config: CurateConfig, stage: str, pipeline: list, work: Path, tasks
             pipeline,
             tasks=tasks,
             workers=min(config.workers, tasks),
-            logging_dir=str(logging_dir),
+            logging_dir=logging_dir,
         )
     started = time.monotonic()
     executor.run()
     log.info("curate stage %s: %.1f s", stage, time.monotonic() - started)
-    stats = logging_dir / "stats.json"
-    return json.loads(stats.read_text()) if stats.exists() else []
+    # datatrove's Ray executor logs a failed task at debug level and returns.
+    if missing := executor.get_incomplete_ranks(skip_completed=True):
+        raise OrchardError(
+            f"curate stage {stage}: datatrove tasks {missing} of {tasks} did not complete. "
+            f"The tasks' logs:\n{_task_logs(ws, stage)}"
+        )
+    return ws.read_json("logs", stage, "stats.json") or []
+
+
+def _task_logs(ws: Workspace, stage: str, tail: int = 3000) -> str:
+    """The end of each datatrove task log of `stage` (datatrove keeps them in its
+    logging directory), for an error message."""
+    logs = ws.fetch("logs", stage, "logs")
+    return "\n".join(
+        f"--- {path.name}:\n{path.read_text(errors='replace')[-tail:]}"
+        for path in sorted(logs.glob("*.log"))
+    )
 
 
 def _stat_value(value: object) -> int:
@@ -415,8 +470,16 @@ def _sample_dropped(work: Path, out: Path, per_filter: int, seed: int = 0) -> No
         target.write_bytes(b"".join(sample))
 
 
-def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepOutput:
-    """The step body: filter, then exact and near dedup, into `ctx.out/documents`."""
+def curate(
+    config: CurateConfig,
+    sources: list[Path],
+    ctx: StepContext,
+    published: list[str] | None = None,
+    placement: tuple[str, Workspace] | None = None,
+) -> StepOutput:
+    """The step body: filter, then exact and near dedup, into `ctx.out/documents`.
+    `published` are the sources' published locations (default: `sources`);
+    `placement` the executor and workspace (default: `choose_placement`)."""
     work = ctx.work
     inputs = sum(1 for s in sources for _ in s.rglob("*.warc.gz")) + sum(
         1 for s in sources for _ in s.rglob("*.jsonl.gz")
@@ -427,27 +490,35 @@ def curate(config: CurateConfig, sources: list[Path], ctx: StepContext) -> StepO
             "run the crawl or import step first"
         )
     tasks = max(1, min(config.tasks, inputs))
-    stages: list[Stage] = [("filter", _filter_pipeline(config, sources, work), tasks)]
-    current = work / "filtered"
+    executor, ws = placement or choose_placement(config, ctx)
+    located = list(zip(published or [str(s) for s in sources], sources, strict=True))
+    first = _filter_pipeline(config, located, ws)
+    if executor == "ray":  # which hosts the tasks ran on, for the manifest
+        first.insert(0, WhereTasksRan(ws.folder("where", "filter")))
+    stages: list[Stage] = [("filter", first, tasks)]
+    current = "filtered"
     if config.exact_dedup:
-        stages += _exact_dedup_stages(current, work, work / "exact_out", tasks)
-        current = work / "exact_out"
+        stages += _exact_dedup_stages(current, ws, "exact_out", tasks)
+        current = "exact_out"
     if config.near_dedup:
-        stages += _near_dedup_stages(config, current, work, work / "minhash_out", tasks)
-        current = work / "minhash_out"
+        stages += _near_dedup_stages(config, current, ws, "minhash_out", tasks)
+        current = "minhash_out"
     counts: dict[str, int] = {}
     for name, pipeline, stage_tasks in stages:
-        counts |= _counts(name, _execute(config, name, pipeline, work, stage_tasks))
+        counts |= _counts(name, _execute(executor, config, name, pipeline, ws, stage_tasks))
 
     documents = ctx.out / DOCUMENTS
     documents.mkdir()
-    for shard in sorted(current.glob("*.jsonl.gz")):
+    ws.fetch("dropped")
+    for shard in sorted(ws.fetch(current).glob("*.jsonl.gz")):
         shard.replace(documents / shard.name)
     _sample_dropped(work, ctx.out, config.dropped_samples)
     kept = sum(1 for _ in iter_documents(ctx.out))
     counts["documents"] = kept
     (ctx.out / "stats.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
-    return StepOutput(counts=counts, metrics={"documents": float(kept)})
+    where = sorted(ws.fetch("where", "filter").glob("*.json")) if executor == "ray" else []
+    workers = [{"stage": "filter", **json.loads(path.read_text())} for path in where]
+    return StepOutput(counts=counts, metrics={"documents": float(kept)}, workers=workers)
 
 
 STEP = StepSpec("curate", CurateConfig, default_name="corpus", doc=__doc__)
@@ -463,7 +534,15 @@ def run(
     if not sources:
         raise OrchardError("curate needs at least one --input: a crawl or import manifest")
     paths = [Path(manifest.path) for manifest in sources]
-    return STEP.run(settings, config, lambda ctx: curate(config, paths, ctx), sources, name, force)
+    published = [manifest.ref.path for manifest in sources]
+    return STEP.run(
+        settings,
+        config,
+        lambda ctx: curate(config, paths, ctx, published),
+        sources,
+        name,
+        force,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,7 +221,9 @@ def log_feedback_input(feedback: Manifest) -> None:
 
     from orchard.feedback import mlflow_dataset
 
-    dataset = mlflow_dataset(read_feedback(Path(feedback.path)), feedback.key, feedback.path)
+    # ref.path: where the set is published (an s3:// location), not the local copy read.
+    rows = read_feedback(Path(feedback.path))
+    dataset = mlflow_dataset(rows, feedback.key, feedback.ref.path)
     mlflow.log_input(dataset, context="training")
 
 

@@ -433,13 +433,11 @@ def log_dataset(
         run_name=f"feedback-{ctx.key}",
         tags={"orchard.step": "feedback", "orchard.key": ctx.key},
     ) as run:
-        # Where run_step publishes the staging directory `.<name>-<key>.staging-<id>`.
-        final = ctx.out.parent / ctx.out.name.lstrip(".").rsplit(".staging-", 1)[0]
         if pairs:
-            mlflow.log_input(mlflow_dataset(pairs, ctx.key, str(final)), context="feedback")
+            mlflow.log_input(mlflow_dataset(pairs, ctx.key, ctx.location), context="feedback")
         if unpaired:
             name = f"orchard-feedback-{ctx.key}-unpaired"
-            dataset = mlflow_unpaired_dataset(unpaired, name, str(final))
+            dataset = mlflow_unpaired_dataset(unpaired, name, ctx.location)
             mlflow.log_input(dataset, context="feedback")
         return run.info.run_id
 

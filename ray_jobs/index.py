@@ -43,6 +43,7 @@ from orchard.knowledge.shared import (
 from orchard.knowledge.vectors import open_store
 from orchard.settings import Settings
 from orchard.steps import Manifest, StepConfig, StepContext, StepOutput, StepSpec
+from orchard.storage import is_uri
 
 log = logging.getLogger("orchard.index")
 
@@ -157,6 +158,16 @@ def corpus_of(inputs: list[Manifest]) -> Manifest:
     return corpora[0]
 
 
+def host_local_vectors_note(settings: Settings) -> str:
+    """The one line an index run on an s3:// data root prints when its vectors stay on
+    this host (LanceDB): the manifest goes to object storage, the collection does not."""
+    return (
+        f"note: the index manifest goes to {settings.data_dir}, but its vectors go to LanceDB "
+        f"under {settings.home / 'knowledge' / 'lancedb'} on this host only: the platform "
+        "must run here, or set ORCHARD_WEAVIATE_URL for a vector store every host reaches"
+    )
+
+
 STEP = StepSpec(INDEX_STEP, IndexConfig, default_name=CRAWLED_SITE, doc=__doc__)
 
 
@@ -170,6 +181,8 @@ def run(
     """Index the corpus among `inputs` into the shared base `config.knowledge_base` (the
     step's output is named after the base, whatever `name` says)."""
     corpus = Path(corpus_of(inputs).path)
+    if is_uri(settings.data_dir) and not settings.weaviate_url:
+        print(host_local_vectors_note(settings), flush=True)
     return STEP.run(
         settings,
         config,

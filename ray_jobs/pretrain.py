@@ -547,7 +547,7 @@ def _mlflow_run(
         "orchard.step": "pretrain",
         "orchard.key": ctx.key,
         "orchard.tokenize_key": tokenized.key,
-        "orchard.tokenize_path": tokenized.path,
+        "orchard.tokenize_path": tokenized.ref.path,
     }
     if base is not None:
         tags |= {"orchard.init_from": base.ref.path, "orchard.init_key": base.key}

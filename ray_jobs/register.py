@@ -84,7 +84,8 @@ def version_tags(model: Manifest, evaluation: Manifest | None) -> dict[str, str]
     behind = lineage([model] + ([evaluation] if evaluation else []))
     tags = {"orchard.model_step": model.step}
     for step, manifest in sorted(behind.items()):
-        tags[f"orchard.lineage.{step}"] = manifest.path
+        # ref.path: where it is published (an s3:// location), not this host's local copy.
+        tags[f"orchard.lineage.{step}"] = manifest.ref.path
         if manifest.mlflow_run_id:
             tags[f"orchard.lineage.{step}.mlflow_run"] = manifest.mlflow_run_id
     tags |= base_tags(behind)
@@ -104,7 +105,7 @@ def feedback_tags(behind: dict[str, Manifest]) -> dict[str, str]:
         return {}
     tags = {
         "orchard.feedback.version": feedback.key,
-        "orchard.feedback.dataset": feedback.path,
+        "orchard.feedback.dataset": feedback.ref.path,
         "orchard.feedback.from_champion": trained.facts.get("from_champion") or "none",
         "orchard.feedback.method": trained.step,
     }
@@ -137,7 +138,7 @@ def base_tags(behind: dict[str, Manifest]) -> dict[str, str]:
         for fact in ("source", "licence", "sha256", "architecture", "display_name")
         if fact in base.facts
     }
-    tags[f"{BASE_TAG}.tokenizer"] = f"{base.path.rstrip('/')}/tokenizer"
+    tags[f"{BASE_TAG}.tokenizer"] = f"{base.ref.path.rstrip('/')}/tokenizer"
     return tags
 
 
@@ -157,7 +158,8 @@ def model_card(model: Manifest, evaluation: Manifest | None) -> str:
     """The registered version's description: what the model is, its lm-eval scores on
     Orchard's local tasks, and what decontamination removed from its training data."""
     behind = lineage([model] + ([evaluation] if evaluation else []))
-    lines = [f"Orchard chat model from the {model.step} step ({Path(model.path).name})."]
+    published = model.ref.path.rstrip("/").rsplit("/", 1)[-1]  # not the local copy's name
+    lines = [f"Orchard chat model from the {model.step} step ({published})."]
     base = base_tags(behind)
     if base:
         lines.append(

@@ -22,7 +22,10 @@ so with the same valid_fraction no validation document was seen by the tokenizer
 
 Shards run as Ray tasks when Ray is there (`executor="auto"`: a connected Ray, or
 `RAY_ADDRESS`, e.g. inside a Ray job, and more than one shard), else in this process;
-`tokenizers` spreads each batch over the cores either way.
+`tokenizers` spreads each batch over the cores either way. On a Ray cluster of several
+nodes a task may run on a host that cannot see the driver's files: there each shard and
+the tokenizer travel to the task through Ray's object store, and its .bin/.idx come back
+the same way.
 
 Output:
     train/<shard>.bin/.idx, valid/<shard>.bin/.idx   (a split without documents in a
@@ -53,6 +56,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -213,6 +217,34 @@ def _ray_task(shard: Shard, threads: int) -> ShardResult:
 # -- the step ---------------------------------------------------------------------------
 
 
+def tokenize_shipped(
+    shard: Shard, source: bytes, tokenizer_json: bytes, threads: int
+) -> tuple[ShardResult, dict[str, bytes]]:
+    """`shard` on a node that cannot see the driver's files (another host of the
+    cluster): the input file and the tokenizer arrive as arguments (through Ray's object
+    store), and the .bin/.idx files go back in the result (relative path -> bytes)."""
+    with tempfile.TemporaryDirectory(prefix="orchard-tokenize-") as tmp:
+        local = Path(tmp, Path(shard.source).name)
+        local.write_bytes(source)
+        tokenizer_file = Path(tmp, "tokenizer.json")
+        tokenizer_file.write_bytes(tokenizer_json)
+        out = Path(tmp, "out")
+        here = replace(shard, source=str(local), out=str(out), tokenizer_file=str(tokenizer_file))
+        result = _ray_task(here, threads)
+        files = {
+            path.relative_to(out).as_posix(): path.read_bytes()
+            for path in sorted(out.rglob("*"))
+            if path.is_file()
+        }
+    return result, files
+
+
+def _spans_hosts(ray) -> bool:
+    """True when the Ray cluster has more than one node: its tasks may run where the
+    driver's files are not."""
+    return sum(1 for node in ray.nodes() if node["Alive"]) > 1
+
+
 def _use_ray(config: TokenizeConfig, shards: int) -> bool:
     if config.executor != "auto":
         return config.executor == "ray"
@@ -233,9 +265,26 @@ def _run_shards(shards: list[Shard], use_ray: bool, cpus_per_task: int) -> list[
     if started_here:
         ray.init(log_to_driver=False)  # inside a Ray job: joins the job's cluster
     try:
-        task = ray.remote(num_cpus=cpus_per_task)(_ray_task)
-        log.info("tokenize: %d shards as Ray tasks", len(shards))
-        return ray.get([task.remote(shard, cpus_per_task) for shard in shards])
+        if not _spans_hosts(ray):
+            task = ray.remote(num_cpus=cpus_per_task)(_ray_task)
+            log.info("tokenize: %d shards as Ray tasks", len(shards))
+            return ray.get([task.remote(shard, cpus_per_task) for shard in shards])
+        shipped = ray.remote(num_cpus=cpus_per_task)(tokenize_shipped)
+        log.info("tokenize: %d shards as Ray tasks on any node (data shipped)", len(shards))
+        tokenizer_json = ray.put(Path(shards[0].tokenizer_file).read_bytes())
+        refs = [
+            shipped.remote(shard, Path(shard.source).read_bytes(), tokenizer_json, cpus_per_task)
+            for shard in shards
+        ]
+        results = []
+        for shard, ref in zip(shards, refs, strict=True):
+            result, files = ray.get(ref)
+            for name, data in files.items():
+                target = Path(shard.out, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            results.append(result)
+        return results
     finally:
         if started_here:
             ray.shutdown()
@@ -264,7 +313,7 @@ def tokenizer_source(manifest: Manifest) -> TokenizerSource:
     """The tokenizer of a tokenizer step's or an import_model step's manifest."""
     directory = Path(manifest.path) / TOKENIZER_DIR
     if manifest.step == "tokenizer":
-        return TokenizerSource(directory, "trained", manifest.path)
+        return TokenizerSource(directory, "trained", manifest.ref.path)
     if manifest.step != "import_model":
         raise OrchardError(
             f"a {manifest.step} output has no tokenizer to use: pass a tokenizer step's or "
@@ -280,7 +329,7 @@ def tokenizer_source(manifest: Manifest) -> TokenizerSource:
     return TokenizerSource(
         directory,
         "base model",
-        f"{name} ({facts.get('source', manifest.path)}, sha256 {facts.get('sha256', '?')})",
+        f"{name} ({facts.get('source', manifest.ref.path)}, sha256 {facts.get('sha256', '?')})",
         int(manifest.counts["vocab_size"]),
     )
 

@@ -113,6 +113,13 @@ class Resources:
     ingress_replicas: int = 1
     embedding_replicas: int = 1
     ingress_num_cpus: float = 0.1
+    # Where the replicas go on a cluster of several nodes: at most this many ModelServer
+    # replicas per node (1: each on its own host, so one host's death leaves the others
+    # answering), and Ray label selectors (`ray start --labels`) for the ModelServer and
+    # for the ingress and embedding replicas, e.g. {"orchard-host": "in(b,c)"}.
+    max_replicas_per_node: int | None = None
+    label_selector: dict[str, str] | None = None
+    ingress_label_selector: dict[str, str] | None = None
 
 
 # The embedded stack shares one machine between Serve and the training steps, whose Ray
@@ -131,6 +138,15 @@ def serve_config(
     res = resources or LOCAL_RESOURCES
     args = serving.model_dump(exclude_none=True)
     args["aliases"] = list(serving.aliases)
+    model_options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+    if res.label_selector:
+        model_options["label_selector"] = dict(res.label_selector)
+    placed: dict[str, Any] = {}
+    if res.max_replicas_per_node:
+        placed["max_replicas_per_node"] = res.max_replicas_per_node
+    ingress_place = (
+        {"label_selector": dict(res.ingress_label_selector)} if res.ingress_label_selector else {}
+    )
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.host, "port": settings.serve_port},
@@ -151,23 +167,21 @@ def serve_config(
                             "max_replicas": res.max_replicas,
                             "target_ongoing_requests": res.target_ongoing_requests,
                         },
-                        "ray_actor_options": {
-                            "num_cpus": res.num_cpus,
-                            "num_gpus": res.num_gpus,
-                        },
+                        "ray_actor_options": model_options,
+                        **placed,
                         "graceful_shutdown_timeout_s": 30,
                     },
                     {
                         "name": "EmbeddingServer",
                         "num_replicas": res.embedding_replicas,
                         "max_ongoing_requests": 256,
-                        "ray_actor_options": {"num_cpus": res.num_cpus},
+                        "ray_actor_options": {"num_cpus": res.num_cpus, **ingress_place},
                     },
                     {
                         "name": "OpenAIIngress",
                         "num_replicas": res.ingress_replicas,
                         "max_ongoing_requests": 1000,
-                        "ray_actor_options": {"num_cpus": res.ingress_num_cpus},
+                        "ray_actor_options": {"num_cpus": res.ingress_num_cpus, **ingress_place},
                     },
                 ],
             }
@@ -200,6 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-gpus", type=float, help="GPUs per ModelServer replica")
     parser.add_argument("--torch-threads", type=int, help="torch threads per replica")
     parser.add_argument(
+        "--max-replicas-per-node",
+        type=int,
+        help="at most this many ModelServer replicas per node (1: one per host)",
+    )
+    parser.add_argument(
         "--cluster",
         action="store_true",
         help="for a Ray cluster (KubeRay): proxies listen on 0.0.0.0 for the Kubernetes "
@@ -216,7 +235,13 @@ def main(argv: list[str] | None = None) -> None:
         serving = serving.model_copy(update={"torch_threads": args.torch_threads})
     chosen = {
         field: getattr(args, field)
-        for field in ("min_replicas", "max_replicas", "num_cpus", "num_gpus")
+        for field in (
+            "min_replicas",
+            "max_replicas",
+            "num_cpus",
+            "num_gpus",
+            "max_replicas_per_node",
+        )
         if getattr(args, field) is not None
     }
     resources = Resources(**chosen) if args.cluster else replace(LOCAL_RESOURCES, **chosen)

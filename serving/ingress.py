@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -85,6 +86,9 @@ async def _first_events(stream) -> list[dict[str, Any]]:
         events = await anext(stream)
     except BackPressureError:
         raise oa.overloaded("Too many requests are queued for this model: retry later.") from None
+    except RayActorError:
+        logger.exception("the model replica went away")
+        raise oa.replica_lost() from None
     except Exception:
         logger.exception("model server failed")
         raise oa.internal_error() from None
@@ -110,6 +114,9 @@ async def _collect(shape: oa.ResponseShape, first, stream, choices: int) -> dict
             tokens += event["tokens"]
             if event["finish_reason"]:
                 reasons[event["index"]] = event["finish_reason"]
+    except RayActorError:
+        logger.exception("the model replica went away mid-answer")
+        raise oa.replica_lost() from None
     except Exception:
         logger.exception("model server failed mid-answer")
         raise oa.internal_error() from None
@@ -130,9 +137,13 @@ async def _sse(shape: oa.ResponseShape, first, stream, choices: int, body) -> As
                 yield shape.chunk(index, event["text"], include_usage=usage_on)
             if reason:
                 yield shape.chunk(index, None, reason, include_usage=usage_on)
-    except Exception:
-        logger.exception("model server failed mid-stream")
-        yield oa.sse(oa.internal_error().body())
+    except Exception as error:
+        # No [DONE]: the client sees the answer is incomplete, and why.
+        lost = isinstance(error, RayActorError)
+        logger.exception(
+            "the model replica went away mid-stream" if lost else "model server failed mid-stream"
+        )
+        yield oa.sse((oa.replica_lost() if lost else oa.internal_error()).body())
         return
     if usage_on:
         yield shape.usage_chunk(oa.usage(first[0]["prompt_tokens"], tokens))
@@ -253,7 +264,7 @@ class OpenAIIngress:
             ).generate.remote(work)
             first = await _first_events(stream)
             shape = oa.ResponseShape(kind, resolved.model, version)
-            headers = {oa.VERSION_HEADER: version}
+            headers = {oa.VERSION_HEADER: version, oa.REPLICA_HEADER: first[0].get("replica", "")}
             if body.stream:
                 events = _sse(shape, first, stream, len(work["prompts"]) * body.n, body)
                 response = StreamingResponse(

@@ -26,6 +26,16 @@ class ModelLoadError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
+    """Where versions download when no `model_cache_dir` is configured: inside a Ray
+    worker (a Serve replica) the node's Ray temp directory, local to the node whatever
+    else its hosts share; elsewhere the system's temp directory."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return Path(ray.get_runtime_context().get_temp_dir()) / "orchard-serve-models"
+    except (ImportError, RuntimeError, AttributeError):
+        pass
     return Path(tempfile.gettempdir()) / "orchard-serve-models"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ class ModelServer:
     def __init__(self, config: dict[str, Any]) -> None:
         # torch is imported with the first model: an idle replica stays ~170 MiB smaller.
         self.config = ServingConfig(**config)
+        replica = serve.get_replica_context().replica_id.unique_id
+        self.replica = f"{socket.gethostname()}/{replica}"  # the X-Orchard-Replica header
 
     def _device(self) -> str:
         import torch
@@ -136,7 +139,7 @@ class ModelServer:
             yield [error.to_event()]
             return
         try:
-            yield [{"event": "start", "prompt_tokens": prompt_tokens}]
+            yield [{"event": "start", "prompt_tokens": prompt_tokens, "replica": self.replica}]
             async for events in _merge_streams(streams):
                 yield events
         finally:  # finished, failed, or cancelled because the client went away

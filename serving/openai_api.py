@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_STOP_SEQUENCES = 4
 MAX_CHOICES = 16
 VERSION_HEADER = "X-Orchard-Model-Version"
+# Which replica answered: `<host name>/<Serve replica id>` (with several replicas on
+# several hosts, what an operator needs to find the logs of one answer).
+REPLICA_HEADER = "X-Orchard-Replica"
 
 
 class OpenAIError(Exception):
@@ -91,6 +94,18 @@ def overloaded(message: str) -> OpenAIError:
         type="rate_limit_error",
         code="server_overloaded",
         headers={"Retry-After": "1"},
+    )
+
+
+def replica_lost() -> OpenAIError:
+    """The replica answering died (its host or process went away) before the answer was
+    complete; the request was not finished, and sending it again reaches another one."""
+    return OpenAIError(
+        503,
+        "The model replica answering this request went away (its host or process stopped) "
+        "before the answer was complete: send the request again; another replica answers it.",
+        type="server_error",
+        code="replica_unavailable",
     )
 
 

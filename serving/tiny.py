@@ -84,8 +84,11 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--register", action="store_true", help="register it in MLflow")
     parser.add_argument("--alias", default="champion")
+    parser.add_argument(
+        "--max-context", type=int, default=256, help="positions: prompt + answer tokens"
+    )
     args = parser.parse_args()
-    path = build_tiny_chat_model(args.out_dir)
+    path = build_tiny_chat_model(args.out_dir, max_context=args.max_context)
     print(f"tiny chat model written to {path}")
     if args.register:
         from orchard.registry import register_hf_model

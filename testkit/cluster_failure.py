@@ -10,18 +10,15 @@ dead worker, restarts the worker group and resumes from the last checkpoint.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 from orchard import cluster
 from orchard.cluster import failures
-from orchard.settings import Settings
-from testkit.cluster_pretrain import SUBMIT, ModelData, object_keys
+from testkit.cluster_pretrain import ClusterPretrain, ModelData, object_keys
 
 # Once a checkpoint is in storage, rank 0's report returns and Ray Train's controller
 # registers the checkpoint at its next poll of the workers (every 2 s).
@@ -59,11 +56,8 @@ def checkpoint_steps(data: ModelData) -> list[int]:
 
 
 def pretrain_through_host_death(
-    hosts_settings: Settings,
-    layout: cluster.Layout,
-    settings: Settings,
+    setup: ClusterPretrain,
     config: dict,
-    data: ModelData,
     *,
     host: str = "c",
     name: str = "failover",
@@ -72,15 +66,10 @@ def pretrain_through_host_death(
     """Submit the pretrain step, power `host` off once a checkpoint is safe and the run
     has gone on, power it on again, and wait for the job's end. The host is on again
     when this returns, also on error."""
-    env = (
-        cluster.node_env(hosts_settings, layout)
-        | settings.to_env()
-        | layout.client_env()
-        | {"MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONUNBUFFERED": "1"}
-    )
+    hosts_settings, layout, data = setup.hosts_settings, setup.layout, setup.data
     job = subprocess.Popen(
-        [sys.executable, "-c", SUBMIT, json.dumps(config), data.tokenized.path, name],
-        env=env,
+        setup.command(config, name),
+        env=setup.env() | {"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

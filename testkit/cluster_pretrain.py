@@ -1,12 +1,14 @@
-"""Pretraining on the three-host test cluster (orchard.cluster), shared by
-tests/cluster/test_pretrain_cluster.py and bench/cluster.py: moto's S3 server on the root
-namespace's bridge address, a tiny tokenized corpus published on it, and the pretrain
-step submitted as a Ray job the way a DAG task submits it."""
+"""Pretraining on the three-host test cluster (orchard.cluster), shared by the pretrain,
+TP/PP and host-death tests of tests/cluster/ and by bench/cluster.py: moto's S3 server on
+the root namespace's bridge address, a tiny tokenized corpus published on it, and the
+pretrain step submitted as a Ray job the way a DAG task submits it (`ClusterPretrain`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import uuid
@@ -135,32 +137,73 @@ def submitter_settings(layout: cluster.Layout, data: ModelData, home: Path, mlru
     )
 
 
-def submit_pretrain(
+@dataclass
+class ClusterPretrain:
+    """What a pretraining run on the test cluster needs: the cluster, a bucket holding a
+    tokenized corpus, and the settings of the process that submits the job (its home on
+    host a's disk, MLflow's file store in `mlruns`), as an Airflow task has them."""
+
+    hosts_settings: Settings  # the cluster's (orchard.cluster.up)
+    layout: cluster.Layout
+    data: ModelData
+    settings: Settings  # the submitter's
+    mlruns: Path
+
+    def with_mlflow(self, mlruns: Path) -> ClusterPretrain:
+        """The same, with MLflow's file store in `mlruns`: a job running beside another
+        needs its own, as two processes creating the experiment in one store race."""
+        tracking = self.settings.model_copy(update={"mlflow_tracking_uri": mlruns.as_uri()})
+        return dataclasses.replace(self, settings=tracking, mlruns=mlruns)
+
+    def env(self) -> dict[str, str]:
+        """The environment of a job's submitter, in the root namespace."""
+        return (
+            cluster.node_env(self.hosts_settings, self.layout)
+            | self.settings.to_env()
+            | self.layout.client_env()
+            | {"MLFLOW_ALLOW_FILE_STORE": "true"}
+        )
+
+    def command(self, config: dict, name: str) -> list[str]:
+        """The submitter: the pretrain step of `config` on the corpus, as a Ray job."""
+        return [sys.executable, "-c", SUBMIT, json.dumps(config), self.data.tokenized.path, name]
+
+    def submit(
+        self, config: dict, name: str = "model", timeout: float = 300
+    ) -> tuple[str | None, str]:
+        """Run the pretrain step as a Ray job on the cluster from a driver process in the
+        root namespace; return (the published manifest's location or None, the log)."""
+        job = subprocess.run(
+            self.command(config, name),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        log = job.stdout + job.stderr
+        found = [x for x in job.stdout.splitlines() if x.startswith("MANIFEST=")]
+        if job.returncode != 0 or not found:
+            return None, log
+        return found[-1].removeprefix("MANIFEST="), log
+
+
+@contextmanager
+def cluster_pretrain(
     hosts_settings: Settings,
     layout: cluster.Layout,
-    settings: Settings,
-    config: dict,
-    tokenized: Manifest,
-    name: str = "model",
-    timeout: float = 300,
-) -> tuple[str | None, str]:
-    """Run the pretrain step as a Ray job on the cluster from a driver process in the
-    root namespace; return (the published manifest's location or None, the log)."""
-    env = (
-        cluster.node_env(hosts_settings, layout)
-        | settings.to_env()
-        | layout.client_env()
-        | {"MLFLOW_ALLOW_FILE_STORE": "true"}
-    )
-    job = subprocess.run(
-        [sys.executable, "-c", SUBMIT, json.dumps(config), tokenized.path, name],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    log = job.stdout + job.stderr
-    found = [x for x in job.stdout.splitlines() if x.startswith("MANIFEST=")]
-    if job.returncode != 0 or not found:
-        return None, log
-    return found[-1].removeprefix("MANIFEST="), log
+    endpoint: str,
+    scratch: Path,
+    documents: int = 60,
+) -> Iterator[ClusterPretrain]:
+    """A `ClusterPretrain` on a fresh bucket of the S3 server at `endpoint` (the corpus's
+    local cache and MLflow's store under `scratch`); the submitter's home goes at the end."""
+    data = model_data_on_s3(endpoint, scratch / "cache", documents=documents)
+    # The submitter's home is the job driver's too, and is on host a's disk: the driver's
+    # copies of inputs are there, invisible to hosts b and c.
+    home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
+    mlruns = scratch / "mlruns"
+    settings = submitter_settings(layout, data, home, mlruns)
+    try:
+        yield ClusterPretrain(hosts_settings, layout, data, settings, mlruns)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

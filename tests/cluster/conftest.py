@@ -20,6 +20,7 @@ import pytest
 from orchard import cluster
 from orchard.cluster import network
 from orchard.settings import Settings
+from testkit.cluster_pretrain import ClusterPretrain, bridge_s3, cluster_pretrain
 from tests.conftest import CLUSTER_GROUP
 
 
@@ -80,3 +81,22 @@ def cluster_hosts(cluster_session: ClusterHosts) -> ClusterHosts:
     """The running cluster (started again if a `stops_cluster` test removed it)."""
     cluster_session.ensure_up()
     return cluster_session
+
+
+@pytest.fixture(scope="module")
+def cluster_s3(cluster_session: ClusterHosts) -> Iterator[str]:
+    """moto's S3 server on the root namespace's bridge address, which the hosts reach
+    (testkit.cluster_pretrain.bridge_s3), for a module's tests: its endpoint URL."""
+    with bridge_s3(cluster_session.ensure_up()) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def cluster_pretraining(
+    cluster_hosts: ClusterHosts, cluster_s3: str, tmp_path: Path
+) -> Iterator[ClusterPretrain]:
+    """A fresh bucket with a tokenized corpus, and a job submitter's settings
+    (testkit.cluster_pretrain.ClusterPretrain)."""
+    layout = cluster_hosts.ensure_up()
+    with cluster_pretrain(cluster_hosts.settings, layout, cluster_s3, tmp_path) as setup:
+        yield setup

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
 from orchard.steps import Manifest, localize
 from testkit.cluster_failure import pretrain_through_host_death
-from testkit.cluster_pretrain import bridge_s3, model_data_on_s3, submitter_settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -43,25 +40,15 @@ FAILOVER = {
 }
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(cluster_session):
-    with bridge_s3(cluster_session.ensure_up()) as endpoint:
-        yield endpoint
-
-
 def test_a_worker_host_dying_mid_training_resumes_from_the_last_checkpoint(
-    cluster_hosts, s3_endpoint, tmp_path, monkeypatch
+    cluster_hosts, cluster_pretraining, monkeypatch
 ):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the job's tracking store, read here
 
-    layout = cluster_hosts.layout
-    data = model_data_on_s3(s3_endpoint, tmp_path / "cache")
-    home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
-    mlruns = tmp_path / "mlruns"
-    settings = submitter_settings(layout, data, home, mlruns)
-    run = pretrain_through_host_death(cluster_hosts.settings, layout, settings, FAILOVER, data)
+    layout, data = cluster_pretraining.layout, cluster_pretraining.data
+    run = pretrain_through_host_death(cluster_pretraining, FAILOVER)
     log = run.log
     assert run.killed_at is not None, f"the run ended before host c could be killed:\n{log[-4000:]}"
     assert run.killed_processes > 0 and run.checkpoints_at_kill, log[-4000:]
@@ -76,7 +63,7 @@ def test_a_worker_host_dying_mid_training_resumes_from_the_last_checkpoint(
     # checkpoint is lost (at most one checkpoint interval) and done again, to the same
     # losses; every step is there.
     done = Manifest.read(location := run.location, data.store)
-    client = MlflowClient(mlruns.as_uri())
+    client = MlflowClient(cluster_pretraining.mlruns.as_uri())
     history = client.get_metric_history(done.mlflow_run_id, "loss")
     before = {m.step: m.value for m in history if m.timestamp / 1000 < run.killed_at}
     after = {m.step: m.value for m in history if m.timestamp / 1000 >= run.killed_at}
@@ -110,4 +97,3 @@ def test_a_worker_host_dying_mid_training_resumes_from_the_last_checkpoint(
     by_host = {w["hostname"]: w for w in done.workers}
     assert sorted(by_host) == ["host-b", "host-c"], done.workers
     assert by_host["host-c"]["node_id"] == alive[c]
-    shutil.rmtree(home, ignore_errors=True)

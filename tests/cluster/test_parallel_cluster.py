@@ -1,10 +1,11 @@
 """Tensor and pipeline parallelism across hosts: one model split over hosts b and c.
 
 The pretrain step runs three times as Ray jobs on the same tokenized corpus (on S3) with
-the same seed: `nano` in one process on host b, `nano-tp2` (each layer's matrices split
-over b and c, all-reduced over gloo between them) and `nano-pp2` (layers 0-1 on one host,
-2-3 on the other, activations and gradients sent between them). All three train the
-same model, so their loss curves agree, and their exports (merged from the shards,
+the same seed: `nano` in one process on host a (the head's CPU, which the split runs
+leave free: it trains beside the first of them), `nano-tp2` (each layer's matrices split
+over b and c, all-reduced over gloo between them) and `nano-pp2` (layers 0-1 on one
+host, 2-3 on the other, activations and gradients sent between them). All three train
+the same model, so their loss curves agree, and their exports (merged from the shards,
 model/shards.py) give the same logits.
 
 Tolerances: the layouts do the same arithmetic in another order (TP sums each row-parallel
@@ -20,20 +21,13 @@ interleaved, a stage's layers renumbered) changes logits by 1e-2 to 1.
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
 from orchard.steps import Manifest, localize
-from testkit.cluster_pretrain import (
-    bridge_s3,
-    model_data_on_s3,
-    submit_pretrain,
-    submitter_settings,
-)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -55,40 +49,32 @@ ACROSS_B_AND_C = {
     "worker_labels": {"orchard-host": "in(b,c)"},
 }
 RUNS = {
-    "single": BASE | {"preset": "nano", "workers": 1, "worker_labels": {"orchard-host": "b"}},
+    "single": BASE | {"preset": "nano", "workers": 1, "worker_labels": {"orchard-host": "a"}},
     "tp2": BASE | {"preset": "nano-tp2"} | ACROSS_B_AND_C,
     "pp2": BASE | {"preset": "nano-pp2"} | ACROSS_B_AND_C,
 }
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(cluster_session):
-    with bridge_s3(cluster_session.ensure_up()) as endpoint:
-        yield endpoint
-
-
-def test_tp2_and_pp2_across_hosts_train_the_single_process_model(
-    cluster_hosts, s3_endpoint, tmp_path
-):
+def test_tp2_and_pp2_across_hosts_train_the_single_process_model(cluster_pretraining, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    layout = cluster_hosts.layout
-    data = model_data_on_s3(s3_endpoint, tmp_path / "cache")
-    home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
-    settings = submitter_settings(layout, data, home, tmp_path / "mlruns")
+    setup = cluster_pretraining
+    store = setup.data.store
+    beside = setup.with_mlflow(tmp_path / "mlruns-single")
+    with ThreadPoolExecutor(1) as pool:
+        single = pool.submit(beside.submit, RUNS["single"], "single")
+        jobs = {name: setup.submit(RUNS[name], name) for name in ("tp2", "pp2")}
+        jobs["single"] = single.result()
     outputs: dict[str, Path] = {}
     workers: dict[str, list[dict]] = {}
-    for name, config in RUNS.items():
-        location, log = submit_pretrain(
-            cluster_hosts.settings, layout, settings, config, data.tokenized, name
-        )
+    for name, (location, log) in jobs.items():
         assert location, f"{name}:\n{log[-6000:]}"
-        done = Manifest.read(location, data.store)
+        done = Manifest.read(location, store)
         workers[name] = done.workers
-        outputs[name] = Path(localize(done, data.store).path)
+        outputs[name] = Path(localize(done, store).path)
 
-    # The split runs spanned both worker hosts; the single one ran in one process on b.
-    assert [w["hostname"] for w in workers["single"]] == ["host-b"]
+    # The split runs spanned both worker hosts; the single one ran in one process on a.
+    assert [w["hostname"] for w in workers["single"]] == ["host-a"]
     for name in ("tp2", "pp2"):
         assert sorted(w["hostname"] for w in workers[name]) == ["host-b", "host-c"], name
 
@@ -116,4 +102,3 @@ def test_tp2_and_pp2_across_hosts_train_the_single_process_model(
         diff = (logits[name] - logits["single"]).abs().max().item()
         print(f"{name}: max |logits - single's| = {diff:.2e}")
         assert diff < LOGITS_TOLERANCE, name
-    shutil.rmtree(home, ignore_errors=True)

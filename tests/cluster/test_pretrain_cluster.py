@@ -15,22 +15,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 
-from orchard.steps import Manifest
-from testkit.cluster_pretrain import (
-    bridge_s3,
-    model_data_on_s3,
-    object_keys,
-    s3_client,
-    submit_pretrain,
-    submitter_settings,
-)
+from orchard.steps import MANIFEST, Manifest
+from orchard.storage import cache_dir_for, join
+from testkit.cluster_pretrain import object_keys, s3_client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -49,12 +41,6 @@ PRETRAIN = {
     "placement": "STRICT_SPREAD",
     "worker_labels": {"orchard-host": "in(b,c)"},
 }
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(cluster_session):
-    with bridge_s3(cluster_session.ensure_up()) as endpoint:
-        yield endpoint
 
 
 class CheckpointWatcher(threading.Thread):
@@ -77,20 +63,16 @@ class CheckpointWatcher(threading.Thread):
 
 
 def test_pretraining_runs_on_both_worker_hosts_from_and_to_object_storage(
-    cluster_hosts, s3_endpoint, tmp_path
+    cluster_pretraining, tmp_path
 ):
-    layout = cluster_hosts.layout
-    data = model_data_on_s3(s3_endpoint, tmp_path / "cache")
-    # The submitter's home is the job driver's too, and is on host a's disk: the
-    # driver's copy of the corpus is there, invisible to b and c.
-    home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"
-    settings = submitter_settings(layout, data, home, tmp_path / "mlruns")
+    # The submitter's home, the job driver's too, is on host a's disk: the driver's copy
+    # of the corpus is there, invisible to b and c.
+    layout, data = cluster_pretraining.layout, cluster_pretraining.data
+    s3_endpoint = data.endpoint
     watcher = CheckpointWatcher(s3_endpoint, data.bucket)
     watcher.start()
     try:
-        location, log = submit_pretrain(
-            cluster_hosts.settings, layout, settings, PRETRAIN, data.tokenized
-        )
+        location, log = cluster_pretraining.submit(PRETRAIN)
     finally:
         watcher.stop.set()
         watcher.join()
@@ -104,15 +86,18 @@ def test_pretraining_runs_on_both_worker_hosts_from_and_to_object_storage(
     by_host = {w["hostname"]: w for w in done.workers}
     assert sorted(by_host) == ["host-b", "host-c"], done.workers
     assert len({w["node_id"] for w in done.workers}) == 2
+    # The name of a copy of this corpus (of its manifest), whoever downloads it.
+    manifest = data.store.read_text(join(data.tokenized.path, MANIFEST))
+    named = cache_dir_for(data.store, data.tokenized.path, manifest).name
+    copy = f"orchard-cache/inputs/tokenize/{named}"
     for name in ("b", "c"):
         host = layout.host(name)
         worker = by_host[host.hostname]
         assert worker["address"] == host.address
         assert worker["data"] == data.tokenized.path  # it read the corpus from S3 itself
         # ... into its own host's disk (its node's Ray temp dir).
-        copies = Path(host.ray_temp_dir).rglob("orchard-cache/inputs/tokenize/*/datasets.json")
-        assert list(copies), name
-    assert not list(Path(layout.head.local_dir).rglob("orchard-cache"))
+        assert list(Path(host.ray_temp_dir).rglob(f"{copy}/datasets.json")), name
+    assert not list(Path(layout.head.local_dir).rglob(copy))
 
     # The loss is finite at every step and went down over the run.
     prefix = done.path.removeprefix(f"s3://{data.bucket}/")
@@ -133,4 +118,3 @@ def test_pretraining_runs_on_both_worker_hosts_from_and_to_object_storage(
     for root in (tmp_path, Path(layout.base_dir)):
         assert not list(root.rglob("s3:*")), root
     assert not os.path.exists("s3:")
-    shutil.rmtree(home)

@@ -238,6 +238,9 @@ def test_chat_completion_in_openai_shape_with_the_version(serving, champion):
         model="champion", messages=HELLO, max_tokens=24, temperature=0
     )
     assert raw.headers["x-orchard-model-version"] == champion
+    # ... and which replica answered: this machine's only one (host/Serve replica id).
+    host, replica = raw.headers["x-orchard-replica"].split("/")
+    assert host == socket.gethostname() and replica
     answer = raw.parse()
     assert answer.object == "chat.completion" and answer.id.startswith("chatcmpl-")
     assert answer.model == f"{serving.name}/{champion}"

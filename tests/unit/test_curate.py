@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -182,6 +183,11 @@ def test_a_second_run_is_skipped(curated, tmp_path):
 
 def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
     import ray
+    from datatrove.pipeline.readers import JsonlReader
+
+    from orchard.datatrove_workspace import Workspace
+    from orchard.errors import OrchardError
+    from ray_jobs.curate import _execute
 
     _, local, docs, _ = curated
     sources = [Path(local.path).parents[2] / name for name in ("import", "crawl")]
@@ -204,10 +210,19 @@ def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
             data_root=tmp_path,
             body=lambda ctx: curate(config, sources, ctx),
         )
+        # A task that fails (a reader with no input) fails the stage, with the task's log:
+        # datatrove's Ray executor itself only logs it and returns.
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(OrchardError, match=r"(?s)tasks \[0\] of 1 did not.*No files found"):
+            reader = [JsonlReader(str(tmp_path / "empty"))]
+            _execute("ray", config, "read", reader, Workspace(tmp_path / "failing"), 1)
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     assert on_ray.key == local.key  # the executor is not part of the result's address
+    # The manifest records where each task of the filter stage ran (here: this machine).
+    assert [(w["stage"], w["rank"]) for w in on_ray.workers] == [("filter", "0"), ("filter", "1")]
+    assert {w["hostname"] for w in on_ray.workers} == {socket.gethostname()}
     ray_ids = set()
     for shard in Path(on_ray.path, "documents").glob("*.jsonl.gz"):
         with gzip.open(shard, "rt") as handle:
@@ -215,10 +230,99 @@ def test_the_ray_executor_curates_the_same_corpus(curated, tmp_path):
     assert ray_ids == set(docs)
 
 
+def test_with_its_files_in_the_bucket_curate_makes_the_same_corpus(curated, tmp_path):
+    """On a Ray cluster of several hosts datatrove's files live in the step's work prefix
+    in the bucket, every node reaching them, and the inputs are read from where they are
+    published. Run here by datatrove's local executor on that shared workspace (moto
+    stands in for the bucket): the same documents, counts and dropped samples as on disk."""
+    import logging
+    import uuid
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from orchard.datatrove_workspace import Workspace
+    from orchard.steps import localize
+    from orchard.storage import S3Options, Storage
+
+    _, local, docs, _ = curated
+    root = Path(local.path).parents[2]
+    sources = [root / name for name in ("import", "crawl")]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        keys = {"access_key": "testing", "secret_key": "testing"}
+        endpoint = f"http://{host}:{port}"
+        bucket = f"orchard-{uuid.uuid4().hex[:8]}"
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket=bucket)
+        for source in sources:  # published where a crawl and an import step put them
+            for path in source.rglob("*"):
+                if path.is_file():
+                    key = f"src/{source.name}/{path.relative_to(source).as_posix()}"
+                    s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        store = Storage(
+            f"s3://{bucket}/data", s3=S3Options(endpoint=endpoint, **keys), cache=tmp_path
+        )
+        published = [f"s3://{bucket}/src/{source.name}" for source in sources]
+
+        def body(ctx):
+            shared, filesystem = ctx.durable("datatrove")
+            workspace = Workspace(ctx.work, shared=shared, filesystem=filesystem)
+            return curate(CONFIG, sources, ctx, published, ("local", workspace))
+
+        done = run_step(step="curate", name="corpus", config=CONFIG, data_root=store, body=body)
+        assert done.path.startswith(f"s3://{bucket}/data/curate/")
+        # datatrove's stages wrote into the work prefix, which is gone once published.
+        assert not [k for k in objects(s3, bucket) if ".work/" in k]
+        copy = Path(localize(done, store).path)
+    finally:
+        server.stop()
+    shared_docs = {}
+    for shard in sorted((copy / "documents").glob("*.jsonl.gz")):
+        with gzip.open(shard, "rt") as handle:
+            shared_docs |= {doc["id"]: doc for doc in map(json.loads, handle)}
+    assert without_file_path(shared_docs) == without_file_path(docs)
+    # datatrove records the file a document came from: here its object in the bucket.
+    assert {d["metadata"]["file_path"].split("/src/")[0] for d in shared_docs.values()} == {
+        f"s3://{bucket}"
+    }
+    assert done.counts == local.counts
+    samples = sorted((Path(local.path) / "dropped").glob("*.jsonl"))
+    assert samples
+    for sample in samples:
+        ours, theirs = ((p / "dropped" / sample.name) for p in (copy, Path(local.path)))
+        assert dropped_rows(ours) == dropped_rows(theirs), sample.name
+
+
+def dropped_rows(path: Path) -> dict[str, dict]:
+    return without_file_path({row["id"]: row for row in map(json.loads, path.open())})
+
+
+def without_file_path(docs: dict[str, dict]) -> dict[str, dict]:
+    return {
+        key: {**doc, "metadata": {k: v for k, v in doc["metadata"].items() if k != "file_path"}}
+        for key, doc in docs.items()
+    }
+
+
+def objects(s3, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
 def test_code_heavy_documentation_is_kept_with_a_lower_alpha_ratio(tmp_path):
     from datatrove.data import Document
     from datatrove.pipeline.filters import GopherQualityFilter
 
+    from orchard.datatrove_workspace import Workspace
     from ray_jobs.curate import _filter_pipeline
 
     # About 70 % of datatrove's words (punctuation marks count as words) have a letter.
@@ -233,7 +337,7 @@ def test_code_heavy_documentation_is_kept_with_a_lower_alpha_ratio(tmp_path):
     def verdict(config: CurateConfig):
         (gopher,) = [
             step
-            for step in _filter_pipeline(config, [], tmp_path)
+            for step in _filter_pipeline(config, [], Workspace(tmp_path))
             if isinstance(step, GopherQualityFilter)
         ]
         return gopher.filter(doc)

@@ -227,6 +227,27 @@ def test_a_reader_never_sees_a_manifest_before_its_data(endpoint, bucket, tmp_pa
     assert seen == [done] and len(done.files) == 30
 
 
+def test_published_files_are_stored_byte_for_byte_compressed_ones_too(endpoint, bucket, tmp_path):
+    """What any S3 client (boto3, `mc`, datatrove's fsspec reader on a Ray node) reads is
+    the file the step wrote: pyarrow would gzip a `.gz` name once more on the way up
+    (and gunzip it on the way down) unless told not to."""
+    shard = gzip.compress(b'{"id": "a", "text": "one"}\n')
+
+    def body(ctx: StepContext) -> StepOutput:
+        (ctx.out / "documents").mkdir()
+        (ctx.out / "documents" / "00000.jsonl.gz").write_bytes(shard)
+        return StepOutput()
+
+    root = store(endpoint, bucket, tmp_path / "cache")
+    done = run_step(step="mix", name="gz", config=Fixture(label="gz"), data_root=root, body=body)
+    key = f"{done.path.removeprefix(f's3://{bucket}/')}/documents/00000.jsonl.gz"
+    assert objects(endpoint, bucket)[key] == shard
+    assert done.files["documents/00000.jsonl.gz"] == len(shard)
+    copy = store(endpoint, bucket, tmp_path / "elsewhere")  # a reader on another host
+    local = Path(localize(Manifest.read(done.path, copy), copy).path)
+    assert (local / "documents" / "00000.jsonl.gz").read_bytes() == shard
+
+
 def test_a_dag_task_finds_a_published_step_on_s3_without_a_ray_job(endpoint, bucket, tmp_path):
     from orchard.ray_submit import run_step_job
     from orchard.settings import Settings
@@ -354,3 +375,32 @@ def test_a_bad_data_root_or_a_missing_bucket_is_one_line(
     root = Storage("s3://no-such-bucket/x", s3=S3Options(endpoint="http://127.0.0.1:9", **KEYS))
     with pytest.raises(OrchardError, match="cannot reach the data root"):
         root.check_writable()
+
+
+def test_a_registered_versions_lineage_names_published_locations_not_a_hosts_copy(
+    endpoint, bucket, tmp_path, monkeypatch
+):
+    """A step job reads its inputs from a local copy (`localize`); what it records for
+    later readers on other hosts (lineage tags, the model card) is where they are on S3."""
+    from ray_jobs.register import model_card, version_tags
+
+    root = store(endpoint, bucket, tmp_path / "cache")
+    corpus = run_step(
+        step="curate", name="c", config=Fixture(label="c"), data_root=root, body=writes({"x": "1"})
+    )
+    model = run_step(
+        step="sft",
+        name="m",
+        config=Fixture(label="m"),
+        data_root=root,
+        inputs=[corpus],
+        body=writes({"hf/config.json": "{}"}),
+    )
+    on_host(monkeypatch, tmp_path, "a", endpoint, root.root)  # a job's settings
+    local = localize(model, root)
+    assert Path(local.path).is_dir()  # what the register step reads
+    tags = version_tags(local, None)
+    assert tags["orchard.lineage.sft"] == model.path
+    assert tags["orchard.lineage.curate"] == corpus.path
+    assert model.path.startswith(f"s3://{bucket}/data/sft/m-")
+    assert f"({model.path.rsplit('/', 1)[-1]})" in model_card(local, None)

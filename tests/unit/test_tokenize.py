@@ -17,7 +17,17 @@ import pytest
 
 from orchard.errors import OrchardError
 from orchard.steps import Manifest, locate, run_step
-from ray_jobs.tokenize import TokenizeConfig, inputs_of, main, split_point, tokenize, vocab_dtype
+from ray_jobs.tokenize import (
+    SPLITS,
+    Shard,
+    TokenizeConfig,
+    inputs_of,
+    main,
+    split_point,
+    tokenize,
+    tokenize_shipped,
+    vocab_dtype,
+)
 from ray_jobs.tokenizer import TokenizerConfig, load, train_tokenizer
 from testkit.corpus import article
 from tests.unit.test_tokenizer import write_corpus
@@ -132,6 +142,10 @@ def test_bin_idx_read_back_is_the_token_stream_in_order_with_the_split(tmp_path,
     assert done.metrics["tokens_per_s"] > 0
 
 
+def remote_datasets(done: Manifest) -> dict:
+    return json.loads(Path(done.path, "datasets.json").read_text())
+
+
 def test_ray_tasks_write_the_same_datasets(tmp_path, sources, caplog):
     import ray
 
@@ -147,6 +161,30 @@ def test_ray_tasks_write_the_same_datasets(tmp_path, sources, caplog):
     try:
         with caplog.at_level(logging.INFO, logger="orchard.tokenize"):
             remote = tokenized(tmp_path / "ray", sources, executor="auto")
+        # A task on another host of a cluster sees none of the driver's files: the shard
+        # and tokenizer go as arguments, the .bin/.idx come back as its result.
+        shipped = ray.remote(tokenize_shipped)
+        tokenizer_json = Path(sources[0].path, "tokenizer", "tokenizer.json").read_bytes()
+        gone = tmp_path / "not-on-that-host"
+        for index, source in enumerate(sorted(Path(sources[1].path).rglob("*.jsonl.gz"))):
+            shard = Shard(
+                name=f"{index:05d}",
+                source=str(gone / source.name),
+                out=str(gone / "out"),
+                tokenizer_file=str(gone / "tokenizer.json"),
+                eod_id=remote_datasets(remote)["eod_id"],
+                dtype=remote_datasets(remote)["dtype"],
+                valid_fraction=VALID,
+                batch_documents=256,
+            )
+            result, files = ray.get(shipped.remote(shard, source.read_bytes(), tokenizer_json, 1))
+            assert result.error is None and sum(result.documents.values()) > 0
+            assert sorted(files) == [
+                f"{s}/{shard.name}.{x}" for s in SPLITS for x in ("bin", "idx")
+            ]
+            for name, data in files.items():
+                assert Path(remote.path, name).read_bytes() == data, name
+        assert not gone.exists()
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
