@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
 
-from serving.delta_stream import CoalescedDeltas
+from serving.delta_stream import CoalescedDeltas, StreamingEngine
 from serving.engine import Delta, Engine, SamplingParams
 
 
-class AsyncEngine:
+class AsyncEngine(StreamingEngine):
     """Runs an `Engine` on its own thread and streams each sequence's deltas to asyncio.
 
     The thread lives only while there is work, so an engine nobody uses any more (a model
@@ -61,14 +60,6 @@ class AsyncEngine:
         seq_id = self.engine.add(prompt_ids, params, deliver)
         self.wake()
         return DeltaStream(self, seq_id, queue, coalesce_s)
-
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        stream = self.submit(prompt_ids, params)
-        try:
-            async for delta in stream:
-                yield delta
-        finally:
-            stream.cancel()
 
 
 class DeltaStream(CoalescedDeltas):

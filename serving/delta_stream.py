@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
-from serving.engine import Delta, merge
+from serving.engine import Delta, SamplingParams, merge
 
 # Beyond this many concurrent sequences the coalescing interval stretches, so a replica
 # sends about the same number of messages per second however many streams it has.
@@ -51,3 +52,21 @@ class CoalescedDeltas:
             self._last = time.monotonic()
         self.done = delta.finish_reason is not None
         return delta
+
+
+class StreamingEngine:
+    """`generate`, for an engine whose `submit` returns a CoalescedDeltas (both do)."""
+
+    def submit(
+        self, prompt_ids: list[int], params: SamplingParams, *, coalesce_s: float = 0.0
+    ) -> CoalescedDeltas:
+        raise NotImplementedError
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        """One sequence's deltas; leaving the loop early cancels it."""
+        stream = self.submit(prompt_ids, params)
+        try:
+            async for delta in stream:
+                yield delta
+        finally:
+            stream.cancel()

@@ -18,12 +18,12 @@ import importlib.util
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.delta_stream import CoalescedDeltas
+from serving.delta_stream import CoalescedDeltas, StreamingEngine
 from serving.engine import (
     Delta,
     EngineError,
@@ -103,7 +103,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     return json.loads((Path(model_dir) / "config.json").read_text())
 
 
-class VllmEngine:
+class VllmEngine(StreamingEngine):
     """One model version on vLLM's AsyncLLM; the same surface as `AsyncEngine`.
 
     ModelServer reads `tokenizer`, `max_batch_size`, `max_waiting`, `max_context`,
@@ -243,14 +243,6 @@ class VllmEngine:
                     f"{param}: {error}; use a JSON Schema that xgrammar supports", param
                 ) from None
         return sampling
-
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        stream = self.submit(prompt_ids, params)
-        try:
-            async for delta in stream:
-                yield delta
-        finally:
-            stream.cancel()
 
     def openai_logprobs(self, token_ids: Any, positions: Any, top: int) -> list[dict[str, Any]]:
         """vLLM's log probabilities of these tokens (one {token id: Logprob} per position:
