@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
-from collections.abc import AsyncIterator
 
+from serving.delta_stream import CoalescedDeltas, StreamingEngine
 from serving.engine import Delta, Engine, SamplingParams
 
-FULL_RATE_STREAMS = 8
 
-
-class AsyncEngine:
+class AsyncEngine(StreamingEngine):
     """Runs an `Engine` on its own thread and streams each sequence's deltas to asyncio.
 
     The thread lives only while there is work, so an engine nobody uses any more (a model
@@ -64,16 +61,8 @@ class AsyncEngine:
         self.wake()
         return DeltaStream(self, seq_id, queue, coalesce_s)
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        stream = self.submit(prompt_ids, params)
-        try:
-            async for delta in stream:
-                yield delta
-        finally:
-            stream.cancel()
 
-
-class DeltaStream:
+class DeltaStream(CoalescedDeltas):
     """One sequence's deltas; tokens that arrived together come as one delta.
 
     `cancel()` (a no-op once finished) frees the sequence's batch slot: call it when the
@@ -87,45 +76,15 @@ class DeltaStream:
         queue: asyncio.Queue[Delta],
         coalesce_s: float = 0.0,
     ) -> None:
+        super().__init__(queue, coalesce_s)
         self._owner = owner
         self._seq_id = seq_id
-        self._queue = queue
-        self._coalesce_s = coalesce_s
-        self._last = -float("inf")
-        self.done = False
 
-    def __aiter__(self) -> DeltaStream:
-        return self
-
-    async def __anext__(self) -> Delta:
-        if self.done:
-            raise StopAsyncIteration
-        delta = await self._queue.get()
-        # Beyond FULL_RATE_STREAMS concurrent sequences the interval stretches, so a replica
-        # sends about the same number of messages per second however many streams it has.
-        stretch = max(1.0, self._owner.engine.running / FULL_RATE_STREAMS)
-        wait = self._last + self._coalesce_s * stretch - time.monotonic()
-        if wait > 0 and delta.finish_reason is None:
-            await asyncio.sleep(wait)
-        while not self._queue.empty() and delta.finish_reason is None:
-            delta = _merge(delta, self._queue.get_nowait())
-        if delta.text:  # until text shows (held-back bytes), nothing waits: first text is TTFT
-            self._last = time.monotonic()
-        self.done = delta.finish_reason is not None
-        return delta
+    def _running(self) -> int:
+        return self._owner.engine.running
 
     def cancel(self) -> None:
         if not self.done:
             self.done = True
             self._owner.engine.cancel(self._seq_id)
             self._owner.wake()
-
-
-def _merge(first: Delta, second: Delta) -> Delta:
-    return Delta(
-        first.text + second.text,
-        first.tokens + second.tokens,
-        second.finish_reason,
-        second.prompt_tokens,
-        second.completion_tokens,
-    )

@@ -26,9 +26,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchard.knowledge.embeddings import model_name as embedding_model_name
 from serving import openai_api as oa
+from serving import openai_responses as replies
 from serving.config import ServingConfig
 from serving.directory import ModelDirectory
 from serving.registry import RegistryReader
+from serving.tools import CallReader, ToolPlan
 
 logger = logging.getLogger("ray.serve")
 
@@ -106,26 +108,46 @@ async def _events(first: list[dict[str, Any]], stream) -> AsyncIterator[dict[str
             yield event
 
 
-async def _collect(shape: oa.ResponseShape, first, stream, choices: int) -> dict[str, Any]:
-    texts, reasons, tokens = [""] * choices, ["stop"] * choices, 0
+async def _collect(
+    shape: replies.ResponseShape, first, stream, choices: int, plan: ToolPlan | None
+) -> dict[str, Any]:
+    outs, tokens = [replies.Choice() for _ in range(choices)], 0
     try:
         async for event in _events(first, stream):
-            texts[event["index"]] += event["text"]
+            out = outs[event["index"]]
+            out.text += event["text"]
             tokens += event["tokens"]
+            if "logprobs" in event:
+                out.logprobs = (out.logprobs or []) + event["logprobs"]
             if event["finish_reason"]:
-                reasons[event["index"]] = event["finish_reason"]
+                out.finish_reason = event["finish_reason"]
     except RayActorError:
         logger.exception("the model replica went away mid-answer")
         raise oa.replica_lost() from None
     except Exception:
         logger.exception("model server failed mid-answer")
         raise oa.internal_error() from None
-    return shape.full(texts, reasons, oa.usage(first[0]["prompt_tokens"], tokens))
+    if plan is not None:
+        for out in outs:
+            reader = CallReader(plan)
+            reader.feed(out.text)
+            reader.finish()
+            out.content, out.tool_calls = reader.content, reader.calls or None
+            out.finish_reason = _finish(out.finish_reason, reader)
+    return shape.full(outs, replies.usage(first[0]["prompt_tokens"], tokens))
 
 
-async def _sse(shape: oa.ResponseShape, first, stream, choices: int, body) -> AsyncIterator[str]:
+def _finish(reason: str, reader: CallReader) -> str:
+    """OpenAI's finish_reason "tool_calls" when the model ended its turn with calls."""
+    return "tool_calls" if reader.calls and reason == "stop" else reason
+
+
+async def _sse(
+    shape: replies.ResponseShape, first, stream, choices: int, body, plan: ToolPlan | None
+) -> AsyncIterator[str]:
     usage_on = body.include_usage
     tokens = 0
+    readers = [CallReader(plan) for _ in range(choices)] if plan is not None else None
     if shape.kind == "chat":  # OpenAI opens each choice with the assistant role
         for index in range(choices):
             yield shape.chunk(index, "", first=True, include_usage=usage_on)
@@ -133,8 +155,22 @@ async def _sse(shape: oa.ResponseShape, first, stream, choices: int, body) -> As
         async for event in _events(first, stream):
             tokens += event["tokens"]
             index, reason = event["index"], event["finish_reason"]
-            if event["text"]:
-                yield shape.chunk(index, event["text"], include_usage=usage_on)
+            logprobs = event.get("logprobs")
+            if readers is None:
+                if event["text"] or logprobs:
+                    yield shape.chunk(index, event["text"], include_usage=usage_on,
+                                      logprobs=logprobs)  # fmt: skip
+            else:
+                pieces = readers[index].feed(event["text"])
+                if reason:
+                    pieces += readers[index].finish()
+                    reason = _finish(reason, readers[index])
+                for piece in pieces or ([{}] if logprobs else []):
+                    call = piece.get("tool_call")
+                    yield shape.chunk(index, piece.get("content"), include_usage=usage_on,
+                                      logprobs=logprobs,
+                                      tool_calls=[call] if call else None)  # fmt: skip
+                    logprobs = None  # on the first chunk of the event only
             if reason:
                 yield shape.chunk(index, None, reason, include_usage=usage_on)
     except Exception as error:
@@ -143,11 +179,24 @@ async def _sse(shape: oa.ResponseShape, first, stream, choices: int, body) -> As
         logger.exception(
             "the model replica went away mid-stream" if lost else "model server failed mid-stream"
         )
-        yield oa.sse((oa.replica_lost() if lost else oa.internal_error()).body())
+        yield replies.sse((oa.replica_lost() if lost else oa.internal_error()).body())
         return
     if usage_on:
-        yield shape.usage_chunk(oa.usage(first[0]["prompt_tokens"], tokens))
-    yield oa.DONE
+        yield shape.usage_chunk(replies.usage(first[0]["prompt_tokens"], tokens))
+    yield replies.DONE
+
+
+def _work(kind: str, body: Any) -> tuple[dict[str, Any], ToolPlan | None]:
+    """What the replica runs (ModelServer.generate), and the tool plan the answer is read
+    with (None: no tools, or tool_choice "none")."""
+    params = body.sampling()
+    if kind == "text":
+        return {"kind": kind, "prompts": body.prompts(), "n": body.n, "params": params}, None
+    tools = body.tool_definitions()
+    plan = ToolPlan.of(tools, body.tool_choice_value())
+    params["structured"] = body.structured(plan.call_schema() if plan and plan.forced else None)
+    work = {"kind": kind, "prompts": [body.chat()], "n": body.n, "params": params, "tools": tools}
+    return work, plan
 
 
 # Defined after every helper it calls: @serve.ingress pickles the routes (and the module
@@ -247,33 +296,23 @@ class OpenAIIngress:
             )
             resolved = await self.directory.resolve(body.model)
             version = resolved.version
-            work = {
-                "kind": kind,
-                "prompts": [body.chat()] if kind == "chat" else body.prompts(),
-                "n": body.n,
-                "params": {
-                    "max_tokens": body.completion_limit,
-                    "temperature": body.temperature,
-                    "top_p": body.top_p,
-                    "seed": body.seed,
-                    "stop": body.stop_sequences,
-                },
-            }
+            work, plan = _work(kind, body)
             stream = self.model_server.options(
                 multiplexed_model_id=version, stream=True
             ).generate.remote(work)
             first = await _first_events(stream)
-            shape = oa.ResponseShape(kind, resolved.model, version)
+            shape = replies.ResponseShape(kind, resolved.model, version)
             headers = {oa.VERSION_HEADER: version, oa.REPLICA_HEADER: first[0].get("replica", "")}
+            choices = len(work["prompts"]) * body.n
             if body.stream:
-                events = _sse(shape, first, stream, len(work["prompts"]) * body.n, body)
+                events = _sse(shape, first, stream, choices, body, plan)
                 response = StreamingResponse(
                     events,
                     media_type="text/event-stream",
                     headers={**headers, "Cache-Control": "no-cache"},
                 )
             else:
-                payload = await _collect(shape, first, stream, len(work["prompts"]) * body.n)
+                payload = await _collect(shape, first, stream, choices, plan)
                 response = JSONResponse(payload, headers=headers)
         except oa.OpenAIError as error:
             _count(route, version, error.status, error.code or error.type)

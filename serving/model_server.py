@@ -10,7 +10,8 @@ limit; streams already running on an evicted version finish, they hold their eng
 
 `generate` streams lists of events (several tokens per Ray message under load):
     {"event": "start", "prompt_tokens": int}                 once, first
-    {"event": "delta", "index": i, "text": str, "tokens": k, "finish_reason": str|None}
+    {"event": "delta", "index": i, "text": str, "tokens": k, "finish_reason": str|None,
+     "logprobs": [OpenAI chat logprob entries] (only when asked for)}
     {"event": "error", ...OpenAIError fields}                instead of "start"
 """
 
@@ -150,9 +151,18 @@ class ModelServer:
 def _submit_all(engine: Any, request: dict[str, Any], *, coalesce_s: float):
     """Start every choice of every prompt: all of them, or none (OpenAIError says why)."""
     # Imported by the model load already (torch with it), so cheap here.
-    from serving.engine import ContextTooLong, EngineError, Overloaded, SamplingParams
+    from serving.engine import (
+        ContextTooLong,
+        EngineError,
+        Overloaded,
+        SamplingParams,
+        UnsupportedRequest,
+        vllm_only,
+    )
 
     tokenizer, base, n = engine.engine.tokenizer, request["params"], request["n"]
+    if request.get("tools") and not engine.engine.tool_calling:
+        raise oa.OpenAIError(400, str(vllm_only("tools")), param="tools")
     capacity = engine.engine.max_batch_size + engine.engine.max_waiting
     if len(request["prompts"]) * n > capacity:
         raise oa.OpenAIError(
@@ -179,6 +189,8 @@ def _submit_all(engine: Any, request: dict[str, Any], *, coalesce_s: float):
             raise _context_error(error, request) from None
         if isinstance(error, Overloaded):
             raise oa.overloaded(str(error)) from None
+        if isinstance(error, UnsupportedRequest):
+            raise oa.OpenAIError(400, str(error), param=error.param) from None
         raise oa.OpenAIError(400, str(error), param=_prompt_param(request)) from None
     return streams, sum(len(ids) for ids in prompts)
 
@@ -195,8 +207,16 @@ def _context_error(error: Exception, request: dict[str, Any]) -> oa.OpenAIError:
 
 def _prompt_ids(tokenizer: Any, request: dict[str, Any], prompt: Any) -> list[int]:
     if request["kind"] == "chat":
+        from serving.tools import render_messages, template_renders_tools
+
+        tools = request.get("tools")
+        native = template_renders_tools(getattr(tokenizer, "chat_template", None))
+        messages = render_messages(prompt, tools, native=native)
+        extra = {"tools": tools} if native and tools else {}
         try:
-            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **extra
+            )
         except Exception as error:  # jinja2 errors, raise_exception() in templates
             message = f"The messages do not fit this model's chat template: {error}"
             raise oa.OpenAIError(400, message, param="messages") from None
@@ -213,13 +233,16 @@ async def _merge_streams(streams) -> AsyncIterator[list[dict[str, Any]]]:
     """Interleave the choices' deltas; yield whatever is ready as one list."""
 
     def event(index, delta) -> dict[str, Any]:
-        return {
+        out = {
             "event": "delta",
             "index": index,
             "text": delta.text,
             "tokens": delta.tokens,
             "finish_reason": delta.finish_reason,
         }
+        if delta.logprobs is not None:
+            out["logprobs"] = delta.logprobs
+        return out
 
     if len(streams) == 1:  # the common case: no tasks, no queue
         index, stream = streams[0]

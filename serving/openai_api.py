@@ -1,16 +1,16 @@
-"""The OpenAI API's shapes: requests we accept, responses, stream chunks and errors.
+"""The OpenAI API's requests we accept and its errors (the completion responses and stream
+chunks are serving/openai_responses.py; embeddings' request and response are here).
 
 Requests are validated here so every mistake becomes a 400 in OpenAI's error shape that
-names the parameter; features Orchard does not implement (tools, logprobs, penalties) are
-refused by name rather than silently ignored. Unknown fields are ignored, as client
-libraries send newer OpenAI parameters freely.
+names the parameter; features Orchard does not implement (`logit_bias`, `echo`, `suffix`,
+`best_of`, the legacy `functions`) are refused by name rather than silently ignored, and
+so, by the replica, are those only the vLLM engine implements (logprobs, penalties,
+response_format, tools) on a version the hand-written engine serves. Unknown fields are
+ignored, as client libraries send newer OpenAI parameters freely.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
@@ -126,6 +126,11 @@ def validation_error(error: ValidationError) -> OpenAIError:
 
 
 # -- requests -------------------------------------------------------------------------
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # tool and json_schema names, as OpenAI checks them
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit (chat); 5 for text completions
+MAX_COMPLETION_LOGPROBS = 5
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -142,8 +147,8 @@ class _GenerationRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
 
@@ -171,15 +176,31 @@ class _GenerationRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def top_logprobs_count(self) -> int | None:
+        """Alternatives per token to report; None: no log probabilities."""
+        return None
+
+    def sampling(self) -> dict[str, Any]:
+        """The engine's SamplingParams fields (serving.engine.SamplingParams) but the seed
+        of each choice and `structured`, which the chat request adds."""
+        return {
+            "max_tokens": self.completion_limit,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop_sequences,
+            "presence_penalty": self.presence_penalty or 0.0,
+            "frequency_penalty": self.frequency_penalty or 0.0,
+            "logprobs": self.top_logprobs_count,
+        }
+
     def refuse_unsupported(self) -> None:
         """400 for parameters that would change the answer in ways we do not implement."""
         if self.stream_options is not None and not self.stream:
             raise OpenAIError(
                 400, "stream_options is only allowed when stream is true", param="stream_options"
             )
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):
-                raise _unsupported(name, "leave it unset or 0")
         if self.logit_bias:
             raise _unsupported("logit_bias", "leave it unset")
 
@@ -194,41 +215,134 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class ChatCompletionRequest(_GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[Any] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
+    function_call: Any = None
+    response_format: ResponseFormat | None = None
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.logprobs or self.top_logprobs:
-            raise _unsupported("logprobs", "leave it unset or false")
-        for name in ("tools", "functions"):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise OpenAIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
+        for name in ("functions", "function_call"):
             if getattr(self, name):
-                raise _unsupported(name, "tool calling is not available; send plain messages")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise _unsupported("response_format", 'use {"type": "text"}')
+                raise _unsupported(name, "the legacy functions API: send tools and tool_choice")
+        if self.tool_choice is not None and not self.tools:
+            raise OpenAIError(
+                400, "tool_choice is only allowed when tools are specified", param="tool_choice"
+            )
+        if isinstance(self.tool_choice, NamedToolChoice):
+            named = self.tool_choice.function.name
+            if named not in {tool.function.name for tool in self.tools}:
+                raise OpenAIError(
+                    400, f"tool_choice names the function {named!r}, not in tools",
+                    param="tool_choice",
+                )  # fmt: skip
+        form = self.response_format
+        if form is not None and form.type == "json_schema" and form.json_schema is None:
+            raise OpenAIError(
+                400, 'response_format of type json_schema needs "json_schema": {"name", "schema"}',
+                param="response_format.json_schema",
+            )  # fmt: skip
 
     @property
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def chat(self) -> list[dict[str, str]]:
-        """Messages as the chat template wants them: role + text content."""
+    @property
+    def top_logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def tool_definitions(self) -> list[dict[str, Any]] | None:
+        """The tools the prompt shows: none when tool_choice is "none"."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [tool.model_dump(by_alias=True, exclude_none=True) for tool in self.tools]
+
+    def tool_choice_value(self) -> Any:
+        choice = self.tool_choice
+        return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+
+    def structured(self, call_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Constrained decoding: one tool call's JSON when tool_choice forces a call, else
+        what response_format asks for (None: free text)."""
+        if call_schema is not None:
+            return {"json": call_schema, "param": "tools"}
+        form = self.response_format
+        if form is None or form.type == "text":
+            return None
+        if form.type == "json_schema" and form.json_schema.schema_ is not None:
+            return {"json": form.json_schema.schema_, "param": "response_format"}
+        return {"json_object": True, "param": "response_format"}
+
+    def chat(self) -> list[dict[str, Any]]:
+        """Messages as serving.tools.render_messages takes them: role, text content, and
+        an assistant's tool calls or a tool message's call id."""
         out = []
         for i, message in enumerate(self.messages):
-            if message.role in ("tool", "function"):
-                raise _unsupported(f"messages.{i}.role", "tool messages need tool calling")
             role = "system" if message.role == "developer" else message.role
             content = message.content
             if isinstance(content, list):
@@ -239,7 +353,13 @@ class ChatCompletionRequest(_GenerationRequest):
                         param=f"messages.{i}.content",
                     )
                 content = "".join(part.text for part in content)
-            out.append({"role": role, "content": content or ""})
+            entry: dict[str, Any] = {"role": role, "content": content or ""}
+            if message.tool_calls:
+                entry["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+            for key in ("tool_call_id", "name"):
+                if getattr(message, key) is not None:
+                    entry[key] = getattr(message, key)
+            out.append(entry)
         return out
 
 
@@ -249,7 +369,7 @@ class CompletionRequest(_GenerationRequest):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
@@ -259,12 +379,14 @@ class CompletionRequest(_GenerationRequest):
             raise _unsupported("suffix", "leave it unset")
         if self.best_of not in (None, 1):
             raise _unsupported("best_of", "use n for several completions")
-        if self.logprobs:
-            raise _unsupported("logprobs", "leave it unset")
 
     @property
     def completion_limit(self) -> int | None:
         return self.max_tokens
+
+    @property
+    def top_logprobs_count(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         prompt = self.prompt
@@ -275,98 +397,6 @@ class CompletionRequest(_GenerationRequest):
         if not prompt:
             raise OpenAIError(400, "prompt must not be empty", param="prompt")
         return list(prompt)
-
-
-# -- responses ------------------------------------------------------------------------
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-class ResponseShape:
-    """Builds one request's responses and chunks (chat or text completion)."""
-
-    def __init__(self, kind: Literal["chat", "text"], model: str, version: str) -> None:
-        self.kind = kind
-        self.id = new_id("chatcmpl" if kind == "chat" else "cmpl")
-        self.created = int(time.time())
-        self.model = model
-        self.version = version
-
-    def _envelope(self, obj: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": f"orchard-v{self.version}",
-            "model_version": self.version,
-        }
-
-    def full(self, texts: list[str], reasons: list[str], used: dict[str, int]) -> dict[str, Any]:
-        if self.kind == "chat":
-            choices = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": reason,
-                }
-                for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
-            ]
-            body = self._envelope("chat.completion")
-        else:
-            choices = [
-                {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-                for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
-            ]
-            body = self._envelope("text_completion")
-        return {**body, "choices": choices, "usage": used}
-
-    def chunk(
-        self,
-        index: int,
-        text: str | None,
-        finish_reason: str | None = None,
-        *,
-        first: bool = False,
-        include_usage: bool = False,
-    ) -> str:
-        if self.kind == "chat":
-            delta: dict[str, Any] = {}
-            if first:
-                delta["role"] = "assistant"
-            if text is not None:
-                delta["content"] = text
-            choice = {"index": index, "delta": delta, "logprobs": None}
-            body = self._envelope("chat.completion.chunk")
-        else:
-            choice = {"index": index, "text": text or "", "logprobs": None}
-            body = self._envelope("text_completion")
-        choice["finish_reason"] = finish_reason
-        body["choices"] = [choice]
-        if include_usage:
-            body["usage"] = None
-        return sse(body)
-
-    def usage_chunk(self, used: dict[str, int]) -> str:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return sse({**self._envelope(obj), "choices": [], "usage": used})
-
-
-def sse(body: dict[str, Any] | str) -> str:
-    data = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-    return f"data: {data}\n\n"
-
-
-DONE = sse("[DONE]")
 
 
 # -- embeddings ---------------------------------------------------------------------------

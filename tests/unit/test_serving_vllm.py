@@ -8,11 +8,18 @@ is the same checkpoint through Hugging Face `generate` in float32.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import pytest
 
-from serving.engine import ContextTooLong, EngineError, Overloaded, SamplingParams
+from serving.engine import (
+    ContextTooLong,
+    EngineError,
+    Overloaded,
+    SamplingParams,
+    UnsupportedRequest,
+)
 from serving.tiny import build_tiny_chat_model
 from serving.vllm_engine import CPU_HEAD_SIZES, choose_engine, read_config, vllm_installed
 
@@ -190,6 +197,82 @@ def test_cancelling_frees_the_slot_and_a_full_queue_refuses(vllm):
     assert last.finish_reason == "length" and last.completion_tokens == 3
     assert observer.seen["finished"].count(("cancelled",)) >= 6
     assert engine._active == 0
+
+
+FRUIT = {
+    "type": "object",
+    "properties": {
+        "fruit": {"enum": ["apple", "pear", "plum"]},
+        "ripe": {"type": "boolean"},
+        "count": {"type": "integer", "minimum": 0, "maximum": 99},
+    },
+    "required": ["fruit", "ripe", "count"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.slow
+def test_logprobs_are_the_models_own_and_a_schema_constrains_the_answer(vllm, model_dir):
+    import jsonschema
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    engine, tokenizer, _, loop = vllm
+    ids = chat_ids(tokenizer, PROMPTS[1])
+
+    def run(**params):
+        async def go():
+            return [d async for d in engine.submit(ids, SamplingParams(**params))]
+
+        return loop.run_until_complete(go())
+
+    deltas = run(max_tokens=8, temperature=0, logprobs=3)
+    entries = [entry for d in deltas for entry in d.logprobs]
+    assert len(entries) == 8
+    joined = bytes(b for entry in entries for b in entry["bytes"]).decode(errors="replace")
+    assert joined == "".join(d.text for d in deltas)  # a token's bytes, split characters too
+    # The reference: the same checkpoint's log-softmax in float32, token by token.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = model.generate(
+        torch.tensor([ids]), max_new_tokens=8, do_sample=False, output_logits=True,
+        return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    for entry, logits in zip(entries, out.logits, strict=True):
+        expected = torch.log_softmax(logits[0].float(), -1).topk(3)
+        top = entry["top_logprobs"]
+        assert [t["token"] for t in top] == [tokenizer.decode([i]) for i in expected.indices]
+        assert [t["logprob"] for t in top] == pytest.approx(expected.values.tolist(), abs=2e-3)
+        assert entry["logprob"] == top[0]["logprob"] and entry["token"] == top[0]["token"]
+
+    # A JSON Schema: the answer is JSON that validates, even from random weights.
+    for seed in range(3):
+        text = "".join(
+            d.text
+            for d in run(max_tokens=60, temperature=1.0, seed=seed,
+                         structured={"json": FRUIT, "param": "response_format"})
+        )  # fmt: skip
+        jsonschema.validate(json.loads(text), FRUIT)
+    # Penalties reach vLLM: a strong frequency penalty changes a greedy answer.
+    plain = "".join(d.text for d in run(max_tokens=40, temperature=0))
+    penalised = "".join(d.text for d in run(max_tokens=40, temperature=0, frequency_penalty=2.0))
+    assert penalised != plain
+    with pytest.raises(UnsupportedRequest, match="xgrammar") as caught:
+        run(structured={"json": {"type": "nonsense"}, "param": "x"})
+    assert caught.value.param == "x" and engine._active == 0
+
+
+def test_the_hand_written_engine_refuses_what_only_vllm_implements():
+    from serving.engine import Engine
+
+    engine = Engine.__new__(Engine)  # refused before the model is touched
+    for params, param in (
+        ({"logprobs": 0}, "logprobs"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"structured": {"json_object": True, "param": "response_format"}}, "response_format"),
+    ):
+        with pytest.raises(UnsupportedRequest, match="hand-written engine") as caught:
+            engine.add([1, 2], SamplingParams(**params), lambda delta: None)
+        assert caught.value.param == param
 
 
 # -- INT8 weights (serving/quantize.py) ----------------------------------------------------
