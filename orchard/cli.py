@@ -14,6 +14,7 @@ from rich.table import Table
 
 from orchard import credentials
 from orchard.errors import OrchardError
+from orchard.knowledge.shared import CRAWLED_SITE
 from orchard.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from orchard.stack import supervisor
 from orchard.stack.process import resident_bytes
@@ -377,7 +378,7 @@ def run(
     console.print(f"Stop everything with: {sys.argv[0]} down")
 
 
-def _ask_demo(settings: Settings, question: str = "", knowledge: str = "crawled-site") -> None:
+def _ask_demo(settings: Settings, question: str = "", knowledge: str = CRAWLED_SITE) -> None:
     """Ask `question` (default: the demo's) retrieving from the shared base `knowledge`
     ('' for none), print the answer and its sources."""
     from orchard import demo
@@ -408,7 +409,7 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question.")] = "",
     knowledge: Annotated[
         str, typer.Option(help="Shared knowledge base to retrieve from ('' for none).")
-    ] = "crawled-site",
+    ] = CRAWLED_SITE,
 ) -> None:
     """Ask the platform's default model a question as the demo user, retrieving from a
     shared knowledge base, and print the answer with its sources (`orchard run` ends so)."""
