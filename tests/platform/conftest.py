@@ -17,7 +17,7 @@ checks that the app's defaults are the library's.
 from __future__ import annotations
 
 import os
-import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,11 +97,18 @@ class PlatformPool:
                 if engine is not None:
                     engine.dispose()
         if backend == "sqlite":
+            # SQLite's backup API, not a file copy: the running server's background tasks
+            # (the A/B guardrail checks every 0.2 s in some modules) may open the file at
+            # any moment, and must see the old content or the new, never a truncated
+            # file or a WAL that belongs to the other one.
             path = self.root / "sqlite" / "platform.db"
             path.parent.mkdir(parents=True, exist_ok=True)
-            for suffix in ("-wal", "-shm"):
-                path.with_name(path.name + suffix).unlink(missing_ok=True)
-            shutil.copyfile(sqlite_template, path)
+            source, target = sqlite3.connect(sqlite_template), sqlite3.connect(path, timeout=30)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
             return f"sqlite:///{path}"
         server: PostgresServer = self.request.getfixturevalue("postgres")
         self.pg_server = server
