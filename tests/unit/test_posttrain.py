@@ -197,6 +197,23 @@ def test_only_assistant_tokens_are_trained_on(env, tmp_path):
     assert seen and len(batch["input_ids"]) == 2
 
 
+def test_length_grouped_batches_train_every_selected_conversation_once(env, tmp_path):
+    from ray_jobs.sft import SftConfig, sft_trainer
+
+    _, m = env
+    config = SftConfig(steps=4, batch_size=2, max_length=128)
+    base = Path(m["pretrain"].path) / "hf"
+    trainer = sft_trainer(config, m["chat_data"], base, tmp_path, False)
+    expected = sorted(tuple(row["input_ids"]) for row in trainer.train_dataset)
+    pad = trainer.processing_class.pad_token_id
+    seen = []
+    for batch in trainer.get_train_dataloader():
+        for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
+                             strict=True):  # fmt: skip
+            seen.append(tuple(i for i, keep in zip(ids, mask, strict=True) if keep))
+    assert sorted(seen) == expected and pad is not None
+
+
 def test_sft_trains_on_assistant_turns_and_writes_a_chat_model(env, sft_done, monkeypatch):
     import trl
 
