@@ -46,6 +46,7 @@ SOURCES_PER_TURN = 5  # passages retrieved per base, and cited at most per turn
 SOURCES_MAX_BYTES = 6_000  # the most passage text a turn adds to the prompt
 ANSWER_ROOM_TOKENS = 256  # context kept for the answer when passages are fitted
 SNIPPET_CHARS = 240
+SOURCE_TAGS = ("</sources>", "<sources>")
 SOURCES_FRAMING = (
     "The user's message may include numbered sources retrieved from the user's files "
     "and knowledge bases, "
@@ -260,7 +261,11 @@ def with_sources(request: dict, citations: list[dict]) -> dict:
     )
     question = messages[-1]
     question["content"] = f"<sources>\n{sources}\n</sources>\n\n{question['content']}"
-    return {**request, "messages": messages}
+    # A small model echoes the framing's tags after its answer (SmolLM2 wrote the answer,
+    # then "</sources>"): the answer ends where a tag would start.
+    stops = request.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    return {**request, "messages": messages, "stop": [*stops, *SOURCE_TAGS]}
 
 
 def source_reservation(scope: KnowledgeScope | None) -> list[dict]:
