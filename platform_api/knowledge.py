@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,10 +64,21 @@ from platform_api.request_limits import upload_too_large
 log = logging.getLogger("orchard.knowledge")
 
 UNFINISHED = ("queued", "parsing", "embedding")
+# What a user meets on a base of the previous embedding model (platform_api/reembedding.py).
+REEMBED_HINT = (
+    " (in the platform: the base is re-embedded by the job an administrator starts at "
+    "POST /api/v1/admin/knowledge/re-embed, or at the next start; try again when it is done)"
+)
 
 
 def collection_name(base_id: str) -> str:
+    """A base's first collection (until re-embedding switches it: `collection_of`)."""
     return f"kb_{base_id}"
+
+
+def collection_of(base: KnowledgeBase) -> str:
+    """The collection `base`'s chunks are in now."""
+    return base.collection or collection_name(base.id)
 
 
 def owned_base(session: Session, user: User, base_id: str) -> KnowledgeBase:
@@ -99,7 +111,10 @@ class Knowledge:
         self.files_dir = settings.home / "knowledge" / "files"
         self._store: VectorStore | None = None
         self._lock = threading.Lock()
+        # One thread ingests files and runs re-embedding jobs (reembedding.py), so a file is
+        # never added to a base while its vectors are rebuilt.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchard-ingest")
+        self.stopping = threading.Event()  # set at shutdown: a running job stops
 
     # -- resources, opened on first use ---------------------------------------------------
     @property
@@ -116,6 +131,13 @@ class Knowledge:
     def original(self, file: KnowledgeFile) -> Path:
         return self.files_dir / file.user_id / file.id
 
+    def collection(self, base_id: str) -> str:
+        """The collection base `base_id` reads now (read from the database each time: a
+        re-embedding job switches it)."""
+        with Session(self.engine) as session:
+            base = session.get(KnowledgeBase, base_id)
+            return collection_of(base) if base is not None else collection_name(base_id)
+
     # -- uploads ------------------------------------------------------------------------
     def store_original(self, user_id: str, file_id: str, data: bytes) -> str:
         """Write the upload (atomically) and return its SHA-256."""
@@ -128,6 +150,11 @@ class Knowledge:
 
     def submit(self, file_id: str) -> None:
         self._executor.submit(self._ingest_logged, file_id)
+
+    def submit_job(self, work: Callable[[], None]) -> None:
+        """Run `work` (a re-embedding job) on the ingestion thread, after the files queued
+        before it and before those queued after it."""
+        self._executor.submit(work)
 
     def resume(self) -> None:
         """Queue again what a stopped server left unfinished."""
@@ -155,7 +182,7 @@ class Knowledge:
             if file is None or file.status != "queued":
                 return
             self._set(session, file, status="parsing")
-        collection = collection_name(file.knowledge_base_id)
+        collection = self.collection(file.knowledge_base_id)
         try:
             parsed = parse_file(self.original(file).read_bytes(), file.filename, self.limits)
             pieces = chunk_sections(parsed.sections)
@@ -185,6 +212,9 @@ class Knowledge:
             self.store.add(collection, chunks, vectors, embedder.model)
         except FileRejected as error:
             self._fail(file, collection, str(error))
+            return
+        except EmbeddingMismatch as error:
+            self._fail(file, collection, f"indexing failed: {error}{REEMBED_HINT}")
             return
         except (VectorStoreError, EmbeddingModelError, OSError) as error:
             self._fail(file, collection, f"indexing failed: {error}")
@@ -240,12 +270,12 @@ class Knowledge:
         self, user: User, base: KnowledgeBase, query: str, k: int, file_ids: list[str] | None
     ) -> list[Hit]:
         """The user's best chunks of `base` for `query` (hybrid search)."""
-        if self.store.collection_model(collection_name(base.id)) is None:
+        if self.store.collection_model(collection_of(base)) is None:
             return []  # nothing indexed yet
         embedder = self.embedder
         try:
             return self.store.search(
-                collection_name(base.id),
+                collection_of(base),
                 owner=user.id,
                 text=query,
                 vector=embedder.embed([query])[0],
@@ -254,23 +284,23 @@ class Knowledge:
                 file_ids=file_ids,
             )
         except EmbeddingMismatch as error:
-            raise ApiError(409, "embedding_model_changed", str(error)) from None
+            raise ApiError(409, "embedding_model_changed", f"{error}{REEMBED_HINT}") from None
 
     def chunks(self, user: User, base: KnowledgeBase, file_id: str | None = None) -> list[Chunk]:
-        return self.store.chunks(collection_name(base.id), owner=user.id, file_id=file_id)
+        return self.store.chunks(collection_of(base), owner=user.id, file_id=file_id)
 
     def vectors(self, user: User, base: KnowledgeBase) -> dict[str, list[float]]:
-        return self.store.vectors(collection_name(base.id), owner=user.id)
+        return self.store.vectors(collection_of(base), owner=user.id)
 
     # -- deletes -------------------------------------------------------------------------
     def delete_file(self, file: KnowledgeFile) -> None:
         """The file's chunks and original (the caller deletes the row)."""
-        self.store.delete(collection_name(file.knowledge_base_id), owner=file.user_id,
+        self.store.delete(self.collection(file.knowledge_base_id), owner=file.user_id,
                           file_id=file.id)  # fmt: skip
         self.original(file).unlink(missing_ok=True)
 
     def delete_base(self, base: KnowledgeBase, files: list[KnowledgeFile]) -> None:
-        self.store.drop_collection(collection_name(base.id))
+        self.store.drop_collection(collection_of(base))
         for file in files:
             self.original(file).unlink(missing_ok=True)
 
@@ -278,10 +308,11 @@ class Knowledge:
         """Everything of the user's: collections, originals (the caller deletes the rows)."""
         bases = session.exec(select(KnowledgeBase).where(KnowledgeBase.user_id == user_id))
         for base in bases:
-            self.store.drop_collection(collection_name(base.id))
+            self.store.drop_collection(collection_of(base))
         shutil.rmtree(self.files_dir / user_id, ignore_errors=True)
 
     def close(self) -> None:
+        self.stopping.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             if self._store is not None:
