@@ -178,14 +178,16 @@ def knowledge_scope(
 # -- a turn's sources ------------------------------------------------------------------------
 def retrieve(knowledge: Knowledge, scope: KnowledgeScope, query: str) -> list[tuple[str, Hit]]:
     """The best passages for `query` in the scope's bases, as (base id, hit), best first.
-    A shared base's id is its slug; one embedded with another model than the platform's
-    is skipped (it answers again once `orchard_index` has re-run)."""
+    A shared base's id is its slug; a base embedded with another model than the
+    platform's is skipped (a user's answers again once re-embedded, reembedding.py; a
+    shared one once `orchard_index` has re-run)."""
     embedder = knowledge.embedder
     collections = {base_id: knowledge.collection(base_id) for base_id in scope.base_ids}
     searches = [
         (base_id, collections[base_id], scope.owner)
         for base_id in scope.base_ids
-        if knowledge.store.collection_model(collections[base_id]) is not None
+        # Nothing indexed yet, or vectors of the previous model until re-embedded: skipped.
+        if knowledge.store.collection_model(collections[base_id]) == embedder.model
     ]
     searches += [
         (base.slug, base.collection, SHARED_OWNER)

@@ -287,7 +287,7 @@ EMBEDDING_DIMENSION = 384
 def stub_vector(text: str) -> list[float]:
     """The stand-in's embedding of `text`: unit length, `EMBEDDING_DIMENSION` float32
     values drawn from the text's hash (the same text, the same vector; not a meaning)."""
-    draw = random.Random(hashlib.sha256(text.encode()).digest())
+    draw = random.Random(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     values = [draw.gauss(0.0, 1.0) for _ in range(EMBEDDING_DIMENSION)]
     norm = math.sqrt(sum(v * v for v in values))
     packed = struct.pack(f"<{EMBEDDING_DIMENSION}f", *(v / norm for v in values))

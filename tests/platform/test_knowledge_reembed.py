@@ -101,6 +101,7 @@ def test_a_failed_or_interrupted_job_leaves_each_base_whole_and_a_retry_finishes
     clean_env, sqlite_template, tmp_path, second_model
 ):
     from platform_api import reembedding
+    from platform_api.chat_knowledge import KnowledgeScope, retrieve
     from platform_api.db import make_engine
     from platform_api.knowledge import Knowledge, collection_name
     from platform_api.models import KnowledgeBase, KnowledgeFile, KnowledgeReEmbedJob, User
@@ -167,10 +168,17 @@ def test_a_failed_or_interrupted_job_leaves_each_base_whole_and_a_retry_finishes
     with Session(engine) as session:
         session.add(KnowledgeReEmbedJob(embedding_model=model.name))
         session.commit()
+    # Until it is re-embedded, a chat turn skips the base instead of failing.
+    scope = KnowledgeScope(owner=user.id, base_ids=(base.id,))
+    assert retrieve(knowledge, scope, "insects in apples") == []
     run_job(knowledge)  # the next start
     assert [status for status, _ in jobs()] == ["failed", "failed", "done"]
     assert "interrupted" in jobs()[1][1]
     assert collection() == aside and store.collection_model(old) is None
     assert [c.id for c in store.all_chunks(aside)] == [chunk.id]  # once, and nothing else
     assert store.collection_model(aside) == model
+    restarted = platform(second_model)
+    ((base_id, hit),) = retrieve(restarted, scope, "insects in apples")
+    assert (base_id, hit.chunk.id) == (base.id, chunk.id)
+    restarted.close()
     engine.dispose()
