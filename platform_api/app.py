@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 import orchard
 from orchard.settings import Settings, load_settings
-from platform_api import observability
+from platform_api import observability, reembedding
 from platform_api.ab_loop import GuardrailTask
 from platform_api.config import PlatformOptions
 from platform_api.db import database_url, make_engine, make_loop_engine, migrate
@@ -103,6 +103,9 @@ def create_app(settings: Settings | None = None, options: PlatformOptions | None
             app.state.knowledge,
             after_turn=after_turn(settings, app.state.engine),
         )
+        # Stale bases first: files queued again below are ingested after their base is
+        # re-embedded (one ingestion thread runs both).
+        await run_in_threadpool(reembedding.start_if_stale, app.state.knowledge)
         await run_in_threadpool(app.state.knowledge.resume)
         app.state.guardrail = GuardrailTask(app.state.engine, settings)
         app.state.guardrail.start()

@@ -30,7 +30,7 @@ from sqlmodel import Session, select
 from orchard.knowledge.shared import SHARED_OWNER, SharedBase
 from orchard.knowledge.vectors import Hit
 from orchard.settings import Settings
-from platform_api.knowledge import Knowledge, collection_name, owned_base
+from platform_api.knowledge import Knowledge, owned_base
 from platform_api.metering import TEMPLATE_TOKENS_PER_MESSAGE, prompt_token_bound
 from platform_api.models import (
     Chat,
@@ -179,13 +179,16 @@ def knowledge_scope(
 # -- a turn's sources ------------------------------------------------------------------------
 def retrieve(knowledge: Knowledge, scope: KnowledgeScope, query: str) -> list[tuple[str, Hit]]:
     """The best passages for `query` in the scope's bases, as (base id, hit), best first.
-    A shared base's id is its slug; one embedded with another model than the platform's
-    is skipped (it answers again once `orchard_index` has re-run)."""
+    A shared base's id is its slug; a base embedded with another model than the
+    platform's is skipped (a user's answers again once re-embedded, reembedding.py; a
+    shared one once `orchard_index` has re-run)."""
     embedder = knowledge.embedder
+    collections = {base_id: knowledge.collection(base_id) for base_id in scope.base_ids}
     searches = [
-        (base_id, collection_name(base_id), scope.owner)
+        (base_id, collections[base_id], scope.owner)
         for base_id in scope.base_ids
-        if knowledge.store.collection_model(collection_name(base_id)) is not None
+        # Nothing indexed yet, or vectors of the previous model until re-embedded: skipped.
+        if knowledge.store.collection_model(collections[base_id]) == embedder.model
     ]
     searches += [
         (base.slug, base.collection, SHARED_OWNER)

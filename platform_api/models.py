@@ -57,6 +57,8 @@ TONES = ("neutral", "friendly", "formal", "concise")
 VARIANTS = ("champion", "challenger")
 # An uploaded file's ingestion: waiting, being read, being embedded, searchable, or not.
 KNOWLEDGE_FILE_STATUSES = ("queued", "parsing", "embedding", "ready", "failed")
+# A re-embedding job: under way, finished, or stopped with the reason.
+REEMBED_STATUSES = ("running", "done", "failed")
 # Where a memory came from: rules or the model reading a chat turn, or the user writing it.
 MEMORY_SOURCES = ("rules", "model", "user")
 
@@ -527,8 +529,9 @@ class OAuthLoginCode(PlatformTable, table=True):
 # -- knowledge: bases of uploaded files (docs/knowledge.md) -------------------------------
 class KnowledgeBase(PlatformTable, table=True):
     """A user's collection of files to search and cite. Its chunks and vectors live in the
-    vector store's collection `kb_<id>`, made for the embedding model named here when the
-    first file is indexed."""
+    vector store's collection `collection` (`kb_<id>` while NULL), made for the embedding
+    model named here when the first file is indexed; re-embedding for a new model builds
+    another collection beside it and switches this column when it is complete."""
 
     __tablename__ = "knowledge_bases"
     __table_args__ = (UniqueConstraint("user_id", "name"),)
@@ -539,8 +542,35 @@ class KnowledgeBase(PlatformTable, table=True):
     description: str = Field(default="", max_length=1000)
     embedding_model: str | None = Field(default=None, max_length=200)
     embedding_dimension: int | None = Field(default=None)
+    collection: str | None = Field(default=None, max_length=63)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class KnowledgeReEmbedJob(PlatformTable, table=True):
+    """One run of re-embedding every knowledge base whose vectors are of another model
+    than the platform's (platform_api/reembedding.py): running, then done or failed with
+    the reason; bases and files counted as they are switched, chunks as they are embedded."""
+
+    __tablename__ = "knowledge_reembed_jobs"
+    __table_args__ = (CheckConstraint(_in("status", REEMBED_STATUSES), name="status"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    status: str = Field(default="running", max_length=16)
+    embedding_model: str = Field(max_length=200)
+    embedding_dimension: int | None = Field(default=None)
+    bases_total: int = Field(default=0)
+    bases_done: int = Field(default=0)
+    files_total: int = Field(default=0)
+    files_done: int = Field(default=0)
+    chunks_done: int = Field(default=0)
+    current_base_id: str | None = Field(default=None, max_length=32)
+    error: str = Field(default="", sa_type=Text)
+    started_by: str | None = Field(
+        default=None, foreign_key="users.id", max_length=32, ondelete="SET NULL"
+    )
+    started_at: datetime = _created()
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class KnowledgeFile(PlatformTable, table=True):

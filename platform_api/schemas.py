@@ -976,6 +976,42 @@ class KnowledgeFlagPublic(Public):
     created_at: datetime
 
 
+class ReEmbedJobPublic(Public):
+    """A re-embedding job (platform_api/reembedding.py): `running`, then `done` or
+    `failed` with `error`; `current_base_id` while a base is being rebuilt."""
+
+    id: str
+    status: str
+    embedding_model: str
+    embedding_dimension: int | None
+    bases_total: int
+    bases_done: int
+    files_total: int
+    files_done: int
+    chunks_done: int
+    current_base_id: str | None
+    error: str
+    started_by: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class StaleKnowledgeBase(Public):
+    """A knowledge base whose vectors are of another model than the platform's."""
+
+    id: str
+    user_id: str
+    name: str
+    embedding_model: str | None
+    embedding_dimension: int | None
+
+
+class ReEmbedStatus(BaseModel):
+    embedding_model: str  # what the platform embeds with now
+    job: ReEmbedJobPublic | None  # the newest job, if any ran
+    stale: list[StaleKnowledgeBase]  # bases still on another model
+
+
 class KnowledgeSearch(Request):
     query: str = Field(min_length=1, max_length=KNOWLEDGE_QUERY_MAX)
     k: int = Field(5, ge=1, le=KNOWLEDGE_HITS_MAX)

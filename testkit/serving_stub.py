@@ -7,9 +7,10 @@ transfer encoding, one `chat.completion.chunk` per piece and choice (the first c
 the assistant role), a final chunk per choice with `finish_reason`, a usage chunk when
 `stream_options.include_usage` is set, then `data: [DONE]`. `POST /v1/completions` does
 the same in `text_completion` shape, for each prompt × `n`. `POST /v1/embeddings` answers
-a vector per input and its usage (a token per word plus two), and refuses token arrays
-as serving does. Usage counts every choice: prompt tokens once per prompt, completion
-tokens per choice.
+as serving does: a unit vector per input (384 wide, from the text's hash), as floats or
+base64, and its usage (a token per word plus two); it refuses another model, token arrays
+and `dimensions` other than 384 in serving's words. Usage counts every choice: prompt
+tokens once per prompt, completion tokens per choice.
 
 A field named in `unsupported` is refused as serving refuses a field it does not
 implement: 400, OpenAI's error shape, naming it.
@@ -23,8 +24,13 @@ streaming.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
+import random
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -231,25 +237,42 @@ class ServingStub:
         }
 
     def _embeddings(self, handler: JsonHandler, request: dict) -> None:
-        inputs = request.get("input")
+        """As serving's `/v1/embeddings` (serving/ingress.py, serving/openai_api.py): the
+        model under its full or short name, text only, `dimensions` only the model's, a
+        unit vector per input (`stub_vector`), as floats or base64 float32."""
+        model, inputs = request.get("model"), request.get("input")
+        if model not in (EMBEDDING_MODEL, EMBEDDING_MODEL.rsplit("/", 1)[-1]):
+            message = (
+                f"The model {model!r} does not exist. Use one of: {EMBEDDING_MODEL} "
+                "(GET /v1/models lists what is served)."
+            )
+            return handler.reply(404, _error(message, "model", "model_not_found"))
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            error = {  # serving's own words (serving/openai_api.py)
-                "message": "token arrays are not supported: send the text as strings "
-                "(parameter input)",
-                "type": "invalid_request_error",
-                "param": "input",
-                "code": None,
-            }
-            return handler.reply(400, {"error": error})
+            message = "token arrays are not supported: send the text as strings (parameter input)"
+            return handler.reply(400, _error(message, "input"))
+        dimensions = request.get("dimensions")
+        if dimensions is not None and dimensions != EMBEDDING_DIMENSION:
+            message = (
+                "dimensions is not supported by Orchard serving: leave it unset (the model "
+                f"gives {EMBEDDING_DIMENSION})"
+            )
+            return handler.reply(400, _error(message, "dimensions"))
+        base64_wanted = request.get("encoding_format") == "base64"
+
+        def encode(vector: list[float]) -> list[float] | str:
+            if not base64_wanted:
+                return vector
+            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
         tokens = sum(len(text.split()) + 2 for text in texts)
         return handler.reply(
             200,
             {
                 "object": "list",
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": [0.6, 0.8]}
-                    for i in range(len(texts))
+                    {"object": "embedding", "index": i, "embedding": encode(stub_vector(text))}
+                    for i, text in enumerate(texts)
                 ],
                 "model": EMBEDDING_MODEL,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
@@ -258,6 +281,23 @@ class ServingStub:
 
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_DIMENSION = 384
+
+
+def stub_vector(text: str) -> list[float]:
+    """The stand-in's embedding of `text`: unit length, `EMBEDDING_DIMENSION` float32
+    values drawn from the text's hash (the same text, the same vector; not a meaning)."""
+    draw = random.Random(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+    values = [draw.gauss(0.0, 1.0) for _ in range(EMBEDDING_DIMENSION)]
+    norm = math.sqrt(sum(v * v for v in values))
+    packed = struct.pack(f"<{EMBEDDING_DIMENSION}f", *(v / norm for v in values))
+    return list(struct.unpack(f"<{EMBEDDING_DIMENSION}f", packed))  # float32, as serving's
+
+
+def _error(message: str, param: str, code: str | None = None) -> dict:
+    """Serving's OpenAI error body."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return {"error": error}
 
 
 def _prompt_count(request: dict, chat: bool) -> int:

@@ -2,9 +2,11 @@
 
 A collection holds one knowledge base. It is created for one `EmbeddingModel` and
 remembers it; adding or searching with vectors of another model raises
-`EmbeddingMismatch` instead of mixing them, and `re_embed` rebuilds the collection with
-the new model. Every chunk has an `owner` (a user id) and every read and delete names
-one: a store never returns another owner's chunk, whatever the ids a caller passes.
+`EmbeddingMismatch` instead of mixing them; `embed_into` embeds a collection's chunks
+again into a new collection for the new model (the platform then switches to it), and
+`re_embed` rebuilds one in place. Every chunk has an `owner` (a user id) and every read
+and delete names one: a store never returns another owner's chunk, whatever the ids a
+caller passes.
 
 Two stores: `LanceStore` (embedded, a directory, the default; lance.py) and
 `WeaviateStore` (a Weaviate server, weaviate_store.py); `open_store(settings)` picks one.
@@ -15,7 +17,7 @@ rank fusion in LanceDB, Weaviate's relative-score fusion), or `mode="vector"` / 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -153,12 +155,42 @@ def search_mode(text: str, mode: SearchMode, file_ids: Sequence[str] | None) -> 
     return None if mode == "keyword" else "vector"
 
 
+def embedding_text(chunk: Chunk) -> str:
+    """What a chunk's vector is made from: its heading gives a passage its topic (the
+    same text `chunking.Piece.embedding_text` gives at ingestion)."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+def embed_into(
+    store: VectorStore,
+    source: str,
+    target: str,
+    embedder: Embedder,
+    batch: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Every chunk of collection `source`, embedded again with `embedder`'s model, into
+    collection `target`, made afresh (a `target` left by an interrupted run is dropped
+    first); `source` is only read. `progress(n)` after each batch of n chunks. Returns the
+    number of chunks."""
+    chunks = store.all_chunks(source)
+    store.drop_collection(target)
+    store.create_collection(target, embedder.model)
+    for start in range(0, len(chunks), batch):
+        part = chunks[start : start + batch]
+        store.add(target, part, embedder.embed([embedding_text(c) for c in part]), embedder.model)
+        if progress is not None:
+            progress(len(part))
+    return len(chunks)
+
+
 def re_embed(store: VectorStore, name: str, embedder: Embedder, batch: int = 256) -> int:
-    """Rebuild collection `name` with `embedder`'s model: every chunk is embedded again
-    (before anything is changed, so a failure leaves the old collection whole), then the
-    collection is replaced. Returns the number of chunks."""
+    """Rebuild collection `name` with `embedder`'s model in place: every chunk is embedded
+    again (before anything is changed, so a failure leaves the old collection whole), then
+    the collection is replaced. Returns the number of chunks. (The platform re-embeds
+    beside the old collection instead, `embed_into`, and switches when done.)"""
     chunks = store.all_chunks(name)
-    vectors = embedder.embed([chunk.text for chunk in chunks])
+    vectors = embedder.embed([embedding_text(chunk) for chunk in chunks])
     store.drop_collection(name)
     store.create_collection(name, embedder.model)
     for start in range(0, len(chunks), batch):

@@ -748,9 +748,15 @@ def test_the_platform_gateway_relays_real_serving_and_bills_its_usage(serving, c
     usage = streamed[-1].usage
     assert {m.id for m in client.models.list()} == {name, "champion"}  # no versions
 
+    # Embeddings too: serving's own vectors, billed at their input tokens alone.
+    embedded = client.embeddings.create(model="all-MiniLM-L6-v2", input=EMBED_TEXTS)
+    alone = serving.client().embeddings.create(model="all-MiniLM-L6-v2", input=EMBED_TEXTS)
+    vectors = [[d.embedding for d in answer.data] for answer in (embedded, alone)]
+    assert np.allclose(*vectors, atol=1e-5) and embedded.usage == alone.usage
+
     # Billed from the real usage, one credit per token; the stream settles just after.
     spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage))
-    gateway.wait_balance(alice, 5000 - spent)
+    gateway.wait_balance(alice, 5000 - spent - embedded.usage.prompt_tokens)
 
 
 def test_the_gateway_relays_tool_calls_logprobs_and_json_and_bills_every_token(

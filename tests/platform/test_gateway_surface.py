@@ -17,7 +17,7 @@ import pytest
 
 from platform_api.metering import prompt_token_bound
 from testkit.platform import grant, new_key
-from testkit.serving_stub import EMBEDDING_MODEL
+from testkit.serving_stub import EMBEDDING_MODEL, stub_vector
 from tests.platform.conftest import Account, serve_api
 from tests.platform.test_gateway import HELLO, balance, sdk, usage_records, wait_for_usage
 
@@ -94,7 +94,10 @@ def test_embeddings_are_metered_by_their_input_tokens_for_who_may_use_the_model(
     key = api.http.post("/api-keys", json={"name": "sdk"}, headers=alice.headers).json()
     client = sdk(api, key["key"])
     vectors = client.embeddings.create(model=EMBEDDER, input=["hello world", "x"])
-    assert [d.index for d in vectors.data] == [0, 1] and vectors.data[0].embedding == [0.6, 0.8]
+    # The SDK asks for base64 (float32) and decodes it: the vectors serving made, exactly.
+    assert serving.requests[-1]["encoding_format"] == "base64"
+    assert [d.index for d in vectors.data] == [0, 1]
+    assert [d.embedding for d in vectors.data] == [stub_vector("hello world"), stub_vector("x")]
     assert vectors.usage.prompt_tokens == (2 + 2) + (1 + 2)  # the stand-in's count
     assert debits(api, alice) == [(11 + 2) + (1 + 2)]  # bytes + [CLS] and [SEP], per input
     (record,) = usage_records(api, alice)
@@ -118,6 +121,10 @@ def test_embeddings_are_metered_by_their_input_tokens_for_who_may_use_the_model(
     with pytest.raises(openai.NotFoundError) as error:
         client.embeddings.create(model="text-embedding-3-small", input="x")
     assert error.value.code == "model_not_found" and EMBEDDING_MODEL in error.value.message
+    # Another width than the model's is refused in serving's words, free of charge.
+    with pytest.raises(openai.BadRequestError) as error:
+        client.embeddings.create(model=EMBEDDER, input="x", dimensions=8)
+    assert error.value.body["param"] == "dimensions" and "gives 384" in error.value.message
     assert balance(api, alice) == 1000 - 7
 
     # Restricted to the chat champion by a rule, the role may not embed; granted, it may.
@@ -140,7 +147,36 @@ def test_embeddings_are_metered_by_their_input_tokens_for_who_may_use_the_model(
     with pytest.raises(openai.PermissionDeniedError) as error:
         sdk(api, reader).embeddings.create(model=EMBEDDER, input="x")
     assert error.value.code == "insufficient_scope"
-    assert [r.status for r in usage_records(api, alice)] == ["complete", "failed", "complete"]
+    assert [r.status for r in usage_records(api, alice)] == [
+        "complete",
+        "failed",
+        "failed",
+        "complete",
+    ]
+
+
+def test_embeddings_as_floats_are_billed_at_the_prompt_price_and_refused_without_credits(
+    api, serving, alice
+):
+    client = sdk(api, new_key(api, alice))
+    texts = ["the quick brown fox", "jumps over", "the lazy dog"]
+    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=texts, encoding_format="float")
+    assert [d.embedding for d in floats.data] == [stub_vector(t) for t in texts]
+    assert floats.model == EMBEDDING_MODEL and floats.usage.prompt_tokens == 6 + 4 + 5
+    # Serving's usage at the input-token price (1 credit per token), nothing for output.
+    assert balance(api, alice) == 1000 - 15
+    (record,) = usage_records(api, alice)
+    assert (record.prompt_tokens, record.completion_tokens, record.credits) == (15, 0, 15)
+
+    # A user whose balance cannot cover the input's bound gets the chat route's refusal,
+    # and serving is never asked.
+    bob = api.user("bob")
+    asked = len(serving.requests)
+    with pytest.raises(openai.APIStatusError) as error:
+        sdk(api, new_key(api, bob)).embeddings.create(model=EMBEDDER, input="hello")
+    assert (error.value.status_code, error.value.code) == (402, "insufficient_quota")
+    assert "lower input" in error.value.message and "ask an administrator" in error.value.message
+    assert len(serving.requests) == asked and balance(api, bob) == 0
 
 
 TOOLS = [
