@@ -13,6 +13,8 @@ from orchard.errors import OrchardError
 from orchard.settings import Settings
 
 FINISHED = {"success", "failed"}
+RETRIED_STATUSES = {500, 502, 503, 504}
+RETRY_WAITS_S = (1.0, 3.0, 9.0)
 
 
 _REQUIRED = object()  # return_value without a default: a missing XCom is an error
@@ -81,6 +83,18 @@ class AirflowClient:
         return response.json()["access_token"]
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call; an idempotent one (not POST) that met a server error is tried
+        again (RETRY_WAITS_S): the local stack's SQLite metadata database answers 500
+        "Database error" while another Airflow process holds its write lock."""
+        waits = () if method.upper() == "POST" else RETRY_WAITS_S
+        for wait in (*waits, None):
+            response = self._request(method, path, **kwargs)
+            if response.status_code not in RETRIED_STATUSES or wait is None:
+                return response
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._token is None:
             self._token = self.token()
         headers = {"Authorization": f"Bearer {self._token}"}

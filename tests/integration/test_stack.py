@@ -3,6 +3,8 @@ REST API, Ray and MLflow behind it, then `orchard down` leaves nothing running."
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 
 import httpx
@@ -131,6 +133,23 @@ def test_a_failing_ray_job_turns_the_task_red(airflow):
 def test_a_param_outside_its_schema_is_refused(airflow):
     with pytest.raises(AirflowError, match="message"):
         airflow.trigger("orchard_smoke", {"message": ""})
+
+
+def test_a_dag_is_paused_while_another_process_holds_airflows_database(stack, airflow):
+    """Airflow's SQLite database lets one writer in at a time; a write waits for the lock
+    (orchard.stack.airflow_db), so a user's call is slow, not a 500 "Database error"."""
+    database = stack.settings().home / "airflow" / "airflow.db"
+    holder = sqlite3.connect(database, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held past sqlite3's default 5 s
+    release = threading.Timer(7, holder.rollback)
+    release.start()
+    try:
+        airflow.pause("orchard_smoke")
+        assert airflow._json("GET", "/api/v2/dags/orchard_smoke")["is_paused"] is True
+    finally:
+        release.join()
+        holder.close()
+        airflow.unpause("orchard_smoke")
 
 
 @pytest.mark.stops_stack
