@@ -84,8 +84,11 @@ class AirflowClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call; an idempotent one (not POST) that met a server error is tried
-        again (RETRY_WAITS_S): the local stack's SQLite metadata database answers 500
-        "Database error" while another Airflow process holds its write lock."""
+        again (RETRY_WAITS_S). The local stack's Airflow answers 500 "Database error"
+        when its SQLite database stays locked for 5 s: `make run` met it on unpausing
+        `orchard_build` while the scheduled DAGs' first tasks wrote at start-up. (A
+        longer SQLite busy timeout made it worse: two requests in Airflow's API server
+        then waited a minute on each other.)"""
         waits = () if method.upper() == "POST" else RETRY_WAITS_S
         for wait in (*waits, None):
             response = self._request(method, path, **kwargs)

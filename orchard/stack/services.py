@@ -266,13 +266,6 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            # A writer waits for SQLite's lock up to a minute, not 5 s (airflow_db.py).
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": (
-                "orchard.stack.airflow_db.SQLITE_CONNECT_ARGS"
-            ),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
-                "orchard.stack.airflow_db.SQLITE_ASYNC_CONNECT_ARGS"
-            ),
             "AIRFLOW__API__HOST": settings.host,
             "AIRFLOW__API__PORT": str(settings.airflow_port),
             "AIRFLOW__API__BASE_URL": url,

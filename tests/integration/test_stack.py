@@ -136,8 +136,9 @@ def test_a_param_outside_its_schema_is_refused(airflow):
 
 
 def test_a_dag_is_paused_while_another_process_holds_airflows_database(stack, airflow):
-    """Airflow's SQLite database lets one writer in at a time; a write waits for the lock
-    (orchard.stack.airflow_db), so a user's call is slow, not a 500 "Database error"."""
+    """Airflow's SQLite database lets one writer in at a time, and Airflow answers 500
+    "Database error" after waiting 5 s for the lock; the client tries an idempotent call
+    again, so the user's pause is slow, not an error."""
     database = stack.settings().home / "airflow" / "airflow.db"
     holder = sqlite3.connect(database, timeout=30)
     holder.execute("BEGIN IMMEDIATE")  # the write lock, held past sqlite3's default 5 s
