@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -139,11 +140,17 @@ class AirflowClient:
         self._json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        response = self.request(
-            "POST",
-            f"/api/v2/dags/{dag_id}/dagRuns",
-            json={"logical_date": None, "conf": conf or {}},
-        )
+        """Start a run; its id is made here (Airflow's manual form), so a POST that met a
+        server error can be sent again: a 409 then means the first one made the run."""
+        run_id = f"manual__{datetime.now(UTC).isoformat()}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        for attempt, wait in enumerate((*RETRY_WAITS_S, None)):
+            response = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+            if response.status_code == 409 and attempt > 0:
+                return run_id
+            if response.status_code not in RETRIED_STATUSES or wait is None:
+                break
+            time.sleep(wait)
         if response.status_code == 400:
             # The first line names the bad Param; the rest is the JSON schema dump.
             reason = _detail(response).strip().splitlines()[0]
