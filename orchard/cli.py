@@ -384,6 +384,7 @@ def _ask_demo(settings: Settings, question: str = "", knowledge: str = CRAWLED_S
     from orchard import demo
 
     console.print("Asking the champion a question about the crawled site, as the demo user …")
+    demo.wait_for_champion(settings)
     answer = demo.ask(settings, question or demo.DEMO_QUESTION, knowledge or None)
     console.print(f"[bold]Q:[/] {answer.question}")
     console.print(

@@ -11,6 +11,7 @@ so the answer comes with numbered citations of the crawled pages.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -37,6 +38,35 @@ class DemoAnswer:
     model_version: str | None
     status: str
     sources: list[str] = field(default_factory=list)  # the cited pages, numbered in order
+
+
+def wait_for_champion(settings: Settings, timeout: float = 600.0) -> str | None:
+    """Wait until serving answers the champion alias with the version the registry names
+    (a new champion is served only once its replica has loaded it, which takes a model
+    load after the alias moves); the version, or None when there is no champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    try:
+        wanted = client.get_model_version_by_alias(settings.model_name, "champion").version
+    except MlflowException:
+        return None
+    deadline = time.monotonic() + timeout
+    served = None
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(f"{settings.serving_base_url}/healthz", timeout=10).json()
+            served = (health.get("serving") or {}).get("champion")
+        except (httpx.HTTPError, ValueError):
+            served = None
+        if served == str(wanted):
+            return str(wanted)
+        time.sleep(2.0)
+    raise DemoError(
+        f"serving still answers the champion with version {served}, not the registry's "
+        f"{wanted}, after {timeout:.0f} s: `orchard logs serving` says why"
+    )
 
 
 def demo_login(settings: Settings) -> tuple[str, str]:
