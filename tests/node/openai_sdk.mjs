@@ -174,7 +174,9 @@ const CHECKS = {
   async stop({ greedy, tally }) {
     const full = tally(await greedy({ max_tokens: 60 })).choices[0].message.content;
     let start = 10;
-    while (!/^[^\p{C}]{3}$/u.test(full.slice(start, start + 3))) start += 1;
+    while (start < full.length - 3 && !/^[^\p{C}]{3}$/u.test(full.slice(start, start + 3))) {
+      start += 1;
+    }
     assert.ok(start < full.length - 3, `no printable stop in ${JSON.stringify(full)}`);
     const stop = full.slice(start, start + 3);
     const expected = full.slice(0, full.indexOf(stop));
@@ -254,7 +256,8 @@ const CHECKS = {
 
   async json_schema({ client, model, greedy, tally }) {
     const several = tally(
-      await greedy({ max_tokens: 60, temperature: 1.0, seed: 5, n: 3, response_format: FRUIT_FORMAT }),
+      await greedy({ max_tokens: 60, temperature: 1.0, seed: 5, n: 3,
+                     response_format: FRUIT_FORMAT }), // prettier-ignore
     );
     const sampled = several.choices.map((choice) => {
       assert.equal(choice.finish_reason, "stop");
@@ -278,7 +281,8 @@ const CHECKS = {
     const fruit = checkFruit(parsed.choices[0].message.parsed);
     assert.deepEqual(fruit, streamedFruit); // greedy both times
     const objects = tally(
-      await greedy({ max_tokens: 40, temperature: 1.0, seed: 1, n: 2, response_format: { type: "json_object" } }),
+      await greedy({ max_tokens: 40, temperature: 1.0, seed: 1, n: 2,
+                     response_format: { type: "json_object" } }), // prettier-ignore
     );
     for (const choice of objects.choices) {
       assert.ok(choice.message.content.startsWith("{"), choice.message.content);
@@ -291,7 +295,8 @@ const CHECKS = {
 
   async tools({ client, model, greedy, tally }) {
     const required = tally(
-      await greedy({ max_tokens: 60, temperature: 1.0, seed: 2, n: 2, tools: TOOLS, tool_choice: "required" }),
+      await greedy({ max_tokens: 60, temperature: 1.0, seed: 2, n: 2, tools: TOOLS,
+                     tool_choice: "required" }), // prettier-ignore
     );
     const forced = required.choices.map((choice) => {
       assert.equal(choice.finish_reason, "tool_calls");
@@ -324,16 +329,19 @@ const CHECKS = {
     const helperCall = final.choices[0].message.tool_calls[0];
     assert.deepEqual(helperCall.function.parsed_arguments, call[1]);
     // The call and its result in the history: accepted and answered.
+    const made = answer.choices[0].message.tool_calls;
     const history = [
       ...HELLO,
-      { role: "assistant", tool_calls: answer.choices[0].message.tool_calls },
-      { role: "tool", tool_call_id: answer.choices[0].message.tool_calls[0].id, content: "Alarm set." },
+      { role: "assistant", tool_calls: made },
+      { role: "tool", tool_call_id: made[0].id, content: "Alarm set." },
     ];
     const reply = tally(
-      await client.chat.completions.create({ model, messages: history, tools: TOOLS, max_tokens: 8, temperature: 0 }),
+      await client.chat.completions.create({ model, messages: history, tools: TOOLS,
+                                             max_tokens: 8, temperature: 0 }), // prettier-ignore
     );
     assert.ok(reply.choices[0].message.content || reply.choices[0].message.tool_calls);
-    const auto = tally(await greedy({ max_tokens: 8, tools: TOOLS })); // "auto": tools in the prompt
+    // "auto": the tools are in the prompt, "none" hides them.
+    const auto = tally(await greedy({ max_tokens: 8, tools: TOOLS }));
     const none = tally(await greedy({ max_tokens: 8, tools: TOOLS, tool_choice: "none" }));
     assert.ok(auto.usage.prompt_tokens > none.usage.prompt_tokens);
     assert.ok(reply.usage.prompt_tokens > auto.usage.prompt_tokens);
@@ -414,14 +422,15 @@ const CHECKS = {
       "model",
     );
     await expect(
-      client.chat.completions.create({ model: "gpt-4o", messages: HELLO, max_tokens: 4, stream: true }),
+      client.chat.completions.create({ model: "gpt-4o", messages: HELLO, stream: true }),
       OpenAI.NotFoundError,
       404,
       "model",
     );
     await expect(greedy({ temperature: 5 }), OpenAI.BadRequestError, 400, "temperature");
     const unusable = { type: "json_schema", json_schema: { name: "x", schema: { type: 5 } } };
-    await expect(greedy({ response_format: unusable }), OpenAI.BadRequestError, 400, "response_format");
+    const refused = greedy({ response_format: unusable });
+    await expect(refused, OpenAI.BadRequestError, 400, "response_format");
     assert.equal(seen[0].code, "model_not_found");
     return { errors: seen };
   },
@@ -442,9 +451,13 @@ function options() {
         checks: { type: "string", default: Object.keys(CHECKS).join(",") },
       },
     });
-    if (!values["base-url"]) throw new Error("--base-url is required (serving's or the gateway's /v1)");
+    if (!values["base-url"]) {
+      throw new Error("--base-url is required (serving's or the gateway's /v1)");
+    }
     const unknown = values.checks.split(",").filter((name) => !(name in CHECKS));
-    if (unknown.length) throw new Error(`unknown checks ${unknown}: choose from ${Object.keys(CHECKS)}`);
+    if (unknown.length) {
+      throw new Error(`unknown checks ${unknown}: choose from ${Object.keys(CHECKS)}`);
+    }
     return values;
   } catch (error) {
     console.error(`error: ${error.message}\n${USAGE}`);
@@ -462,7 +475,13 @@ async function main() {
   });
   const model = values.model;
   const greedy = (params) =>
-    client.chat.completions.create({ model, messages: HELLO, max_tokens: 24, temperature: 0, ...params });
+    client.chat.completions.create({
+      model,
+      messages: HELLO,
+      max_tokens: 24,
+      temperature: 0,
+      ...params,
+    });
   let failed = 0;
   for (const name of values.checks.split(",")) {
     let tokens = 0;
