@@ -39,7 +39,7 @@ MAX_CONTEXT = 2048
 # ORCHARD_UI_E2E_ENGINE: `hf`, the default, keeps serving.tiny's 16-wide heads (the
 # hand-written engine, loaded in seconds); `vllm` registers 32-wide heads (64 / 2), which
 # vLLM serves. These tests pass on both; `vllm` costs each version a vLLM engine start
-# (~25 s idle, ~50 s at load 12), about 1-2 min of suite time (docs/serving.md, "UI e2e").
+# (~20-25 s idle, ~50 s at load 12): 0.5-2 min of suite time (docs/serving.md, "UI e2e").
 ENGINES = {"hf": {}, "vllm": {"heads": 2, "kv_heads": 1}}
 
 
