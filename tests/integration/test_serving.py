@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import socket
 import string
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -786,6 +789,61 @@ def test_the_gateway_relays_tool_calls_logprobs_and_json_and_bills_every_token(
 
     spent = sum(u.prompt_tokens + u.completion_tokens for u in (through.usage, usage, fruit.usage))
     gateway.wait_balance(bob, 20_000 - spent)
+
+
+# -- the official Node SDK (`openai` on npm, ui/'s devDependency) ------------------------------
+NODE_SDK = Path(__file__).parents[1] / "node" / "openai_sdk.mjs"
+# Each is one check of tests/node/openai_sdk.mjs, streamed and not where OpenAI streams it.
+NODE_CHECKS = ("chat", "stop", "seed_and_n", "logprobs", "penalties", "json_schema", "tools",
+               "completions", "embeddings", "errors")  # fmt: skip
+
+
+def node_sdk(base_url: str, api_key: str = "unused") -> dict[str, dict]:
+    """Run every check of the Node script against `base_url`: what each saw, by name."""
+    node = shutil.which("node")
+    assert node, "node is not on PATH: the UI and this test need Node.js >= 20.19"
+    run = subprocess.run(
+        [node, str(NODE_SDK), "--base-url", base_url, "--api-key", api_key,
+         "--checks", ",".join(NODE_CHECKS)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    seen = {line["check"]: line for line in map(json.loads, run.stdout.splitlines())}
+    failed = {name: line["error"] for name, line in seen.items() if not line["ok"]}
+    assert run.returncode == 0 and not failed, failed or run.stderr
+    assert list(seen) == list(NODE_CHECKS)
+    return seen
+
+
+def check_node_answers(seen: dict[str, dict], direct: str) -> None:
+    """What a Node user gets is what a Python user gets: the same greedy answer, JSON that
+    fits the schema, tool calls whose arguments fit their tool, OpenAI's error shapes."""
+    assert seen["chat"]["content"] == direct
+    for answer in seen["json_schema"]["answers"]:
+        Fruit.model_validate(answer)
+    tools = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    assert len(seen["tools"]["calls"]) == 3 and seen["tools"]["tool_deltas"] >= 2
+    for name, arguments in seen["tools"]["calls"]:
+        jsonschema.validate(arguments, tools[name])
+    assert seen["embeddings"]["dimensions"] == 384
+    codes = [(e["status"], e["param"]) for e in seen["errors"]["errors"]]
+    assert codes == [(404, "model"), (404, "model"), (400, "temperature"),
+                     (400, "response_format")]  # fmt: skip
+
+
+def test_the_node_openai_sdk_gets_every_feature_from_serving(serving, champion):
+    seen = node_sdk(f"{serving.base_url}/v1")
+    check_node_answers(seen, greedy(serving.client()).choices[0].message.content)
+
+
+def test_the_node_openai_sdk_through_the_gateway_is_billed_its_usage(serving, champion, gateway):
+    client, carol = gateway.client_for("carol", 50_000)
+    seen = node_sdk(f"{gateway.url}/v1", client.api_key)
+    check_node_answers(seen, greedy(serving.client()).choices[0].message.content)
+    # Every answered request's usage, tool calls, n > 1 and embeddings included; the
+    # refused requests cost nothing.
+    spent = sum(line["tokens"] for line in seen.values())
+    assert seen["errors"]["tokens"] == 0 and spent > 1000
+    gateway.wait_balance(carol, 50_000 - spent)
 
 
 def test_down_stops_serving_and_up_brings_the_aliases_back(serving, champion):

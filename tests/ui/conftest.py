@@ -35,6 +35,34 @@ ARTIFACTS = REPO / "test-artifacts" / "ui"
 # Room for the chats' default 512-token answers (streams that last a while) after a long
 # message: the tiny model's tokenizer spends about a token per character.
 MAX_CONTEXT = 2048
+# Which engine serves the two registered models (docs/serving.md, "The rule"), from
+# ORCHARD_UI_E2E_ENGINE: `hf`, the default, keeps serving.tiny's 16-wide heads (the
+# hand-written engine, loaded in seconds); `vllm` registers 32-wide heads (64 / 2), which
+# vLLM serves. These tests pass on both; `vllm` costs each version a vLLM engine start
+# (~20-25 s idle, ~50 s at load 12): 0.5-2 min of suite time (docs/serving.md, "UI e2e").
+ENGINES = {"hf": {}, "vllm": {"heads": 2, "kv_heads": 1}}
+
+
+def chosen_engine() -> str:
+    engine = os.environ.get("ORCHARD_UI_E2E_ENGINE", "hf")
+    if engine not in ENGINES:
+        raise ValueError(f"ORCHARD_UI_E2E_ENGINE={engine!r}: set it to one of {list(ENGINES)}")
+    return engine
+
+
+def served_engine(serving_url: str) -> str:
+    """The champion's engine, as a client tells them apart: the hand-written engine refuses
+    `logprobs` with a 400 that names itself."""
+    answer = httpx.post(
+        f"{serving_url}/v1/chat/completions",
+        json={"model": "champion", "messages": [{"role": "user", "content": "Hi"}],
+              "max_tokens": 1, "logprobs": True},
+        timeout=120,
+    )  # fmt: skip
+    if answer.status_code == 400 and "hand-written engine" in answer.text:
+        return "hf"
+    assert answer.status_code == 200, answer.text
+    return "vllm"
 
 
 def unavailable(reason: str) -> None:
@@ -92,11 +120,14 @@ def product(browser, stack, tmp_path_factory) -> Iterator[Product]:
     root = tmp_path_factory.mktemp("ui-e2e")
     # letters only: the tests look for version numbers in what the UI shows
     name = "ui-e2e-" + "".join(random.choices(string.ascii_lowercase, k=8))
+    engine = chosen_engine()
     with private_tmpdir(root), stack.serving(name) as env:
         served = settings_from_env(env)
         versions = []
         for seed, alias in ((0, "champion"), (1, None)):
-            model = build_tiny_chat_model(root / f"m{seed}", seed=seed, max_context=MAX_CONTEXT)
+            model = build_tiny_chat_model(
+                root / f"m{seed}", seed=seed, max_context=MAX_CONTEXT, **ENGINES[engine]
+            )
             tags = {"eval.rouge_l": f"0.{seed + 2}", "orchard.test": f"ui-e2e-{seed}"}
             versions.append(
                 register_hf_model(
@@ -108,6 +139,7 @@ def product(browser, stack, tmp_path_factory) -> Iterator[Product]:
                 )
             )
         wait_serving(served.serving_base_url, "champion", versions[0])
+        assert served_engine(served.serving_base_url) == engine
         settings = served.model_copy(
             update={
                 "home": root / "platform-home",
