@@ -140,7 +140,7 @@ def test_a_dag_is_paused_while_another_process_holds_airflows_database(stack, ai
     "Database error" after waiting 5 s for the lock; the client tries an idempotent call
     again, so the user's pause is slow, not an error."""
     database = stack.settings().home / "airflow" / "airflow.db"
-    holder = sqlite3.connect(database, timeout=30)
+    holder = sqlite3.connect(database, timeout=30, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")  # the write lock, held past sqlite3's default 5 s
     release = threading.Timer(7, holder.rollback)
     release.start()
