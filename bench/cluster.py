@@ -29,6 +29,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
+import shlex  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -67,6 +68,19 @@ def main() -> int:
         },
         "1 worker on host b": base | {"workers": 1, "worker_labels": {"orchard-host": "b"}},
     }
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    print(f"load average {loadavg()} at the start", flush=True)
+    try:
+        return _bench(args, runs)
+    finally:
+        print(f"load average {loadavg()} at the end", flush=True)
+
+
+def loadavg() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def _bench(args: argparse.Namespace, runs: dict[str, dict]) -> int:
     with tempfile.TemporaryDirectory(prefix="orchard-bench-cluster-") as tmp:
         hosts_settings = Settings(home=Path(tmp) / "cluster-home")
         print("starting the test cluster ...", flush=True)

@@ -1,5 +1,5 @@
 """Pretraining through a worker host's death on the three-host test cluster, shared by
-tests/cluster/test_node_failure.py and bench/cluster.py.
+tests/cluster/test_pretrain_cluster.py and bench/cluster.py.
 
 The pretrain step runs as a Ray job submitted the way a DAG task submits it
 (testkit.cluster_pretrain). Once Ray Train has a checkpoint in object storage, the host

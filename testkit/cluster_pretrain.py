@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,32 @@ done = run_step_job(
     base_id=f"{sys.argv[3]}-{tokenized.key}",
 )
 print("MANIFEST=" + done.path)
+"""
+
+# Several pretrain steps, one after the other, in one Ray job, so that the job's driver
+# (Python, torch, Megatron) starts once for all of them: each is the step's command line
+# (`ray_jobs.pretrain.main`), which prints `manifest: <its location>/manifest.json`.
+TOGETHER_JOB = """
+import json, sys
+from ray_jobs.pretrain import main
+
+for name, config in json.loads(sys.argv[1]).items():
+    if main(["--config", json.dumps(config), "--input", sys.argv[2], "--name", name]):
+        sys.exit(1)
+"""
+PUBLISHED = re.compile(r"manifest: (\S+/pretrain/([^/]+)-[0-9a-f]+)/manifest\.json")
+# Its submitter: a DAG task's process, submitting through the head's job API.
+SUBMIT_TOGETHER = """
+import shlex, sys
+from orchard.ray_submit import run_ray_job, submission_base
+from orchard.settings import load_settings
+from orchard.steps import Manifest
+
+job, configs, tokenized = sys.argv[1], sys.argv[2], Manifest.read(sys.argv[3])
+manifest = tokenized.ref.path.rstrip("/") + "/manifest.json"
+entrypoint = shlex.join(["python", "-c", job, configs, manifest])
+base_id = submission_base(sys.argv[4], tokenized.key)
+run_ray_job(load_settings(), base_id=base_id, entrypoint=entrypoint)
 """
 
 
@@ -185,6 +212,29 @@ class ClusterPretrain:
         if job.returncode != 0 or not found:
             return None, log
         return found[-1].removeprefix("MANIFEST="), log
+
+    def submit_together(
+        self, configs: dict[str, dict], timeout: float = 420
+    ) -> tuple[dict[str, str], str]:
+        """Run the pretrain step of each of `configs` (run name -> config), one after the
+        other, in one Ray job on the cluster, submitted from a driver process in the root
+        namespace; return ({run name: its published manifest's location} for each run that
+        finished, the log)."""
+        names = "-".join(configs)
+        command = [sys.executable, "-c", SUBMIT_TOGETHER, TOGETHER_JOB, json.dumps(configs)]
+        job = subprocess.run(
+            [*command, self.data.tokenized.path, names],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        log = job.stdout + job.stderr
+        found = {}
+        for line in job.stdout.splitlines():
+            if match := PUBLISHED.search(line):
+                found[match[2]] = match[1]
+        return found, log
 
 
 @contextmanager

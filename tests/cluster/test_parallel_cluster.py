@@ -1,10 +1,11 @@
 """Tensor and pipeline parallelism across hosts: one model split over hosts b and c.
 
-The pretrain step runs three times as Ray jobs on the same tokenized corpus (on S3) with
-the same seed: `nano` in one process on host a (the head's CPU, which the split runs
-leave free: it trains beside the first of them), `nano-tp2` (each layer's matrices split
-over b and c, all-reduced over gloo between them) and `nano-pp2` (layers 0-1 on one
-host, 2-3 on the other, activations and gradients sent between them). All three train
+The pretrain step runs three times on the same tokenized corpus (on S3) with the same
+seed: `nano` in one process on host a (the head's CPU, which the split runs leave free),
+as a Ray job of its own that trains beside the other two, and in a second Ray job, one
+after the other, `nano-tp2` (each layer's matrices split over b and c, all-reduced over
+gloo between them) and `nano-pp2` (layers 0-1 on one host, 2-3 on the other,
+activations and gradients sent between them). All three train
 the same model, so their loss curves agree, and their exports (merged from the shards,
 model/shards.py) give the same logits.
 
@@ -63,13 +64,16 @@ def test_tp2_and_pp2_across_hosts_train_the_single_process_model(cluster_pretrai
     beside = setup.with_mlflow(tmp_path / "mlruns-single")
     with ThreadPoolExecutor(1) as pool:
         single = pool.submit(beside.submit, RUNS["single"], "single")
-        jobs = {name: setup.submit(RUNS[name], name) for name in ("tp2", "pp2")}
-        jobs["single"] = single.result()
+        # TP then PP, in one Ray job (its driver starts once), while single trains on a.
+        split, split_log = setup.submit_together({name: RUNS[name] for name in ("tp2", "pp2")})
+        location, single_log = single.result()
+    assert location, f"single:\n{single_log[-6000:]}"
+    locations = split | {"single": location}
     outputs: dict[str, Path] = {}
     workers: dict[str, list[dict]] = {}
-    for name, (location, log) in jobs.items():
-        assert location, f"{name}:\n{log[-6000:]}"
-        done = Manifest.read(location, store)
+    for name in RUNS:
+        assert name in locations, f"{name}:\n{split_log[-6000:]}"
+        done = Manifest.read(locations[name], store)
         workers[name] = done.workers
         outputs[name] = Path(localize(done, store).path)
 

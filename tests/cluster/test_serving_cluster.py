@@ -9,7 +9,9 @@ each replica downloads it from there itself.
 
 Then every process of the host whose replica is streaming an answer is killed, as a
 machine dying: that answer ends with a clear error event (and no [DONE]), and the next
-requests are answered by the replica on the other host.
+requests are answered by the replica on the other host. The dead host boots again at the
+end (a new Ray node at its address), so the cluster has its three hosts for the tests
+after this one.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ import uuid
 import httpx
 import pytest
 
-from orchard.cluster import network
+from orchard.cluster import failures, network
 from serving.config import ServingConfig
 from serving.openai_api import REPLICA_HEADER
 from testkit.cluster_pretrain import bridge_s3, s3_client
 from testkit.cluster_serving import ClusterServe, bridge_mlflow, register_tiny_model
 
-# It kills a worker host: the cluster is removed afterwards (a later test gets a new one).
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.stops_cluster]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NAME = "orchard-chat-cluster"
 MAX_CONTEXT = 2048  # a long answer: it is still streaming when its host dies
@@ -65,6 +66,7 @@ def test_two_replicas_on_two_hosts_and_the_other_answers_when_one_host_dies(
     uri, register = registry
     layout = cluster_hosts.layout
     serve = ClusterServe(cluster_hosts.settings, layout)
+    dying = None
     try:
         serve.deploy(
             ServingConfig(
@@ -128,6 +130,10 @@ def test_two_replicas_on_two_hosts_and_the_other_answers_when_one_host_dies(
             assert again.parse().choices[0].message.content
             assert again.headers[REPLICA_HEADER].split("/")[0] == survivor.hostname
     finally:
-        serve.delete()
+        serve.delete()  # Serve shuts down on every host
         serve.close()
-        cluster_hosts.down()  # a host is dead: the next test that needs one gets a new cluster
+        if dying is not None and not network.netns_pids(dying):  # it boots again
+            try:
+                failures.power_on(cluster_hosts.settings, layout, dying.name)
+            except Exception:  # then the next test that needs a cluster gets a new one
+                cluster_hosts.down()
