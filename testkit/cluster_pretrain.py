@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from orchard import cluster
 from orchard.settings import Settings
 from orchard.steps import Manifest, localize, run_step
 from orchard.storage import S3Options, Storage
+from testkit.s3 import moto_s3
 
 KEYS = {"access_key": "testing", "secret_key": "testing"}
 
@@ -94,16 +94,8 @@ def object_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
 def bridge_s3(layout: cluster.Layout) -> Iterator[str]:
     """moto's S3 server on the root namespace's bridge address (not 0.0.0.0): the test
     hosts reach it over their veths, nothing else does. Yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address=layout.root_address, port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_s3(layout.root_address) as url:
+        yield url
 
 
 @dataclass

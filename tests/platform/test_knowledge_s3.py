@@ -4,15 +4,14 @@ S3 server (a real S3 endpoint on loopback, as in tests/unit/test_storage.py)."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from orchard.settings import Settings
+from testkit.s3 import moto_s3
 from tests.platform.conftest import PASSWORD
 from tests.platform.test_knowledge import MOTH, new_base, search, settled, upload
 
@@ -35,14 +34,8 @@ def objects(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -235,26 +235,20 @@ def test_with_its_files_in_the_bucket_curate_makes_the_same_corpus(curated, tmp_
     in the bucket, every node reaching them, and the inputs are read from where they are
     published. Run here by datatrove's local executor on that shared workspace (moto
     stands in for the bucket): the same documents, counts and dropped samples as on disk."""
-    import logging
     import uuid
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from orchard.datatrove_workspace import Workspace
     from orchard.steps import localize
     from orchard.storage import S3Options, Storage
+    from testkit.s3 import moto_s3
 
     _, local, docs, _ = curated
     root = Path(local.path).parents[2]
     sources = [root / name for name in ("import", "crawl")]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
+    with moto_s3() as endpoint:
         keys = {"access_key": "testing", "secret_key": "testing"}
-        endpoint = f"http://{host}:{port}"
         bucket = f"orchard-{uuid.uuid4().hex[:8]}"
         s3 = boto3.client(
             "s3",
@@ -284,8 +278,6 @@ def test_with_its_files_in_the_bucket_curate_makes_the_same_corpus(curated, tmp_
         # datatrove's stages wrote into the work prefix, which is gone once published.
         assert not [k for k in objects(s3, bucket) if ".work/" in k]
         copy = Path(localize(done, store).path)
-    finally:
-        server.stop()
     shared_docs = {}
     for shard in sorted((copy / "documents").glob("*.jsonl.gz")):
         with gzip.open(shard, "rt") as handle:

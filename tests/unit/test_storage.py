@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import random
 import threading
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from orchard.errors import OrchardError
 from orchard.settings import SettingsError, load_settings
@@ -35,6 +33,7 @@ from orchard.steps import (
 from orchard.storage import S3Options, Storage, StorageError
 from ray_jobs import tokenize, tokenizer
 from testkit.corpus import article
+from testkit.s3 import moto_s3
 
 KEYS = {"access_key": "testing", "secret_key": "testing"}
 
@@ -45,14 +44,8 @@ class Fixture(StepConfig):
 
 @pytest.fixture(scope="module")
 def endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture
