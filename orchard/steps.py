@@ -230,7 +230,7 @@ def _manifest_of(
         metrics=output.metrics,
         facts=output.facts,
         timings={"seconds": round(time.monotonic() - started, 3)},
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
         workers=output.workers,
     )
     if mlflow_uri:
