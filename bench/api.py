@@ -1,11 +1,14 @@
 """Platform API throughput and latency, and the gateway's overhead over serving.
 
     .venv/bin/python bench/api.py [--requests 300] [--streams 24] [--max-tokens 16]
+                                  [--model tiny|nano|smollm2-135m]
 
 Starts `orchard up ray mlflow serve api` on free loopback ports in a temporary home (the
 product's own processes: uvicorn for the API, Ray Serve with a tiny random chat model
 registered as `champion`), with the rate limits raised so they do not throttle the
-benchmark. Then, over real HTTP:
+benchmark (`--model`: the `nano` shape or SmolLM2-135M-Instruct instead, built as
+`bench/serve.py` builds them, served on the engine serving's rule picks: vLLM for both).
+Then, over real HTTP:
 1. listing chats (`GET /api/v1/chats`: token check, session lookup, query) at 1 and 8
    concurrent clients: requests/s and p50/p99 latency, beside `GET /healthz` (no auth, no
    database) as the floor;
@@ -186,11 +189,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--streams", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "nano", "smollm2-135m"),
+        default="tiny",
+        help="the served champion: serving's tiny random test model (hand-written engine, "
+        "the default), or bench/serve.py's nano / SmolLM2-135M (vLLM)",
+    )
     args = parser.parse_args()
 
+    from bench.serve import MODELS  # its model cache lives in the default temp dir
     from orchard.registry import register_hf_model
     from serving.tiny import build_tiny_chat_model
 
+    load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="orchard-bench-api-"))
     os.environ["TMPDIR"] = tempfile.tempdir = str(root)
     env = stack_env(root / "home")
@@ -203,7 +215,10 @@ def main() -> None:
             if k.startswith("ORCHARD_")
         }
     )
-    model_dir = build_tiny_chat_model(root / "model", max_context=512)
+    if args.model == "tiny":
+        model_dir = build_tiny_chat_model(root / "model", max_context=512)
+    else:
+        model_dir = MODELS[args.model]()
     try:
         result = orchard(env, "up", "ray", "mlflow", "serve", "api")
         if result.returncode != 0:
@@ -237,8 +252,9 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     print(
-        f"platform API (uvicorn, SQLite) and Ray Serve on loopback; {args.requests} listings, "
-        f"{args.streams} streams of {args.max_tokens} tokens per level"
+        f"platform API (uvicorn, SQLite) and Ray Serve on loopback, model {args.model}; "
+        f"{args.requests} listings, {args.streams} streams of {args.max_tokens} tokens per level; "
+        f"load average (1 min) {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
     print(
         f"{'clients':>7} | {'GET /chats req/s':>16} {'p50/p99 ms':>13} | "
