@@ -184,6 +184,17 @@ def accounts(settings: Settings) -> tuple[dict, str]:
     return user.headers, key
 
 
+def renice(settings: Settings, nice: int) -> None:
+    """Every thread of the platform API's process at `nice` (setpriority is per thread)."""
+    from orchard.stack.process import read_record
+
+    record = read_record(settings.run_dir, "api")
+    if record is None:
+        raise SystemExit("the platform API is not running: nothing to renice")
+    for task in Path(f"/proc/{record.pid}/task").iterdir():
+        os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
@@ -195,6 +206,14 @@ def main() -> None:
         default="tiny",
         help="the served champion: serving's tiny random test model (hand-written engine, "
         "the default), or bench/serve.py's nano / SmolLM2-135M (vLLM)",
+    )
+    parser.add_argument(
+        "--api-nice",
+        type=int,
+        default=None,
+        help="diagnosis: run the platform API's threads at this nice value (-20..19; below 0 "
+        "needs root), to tell the gateway's own cost from its waiting for a core that it "
+        "shares with the engine on one machine",
     )
     args = parser.parse_args()
 
@@ -223,6 +242,8 @@ def main() -> None:
         result = orchard(env, "up", "ray", "mlflow", "serve", "api")
         if result.returncode != 0:
             raise SystemExit(f"orchard up failed:\n{result.stdout}\n{result.stderr}")
+        if args.api_nice is not None:
+            renice(settings, args.api_nice)
         register_hf_model(
             model_dir, tracking_uri=settings.mlflow_uri, name=settings.model_name, alias="champion"
         )
@@ -255,6 +276,7 @@ def main() -> None:
         f"platform API (uvicorn, SQLite) and Ray Serve on loopback, model {args.model}; "
         f"{args.requests} listings, {args.streams} streams of {args.max_tokens} tokens per level; "
         f"load average (1 min) {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+        + (f"; platform API at nice {args.api_nice}" if args.api_nice is not None else "")
     )
     print(
         f"{'clients':>7} | {'GET /chats req/s':>16} {'p50/p99 ms':>13} | "
