@@ -18,6 +18,12 @@ at random; the corpus must be tokenized with the base's own tokenizer (`orchard_
 with *Use this tokenizer*), and a corpus tokenized so continues that base even when
 *Initialise from* is left empty. The validation loss of the base as loaded is logged at step 0;
 the export keeps the base's config and chat template, and the manifest names the base.
+
+**On a Ray cluster** (docs/cluster.md), the *Cluster* section places the workers:
+*Workers* 2 with *Placement* `STRICT_SPREAD` puts one on each of two nodes, and *Worker
+node labels* (e.g. `{"orchard-host": "in(b,c)"}`) keeps them off the head or on a GPU
+pool. With the data root on object storage, checkpoints go there too, so a run that
+loses a host resumes from the last one on the hosts that remain or come back.
 """
 
 from __future__ import annotations
@@ -91,6 +97,67 @@ PRESETS = ["nano", "micro", "small", "medium", "large"]
             minimum=1,
             title="Workers",
             description="Data-parallel Ray Train workers (GPUs on a GPU cluster).",
+            section="Cluster",
+        ),
+        "threads_per_worker": Param(
+            2,
+            type="integer",
+            minimum=1,
+            title="CPUs per worker",
+            description="CPU threads (and Ray CPUs) each worker takes.",
+            section="Cluster",
+        ),
+        "placement": Param(
+            "PACK",
+            type="string",
+            enum=["PACK", "SPREAD", "STRICT_SPREAD"],
+            title="Placement",
+            description="Where Ray puts the workers: PACK as few nodes as fit, SPREAD over "
+            "nodes where it can, STRICT_SPREAD each on its own node (docs/cluster.md).",
+            section="Cluster",
+        ),
+        "worker_labels": Param(
+            {},
+            type="object",
+            additionalProperties={"type": "string"},
+            title="Worker node labels",
+            description="A Ray label selector every worker's node must match, e.g. "
+            '{"orchard-host": "in(b,c)"} to keep them off the head node, or on a GPU pool. '
+            "Empty: any node.",
+            section="Cluster",
+        ),
+        "checkpoint_interval": Param(
+            100,
+            type="integer",
+            minimum=1,
+            title="Checkpoint every",
+            description="Steps between checkpoints (a retried or restarted run resumes "
+            "from the last one).",
+            section="Checkpoints and metrics",
+        ),
+        "log_interval": Param(
+            10,
+            type="integer",
+            minimum=1,
+            title="Log every",
+            description="Steps between the metrics sent to MLflow.",
+            section="Checkpoints and metrics",
+        ),
+        "eval_interval": Param(
+            50,
+            type="integer",
+            minimum=1,
+            title="Validate every",
+            description="Steps between validation losses.",
+            section="Checkpoints and metrics",
+        ),
+        "eval_batches": Param(
+            4,
+            type="integer",
+            minimum=1,
+            title="Validation batches",
+            description="Global batches per validation.",
+            section="Checkpoints and metrics",
         ),
         "force": Param(
             False, type="boolean", title="Rebuild", description="Train again even if done."
@@ -116,6 +183,15 @@ def orchard_pretrain():
             seq_length=params["seq_length"] or None,
             lr=params["lr"] or None,
             workers=params["workers"],
+            # Where the workers run and how often the run checkpoints and logs are not
+            # part of the step key (the same model): a finished run is reused.
+            threads_per_worker=params["threads_per_worker"],
+            placement=params["placement"],
+            worker_labels=params["worker_labels"],
+            checkpoint_interval=params["checkpoint_interval"],
+            log_interval=params["log_interval"],
+            eval_interval=params["eval_interval"],
+            eval_batches=params["eval_batches"],
         )
         inputs, name = [tokenized_manifest], params["preset"]
         # A corpus tokenized with a base model's tokenizer continues that base by default.

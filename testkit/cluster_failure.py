@@ -62,13 +62,18 @@ def pretrain_through_host_death(
     host: str = "c",
     name: str = "failover",
     timeout: float = 420,
+    command: list[str] | None = None,
+    cwd: str | None = None,
 ) -> FailoverRun:
     """Submit the pretrain step, power `host` off once a checkpoint is safe and the run
     has gone on, power it on again, and wait for the job's end. The host is on again
-    when this returns, also on error."""
+    when this returns, also on error. `command` (run in `cwd`) replaces the submitter, e.g.
+    with the DAGs that end in the pretrain step (`ClusterPretrain.dag_chain_command`): it
+    prints `MANIFEST=<the published pretrain output>` last."""
     hosts_settings, layout, data = setup.hosts_settings, setup.layout, setup.data
     job = subprocess.Popen(
-        setup.command(config, name),
+        command or setup.command(config, name),
+        cwd=cwd,
         env=setup.env() | {"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

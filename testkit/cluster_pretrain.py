@@ -24,6 +24,7 @@ from orchard.storage import S3Options, Storage
 from testkit.s3 import moto_s3
 
 KEYS = {"access_key": "testing", "secret_key": "testing"}
+REPO = Path(__file__).resolve().parents[1]
 
 # The driver of a DAG task: settings from the environment, the step as a Ray job.
 SUBMIT = """
@@ -68,6 +69,37 @@ base_id = submission_base(sys.argv[4], tokenized.key)
 run_ray_job(load_settings(), base_id=base_id, entrypoint=entrypoint)
 """
 
+# The DAGs as Airflow runs their tasks, in-process (`dag.test`, as tests/dags does) in the
+# root namespace, with the settings of the environment (the data root on S3, Ray's address
+# the head's): each step task submits its step as a Ray job through the head's job API.
+# Each DAG of the chain gets, in its Param named in `chain`, the location that the task
+# named there returned in the DAG before it (an `s3://` directory: the `manifest.json` in
+# it), as the asset events hand it on; the last DAG's last location is printed.
+DAG_CHAIN = """
+import json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # this checkout's orchard, whatever the cwd
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.xcom import XComModel
+from airflow.utils import db
+from airflow.utils.session import create_session
+
+dags, location, chain = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+db.initdb()
+bag = DagBag(dag_folder=dags)
+for dag_id, param, conf, output in chain:
+    run = bag.get_dag(dag_id).test(run_conf={**conf, param: location + "/manifest.json"})
+    if run.state != "success":
+        sys.exit(f"DAG_FAILED={dag_id}: {run.state}")
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=run.run_id, key="return_value", dag_ids=dag_id, task_ids=output
+        )
+        row = session.scalars(query).first()
+        location = XComModel.deserialize_value(row)
+    print(f"DAG_DONE={dag_id} {location}", flush=True)
+print("MANIFEST=" + location, flush=True)
+"""
+
 
 def s3_client(endpoint: str):
     import boto3
@@ -104,13 +136,18 @@ class ModelData:
     bucket: str
     data_root: str
     store: Storage
-    tokenized: Manifest
+    tokenized: Manifest | None  # None with `tokenize=False` (the DAGs tokenize)
+    corpus: Manifest
 
 
-def model_data_on_s3(endpoint: str, cache: Path, documents: int = 60) -> ModelData:
-    """A fresh bucket with a tokenized corpus in it, as the tokenizer and tokenize steps
-    publish it (they run here, in the root namespace)."""
-    from ray_jobs.tokenize import TokenizeConfig, tokenize
+def model_data_on_s3(
+    endpoint: str, cache: Path, documents: int = 60, tokenize: bool = True
+) -> ModelData:
+    """A fresh bucket with a curated corpus in it and, with `tokenize`, the corpus
+    tokenized as the tokenizer and tokenize steps publish it (they run here, in the root
+    namespace)."""
+    from ray_jobs.tokenize import TokenizeConfig
+    from ray_jobs.tokenize import tokenize as tokenize_body
     from ray_jobs.tokenizer import TokenizerConfig, train_tokenizer
     from testkit.corpus import corpus_step
 
@@ -119,6 +156,8 @@ def model_data_on_s3(endpoint: str, cache: Path, documents: int = 60) -> ModelDa
     data_root = f"s3://{bucket}/data"
     store = Storage(data_root, s3=S3Options(endpoint=endpoint, **KEYS), cache=cache)
     corpus = corpus_step(store, documents=documents)
+    if not tokenize:
+        return ModelData(endpoint, bucket, data_root, store, None, corpus)
     local_corpus = Path(localize(corpus, store).path)
     tok_config = TokenizerConfig(vocab_size=384)
     tok = run_step(
@@ -137,9 +176,9 @@ def model_data_on_s3(endpoint: str, cache: Path, documents: int = 60) -> ModelDa
         config=config,
         data_root=store,
         inputs=[tok, corpus],
-        body=lambda ctx: tokenize(config, local_tok / "tokenizer", local_corpus, ctx),
+        body=lambda ctx: tokenize_body(config, local_tok / "tokenizer", local_corpus, ctx),
     )
-    return ModelData(endpoint, bucket, data_root, store, tokenized)
+    return ModelData(endpoint, bucket, data_root, store, tokenized, corpus)
 
 
 def submitter_settings(layout: cluster.Layout, data: ModelData, home: Path, mlruns: Path):
@@ -186,6 +225,19 @@ class ClusterPretrain:
     def command(self, config: dict, name: str) -> list[str]:
         """The submitter: the pretrain step of `config` on the corpus, as a Ray job."""
         return [sys.executable, "-c", SUBMIT, json.dumps(config), self.data.tokenized.path, name]
+
+    def dag_chain_command(self, chain: list[tuple[str, str, dict, str]]) -> list[str]:
+        """Airflow's DAGs `chain` ([(DAG id, the Param that takes the upstream location,
+        its other Params, the task whose return value is the location it hands on)]) run
+        in-process one after the other (DAG_CHAIN) from the corpus in the bucket."""
+        return [
+            sys.executable,
+            "-c",
+            DAG_CHAIN,
+            str(REPO / "dags"),
+            self.data.corpus.path,
+            json.dumps(chain),
+        ]
 
     def submit(
         self, config: dict, name: str = "model", timeout: float = 300
@@ -236,10 +288,12 @@ def cluster_pretrain(
     endpoint: str,
     scratch: Path,
     documents: int = 60,
+    tokenize: bool = True,
 ) -> Iterator[ClusterPretrain]:
     """A `ClusterPretrain` on a fresh bucket of the S3 server at `endpoint` (the corpus's
-    local cache and MLflow's store under `scratch`); the submitter's home goes at the end."""
-    data = model_data_on_s3(endpoint, scratch / "cache", documents=documents)
+    local cache and MLflow's store under `scratch`; without `tokenize`, the corpus only);
+    the submitter's home goes at the end."""
+    data = model_data_on_s3(endpoint, scratch / "cache", documents=documents, tokenize=tokenize)
     # The submitter's home is the job driver's too, and is on host a's disk: the driver's
     # copies of inputs are there, invisible to hosts b and c.
     home = Path(layout.head.local_dir) / f"home-{uuid.uuid4().hex[:6]}"

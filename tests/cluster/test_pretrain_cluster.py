@@ -1,21 +1,24 @@
-"""Pretraining across two hosts with the data root on object storage, and a worker host
-dying in the middle of it.
+"""The DAGs orchard_tokenizer and orchard_pretrain against the three-host cluster, with the
+data root on object storage, and a worker host dying in the middle of pretraining.
 
-One pretraining run serves both tests of this module (`trained`, module-scoped): the
-pretrain step is submitted as the DAG submits it, a Ray job through the head's job API
-(`orchard.ray_submit.run_step_job`) from a driver process in the root namespace, as an
-Airflow task would. Two Ray Train workers, one on host b and one on host c (STRICT_SPREAD,
-and a label selector that keeps them off the head), train over gloo on the hosts' bridge
-addresses; each reads the tokenized corpus from S3 itself (the job's home, where its
-driver keeps its own copy, is on host a's disk, which b and c cannot see), and
-checkpoints go to the bucket. moto's S3 server stands in for MinIO, listening on the root
-namespace's bridge address, which the hosts reach.
+One run of the two DAGs serves both tests of this module (`trained`, module-scoped):
+Airflow's tasks run in-process (`dag.test`, as tests/dags does) in a driver process in the
+root namespace, where Airflow runs them, with `ORCHARD_RAY_ADDRESS` at the head on host a
+and `ORCHARD_DATA_ROOT=s3://…`. Each step task submits its step as a Ray job through the
+head's job API; the DAGs hand each other `s3://` locations, as the asset events do. The
+tokenizer and tokenize steps read a curated corpus published in the bucket. The pretrain
+task runs two Ray Train workers, one on host b and one on host c (its Params: workers=2,
+placement STRICT_SPREAD, and a label selector that keeps them off the head), which train
+over gloo on the hosts' bridge addresses; each reads the tokenized corpus from S3 itself
+(the job's home, where its driver keeps its own copy, is on host a's disk, which b and c
+cannot see), and checkpoints go to the bucket. moto's S3 server stands in for MinIO,
+listening on the root namespace's bridge address, which the hosts reach.
 
 Once a checkpoint is safe in the bucket, every process of host c is SIGKILLed at once (a
 machine losing power), and host c boots again right away (a new Ray node at the same
 address). Ray Train notices the dead worker, restarts the worker group on b and the
-rebooted c, resumes from the last checkpoint in object storage, and the job ends green
-(testkit/cluster_failure.py).
+rebooted c, resumes from the last checkpoint in object storage, and the pretrain task
+ends green (testkit/cluster_failure.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,9 +42,9 @@ from testkit.cluster_pretrain import ClusterPretrain, cluster_pretrain, object_k
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-# Steps of 2,048 tokens (~0.5 s on a host's one CPU), so that the power-off, 2.5 s after
-# the first checkpoint is in the bucket, lands well before the run's end. Tiny `nano`,
-# one worker per worker host.
+# orchard_pretrain's Params: steps of 2,048 tokens (~0.5 s on a host's one CPU), so that
+# the power-off, 2.5 s after the first checkpoint is in the bucket, lands well before the
+# run's end. Tiny `nano`, one worker per worker host.
 INTERVAL = 10
 FAILOVER = {
     "preset": "nano",
@@ -55,6 +60,13 @@ FAILOVER = {
     "placement": "STRICT_SPREAD",
     "worker_labels": {"orchard-host": "in(b,c)"},
 }
+# The DAGs, each with the Param that takes the location its upstream DAG's task returned.
+CHAIN = [
+    ("orchard_tokenizer", "corpus", {"vocab_size": 512}, "tokenize"),
+    ("orchard_pretrain", "tokenized", FAILOVER, "pretrain"),
+]
+DONE = re.compile(r"^DAG_DONE=(\S+) (\S+)$")
+TIMELINE = re.compile(r"DAG_DONE=|MANIFEST=|submitted Ray job|resumed from the checkpoint")
 
 
 class CheckpointWatcher(threading.Thread):
@@ -82,23 +94,46 @@ class Trained:
     run: FailoverRun
     checkpoints_seen: set[str]  # the bucket's checkpoint objects while the job ran
     scratch: Path
+    task_dir: Path  # the Airflow tasks' working directory
+    dags_done: dict[str, str]  # DAG id -> the location its last task returned
+
+    @property
+    def tokenized(self) -> Manifest:
+        return Manifest.read(self.dags_done["orchard_tokenizer"], self.setup.data.store)
 
 
 @pytest.fixture(scope="module")
 def trained(cluster_session, cluster_s3, tmp_path_factory) -> Iterator[Trained]:
-    """The pretrain step on hosts b and c, host c powered off once a checkpoint is safe
-    in the bucket and powered on again; what the two tests below read."""
+    """orchard_tokenizer then orchard_pretrain on the corpus in the bucket, pretraining on
+    hosts b and c, host c powered off once a checkpoint is safe in the bucket and powered
+    on again; what the two tests below read."""
     layout = cluster_session.ensure_up()
     scratch = tmp_path_factory.mktemp("pretrain-cluster")
-    with cluster_pretrain(cluster_session.settings, layout, cluster_s3, scratch) as setup:
+    task_dir = scratch / "airflow-task"
+    task_dir.mkdir()
+    with cluster_pretrain(
+        cluster_session.settings, layout, cluster_s3, scratch, tokenize=False
+    ) as setup:
         watcher = CheckpointWatcher(cluster_s3, setup.data.bucket)
         watcher.start()
         try:
-            run = pretrain_through_host_death(setup, FAILOVER, name="model")
+            run = pretrain_through_host_death(
+                setup,
+                FAILOVER,
+                command=setup.dag_chain_command(CHAIN),
+                cwd=str(task_dir),
+                timeout=600,
+            )
         finally:
             watcher.stop.set()
             watcher.join()
-        yield Trained(setup, run, watcher.seen, scratch)
+        done = dict(m.groups() for _, line in run.lines if (m := DONE.match(line.strip())))
+        if run.lines:  # where the time went (shown with -s, or when a test fails)
+            start = run.lines[0][0]
+            for at, line in run.lines:
+                if TIMELINE.search(line):
+                    print(f"{at - start:6.1f} s  {line.strip()[:120]}")
+        yield Trained(setup, run, watcher.seen, scratch, task_dir, done)
 
 
 def test_pretraining_runs_on_both_worker_hosts_from_and_to_object_storage(trained):
@@ -107,27 +142,45 @@ def test_pretraining_runs_on_both_worker_hosts_from_and_to_object_storage(traine
     log = run.log
     location = run.location
     assert location, log[-6000:]
-    assert location.startswith(f"{data.data_root}/pretrain/model-")
+    assert location.startswith(f"{data.data_root}/pretrain/nano-")
+    # The DAGs ran: each step task submitted its step as a Ray job to the head, and each
+    # DAG handed the next the `s3://` location of its output.
+    for dag_id, task in (
+        ("orchard_tokenizer", "tokenizer"),
+        ("orchard_tokenizer", "tokenize"),
+        ("orchard_pretrain", "pretrain"),
+    ):
+        assert re.search(rf"submitted Ray job {dag_id}-\S+-{task}-a1: ", log), (task, log[-6000:])
+    tokenized = trained.tokenized
+    assert trained.dags_done == {
+        "orchard_tokenizer": tokenized.path,
+        "orchard_pretrain": location,
+    }
+    assert tokenized.path.startswith(f"{data.data_root}/tokenize/corpus-")
+    inputs = {ref.step: ref.path for ref in tokenized.inputs}
+    assert inputs["mix"] == data.corpus.path
+    assert inputs["tokenizer"].startswith(f"{data.data_root}/tokenizer/bpe-")
     # The first attempt trained: no worker failed and was restarted before host c died.
     before_kill = "".join(
         line for at, line in run.lines if run.killed_at is None or at < run.killed_at
     )
     assert "Error in training function" not in before_kill, before_kill[-6000:]
     done = Manifest.read(location, data.store)
+    assert [ref.path for ref in done.inputs] == [tokenized.path]  # lineage: S3 locations
 
     # Both worker hosts trained: two workers, on b and on c, each on its own node.
     by_host = {w["hostname"]: w for w in done.workers}
     assert sorted(by_host) == ["host-b", "host-c"], done.workers
     assert len({w["node_id"] for w in done.workers}) == 2
     # The name of a copy of this corpus (of its manifest), whoever downloads it.
-    manifest = data.store.read_text(join(data.tokenized.path, MANIFEST))
-    named = cache_dir_for(data.store, data.tokenized.path, manifest).name
+    manifest = data.store.read_text(join(tokenized.path, MANIFEST))
+    named = cache_dir_for(data.store, tokenized.path, manifest).name
     copy = f"orchard-cache/inputs/tokenize/{named}"
     for name in ("b", "c"):
         host = layout.host(name)
         worker = by_host[host.hostname]
         assert worker["address"] == host.address
-        assert worker["data"] == data.tokenized.path  # it read the corpus from S3 itself
+        assert worker["data"] == tokenized.path  # it read the corpus from S3 itself
         # ... into its own host's disk (its node's Ray temp dir).
         assert list(Path(host.ray_temp_dir).rglob(f"{copy}/datasets.json")), name
     # Host a (the driver) has no worker copy (the TP/PP test's reference run trains on
@@ -144,16 +197,21 @@ def test_pretraining_runs_on_both_worker_hosts_from_and_to_object_storage(traine
     # Checkpoints were objects in the bucket, under the step's work prefix, while the job
     # ran; that prefix is gone now.
     seen = trained.checkpoints_seen
-    work = f"data/pretrain/.model-{done.key}.work/ray-train/"
+    work = f"data/pretrain/.nano-{done.key}.work/ray-train/"
     assert seen and all(k.startswith(work) for k in seen), seen
     steps = {k.split("/checkpoint_")[1].split("/")[0] for k in seen}
     assert len(steps) >= 2 and any(k.endswith("/state.pt") for k in seen)
     assert not [k for k in object_keys(data.endpoint, data.bucket) if ".work/" in k]
     assert set(done.files) >= {"hf/config.json", "curve.json", "megatron/model.pt"}
 
-    # Nothing was written to a local folder named like the URI, on any host or here.
-    for root in (trained.scratch, Path(layout.base_dir)):
+    # Nothing was written to a local folder named like the URI: not on any host, nor in
+    # the Airflow tasks' working directory, home, Airflow's home or the temp directory.
+    airflow_home = Path(os.environ["AIRFLOW_HOME"])
+    for root in (trained.scratch, Path(layout.base_dir), Path(setup.settings.home), airflow_home):
         assert not list(root.rglob("s3:*")), root
+    assert trained.task_dir.is_dir() and not list(trained.task_dir.rglob("s3:*"))
+    for root in (Path.home(), Path(tempfile.gettempdir())):
+        assert not list(root.glob("s3:*")), root
     assert not os.path.exists("s3:")
 
 
