@@ -148,9 +148,11 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
     dagbag, airflow_db, stack, monkeypatch
 ):
     """orchard_posttrain task by task in-process, each step a Ray job on the stack, from a
-    tiny base model over a small documentation corpus: chat data → SFT → reward model →
-    DPO → GRPO → evaluate → register; the version is challenger (and champion, the
-    registry being empty), tagged with its lineage and metrics, and loads and generates."""
+    tiny base model over a small documentation corpus, with the stages `make run` adapts
+    SmolLM2 with: chat data → SFT → DPO → evaluate → register (the reward model and GRPO
+    are skipped tasks here; tests/unit/test_posttrain.py trains them); the version is
+    challenger (and champion, the registry being empty), tagged with its lineage and
+    metrics, and loads and generates."""
     from pathlib import Path
 
     import mlflow
@@ -165,13 +167,7 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
         monkeypatch.setenv(key, value)
     data = Path(settings.data_dir)
     base = tiny_base(data)
-    conf = {
-        "pretrained": base.path,
-        "sft_steps": 4,
-        "reward_steps": 4,
-        "dpo_steps": 2,
-        "grpo_steps": 2,
-    }
+    conf = {"pretrained": base.path, "stages": ["sft", "dpo"], "sft_steps": 4, "dpo_steps": 2}
     dag = dagbag.get_dag("orchard_posttrain")
     assert dag.test(run_conf=conf).state == "success"
 
@@ -179,10 +175,11 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
     (found,) = client.search_model_versions(f"name='{name}'")
     version = client.get_model_version(name, found.version)  # search leaves aliases out
     assert set(version.aliases) == {"challenger", "champion"}
-    for step in ("chat_data", "sft", "reward", "dpo", "grpo", "evaluate", "pretrain", "curate"):
+    for step in ("chat_data", "sft", "dpo", "evaluate", "pretrain", "curate"):
         assert f"orchard.lineage.{step}" in version.tags, step
-    assert version.tags["orchard.model_step"] == "grpo"
-    assert {"eval.rouge_l", "eval.rm_win_rate_vs_sft", "eval.heldout_ppl"} <= set(version.tags)
+    assert not {"orchard.lineage.reward", "orchard.lineage.grpo"} & set(version.tags)
+    assert version.tags["orchard.model_step"] == "dpo"
+    assert {"eval.rouge_l", "eval.heldout_ppl"} <= set(version.tags)
     # lm-evaluation-harness ran inside evaluate; the model card states it and what
     # decontamination removed from the chat data behind the model.
     harness = {"eval.lm_eval/orchard_docs_qa/contains", "eval.lm_eval/orchard_safety/refusal_rate"}
@@ -195,7 +192,7 @@ def test_posttrain_registers_a_challenger_that_generates_and_a_retrigger_does_no
     text = generate([{"role": "user", "content": "What does json.dumps do?"}], max_new_tokens=8)
     assert text and text[0]["generated_text"]
 
-    outputs = {step: sorted(p.name for p in (data / step).iterdir()) for step in ("sft", "grpo")}
+    outputs = {step: sorted(p.name for p in (data / step).iterdir()) for step in ("sft", "dpo")}
     assert dag.test(run_conf=conf).state == "success"
     assert {s: sorted(p.name for p in (data / s).iterdir()) for s in outputs} == outputs
     assert len(client.search_model_versions(f"name='{name}'")) == 1
